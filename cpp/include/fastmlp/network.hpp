@@ -1,0 +1,106 @@
+// Network: owns every buffer of a multilayer perceptron.
+//
+// Layer l computes Z_l = A_{l-1} · W_l + b_l and A_l = f(Z_l), with W_l of
+// shape (n_in, n_out) row-major (scikit-learn's coefs_ layout). All
+// parameters live in one contiguous buffer, W_0, b_0, W_1, b_1, ..., and all
+// gradients in a second buffer of the same layout, so an optimizer step is one
+// loop and an allreduce is one call. Workspaces are allocated once per batch
+// size and reused.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fastmlp/activation.hpp"
+#include "fastmlp/loss.hpp"
+#include "fastmlp/rng.hpp"
+#include "fastmlp/tensor.hpp"
+
+namespace fastmlp {
+
+// glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c = 2 for a logistic
+//         hidden activation and 6 otherwise (scikit-learn's bounds);
+// he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
+enum class Init { Glorot, He };
+Init parse_init(const std::string& name);
+
+// The activations, deltas and gathered inputs of one forward/backward pass
+// over up to `rows` samples.
+template <class T>
+struct Workspace {
+  Index rows = 0;
+  std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
+  void reserve(const std::vector<Index>& sizes, Index rows);
+};
+
+// What an epoch reuses from one batch to the next: the visiting order and the
+// gathered mini-batch.
+template <class T>
+struct EpochScratch {
+  std::vector<std::int64_t> order;
+  Matrix<T> x, y;
+};
+
+template <class T>
+class Network {
+ public:
+  Network(std::vector<Index> layer_sizes, Activation hidden, Activation output, double slope,
+          std::uint64_t seed, Init init);
+
+  const std::vector<Index>& layer_sizes() const { return sizes_; }
+  Index n_layers() const { return Index(sizes_.size()) - 1; }
+  Index n_inputs() const { return sizes_.front(); }
+  Index n_outputs() const { return sizes_.back(); }
+  Index n_params() const { return params_.size(); }
+  Activation hidden_activation() const { return hidden_; }
+  Activation output_activation() const { return output_; }
+  T slope() const { return slope_; }
+
+  T* params() { return params_.data(); }
+  const T* params() const { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  const T* grads() const { return grads_.data(); }
+  Index weight_offset(Index layer) const { return weight_offset_[layer]; }
+  Index bias_offset(Index layer) const { return weight_offset_[layer] + sizes_[layer] * sizes_[layer + 1]; }
+
+  // Draws new parameters; reseeds the shuffling generator from the same seed.
+  void initialize(std::uint64_t seed, Init init);
+  Rng& rng() { return rng_; }
+
+  // out (n, n_outputs) = the network's output for x (n, n_inputs).
+  // Reads the parameters only: safe to call from several threads at once.
+  void forward(const T* x, Index n, T* out) const;
+
+  // Mean loss over the n rows (no regularization); fills grads().
+  // y is (n, n_outputs). Not thread-safe: hold busy() around it.
+  double loss_and_grad(const T* x, const T* y, Index n, Loss loss);
+
+  // Held by whoever writes the parameters, gradients or workspaces.
+  std::mutex& busy() const { return busy_; }
+  EpochScratch<T>& epoch_scratch() { return epoch_; }
+
+ private:
+  // Forward and backward over `rows` rows into gradient buffer g, scaling by
+  // 1/scale_rows; returns Σ row losses / scale_rows.
+  double forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+                          Workspace<T>& ws, T* g) const;
+  void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
+  int slice_threads(Index rows) const;
+
+  std::vector<Index> sizes_;
+  std::vector<Index> weight_offset_;
+  Activation hidden_, output_;
+  T slope_;
+  Vector<T> params_, grads_;
+  Rng rng_;
+  // Training scratch: one workspace per thread slice of the batch, and a
+  // gradient buffer for every slice but the first (which writes grads_).
+  std::vector<Workspace<T>> slices_;
+  std::vector<Vector<T>> slice_grads_;
+  EpochScratch<T> epoch_;
+  mutable std::mutex busy_;
+};
+
+}  // namespace fastmlp

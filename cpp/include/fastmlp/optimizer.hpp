@@ -1,0 +1,80 @@
+// Optimizers: update policies over one flat parameter buffer. Each step is one
+// fused, vectorized loop; the state (velocity, moments) is owned here, sized
+// on the first step and tied to that parameter count from then on.
+#pragma once
+
+#include <string>
+
+#include "fastmlp/tensor.hpp"
+
+namespace fastmlp {
+
+template <class T>
+class Optimizer {
+ public:
+  explicit Optimizer(double lr) : lr(lr) {}
+  virtual ~Optimizer() = default;
+
+  // Checks the hyperparameters and sizes the state for n parameters; throws
+  // (changing nothing) where step(…, n) would. Call before a run of steps.
+  virtual void prepare(Index n) = 0;
+  // params ← update(params, grads); both hold n values.
+  virtual void step(T* params, const T* grads, Index n) = 0;
+  // Forgets the state (moments, step count).
+  virtual void reset() = 0;
+
+  double lr;  // read at every step, so a schedule may change it between steps
+
+ protected:
+  // Sizes `state` on first use; afterwards a different n is an error.
+  static void bind(Vector<T>& state, Index n);
+};
+
+// Stochastic gradient descent with momentum μ, in scikit-learn's form:
+//   v ← μ·v − lr·g
+//   p ← p + v                 (classical momentum)
+//   p ← p + μ·v − lr·g        (Nesterov)
+// With μ = 0 both reduce to p ← p − lr·g and no velocity is kept.
+template <class T>
+class SGD final : public Optimizer<T> {
+ public:
+  SGD(double lr, double momentum, bool nesterov);
+  void prepare(Index n) override;
+  void step(T* params, const T* grads, Index n) override;
+  void reset() override { velocity.resize(0); }
+
+  double momentum;
+  bool nesterov;
+  Vector<T> velocity;
+
+ private:
+  void check() const;
+};
+
+// Adam (Kingma & Ba, with the bias correction folded into the step size, as
+// in their "efficient" form and in scikit-learn):
+//   t ← t + 1
+//   m ← β1·m + (1 − β1)·g
+//   v ← β2·v + (1 − β2)·g²
+//   p ← p − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε)
+template <class T>
+class Adam final : public Optimizer<T> {
+ public:
+  Adam(double lr, double beta1, double beta2, double eps);
+  void prepare(Index n) override;
+  void step(T* params, const T* grads, Index n) override;
+  void reset() override {
+    m.resize(0);
+    v.resize(0);
+    t = 0;
+  }
+
+  double beta1, beta2, eps;
+  long long t = 0;
+  Vector<T> m, v;
+
+ private:
+  void check() const;
+};
+
+}  // namespace fastmlp

@@ -1,0 +1,200 @@
+// fastmlp._core: translation between Python and the C++ core, nothing else.
+// Arrays arrive C-contiguous in the network's dtype (the Python layer converts
+// and validates them; the checks here only keep a direct caller from reading
+// out of bounds). Every call that loops over data releases the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "fastmlp/network.hpp"
+#include "fastmlp/optimizer.hpp"
+#include "fastmlp/threads.hpp"
+#include "fastmlp/trainer.hpp"
+
+namespace py = pybind11;
+using namespace fastmlp;
+
+namespace {
+
+template <class T>
+using InArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// A writable NumPy view of C++ memory owned by `owner` (kept alive by the view).
+template <class T>
+py::array_t<T> view(py::handle owner, T* data, std::vector<py::ssize_t> shape) {
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = sizeof(T);
+  for (std::size_t i = shape.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= shape[i];
+  }
+  return py::array_t<T>(shape, strides, data, owner);
+}
+
+void check_matrix(const py::array& a, const char* name, Index cols, const char* cols_what) {
+  if (a.ndim() != 2)
+    throw std::invalid_argument(std::string(name) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  if (a.shape(1) != cols)
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(cols) + " columns (" +
+                                cols_what + "), got " + std::to_string(a.shape(1)));
+}
+
+template <class T>
+void check_xy(const Network<T>& net, const InArray<T>& x, const InArray<T>& y) {
+  check_matrix(x, "X", net.n_inputs(), "the network's inputs");
+  check_matrix(y, "y", net.n_outputs(), "the network's outputs");
+  if (x.shape(0) != y.shape(0))
+    throw std::invalid_argument("X and y must have the same number of rows, got " + std::to_string(x.shape(0)) +
+                                " and " + std::to_string(y.shape(0)));
+}
+
+std::unique_lock<std::mutex> claim(std::mutex& m) {
+  std::unique_lock<std::mutex> lock(m, std::try_to_lock);
+  if (!lock.owns_lock())
+    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+  return lock;
+}
+
+template <class T>
+void bind_dtype(py::module_& m, const std::string& suffix) {
+  using Net = Network<T>;
+  py::class_<Net>(m, ("Network" + suffix).c_str())
+      .def(py::init([](std::vector<Index> sizes, const std::string& activation, const std::string& output,
+                       double slope, std::uint64_t seed, const std::string& init) {
+             return new Net(std::move(sizes), parse_activation(activation), parse_activation(output), slope, seed,
+                            parse_init(init));
+           }),
+           py::arg("layer_sizes"), py::arg("activation"), py::arg("output_activation"), py::arg("slope"),
+           py::arg("seed"), py::arg("init"))
+      .def_property_readonly("layer_sizes", &Net::layer_sizes)
+      .def_property_readonly("n_params", &Net::n_params)
+      .def_property_readonly("activation", [](const Net& n) { return activation_name(n.hidden_activation()); })
+      .def_property_readonly("output_activation", [](const Net& n) { return activation_name(n.output_activation()); })
+      .def_property_readonly("slope", [](const Net& n) { return double(n.slope()); })
+      .def_property_readonly("params", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view<T>(self, n.params(), {n.n_params()});
+      })
+      .def_property_readonly("grads", [](py::object self) {
+        Net& n = self.cast<Net&>();
+        return view<T>(self, n.grads(), {n.n_params()});
+      })
+      .def("layer_views", [](py::object self, bool grads) {
+        // [(W_0, b_0), (W_1, b_1), ...] as views of the parameter (or gradient) buffer.
+        Net& n = self.cast<Net&>();
+        T* base = grads ? n.grads() : n.params();
+        py::list out;
+        for (Index l = 0; l < n.n_layers(); ++l) {
+          const Index fan_in = n.layer_sizes()[l], fan_out = n.layer_sizes()[l + 1];
+          out.append(py::make_tuple(view<T>(self, base + n.weight_offset(l), {fan_in, fan_out}),
+                                    view<T>(self, base + n.bias_offset(l), {fan_out})));
+        }
+        return out;
+      }, py::arg("grads"))
+      .def("initialize", [](Net& n, std::uint64_t seed, const std::string& init) {
+        const Init how = parse_init(init);
+        auto lock = claim(n.busy());
+        n.initialize(seed, how);
+      }, py::arg("seed"), py::arg("init"))
+      .def("forward", [](const Net& n, const InArray<T>& x) {
+        check_matrix(x, "X", n.n_inputs(), "the network's inputs");
+        const Index rows = x.shape(0);
+        py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
+        T* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          n.forward(x.data(), rows, dst);
+        }
+        return out;
+      }, py::arg("X"))
+      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss) {
+        const Loss l = parse_loss(loss);
+        check_xy(n, x, y);
+        py::gil_scoped_release release;
+        auto lock = claim(n.busy());
+        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"))
+      .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, double l2,
+                             std::optional<InArray<std::int64_t>> order) {
+        const Loss l = parse_loss(loss);
+        check_xy(n, x, y);
+        EpochOptions options;
+        options.batch_size = batch_size;
+        options.shuffle = shuffle;
+        options.l2 = l2;
+        if (order) {
+          if (order->ndim() != 1 || order->shape(0) != x.shape(0))
+            throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(x.shape(0)) +
+                                        "), got shape of " + std::to_string(order->size()) + " elements");
+          options.order = order->data();
+        }
+        py::gil_scoped_release release;
+        return train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
+         py::arg("shuffle"), py::arg("l2"), py::arg("order"));
+
+  py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
+      .def_readwrite("lr", &Optimizer<T>::lr)
+      .def("reset", &Optimizer<T>::reset)
+      .def("step", [](Optimizer<T>& opt, Net& n) {
+        py::gil_scoped_release release;
+        auto lock = claim(n.busy());
+        opt.step(n.params(), n.grads(), n.n_params());
+      }, py::arg("net"));
+  py::class_<SGD<T>, Optimizer<T>>(m, ("SGD" + suffix).c_str())
+      .def(py::init<double, double, bool>(), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"))
+      .def_readonly("momentum", &SGD<T>::momentum)
+      .def_readonly("nesterov", &SGD<T>::nesterov)
+      .def_property_readonly("velocity", [](py::object self) {
+        SGD<T>& o = self.cast<SGD<T>&>();
+        return view<T>(self, o.velocity.data(), {py::ssize_t(o.velocity.size())});
+      });
+  py::class_<Adam<T>, Optimizer<T>>(m, ("Adam" + suffix).c_str())
+      .def(py::init<double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+           py::arg("eps"))
+      .def_readonly("beta1", &Adam<T>::beta1)
+      .def_readonly("beta2", &Adam<T>::beta2)
+      .def_readonly("eps", &Adam<T>::eps)
+      .def_readonly("t", &Adam<T>::t)
+      .def_property_readonly("m", [](py::object self) {
+        Adam<T>& o = self.cast<Adam<T>&>();
+        return view<T>(self, o.m.data(), {py::ssize_t(o.m.size())});
+      })
+      .def_property_readonly("v", [](py::object self) {
+        Adam<T>& o = self.cast<Adam<T>&>();
+        return view<T>(self, o.v.data(), {py::ssize_t(o.v.size())});
+      });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastmlp's compiled core (C++17, Eigen, OpenMP). Use the fastmlp package, not this module.";
+  bind_dtype<float>(m, "_float32");
+  bind_dtype<double>(m, "_float64");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("build_info", []() {
+    py::dict info;
+    info["version"] = FASTMLP_VERSION;
+#if defined(__clang__)
+    info["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    info["compiler"] = std::string("gcc ") + __VERSION__;
+#endif
+    info["cxx_flags"] = FASTMLP_CXX_FLAGS;
+    info["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                    std::to_string(EIGEN_MINOR_VERSION);
+    info["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
+    info["openmp"] = _OPENMP;
+    return info;
+  });
+}

@@ -1,0 +1,120 @@
+#include "fastmlp/optimizer.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace fastmlp {
+
+namespace {
+void check_hyper(const char* name, double value, double lo, double hi, bool hi_open) {
+  if (!(value >= lo) || (hi_open ? !(value < hi) : !(value <= hi)))
+    throw std::invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " +
+                                std::to_string(hi) + (hi_open ? ")" : "]") + ", got " +
+                                std::to_string(value));
+}
+void check_lr(double lr) {
+  if (!(lr >= 0.0) || !std::isfinite(lr))
+    throw std::invalid_argument("lr must be a finite number >= 0, got " + std::to_string(lr));
+}
+}  // namespace
+
+template <class T>
+void Optimizer<T>::bind(Vector<T>& state, Index n) {
+  if (state.size() == 0) {
+    state.setZero(n);
+  } else if (state.size() != n) {
+    throw std::invalid_argument("this optimizer's state belongs to a network with " +
+                                std::to_string(state.size()) + " parameters, got one with " +
+                                std::to_string(n) + " (use one optimizer per network, or reset it)");
+  }
+}
+
+template <class T>
+SGD<T>::SGD(double lr, double momentum, bool nesterov)
+    : Optimizer<T>(lr), momentum(momentum), nesterov(nesterov) {
+  check();
+}
+
+template <class T>
+void SGD<T>::check() const {
+  check_lr(this->lr);
+  check_hyper("momentum", momentum, 0.0, 1.0, true);
+}
+
+template <class T>
+void SGD<T>::prepare(Index n) {
+  check();
+  if (momentum != 0.0) this->bind(velocity, n);
+}
+
+template <class T>
+void SGD<T>::step(T* p, const T* g, Index n) {
+  prepare(n);
+  const T lr = T(this->lr), mu = T(momentum);
+  if (momentum == 0.0) {
+#pragma omp parallel for simd if (n > kParallelElements)
+    for (Index i = 0; i < n; ++i) p[i] -= lr * g[i];
+    return;
+  }
+  T* v = velocity.data();
+  if (nesterov) {
+#pragma omp parallel for simd if (n > kParallelElements)
+    for (Index i = 0; i < n; ++i) {
+      v[i] = mu * v[i] - lr * g[i];
+      p[i] += mu * v[i] - lr * g[i];
+    }
+  } else {
+#pragma omp parallel for simd if (n > kParallelElements)
+    for (Index i = 0; i < n; ++i) {
+      v[i] = mu * v[i] - lr * g[i];
+      p[i] += v[i];
+    }
+  }
+}
+
+template <class T>
+Adam<T>::Adam(double lr, double beta1, double beta2, double eps)
+    : Optimizer<T>(lr), beta1(beta1), beta2(beta2), eps(eps) {
+  check();
+}
+
+template <class T>
+void Adam<T>::check() const {
+  check_lr(this->lr);
+  check_hyper("beta1", beta1, 0.0, 1.0, true);
+  check_hyper("beta2", beta2, 0.0, 1.0, true);
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    throw std::invalid_argument("eps must be a finite number > 0, got " + std::to_string(eps));
+}
+
+template <class T>
+void Adam<T>::prepare(Index n) {
+  check();
+  this->bind(m, n);
+  this->bind(v, n);
+}
+
+template <class T>
+void Adam<T>::step(T* p, const T* g, Index n) {
+  prepare(n);
+  ++t;
+  const double correction = std::sqrt(1.0 - std::pow(beta2, double(t))) / (1.0 - std::pow(beta1, double(t)));
+  const T step = T(this->lr * correction), b1 = T(beta1), b2 = T(beta2), e = T(eps);
+  T* mm = m.data();
+  T* vv = v.data();
+#pragma omp parallel for simd if (n > kParallelElements)
+  for (Index i = 0; i < n; ++i) {
+    mm[i] = b1 * mm[i] + (T(1) - b1) * g[i];
+    vv[i] = b2 * vv[i] + (T(1) - b2) * g[i] * g[i];
+    p[i] -= step * mm[i] / (std::sqrt(vv[i]) + e);
+  }
+}
+
+template class Optimizer<float>;
+template class Optimizer<double>;
+template class SGD<float>;
+template class SGD<double>;
+template class Adam<float>;
+template class Adam<double>;
+
+}  // namespace fastmlp

@@ -1,0 +1,156 @@
+"""Input checks shared by the public API.
+
+Every check raises ``TypeError`` or ``ValueError`` whose message names the
+argument, what was expected and what came, before anything is modified.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {list(choices)}; got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
+                *, open_min: bool = False, open_max: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    low_ok = minimum is None or (value > minimum if open_min else value >= minimum)
+    high_ok = maximum is None or (value < maximum if open_max else value <= maximum)
+    if not np.isfinite(value) or not (low_ok and high_ok):
+        lo = "-inf" if minimum is None else f"{minimum:g}"
+        hi = "inf" if maximum is None else f"{maximum:g}"
+        interval = ("(" if open_min or minimum is None else "[") + f"{lo}, {hi}" + (
+            ")" if open_max or maximum is None else "]")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def check_layer_sizes(layer_sizes: Iterable[Any]) -> tuple[int, ...]:
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__iter__"):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {type(layer_sizes).__name__}")
+    sizes = tuple(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes must have at least 2 entries (inputs, outputs), got {list(sizes)}")
+    return tuple(check_int(f"layer_sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes))
+
+
+def check_seed(seed: Any) -> int:
+    """A 64-bit seed; None draws one from the operating system."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    return check_int("seed", seed, minimum=0, maximum=2**64 - 1)
+
+
+def _check_numeric(name: str, a: np.ndarray) -> None:
+    kind = a.dtype.kind
+    if kind in "OUSV":
+        raise TypeError(f"{name} must hold numbers, got an array of dtype {a.dtype}")
+    if kind == "c":
+        raise TypeError(f"{name} must be real, got an array of complex dtype {a.dtype}")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got an array of dtype {a.dtype}")
+
+
+def as_array(name: str, x: Any, dtype: np.dtype) -> np.ndarray:
+    """Any array-like as an ndarray of real numbers, before any conversion of dtype."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be array-like of numbers: {exc}") from None
+    _check_numeric(name, a)
+    return a
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = "NaN" if np.isnan(a).any() else "infinity"
+        raise ValueError(f"{name} must be finite, got {bad} at index {tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])}")
+
+
+def as_matrix(name: str, x: Any, n_cols: int, dtype: np.dtype, what: str = "features") -> np.ndarray:
+    """x as a C-contiguous (n, n_cols) array of `dtype` with n >= 1, all finite.
+
+    Integers, booleans (0/1) and float16 are converted; big-endian, strided and
+    read-only arrays are read correctly (copied only where needed).
+    """
+    a = as_array(name, x, dtype)
+    if a.ndim != 2:
+        hint = f"; reshape a single sample with {name}.reshape(1, -1)" if a.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, {n_cols}), got a {a.ndim}-D array of shape {a.shape}{hint}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one sample, got shape {a.shape}")
+    if a.shape[1] != n_cols:
+        raise ValueError(f"{name} must have {n_cols} {what} (columns), got shape {a.shape}")
+    check_finite(name, a)
+    out = np.ascontiguousarray(a, dtype=dtype)
+    check_finite(name, out)  # a float64 beyond float32's range overflows here
+    return out
+
+
+def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dtype: np.dtype) -> np.ndarray:
+    """Targets as a C-contiguous (n_samples, n_outputs) array of `dtype`.
+
+    For ``log_loss`` a 1-D array of integer class indices in [0, n_outputs) is
+    one-hot encoded; otherwise a 1-D y is taken as one output column.
+    """
+    a = as_array(name, y, dtype)
+    if a.ndim == 1 and loss == "log_loss":
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"{name} for log_loss must be integer class indices (1-D) or one-hot (2-D); "
+                            f"got a 1-D array of dtype {a.dtype}")
+        if a.shape[0] != n_samples:
+            raise ValueError(f"{name} must have {n_samples} entries (one per sample of X), got {a.shape[0]}")
+        if a.size and (a.min() < 0 or a.max() >= n_outputs):
+            bad = a[(a < 0) | (a >= n_outputs)][0]
+            raise ValueError(f"{name} holds class index {int(bad)}, outside [0, {n_outputs}) for {n_outputs} outputs")
+        onehot = np.zeros((n_samples, n_outputs), dtype=dtype)
+        onehot[np.arange(n_samples), a] = 1
+        return onehot
+    if a.ndim == 1:
+        if n_outputs != 1:
+            raise ValueError(f"{name} must be 2-D (n_samples, {n_outputs}) for a network with {n_outputs} outputs, "
+                             f"got a 1-D array of shape {a.shape}")
+        a = a.reshape(-1, 1)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, {n_outputs}), got a {a.ndim}-D array of shape {a.shape}")
+    if a.shape != (n_samples, n_outputs):
+        raise ValueError(f"{name} must have shape ({n_samples}, {n_outputs}) to match X and the network's outputs, "
+                         f"got {a.shape}")
+    check_finite(name, a)
+    out = np.ascontiguousarray(a, dtype=dtype)
+    check_finite(name, out)
+    return out

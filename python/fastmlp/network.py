@@ -1,0 +1,213 @@
+"""The Network: a thin Python face on the C++ engine.
+
+Parameters and gradients are NumPy views of C++ memory: writing to
+``net.weights[0]`` changes the network, nothing is copied, and the views keep
+the memory alive after the Network object is gone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._validation import (as_matrix, as_targets, check_choice, check_dtype, check_float,
+                          check_layer_sizes, check_seed)
+from .optim import Optimizer
+
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
+OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax",)
+LOSSES = ("squared_error", "log_loss", "binary_log_loss")
+INITS = ("glorot", "he")
+
+
+class Network:
+    r"""A multilayer perceptron whose math runs in C++.
+
+    Layer :math:`l` computes :math:`Z_l = A_{l-1} W_l + b_l`, :math:`A_l = f(Z_l)`,
+    with :math:`W_l` of shape ``(n_in, n_out)``; hidden layers use `activation`,
+    the last layer `output_activation`.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_inputs, hidden..., n_outputs]``, each >= 1.
+    activation : str
+        Hidden activation: ``identity``, ``logistic`` (alias ``sigmoid``),
+        ``tanh``, ``relu``, ``leaky_relu``.
+    output_activation : str
+        One of the above or ``softmax``.
+    dtype : {"float32", "float64"}
+    seed : int or None
+        Seeds the initial weights and the shuffling of :meth:`train_epoch`;
+        the same seed gives the same weights on every machine.
+    leaky_relu_slope : float
+        Slope of ``leaky_relu`` for negative inputs (default 0.01).
+    init : {"glorot", "he"}
+        ``glorot``: :math:`W, b \sim U(-s, s)`, :math:`s=\sqrt{6/(n_{in}+n_{out})}`
+        (2 instead of 6 for a logistic activation), scikit-learn's bounds;
+        ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0`.
+    """
+
+    def __init__(self, layer_sizes: Any, activation: str = "relu", output_activation: str = "identity",
+                 dtype: Any = "float32", seed: int | None = None, *, leaky_relu_slope: float = 0.01,
+                 init: str = "glorot") -> None:
+        sizes = check_layer_sizes(layer_sizes)
+        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        check_choice("init", init, INITS)
+        self._dtype = check_dtype(dtype)
+        slope = check_float("leaky_relu_slope", leaky_relu_slope, minimum=0.0)
+        self._seed = check_seed(seed)
+        cls = getattr(_core, "Network_" + self._dtype.name)
+        self._net = cls(list(sizes), activation, output_activation, slope, self._seed, init)
+        self._config = dict(activation=activation, output_activation=output_activation,
+                            leaky_relu_slope=slope, init=init)
+        self._make_views()
+
+    def _make_views(self) -> None:
+        self._param_views = self._net.layer_views(False)
+        self._grad_views = self._net.layer_views(True)
+
+    # --- description -------------------------------------------------------
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return tuple(self._net.layer_sizes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def n_params(self) -> int:
+        return int(self._net.n_params)
+
+    @property
+    def activation(self) -> str:
+        return self._config["activation"]
+
+    @property
+    def output_activation(self) -> str:
+        return self._config["output_activation"]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    # --- views of C++ memory -----------------------------------------------
+    @property
+    def params(self) -> np.ndarray:
+        """All parameters, flat: W_0, b_0, W_1, b_1, ... (a writable view)."""
+        return self._net.params
+
+    @property
+    def grads(self) -> np.ndarray:
+        """All gradients, same layout as :attr:`params` (a writable view)."""
+        return self._net.grads
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """``W_l`` of shape ``(n_in, n_out)``, writable views."""
+        return [w for w, _ in self._param_views]
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        return [b for _, b in self._param_views]
+
+    @property
+    def weight_grads(self) -> list[np.ndarray]:
+        return [w for w, _ in self._grad_views]
+
+    @property
+    def bias_grads(self) -> list[np.ndarray]:
+        return [b for _, b in self._grad_views]
+
+    # --- computation -------------------------------------------------------
+    def forward(self, X: Any) -> np.ndarray:
+        """The network's output (after the output activation) for X of shape (n, n_inputs)."""
+        X = as_matrix("X", X, self.n_inputs, self._dtype)
+        return self._net.forward(X)
+
+    def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
+        return as_targets("y", y, loss, n, self.n_outputs, self._dtype)
+
+    def _check_loss(self, loss: str) -> None:
+        check_choice("loss", loss, LOSSES)
+        need = {"log_loss": "softmax", "binary_log_loss": "logistic"}.get(loss)
+        out = "logistic" if self.output_activation == "sigmoid" else self.output_activation
+        if need is not None and out != need:
+            raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
+
+    def loss_and_grad(self, X: Any, y: Any, loss: str) -> float:
+        r"""Mean loss over the batch (no regularization); fills the gradient views.
+
+        ``squared_error``: :math:`\sum (\hat y - y)^2 / (2nk)`;
+        ``log_loss``: :math:`-\sum y \log \mathrm{softmax}(z) / n`;
+        ``binary_log_loss``: :math:`\sum \mathrm{softplus}(z) - y z / n`.
+        For ``log_loss`` y may be integer class indices (1-D) or one-hot.
+        """
+        self._check_loss(loss)
+        X = as_matrix("X", X, self.n_inputs, self._dtype)
+        Y = self._targets(y, loss, X.shape[0])
+        return float(self._net.loss_and_grad(X, Y, loss))
+
+    def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
+                    shuffle: bool = True, *, l2: float = 0.0, order: Any = None) -> float:
+        r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
+
+        The samples are visited in `order` if given, else shuffled with the
+        network's seeded generator (``shuffle=True``) or in sequence. Each
+        mini-batch of `batch_size` rows (the last one may be smaller; a
+        `batch_size` >= n is full-batch descent): forward, backward, the L2
+        term :math:`\tfrac12 l_2 \sum\|W\|^2 / n_b` (biases excluded), one
+        optimizer step.
+
+        Returns
+        -------
+        float
+            :math:`\frac1n\sum_b n_b L_b`, each batch's loss taken before its
+            update (scikit-learn's ``loss_curve_`` value).
+        """
+        self._check_loss(loss)
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam), got {type(optimizer).__name__}")
+        from ._validation import check_int
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
+        l2 = check_float("l2", l2, minimum=0.0)
+        X = as_matrix("X", X, self.n_inputs, self._dtype)
+        Y = self._targets(y, loss, X.shape[0])
+        if order is not None:
+            order = np.asarray(order)
+            if order.dtype.kind not in "iu" or order.shape != (X.shape[0],):
+                raise ValueError(f"order must be a 1-D integer array of {X.shape[0]} sample indices, "
+                                 f"got dtype {order.dtype} and shape {order.shape}")
+            order = np.ascontiguousarray(order, dtype=np.int64)
+        impl = optimizer._bind(self)
+        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, bool(shuffle), l2, order))
+
+    def initialize(self, seed: int | None = None) -> None:
+        """Draws new parameters (and reseeds the shuffling) from `seed`."""
+        self._seed = check_seed(seed)
+        self._net.initialize(self._seed, self._config["init"])
+
+    # --- copying and pickling ----------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(layer_sizes=self.layer_sizes, dtype=self._dtype.name, seed=self._seed,
+                    config=dict(self._config), params=np.array(self.params))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
+        params = np.asarray(state["params"], dtype=self._dtype)
+        if params.shape != (self.n_params,):
+            raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")
+        self.params[:] = params
+
+    def __repr__(self) -> str:
+        return (f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
+                f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r})")

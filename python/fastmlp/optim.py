@@ -1,0 +1,116 @@
+"""Optimizers over a Network's flat parameter buffer (the update runs in C++).
+
+An optimizer keeps state (velocity, moments) for one network: its first
+``step`` or ``train_epoch`` ties it to that network's parameter count and
+dtype; use one optimizer per network, or call :meth:`reset`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core
+from ._validation import check_float
+
+
+class Optimizer:
+    """Base class: holds the hyperparameters and the C++ state."""
+
+    def __init__(self, lr: float) -> None:
+        self._lr = check_float("lr", lr, minimum=0.0)
+        self._impl: Any = None
+        self._dtype: str | None = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate, read at every step (a schedule may change it)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_float("lr", value, minimum=0.0)
+        if self._impl is not None:
+            self._impl.lr = self._lr
+
+    def _make(self, suffix: str) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _bind(self, net: Any) -> Any:
+        """The C++ optimizer for `net`'s dtype, created on first use."""
+        dtype = net.dtype.name
+        if self._impl is None:
+            self._impl = self._make("_" + dtype)
+            self._dtype = dtype
+        elif dtype != self._dtype:
+            raise ValueError(f"this optimizer holds {self._dtype} state; got a {dtype} network "
+                             "(use one optimizer per network, or call reset())")
+        return self._impl
+
+    def step(self, net: Any) -> None:
+        """Updates ``net.params`` in place from ``net.grads``."""
+        self._bind(net).step(net._net)
+
+    def reset(self) -> None:
+        """Forgets all state (velocity, moments, step count) and the bound network."""
+        self._impl = None
+        self._dtype = None
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with momentum, in scikit-learn's form.
+
+    .. math::
+        v \leftarrow \mu v - \eta g, \qquad
+        p \leftarrow p + v \quad\text{or, with Nesterov,}\quad p \leftarrow p + \mu v - \eta g
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate :math:`\eta \ge 0`.
+    momentum : float
+        :math:`\mu \in [0, 1)`; 0 is plain SGD, :math:`p \leftarrow p - \eta g`.
+    nesterov : bool
+        Nesterov's accelerated gradient.
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
+        super().__init__(lr)
+        self.momentum = check_float("momentum", momentum, 0.0, 1.0, open_max=True)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        self.nesterov = nesterov
+
+    def _make(self, suffix: str) -> Any:
+        return getattr(_core, "SGD" + suffix)(self._lr, self.momentum, self.nesterov)
+
+    def __repr__(self) -> str:
+        return f"SGD(lr={self._lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r})"
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba), with the bias correction folded into the step size.
+
+    .. math::
+        t \leftarrow t + 1,\quad
+        m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2,\\
+        p \leftarrow p - \eta \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \frac{m}{\sqrt{v} + \epsilon}
+
+    This is the form scikit-learn uses, so results carry over.
+    """
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_max=True)
+        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_max=True)
+        self.eps = check_float("eps", eps, 0.0, open_min=True)
+
+    @property
+    def t(self) -> int:
+        """Steps taken so far."""
+        return 0 if self._impl is None else int(self._impl.t)
+
+    def _make(self, suffix: str) -> Any:
+        return getattr(_core, "Adam" + suffix)(self._lr, self.beta1, self.beta2, self.eps)
+
+    def __repr__(self) -> str:
+        return f"Adam(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r})"
