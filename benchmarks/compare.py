@@ -1,0 +1,707 @@
+#!/usr/bin/env python
+"""Time one epoch of MLP training (and a forward pass) in fastmlp and its peers.
+
+Peers: fastmlp's Network and estimators, PyTorch eager, scikit-learn and
+fastmlp's NumPy reference.  Every (peer, workload, thread count) runs in a
+fresh worker subprocess; repetitions are interleaved across the peers of a
+workload because a shared machine's speed drifts.  The result is a markdown
+table on stdout; --json and --plot write the raw numbers and a chart.
+
+    python benchmarks/compare.py --quick
+    python benchmarks/compare.py --threads 1,2 --json out.json --plot out.png
+    python benchmarks/compare.py --worker torch mnist-sgd --threads 1   # one JSON line
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PEER_NAMES = ("fastmlp", "fastmlp-est", "torch", "sklearn", "numpy")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+SETTLE_S = 0.05  # pause between timed runs so the previous worker's threads go idle
+
+
+# --------------------------------------------------------------------------- workloads
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    sizes: tuple[int, ...]
+    activation: str
+    output: str                    # "softmax" (log_loss) or "identity" (squared_error)
+    optimizer: tuple               # ("sgd", lr, momentum) or ("adam", lr)
+    batch: int
+    samples: int                   # full run (for a timed workload: the most it may use)
+    quick_samples: int
+    warmup_steps: int = 8
+    inference: bool = False
+    timed: bool = False            # full run: as many steps as fit in --wide-seconds
+
+    @property
+    def loss(self) -> str:
+        return "log_loss" if self.output == "softmax" else "squared_error"
+
+    @property
+    def n_weights(self) -> int:
+        return sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+
+    @property
+    def flops_per_sample(self) -> int:
+        """Forward 2·n_weights; training adds the two backward GEMMs: 6·n_weights."""
+        return (2 if self.inference else 6) * self.n_weights
+
+
+MNIST = (784, 256, 128, 10)
+SGD = ("sgd", 0.01, 0.9)
+WORKLOADS = {w.name: w for w in (
+    Workload("small", (32, 64, 64, 1), "tanh", "identity", SGD, 32, 20_000, 20_000),
+    Workload("mnist-sgd", MNIST, "relu", "softmax", SGD, 128, 60_000, 16_384),
+    Workload("mnist-adam", MNIST, "relu", "softmax", ("adam", 1e-3), 128, 60_000, 16_384),
+    Workload("wide", (1024, 4096, 4096, 1024), "relu", "identity", SGD, 512, 16_384, 1_024,
+             warmup_steps=1, timed=True),
+    Workload("inference", MNIST, "relu", "softmax", SGD, 1024, 61_440, 20_480,
+             warmup_steps=2, inference=True),
+)}
+
+
+def make_data(w: Workload, n: int):
+    """Gaussian inputs; targets from a fixed random projection (learnable, seed 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, w.sizes[0]), dtype=np.float32)
+    proj = rng.standard_normal((w.sizes[0], w.sizes[-1]), dtype=np.float32)
+    T = X @ (proj / np.float32(math.sqrt(w.sizes[0])))
+    if w.loss == "log_loss":
+        return X, T.argmax(axis=1).astype(np.int64)
+    return X, np.tanh(T)
+
+
+# --------------------------------------------------------------------------- peers
+
+class NotAvailable(Exception):
+    """The peer is not installed or cannot run this workload: an "n/a" row."""
+
+
+def require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.split(".")[0] == e.name.split(".")[0]:
+            raise NotAvailable(f"{e.name} is not installed") from e
+        raise
+
+
+def import_fastmlp(threads: int):
+    fastmlp = require("fastmlp")
+    fastmlp.set_num_threads(threads)
+    return fastmlp
+
+
+def load_reference():
+    """fastmlp.reference, or the file in this checkout when fastmlp is not importable."""
+    try:
+        from fastmlp import reference
+        return reference
+    except ImportError:
+        pass
+    path = REPO / "python" / "fastmlp" / "reference.py"
+    if not path.exists():
+        raise NotAvailable(f"fastmlp.reference not importable and {path} missing")
+    spec = importlib.util.spec_from_file_location("fastmlp_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Peer:
+    """One library's way to train an epoch and predict; subclasses import lazily."""
+    version = ""
+
+    def __init__(self, w: Workload, threads: int):
+        self.w = w
+
+    def prepare(self, X, y):
+        return X, y
+
+    def train_epoch(self, X, y):
+        raise NotImplementedError
+
+    def predict(self, X):
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {}
+
+
+class TorchPeer(Peer):
+    def __init__(self, w, threads):
+        super().__init__(w, threads)
+        torch = self.torch = require("torch")
+        self.version = torch.__version__
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[w.activation]
+        layers = []
+        for a, b in zip(w.sizes, w.sizes[1:]):
+            layers += [torch.nn.Linear(a, b), act()]
+        self.model = torch.nn.Sequential(*layers[:-1])
+        kind, lr, *rest = w.optimizer
+        params = self.model.parameters()
+        self.opt = (torch.optim.SGD(params, lr=lr, momentum=rest[0]) if kind == "sgd"
+                    else torch.optim.Adam(params, lr=lr))
+        self.loss_fn = torch.nn.CrossEntropyLoss() if w.loss == "log_loss" else torch.nn.MSELoss()
+
+    def prepare(self, X, y):
+        return self.torch.from_numpy(X), self.torch.from_numpy(y)
+
+    def train_epoch(self, X, y):
+        perm = self.torch.randperm(len(X))
+        for i in range(0, len(X), self.w.batch):
+            idx = perm[i:i + self.w.batch]
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.model(X[idx]), y[idx])
+            loss.backward()
+            self.opt.step()
+
+    def predict(self, X):
+        with self.torch.inference_mode():
+            out = self.model(X)
+            return self.torch.softmax(out, dim=1) if self.w.output == "softmax" else out
+
+
+class EstimatorPeer(Peer):
+    """scikit-learn's MLPClassifier/MLPRegressor API: one fit() with max_iter=1 is one epoch.
+
+    warm_start=True so that a timed fit continues from the warm-up's weights
+    instead of re-initialising them: the time is the epoch's, not the set-up's.
+    """
+
+    def load(self, threads):
+        sklearn = require("sklearn")
+        self.version = sklearn.__version__
+        return require("sklearn.neural_network")
+
+    def __init__(self, w, threads):
+        super().__init__(w, threads)
+        module = self.load(threads)
+        cls = module.MLPClassifier if w.loss == "log_loss" else module.MLPRegressor
+        kind, lr, *rest = w.optimizer
+        solver = {"solver": "sgd", "momentum": rest[0], "nesterovs_momentum": False,
+                  "learning_rate": "constant"} if kind == "sgd" else {"solver": "adam"}
+        self.est = cls(hidden_layer_sizes=w.sizes[1:-1], activation=w.activation,
+                       learning_rate_init=lr, batch_size=w.batch, alpha=0.0, tol=0.0,
+                       max_iter=1, shuffle=True, random_state=0, warm_start=True, **solver)
+
+    def prepare(self, X, y):
+        return X, (y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
+
+    def train_epoch(self, X, y):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Mm]aximum iterations")
+            self.est.fit(X, y)
+
+    def predict(self, X):
+        return self.est.predict_proba(X) if self.w.loss == "log_loss" else self.est.predict(X)
+
+    def describe(self):
+        coefs = getattr(self.est, "coefs_", None)
+        return {"coef_dtype": str(coefs[0].dtype)} if coefs else {}
+
+
+class FastmlpEstimatorPeer(EstimatorPeer):
+    def load(self, threads):
+        fastmlp = import_fastmlp(threads)
+        self.version = getattr(fastmlp, "__version__", "")
+        if not hasattr(fastmlp, "MLPClassifier"):
+            raise NotAvailable("fastmlp has no MLPClassifier yet")
+        return fastmlp
+
+
+class FastmlpPeer(Peer):
+    def __init__(self, w, threads):
+        super().__init__(w, threads)
+        fastmlp = self.fastmlp = import_fastmlp(threads)
+        self.version = getattr(fastmlp, "__version__", "")
+        self.net = fastmlp.Network(list(w.sizes), activation=w.activation,
+                                   output_activation=w.output, dtype="float32", seed=0)
+        kind, lr, *rest = w.optimizer
+        self.opt = (fastmlp.SGD(lr=lr, momentum=rest[0], nesterov=False) if kind == "sgd"
+                    else fastmlp.Adam(lr=lr))
+
+    def train_epoch(self, X, y):
+        self.net.train_epoch(X, y, loss=self.w.loss, optimizer=self.opt,
+                             batch_size=self.w.batch, shuffle=True)
+
+    def predict(self, X):
+        return self.net.forward(X)
+
+    def describe(self):
+        return {"dtype": str(getattr(self.net, "dtype", "?")),
+                "fastmlp_threads": self.fastmlp.get_num_threads()}
+
+
+class NumpyPeer(Peer):
+    """fastmlp.reference: the NumPy oracle, Glorot-uniform initialised like scikit-learn."""
+
+    def __init__(self, w, threads):
+        super().__init__(w, threads)
+        self.ref = load_reference()
+        self.version = np.__version__
+        self.rng = np.random.default_rng(0)
+        self.weights, self.biases = [], []
+        for a, b in zip(w.sizes, w.sizes[1:]):
+            bound = math.sqrt(6.0 / (a + b))
+            self.weights.append(self.rng.uniform(-bound, bound, (a, b)).astype(np.float32))
+            self.biases.append(self.rng.uniform(-bound, bound, b).astype(np.float32))
+        kind, lr, *rest = w.optimizer
+        self.opt = self.ref.SGD(lr, rest[0], False) if kind == "sgd" else self.ref.Adam(lr)
+
+    def prepare(self, X, y):
+        if self.w.loss == "log_loss":
+            y = np.eye(self.w.sizes[-1], dtype=np.float32)[y]
+        return X, y
+
+    def train_epoch(self, X, y):
+        order = self.rng.permutation(len(X))
+        self.ref.train_epoch(self.weights, self.biases, X, y, self.w.loss, self.opt,
+                             self.w.batch, order, self.w.activation, self.w.output)
+
+    def predict(self, X):
+        return self.ref.predict(self.weights, self.biases, X, self.w.activation, self.w.output)
+
+
+PEERS = {"fastmlp": FastmlpPeer, "fastmlp-est": FastmlpEstimatorPeer, "torch": TorchPeer,
+         "sklearn": EstimatorPeer, "numpy": NumpyPeer}
+
+
+# --------------------------------------------------------------------------- worker side
+
+class Bench:
+    """Data and model of one peer on one workload; times whole runs of it."""
+
+    def __init__(self, peer: str, w: Workload, threads: int, quick: bool, seconds: float):
+        self.w = w
+        self.pool = w.quick_samples if quick else w.samples
+        self.n = self.pool
+        self.seconds = seconds if (w.timed and not quick) else 0.0
+        X, y = make_data(w, self.pool)
+        self.peer = PEERS[peer](w, threads)
+        self.X, self.y = self.peer.prepare(X, y)
+        if w.inference:  # the estimators must be fitted before they predict
+            self.peer.train_epoch(self.X[:w.batch], self.y[:w.batch])
+
+    def steps(self, n: int) -> int:
+        return -(-n // self.w.batch)
+
+    def _run(self, n: int) -> tuple[float, float]:
+        """Wall and CPU seconds (all threads) of one pass over the first n samples."""
+        b = self.w.batch
+        start, cpu = time.perf_counter(), time.process_time()
+        if self.w.inference:
+            for i in range(0, n, b):
+                self.peer.predict(self.X[i:i + b])
+        else:
+            self.peer.train_epoch(self.X[:n], self.y[:n])
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    def warmup(self) -> dict:
+        n = min(self.pool, self.w.warmup_steps * self.w.batch)
+        self._run(n)
+        if self.seconds:  # size the timed epoch from a second, warm, run
+            per_step = self._run(n)[0] / self.steps(n)
+            fit = max(1, min(int(self.seconds / per_step), self.pool // self.w.batch))
+            self.n = fit * self.w.batch
+        return {"version": self.peer.version, "samples_per_rep": self.n,
+                "blas_threads": blas_threads(), **self.peer.describe()}
+
+    def run_once(self) -> dict:
+        seconds, cpu_seconds = self._run(self.n)
+        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "samples": self.n,
+                "steps": self.steps(self.n)}
+
+
+def blas_threads() -> dict:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    return {f"{i['internal_api']}:{Path(i['filepath']).name}": i["num_threads"]
+            for i in threadpool_info()}
+
+
+def protocol_stream():
+    """Private copy of stdout for JSON lines; fd 1 goes to stderr so library prints can't interfere."""
+    out = os.fdopen(os.dup(1), "w")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+    def send(obj):
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+    return send
+
+
+def thread_env(threads: int) -> dict:
+    return {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+
+
+def ensure_thread_env(threads: int):
+    """Re-exec with the thread variables set: BLAS reads them when numpy loads."""
+    if any(os.environ.get(v) != str(threads) for v in THREAD_VARS):
+        os.execve(sys.executable, [sys.executable, *sys.argv], thread_env(threads))
+
+
+def worker_main(args) -> int:
+    ensure_thread_env(args.threads)
+    send = protocol_stream()
+    peer, workload = args.worker
+    try:
+        bench = Bench(peer, WORKLOADS[workload], args.threads, args.quick, args.wide_seconds)
+    except NotAvailable as e:
+        send({"status": "n/a", "reason": str(e)})
+        return 0
+    if not args.serve:  # stand-alone: warm up, time the repetitions, one JSON line
+        info = bench.warmup()
+        reps = [bench.run_once() for _ in range(args.reps or 3)]
+        row = Row(workload, args.threads, peer, info=info, reps=reps)
+        send({**asdict(row), **row.summary()})
+        return 0
+    send({"status": "loaded"})
+    for line in sys.stdin:  # serve the driver: "warmup" once, then "run" per repetition
+        command = line.strip()
+        if command == "warmup":
+            send({"status": "ready", **bench.warmup()})
+        elif command == "run":
+            send(bench.run_once())
+        else:
+            break
+    return 0
+
+
+def gemm_worker_main(args) -> int:
+    """Best float32 GEMM GFLOP/s of torch.mm and numpy @ at 1024³ and 2048³."""
+    ensure_thread_env(args.threads)
+    send = protocol_stream()
+    result = {}
+    libs = {"numpy": lambda a, b: a @ b}
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        libs["torch"] = lambda a, b: torch.mm(torch.from_numpy(a), torch.from_numpy(b))
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    for n in (1024, 2048):
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        for lib, mm in libs.items():
+            mm(a, b)
+            best = min(timed(mm, a, b) for _ in range(4 if n == 2048 else 12))
+            result[f"{lib} {n}³"] = 2 * n**3 / best / 1e9
+    send(result)
+    return 0
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- driver side
+
+class WorkerError(Exception):
+    pass
+
+
+class Worker:
+    """A worker subprocess answering one JSON line per request, each within a timeout."""
+
+    def __init__(self, argv: list[str], threads: int, timeout: float):
+        self.timeout = timeout
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     env=thread_env(threads))
+
+    def request(self, command: str | None = None) -> dict:
+        try:
+            if command:
+                self.proc.stdin.write(command + "\n")
+                self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died; readline below reports how
+        if not select.select([self.proc.stdout], [], [], self.timeout)[0]:
+            self.close()
+            raise WorkerError(f"timed out after {self.timeout:g} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise WorkerError(f"exited with status {code}: {self.stderr_tail()}")
+        return json.loads(line)
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(no output)"
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+@dataclass
+class Row:
+    workload: str
+    threads: int
+    peer: str
+    status: str = "ok"            # ok | n/a | error
+    reason: str = ""
+    info: dict = field(default_factory=dict)
+    reps: list = field(default_factory=list)
+
+    def fail(self, status: str, reason: str):
+        self.status, self.reason = status, reason
+
+    def summary(self) -> dict:
+        if self.status != "ok" or not self.reps:
+            return {}
+        w = WORKLOADS[self.workload]
+        rate = statistics.median(r["samples"] / r["seconds"] for r in self.reps)
+        step = statistics.median(r["seconds"] / r["steps"] for r in self.reps)
+        return {"samples_per_s": rate, "ms_per_step": 1e3 * step,
+                "gflops": w.flops_per_sample * rate / 1e9}
+
+
+def run_workload(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
+    """Start the peers' workers, warm each up in turn, then interleave the repetitions."""
+    rows = {p: Row(w.name, threads, p) for p in peers}
+    flags = ["--threads", str(threads), "--wide-seconds", str(args.wide_seconds), "--serve"]
+    flags += ["--quick"] if args.quick else []
+    workers = {p: Worker(["--worker", p, w.name, *flags], threads, args.timeout) for p in peers}
+
+    def ask(p, command=None):
+        try:
+            return workers[p].request(command)
+        except WorkerError as e:
+            rows[p].fail("error", str(e))
+            workers.pop(p).close()
+
+    for p in peers:  # loading runs concurrently; warm-ups (which may calibrate) one by one
+        msg = ask(p)
+        if msg and msg["status"] == "n/a":
+            rows[p].fail("n/a", msg["reason"])
+            workers.pop(p).close()
+    for p in list(workers):
+        msg = ask(p, "warmup")
+        if msg:
+            rows[p].info = {k: v for k, v in msg.items() if k != "status"}
+    for rep in range(args.reps):  # rotate the order so no peer always runs first
+        alive = list(workers)
+        for p in alive[rep % max(1, len(alive)):] + alive[:rep % max(1, len(alive))]:
+            time.sleep(SETTLE_S)
+            msg = ask(p, "run")
+            if msg:
+                rows[p].reps.append(msg)
+    for worker in workers.values():
+        worker.close()
+    return list(rows.values())
+
+
+def measure_gemm(threads: int, args) -> dict:
+    worker = Worker(["--gemm-worker", "--threads", str(threads)], threads, args.timeout)
+    try:
+        return worker.request()
+    except WorkerError as e:
+        print(f"GEMM peak ({threads} threads): {e}", file=sys.stderr)
+        return {}
+    finally:
+        worker.close()
+
+
+# --------------------------------------------------------------------------- report
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions(rows: list[Row]) -> dict:
+    found = {"python": platform.python_version(), "numpy": np.__version__}
+    for name, dist, peer in (("torch", "torch", "torch"), ("sklearn", "scikit-learn", "sklearn"),
+                             ("fastmlp", "fastmlp", "fastmlp")):
+        seen = [r.info.get("version") for r in rows if r.peer == peer and r.info.get("version")]
+        try:
+            found[name] = seen[0] if seen else importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "n/a"
+    return found
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if x >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
+    v = meta["versions"]
+    lines = [f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs) — "
+             + ", ".join(f"{k} {x}" for k, x in v.items())
+             + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}", ""]
+    lines += ["float32 GEMM GFLOP/s (best of a few):", ""]
+    kinds = sorted({k for g in gemm.values() for k in g})
+    lines += ["| threads | " + " | ".join(kinds) + " | peak |",
+              "|---:|" + "---:|" * (len(kinds) + 1)]
+    for t, g in gemm.items():
+        lines.append(f"| {t} | " + " | ".join(fmt(g[k]) if k in g else "–" for k in kinds)
+                     + f" | {fmt(max(g.values())) if g else '–'} |")
+    lines += ["", "| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
+              "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    base = {(r.workload, r.threads): r.summary().get("samples_per_s")
+            for r in rows if r.peer == "fastmlp"}
+    notes = []
+    for r in rows:
+        s = r.summary()
+        if not s:
+            lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | |")
+            notes.append(f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}")
+            continue
+        peak = max(gemm.get(r.threads, {}).values(), default=0)
+        pct = f"{100 * s['gflops'] / peak:.0f}%" if peak else "–"
+        b = base.get((r.workload, r.threads))
+        ratio = f"{b / s['samples_per_s']:.2f}×" if b else "–"
+        lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
+                     f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def plot(path: str, rows: list[Row], threads: list[int]):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); "
+              "no chart written", file=sys.stderr)
+        return
+    workloads = list(dict.fromkeys(r.workload for r in rows))
+    peers = list(dict.fromkeys(r.peer for r in rows))
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+    width = 0.8 / len(peers)
+    for ax, t in zip(axes[0], threads):
+        for j, p in enumerate(peers):
+            rate = {r.workload: r.summary().get("samples_per_s", 0) for r in rows
+                    if r.peer == p and r.threads == t}
+            ax.bar([i + j * width for i in range(len(workloads))],
+                   [rate.get(wl, 0) for wl in workloads], width, label=p)
+        ax.set_xticks([i + width * (len(peers) - 1) / 2 for i in range(len(workloads))])
+        ax.set_xticklabels(workloads)
+        ax.set_yscale("log")
+        ax.set_ylabel("samples/s (log)")
+        ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# --------------------------------------------------------------------------- main
+
+def csv_choice(choices):
+    def parse(text):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+def thread_list(text):
+    return sorted({int(x) for x in text.split(",")})
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sample counts (under 2 minutes)")
+    p.add_argument("--threads", default=f"1,{os.cpu_count()}",
+                   help="comma-separated thread counts (default: 1,cpu_count)")
+    p.add_argument("--peers", type=csv_choice(PEER_NAMES), default=list(PEER_NAMES))
+    p.add_argument("--workloads", type=csv_choice(list(WORKLOADS)), default=list(WORKLOADS))
+    p.add_argument("--reps", type=int, default=0, help="timed repetitions (default 3, quick 2)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds a worker may take to start, warm up, or run one repetition")
+    p.add_argument("--wide-seconds", type=float, default=10.0,
+                   help="full run: time one 'wide' repetition may take (sets its sample count)")
+    p.add_argument("--json", metavar="FILE", help="write all raw results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw samples/s bars (needs matplotlib)")
+    p.add_argument("--worker", nargs=2, metavar=("PEER", "WORKLOAD"),
+                   help="run one peer on one workload and print one JSON line")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker and (args.worker[0] not in PEERS or args.worker[1] not in WORKLOADS):
+        p.error(f"--worker PEER WORKLOAD: PEER in {list(PEERS)}, WORKLOAD in {list(WORKLOADS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker or args.gemm_worker:
+        args.threads = int(args.threads)
+        return worker_main(args) if args.worker else gemm_worker_main(args)
+    threads = thread_list(args.threads)
+    args.reps = args.reps or (2 if args.quick else 3)
+    start = time.perf_counter()
+    gemm = {t: measure_gemm(t, args) for t in threads}
+    rows = []
+    for name in args.workloads:
+        for t in threads:
+            rows += run_workload(WORKLOADS[name], t, args.peers, args)
+            print(f"[{time.perf_counter() - start:6.1f} s] {name}, {t} thread(s) done",
+                  file=sys.stderr)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
+            "cpus": os.cpu_count(), "versions": versions(rows), "quick": args.quick,
+            "reps": args.reps, "threads": threads, "wall_s": time.perf_counter() - start}
+    print(render(meta, gemm, rows))
+    print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"meta": meta, "gemm": gemm, "workloads": {n: asdict(WORKLOADS[n]) for n in args.workloads},
+             "results": [{**asdict(r), **r.summary()} for r in rows]}, indent=2))
+    if args.plot:
+        plot(args.plot, rows, threads)
+    ours = [r for r in rows if r.peer.startswith("fastmlp")]
+    return 1 if ours and all(r.status != "ok" for r in ours) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

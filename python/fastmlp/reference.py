@@ -1,0 +1,690 @@
+"""The NumPy oracle: the exact math of fastmlp, written plainly.
+
+Every C++ kernel is tested against the functions in this module, and the
+module doubles as the specification of the math. It needs only NumPy, and it
+works in the dtype of its inputs (``float32`` stays ``float32``).
+
+Notation
+--------
+A network has layers ``l = 0 .. L-1``. Layer ``l`` maps the batch ``A_{l-1}``
+of shape ``(n, n_in)`` (``A_{-1} = X``) to
+
+    Z_l = A_{l-1} W_l + b_l,        A_l = f_l(Z_l),
+
+with ``W_l`` of shape ``(n_in, n_out)`` and ``b_l`` of shape ``(n_out,)`` (the
+layout of scikit-learn's ``coefs_`` and ``intercepts_``). Hidden layers use
+the ``activation``; the last layer uses the ``output_activation``. Losses are
+means over the ``n`` rows of a batch, with scikit-learn's definitions.
+
+Parameters are ordered ``[W_0, b_0, W_1, b_1, ...]`` wherever a flat list of
+them is needed (optimizers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "SGD",
+    "Adam",
+    "activation_backward",
+    "activation_forward",
+    "forward",
+    "glorot_bound",
+    "loss_and_grad",
+    "output_loss_and_grad",
+    "predict",
+    "to_targets",
+    "train_epoch",
+]
+
+ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "softmax")
+LOSSES = ("squared_error", "log_loss", "binary_log_loss")
+
+# Activations that may be used in hidden layers (softmax is output-only).
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
+
+
+def _as_float_array(x) -> np.ndarray:
+    """Return ``x`` as an array, keeping float32/float64 and making anything else float64."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    return x
+
+
+def _check_name(kind: str, name: str, valid: Sequence[str]) -> None:
+    if name not in valid:
+        raise ValueError(f"{kind} must be one of {', '.join(map(repr, valid))}; got {name!r}")
+
+
+# ---------------------------------------------------------------------------
+# Activations: each forward sits beside its derivative.
+#
+# A backward function receives the upstream gradient dA = dL/dA, the
+# pre-activation z and the activation a = f(z), and returns dZ = dL/dZ.
+# ---------------------------------------------------------------------------
+
+
+def _identity(z, slope):
+    return z.copy()
+
+
+def _identity_backward(dA, z, a, slope):
+    return dA
+
+
+def _logistic(z, slope):
+    # With e = exp(-|z|) <= 1 nothing overflows:
+    #   z >= 0: 1 / (1 + exp(-z)) = 1 / (1 + e)
+    #   z <  0: exp(z) / (1 + exp(z)) = e / (1 + e)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _logistic_backward(dA, z, a, slope):
+    return dA * a * (1 - a)
+
+
+def _tanh(z, slope):
+    return np.tanh(z)
+
+
+def _tanh_backward(dA, z, a, slope):
+    return dA * (1 - a * a)
+
+
+def _relu(z, slope):
+    return np.maximum(z, 0)
+
+
+def _relu_backward(dA, z, a, slope):
+    # The slope depends on z, not on a: a == 0 does not tell z < 0 from z == 0.
+    return np.where(z > 0, dA, 0)
+
+
+def _leaky_relu(z, slope):
+    return np.where(z > 0, z, z.dtype.type(slope) * z)
+
+
+def _leaky_relu_backward(dA, z, a, slope):
+    return dA * np.where(z > 0, 1, z.dtype.type(slope))
+
+
+def _softmax(z, slope):
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _softmax_backward(dA, z, a, slope):
+    # Row-wise Jacobian-vector product: J = diag(a) - a a^T, so
+    # dZ = J dA = a * (dA - <dA, a>).
+    return a * (dA - np.sum(dA * a, axis=-1, keepdims=True))
+
+
+_ACTIVATION_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+    "identity": (_identity, _identity_backward),
+    "logistic": (_logistic, _logistic_backward),
+    "sigmoid": (_logistic, _logistic_backward),
+    "tanh": (_tanh, _tanh_backward),
+    "relu": (_relu, _relu_backward),
+    "leaky_relu": (_leaky_relu, _leaky_relu_backward),
+    "softmax": (_softmax, _softmax_backward),
+}
+
+
+def activation_forward(name: str, z, slope: float = 0.01) -> np.ndarray:
+    """Apply an activation function element-wise (softmax: row-wise).
+
+    ====================  ==============================================
+    name                  a = f(z)
+    ====================  ==============================================
+    identity              z
+    logistic (sigmoid)    1 / (1 + exp(-z))
+    tanh                  tanh(z)
+    relu                  max(z, 0)
+    leaky_relu            z if z > 0 else slope * z
+    softmax               exp(z_j - max_i z_i) / sum_k exp(z_k - max_i z_i)
+    ====================  ==============================================
+
+    The logistic function is evaluated as ``1 / (1 + e)`` for ``z >= 0`` and
+    ``e / (1 + e)`` for ``z < 0`` with ``e = exp(-|z|)``, so it never
+    overflows; for very negative ``z`` it underflows to the correctly rounded
+    value 0. Softmax subtracts each row's maximum before exponentiating.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ACTIVATIONS`.
+    z : array_like
+        Pre-activations. Softmax works along the last axis (rows of a 2-D
+        batch).
+    slope : float, default=0.01
+        Slope of ``leaky_relu`` for ``z <= 0``; ignored by the others.
+
+    Returns
+    -------
+    a : ndarray
+        Same shape and floating dtype as ``z``.
+    """
+    _check_name("activation", name, ACTIVATIONS)
+    f, _ = _ACTIVATION_FUNCTIONS[name]
+    return f(_as_float_array(z), slope)
+
+
+def activation_backward(name: str, dA, z, a, slope: float = 0.01) -> np.ndarray:
+    """Backpropagate through an activation: ``dZ = dL/dZ`` from ``dA = dL/dA``.
+
+    ====================  ==============================================
+    name                  dZ
+    ====================  ==============================================
+    identity              dA
+    logistic (sigmoid)    dA * a * (1 - a)
+    tanh                  dA * (1 - a**2)
+    relu                  dA * (z > 0)
+    leaky_relu            dA * (1 if z > 0 else slope)
+    softmax               a * (dA - sum_j dA_j a_j)   (row-wise)
+    ====================  ==============================================
+
+    For softmax this is the product of the row's Jacobian
+    ``diag(a) - a a^T`` with ``dA``. The derivative of relu and leaky_relu at
+    ``z = 0`` is taken as that of the ``z < 0`` side.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ACTIVATIONS`.
+    dA : array_like
+        Gradient of the loss with respect to the activations ``a``.
+    z : array_like
+        The pre-activations that produced ``a``.
+    a : array_like
+        ``activation_forward(name, z, slope)``.
+    slope : float, default=0.01
+        Slope of ``leaky_relu`` for ``z <= 0``; ignored by the others.
+
+    Returns
+    -------
+    dZ : ndarray
+        Same shape as ``z``.
+    """
+    _check_name("activation", name, ACTIVATIONS)
+    _, f_backward = _ACTIVATION_FUNCTIONS[name]
+    return f_backward(_as_float_array(dA), _as_float_array(z), _as_float_array(a), slope)
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(z), axis=1, keepdims=True))`` without overflow."""
+    m = np.max(z, axis=1, keepdims=True)
+    return m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+
+
+def output_loss_and_grad(
+    loss: str, output_activation: str, z, y, slope: float = 0.01
+) -> tuple[float, np.ndarray]:
+    """Mean loss of a batch and its gradient with respect to the output pre-activations.
+
+    With ``n`` rows and ``k`` outputs, ``a = f(z)`` the output activation and
+    ``y`` the targets:
+
+    ``squared_error`` (any output activation)
+        L = sum((a - y)**2) / (2 n k),  dL/da = (a - y) / (n k),
+        dZ = activation_backward(output_activation, dL/da, z, a).
+    ``log_loss`` (softmax output only)
+        log p = z - logsumexp(z, axis=1),  L = -sum(y * log p) / n,
+        dZ = (softmax(z) - y) / n   (for rows of y that sum to 1, e.g. one-hot).
+    ``binary_log_loss`` (logistic output only)
+        L = sum(log(1 + exp(z)) - y * z) / n,  dZ = (sigmoid(z) - y) / n,
+        which is ``-sum(y log p + (1 - y) log(1 - p)) / n`` for
+        ``p = sigmoid(z)``, summed over the ``k`` independent outputs.
+
+    The cross-entropies are computed from the logits ``z`` (log-sum-exp,
+    ``logaddexp``), so they stay finite and exact for any finite ``z``.
+    scikit-learn computes them from probabilities clipped to the machine
+    epsilon; both agree unless a probability is within epsilon of 0 or 1.
+
+    Parameters
+    ----------
+    loss : str
+        One of :data:`LOSSES`.
+    output_activation : str
+        The output layer's activation, one of :data:`ACTIVATIONS`.
+    z : array_like of shape (n, k)
+        Output-layer pre-activations (logits).
+    y : array_like of shape (n, k)
+        Targets: real values, one-hot rows (``log_loss``) or 0/1 indicators
+        (``binary_log_loss``). Converted to the dtype of ``z``.
+    slope : float, default=0.01
+        Slope of a ``leaky_relu`` output for ``z <= 0``.
+
+    Returns
+    -------
+    value : float
+        The mean loss.
+    dZ : ndarray of shape (n, k)
+        ``dL/dz``, in the dtype of ``z``.
+    """
+    _check_name("loss", loss, LOSSES)
+    _check_name("output_activation", output_activation, ACTIVATIONS)
+    z = _as_float_array(z)
+    y = np.asarray(y, dtype=z.dtype)
+    if z.ndim != 2 or y.shape != z.shape:
+        raise ValueError(
+            f"z and y must be 2-D arrays of the same shape (n, k); got z {z.shape} and y {y.shape}"
+        )
+    n, k = z.shape
+
+    if loss == "squared_error":
+        a = activation_forward(output_activation, z, slope)
+        diff = a - y
+        value = np.sum(diff * diff) / (2 * n * k)
+        dZ = activation_backward(output_activation, diff / (n * k), z, a, slope)
+    elif loss == "log_loss":
+        if output_activation != "softmax":
+            raise ValueError(
+                f"loss 'log_loss' needs output_activation 'softmax'; got {output_activation!r}"
+            )
+        log_p = z - _logsumexp(z)
+        value = -np.sum(y * log_p) / n
+        dZ = (np.exp(log_p) - y) / n
+    else:  # binary_log_loss
+        if output_activation not in ("logistic", "sigmoid"):
+            raise ValueError(
+                "loss 'binary_log_loss' needs output_activation 'logistic'; "
+                f"got {output_activation!r}"
+            )
+        value = np.sum(np.logaddexp(0, z) - y * z) / n
+        dZ = (_logistic(z, None) - y) / n
+    return float(value), dZ
+
+
+# ---------------------------------------------------------------------------
+# Network: forward pass and backpropagation
+# ---------------------------------------------------------------------------
+
+
+def _check_network(weights: Sequence, biases: Sequence, activation: str, output_activation: str):
+    if len(weights) == 0 or len(weights) != len(biases):
+        raise ValueError(
+            "weights and biases must be non-empty lists of the same length; "
+            f"got {len(weights)} weights and {len(biases)} biases"
+        )
+    _check_name("activation", activation, HIDDEN_ACTIVATIONS)
+    _check_name("output_activation", output_activation, ACTIVATIONS)
+
+
+def forward(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    X,
+    activation: str = "relu",
+    output_activation: str = "identity",
+    slope: float = 0.01,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Forward pass, keeping every layer's pre-activations and activations.
+
+    For ``l = 0 .. L-1``:  ``Z_l = A_{l-1} W_l + b_l``,  ``A_l = f_l(Z_l)``,
+    with ``A_{-1} = X``, ``f_l = activation`` for hidden layers and
+    ``f_{L-1} = output_activation``.
+
+    Parameters
+    ----------
+    weights : list of ndarray of shape (n_in, n_out)
+    biases : list of ndarray of shape (n_out,)
+    X : array_like of shape (n, n_features)
+    activation : str, default="relu"
+        Hidden-layer activation (any of :data:`ACTIVATIONS` but softmax).
+    output_activation : str, default="identity"
+    slope : float, default=0.01
+        Slope of ``leaky_relu`` for ``z <= 0``.
+
+    Returns
+    -------
+    Zs : list of ndarray
+        ``L`` pre-activations, ``Zs[l]`` of shape ``(n, n_out_l)``.
+    As : list of ndarray
+        ``L + 1`` activations: ``As[0]`` is ``X`` and ``As[l + 1] = f_l(Zs[l])``;
+        ``As[-1]`` is the network's output.
+    """
+    _check_network(weights, biases, activation, output_activation)
+    As = [_as_float_array(X)]
+    Zs = []
+    n_layers = len(weights)
+    for l, (W, b) in enumerate(zip(weights, biases)):
+        Z = As[-1] @ W + b
+        f = activation if l < n_layers - 1 else output_activation
+        Zs.append(Z)
+        As.append(activation_forward(f, Z, slope))
+    return Zs, As
+
+
+def predict(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    X,
+    activation: str = "relu",
+    output_activation: str = "identity",
+    slope: float = 0.01,
+) -> np.ndarray:
+    """The network's output ``A_{L-1}`` for the batch ``X``; see :func:`forward`."""
+    _, As = forward(weights, biases, X, activation, output_activation, slope)
+    return As[-1]
+
+
+def loss_and_grad(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    X,
+    Y,
+    loss: str,
+    activation: str = "relu",
+    output_activation: str = "identity",
+    slope: float = 0.01,
+) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    """Mean loss over a batch and its gradients, by backpropagation.
+
+    Starting from ``dZ_{L-1}`` given by :func:`output_loss_and_grad`, for
+    ``l = L-1 .. 0``::
+
+        dW_l     = A_{l-1}^T dZ_l
+        db_l     = sum over rows of dZ_l
+        dA_{l-1} = dZ_l W_l^T
+        dZ_{l-1} = activation_backward(activation, dA_{l-1}, Z_{l-1}, A_{l-1})
+
+    No regularization term is included (see :func:`train_epoch`).
+
+    Parameters
+    ----------
+    weights, biases, X, activation, output_activation, slope
+        As in :func:`forward`.
+    Y : array_like of shape (n, n_outputs)
+        Targets, as made by :func:`to_targets`.
+    loss : str
+        One of :data:`LOSSES`.
+
+    Returns
+    -------
+    value : float
+        The mean loss over the ``n`` rows.
+    weight_grads : list of ndarray
+        ``dL/dW_l``, shaped like ``weights``.
+    bias_grads : list of ndarray
+        ``dL/db_l``, shaped like ``biases``.
+    """
+    Zs, As = forward(weights, biases, X, activation, output_activation, slope)
+    value, dZ = output_loss_and_grad(loss, output_activation, Zs[-1], Y, slope)
+    weight_grads, bias_grads = [], []
+    for l in reversed(range(len(weights))):
+        weight_grads.append(As[l].T @ dZ)
+        bias_grads.append(np.sum(dZ, axis=0))
+        if l > 0:
+            dA = dZ @ weights[l].T
+            dZ = activation_backward(activation, dA, Zs[l - 1], As[l], slope)
+    return value, weight_grads[::-1], bias_grads[::-1]
+
+
+def to_targets(y, loss: str, n_outputs: int, dtype="float64") -> np.ndarray:
+    """Turn labels or target values into the 2-D targets the losses expect.
+
+    - ``log_loss`` with a 1-D array of integer class indices in
+      ``[0, n_outputs)``: one-hot rows, shape ``(n, n_outputs)``.
+    - any loss with a 2-D array: the array as it is, shape ``(n, n_outputs)``.
+    - ``squared_error`` or ``binary_log_loss`` with a 1-D array: one column,
+      shape ``(n, 1)`` (``n_outputs`` must be 1).
+
+    Parameters
+    ----------
+    y : array_like of shape (n,) or (n, n_outputs)
+    loss : str
+        One of :data:`LOSSES`.
+    n_outputs : int
+        Width of the network's output layer.
+    dtype : dtype, default="float64"
+
+    Returns
+    -------
+    Y : ndarray of shape (n, n_outputs) and the given dtype
+    """
+    _check_name("loss", loss, LOSSES)
+    y = np.asarray(y)
+    dtype = np.dtype(dtype)
+    if y.ndim == 2:
+        if y.shape[1] != n_outputs:
+            raise ValueError(f"y has {y.shape[1]} columns; expected n_outputs={n_outputs}")
+        return np.ascontiguousarray(y, dtype=dtype)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}")
+    if loss == "log_loss":
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"1-D y for log_loss must hold integer class indices; got dtype {y.dtype}"
+            )
+        if y.size and (y.min() < 0 or y.max() >= n_outputs):
+            raise ValueError(
+                f"class indices must lie in [0, {n_outputs}); got [{y.min()}, {y.max()}]"
+            )
+        Y = np.zeros((y.shape[0], n_outputs), dtype=dtype)
+        Y[np.arange(y.shape[0]), y] = 1
+        return Y
+    if n_outputs != 1:
+        raise ValueError(f"1-D y for {loss} gives one output; got n_outputs={n_outputs}")
+    return np.ascontiguousarray(y.reshape(-1, 1), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers: each updates a list of arrays in place.
+# ---------------------------------------------------------------------------
+
+
+def _check_params_and_grads(params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+    if len(params) != len(grads):
+        raise ValueError(f"got {len(params)} params but {len(grads)} grads")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if np.shape(p) != np.shape(g):
+            raise ValueError(f"params[{i}] has shape {np.shape(p)} but grads[{i}] {np.shape(g)}")
+
+
+def _check_state(name: str, state: list[np.ndarray], params: Sequence[np.ndarray]) -> None:
+    if len(state) != len(params) or any(s.shape != p.shape for s, p in zip(state, params)):
+        raise ValueError(f"params do not match the shapes this optimizer's {name} were made for")
+
+
+class SGD:
+    """Stochastic gradient descent with (Nesterov) momentum, scikit-learn's form.
+
+    With learning rate ``lr``, momentum ``mu`` and velocity ``v`` (zero at
+    first), each step does, for every parameter ``p`` with gradient ``g``::
+
+        v <- mu * v - lr * g
+        p <- p + mu * v - lr * g      if nesterov
+        p <- p + v                    otherwise
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    momentum : float, default=0.0
+    nesterov : bool, default=False
+
+    Attributes
+    ----------
+    velocities : list of ndarray or None
+        One per parameter; ``None`` before the first step.
+    """
+
+    def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False) -> None:
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.velocities: list[np.ndarray] | None = None
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Update ``params`` in place from ``grads`` (same order, same shapes)."""
+        _check_params_and_grads(params, grads)
+        if self.velocities is None:
+            self.velocities = [np.zeros_like(p) for p in params]
+        _check_state("velocities", self.velocities, params)
+        for p, g, v in zip(params, grads, self.velocities):
+            v *= self.momentum
+            v -= self.lr * g
+            if self.nesterov:
+                p += self.momentum * v - self.lr * g
+            else:
+                p += v
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015), in the efficient form scikit-learn uses.
+
+    With first and second moments ``m``, ``v`` (zero at first) and step count
+    ``t`` (0 at first), each step does, for every parameter ``p`` with
+    gradient ``g``::
+
+        t    <- t + 1
+        m    <- beta1 * m + (1 - beta1) * g
+        v    <- beta2 * v + (1 - beta2) * g**2
+        lr_t  = lr * sqrt(1 - beta2**t) / (1 - beta1**t)
+        p    <- p - lr_t * m / (sqrt(v) + eps)
+
+    Parameters
+    ----------
+    lr : float, default=0.001
+    beta1 : float, default=0.9
+    beta2 : float, default=0.999
+    eps : float, default=1e-8
+
+    Attributes
+    ----------
+    t : int
+        Number of steps taken.
+    ms, vs : list of ndarray or None
+        First and second moments, one per parameter; ``None`` before the
+        first step.
+    """
+
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.t = 0
+        self.ms: list[np.ndarray] | None = None
+        self.vs: list[np.ndarray] | None = None
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        """Update ``params`` in place from ``grads`` (same order, same shapes)."""
+        _check_params_and_grads(params, grads)
+        if self.ms is None:
+            self.ms = [np.zeros_like(p) for p in params]
+            self.vs = [np.zeros_like(p) for p in params]
+        _check_state("moments", self.ms, params)
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
+        for p, g, m, v in zip(params, grads, self.ms, self.vs):
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            p -= lr_t * m / (np.sqrt(v) + self.eps)
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def train_epoch(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    X,
+    Y,
+    loss: str,
+    optimizer: SGD | Adam,
+    batch_size: int,
+    order,
+    activation: str = "relu",
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    l2: float = 0.0,
+) -> float:
+    """One pass over the data in mini-batches; updates the parameters in place.
+
+    The rows are visited in the given ``order``, ``batch_size`` at a time (the
+    last batch may be smaller; ``batch_size >= n`` is full-batch). For a batch
+    ``B`` of ``|B|`` rows, with ``alpha = l2``, the loss and gradients are
+    scikit-learn's::
+
+        L_B   = mean loss over B + alpha / (2 |B|) * sum_l ||W_l||^2
+        dW_l  = dW_l(mean loss) + alpha / |B| * W_l      (biases: no penalty)
+
+    then ``optimizer.step([W_0, b_0, W_1, b_1, ...], [dW_0, db_0, ...])``.
+
+    Parameters
+    ----------
+    weights, biases : list of ndarray
+        Updated in place.
+    X : ndarray of shape (n, n_features)
+    Y : ndarray of shape (n, n_outputs)
+        Targets, as made by :func:`to_targets`.
+    loss : str
+        One of :data:`LOSSES`.
+    optimizer : SGD or Adam
+    batch_size : int
+    order : array_like of int of shape (n,)
+        The order in which rows are visited (e.g. a permutation).
+    activation, output_activation, slope
+        As in :func:`forward`.
+    l2 : float, default=0.0
+        L2 penalty ``alpha``.
+
+    Returns
+    -------
+    mean_loss : float
+        ``sum_B L_B * |B| / n``, scikit-learn's ``loss_curve_`` entry.
+    """
+    n = len(X)
+    order = np.asarray(order)
+    if len(order) != n:
+        raise ValueError(f"order must have one entry per row of X ({n}); got {len(order)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    total = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        value, weight_grads, bias_grads = loss_and_grad(
+            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope
+        )
+        if l2:
+            value += 0.5 * l2 * sum(float(np.sum(W * W)) for W in weights) / len(idx)
+            for gW, W in zip(weight_grads, weights):
+                gW += l2 * W / len(idx)
+        total += value * len(idx)
+        params = [p for W, b in zip(weights, biases) for p in (W, b)]
+        grads = [g for gW, gb in zip(weight_grads, bias_grads) for g in (gW, gb)]
+        optimizer.step(params, grads)
+    return total / n
+
+
+def glorot_bound(fan_in: int, fan_out: int, activation: str) -> float:
+    """Half-width of scikit-learn's uniform Glorot initialization.
+
+    Weights are drawn from ``U(-bound, bound)`` with
+    ``bound = sqrt(factor / (fan_in + fan_out))``, where ``factor`` is 2 for
+    the logistic activation and 6 otherwise. As in scikit-learn,
+    ``activation`` is the network's hidden activation, used for every layer.
+    """
+    _check_name("activation", activation, ACTIVATIONS)
+    factor = 2.0 if activation in ("logistic", "sigmoid") else 6.0
+    return math.sqrt(factor / (fan_in + fan_out))

@@ -1,0 +1,46 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# <repo>/../shared/data, the layout of the development checkout.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# The files a complete data folder holds (see shared/data/README.md).
+DATA_FILES = tuple(
+    f"{name}/{stem}-ubyte.gz"
+    for name in ("mnist", "fashion-mnist")
+    for stem in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder holding ``mnist/`` and ``fashion-mnist/`` (IDX, gzip).
+
+    ``$FASTMLP_DATA`` if set, else ``<repo>/../shared/data``. When a file is
+    missing, the test is skipped, except under ``CI=true``, where it fails:
+    CI must never pass by skipping the tests on real data.
+    """
+    folder = Path(os.environ.get("FASTMLP_DATA") or DEFAULT_DATA_DIR)
+    missing = [name for name in DATA_FILES if not (folder / name).is_file()]
+    if missing:
+        reason = (
+            f"data folder {folder} lacks {', '.join(missing)}; "
+            "set FASTMLP_DATA to the folder holding mnist/ and fashion-mnist/"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return folder
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A freshly seeded generator, so that every test is reproducible on its own."""
+    return np.random.default_rng(0)

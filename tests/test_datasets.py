@@ -1,0 +1,262 @@
+"""Tests of fastmlp.datasets: IDX reading (made-up and real files) and synthetic data."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastmlp import datasets
+
+TYPE_CODES = {
+    np.uint8: 0x08,
+    np.int8: 0x09,
+    np.int16: 0x0B,
+    np.int32: 0x0C,
+    np.float32: 0x0D,
+    np.float64: 0x0E,
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an array as IDX, written out field by field from the format's description."""
+    header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
+    header += b"".join(size.to_bytes(4, "big") for size in array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write(path: Path, data: bytes, compress: bool) -> Path:
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+# --------------------------------------------------------------------------- load_idx
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("dtype", list(TYPE_CODES))
+def test_load_idx_round_trip(tmp_path, rng, dtype, compress):
+    array = (rng.normal(size=(3, 4, 5)) * 50).astype(dtype)
+    loaded = datasets.load_idx(write(tmp_path / "a.idx", idx_bytes(array), compress))
+    assert loaded.dtype == np.dtype(dtype) and loaded.dtype.isnative
+    assert loaded.flags.writeable
+    np.testing.assert_array_equal(loaded, array)
+
+
+def test_load_idx_reads_mnist_style_labels(tmp_path):
+    # The header of a label file: magic 0x00000801, then the count, big-endian.
+    data = bytes.fromhex("00000801 00000003") + bytes([7, 0, 9])
+    labels = datasets.load_idx(write(tmp_path / "labels", data, compress=True))
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, [7, 0, 9])
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "header of at least 4 bytes"),
+        (bytes.fromhex("000008"), "header of at least 4 bytes"),
+        (bytes.fromhex("01000801 00000001 07"), "starting with bytes 00 00; found 01 00"),
+        (bytes.fromhex("00000701 00000001 07"), "type byte .* found 0x07"),
+        (bytes.fromhex("00000800"), "at least 1 dimension"),
+        (bytes.fromhex("00000803 0000000a 0000001c"), "16-byte header"),
+        (bytes.fromhex("00000801 00000003 0709"), r"3 data bytes; found 2"),
+        (bytes.fromhex("00000801 00000003 07090102"), r"3 data bytes; found 4"),
+        (bytes.fromhex("00000d01 00000002 00000000 0000"), r"8 data bytes; found 6"),
+    ],
+    ids=["empty", "short-magic", "magic", "type", "ndim-0", "short-dims", "short", "long", "f4"],
+)
+def test_load_idx_rejects_malformed_files(tmp_path, data, message, compress):
+    path = write(tmp_path / "bad.idx", data, compress)
+    with pytest.raises(ValueError, match=message) as excinfo:
+        datasets.load_idx(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_load_idx_rejects_truncated_gzip(tmp_path):
+    compressed = gzip.compress(idx_bytes(np.arange(1000, dtype=np.int32)))
+    path = tmp_path / "truncated.idx.gz"
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        datasets.load_idx(path)
+
+
+@pytest.mark.parametrize(
+    "shape", [(60000, 28, 28), (2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["mnist", "2^96"]
+)
+def test_load_idx_checks_a_huge_declared_shape_before_allocating(tmp_path, shape):
+    header = bytes([0, 0, 0x08, len(shape)]) + b"".join(s.to_bytes(4, "big") for s in shape)
+    path = write(tmp_path / "huge.idx", header + bytes(100), compress=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"data bytes; found 100"):
+            datasets.load_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"load_idx allocated {peak} bytes for a 100-byte file"
+
+
+# --------------------------------------------------------------------------- load_mnist
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, rng) -> tuple[Path, dict]:
+    """A folder ``mnist/`` with MNIST's four file names holding 5 train and 3 test images."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    arrays = {}
+    for split, prefix, n, compress in (("train", "train", 5, True), ("test", "t10k", 3, False)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        suffix = ".gz" if compress else ""  # both spellings are accepted
+        write(folder / f"{prefix}-images-idx3-ubyte{suffix}", idx_bytes(images), compress)
+        write(folder / f"{prefix}-labels-idx1-ubyte{suffix}", idx_bytes(labels), compress)
+        arrays[split] = images, labels
+    return folder, arrays
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_mnist_from_a_folder(fake_mnist, split):
+    folder, arrays = fake_mnist
+    images, labels = arrays[split]
+    X, y = datasets.load_mnist("mnist", split, folder)
+    assert X.dtype == np.float32 and X.shape == (len(labels), 784)
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(y, labels)
+    np.testing.assert_allclose(X, images.reshape(len(labels), 784) / 255, rtol=1e-7)
+
+    X_raw, _ = datasets.load_mnist("mnist", split, folder, dtype=np.uint8, normalize=False)
+    np.testing.assert_array_equal(X_raw, images.reshape(len(labels), 784))
+    X64, _ = datasets.load_mnist("mnist", split, folder, dtype="float64")
+    assert X64.dtype == np.float64
+
+
+def test_load_mnist_uses_fastmlp_data(fake_mnist, monkeypatch):
+    folder, arrays = fake_mnist
+    monkeypatch.setenv("FASTMLP_DATA", str(folder.parent))
+    _, y = datasets.load_mnist("mnist", "test")
+    np.testing.assert_array_equal(y, arrays["test"][1])
+    # Each name has its own subfolder.
+    with pytest.raises(FileNotFoundError, match="fashion-mnist"):
+        datasets.load_mnist("fashion-mnist", "test")
+    shutil.copytree(folder, folder.parent / "fashion-mnist")
+    _, y = datasets.load_mnist("fashion-mnist", "test")
+    np.testing.assert_array_equal(y, arrays["test"][1])
+
+
+def test_load_mnist_without_a_folder_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="pass path=.*FASTMLP_DATA"):
+        datasets.load_mnist("mnist", "train")
+
+
+def test_load_mnist_rejects_bad_arguments(fake_mnist, tmp_path):
+    folder, _ = fake_mnist
+    with pytest.raises(
+        ValueError, match="name must be one of 'mnist', 'fashion-mnist'; got 'cifar'"
+    ):
+        datasets.load_mnist("cifar", "train", folder)
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test'; got 'valid'"):
+        datasets.load_mnist("mnist", "valid", folder)
+    with pytest.raises(ValueError, match="floating dtype"):
+        datasets.load_mnist("mnist", "train", folder, dtype=np.uint8)
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        datasets.load_mnist("mnist", "train", tmp_path / "nowhere")
+
+
+def test_load_mnist_rejects_mismatched_files(fake_mnist):
+    folder, _ = fake_mnist
+    write(folder / "t10k-labels-idx1-ubyte", idx_bytes(np.zeros(4, np.uint8)), compress=False)
+    with pytest.raises(ValueError, match="expected 3 labels"):
+        datasets.load_mnist("mnist", "test", folder)
+    write(folder / "t10k-images-idx3-ubyte", idx_bytes(np.zeros((4, 28, 27), np.uint8)), False)
+    with pytest.raises(ValueError, match=r"expected images of shape \(n, 28, 28\)"):
+        datasets.load_mnist("mnist", "test", folder)
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_real_mnist_train(data_dir):
+    X, y = datasets.load_mnist("mnist", "train", data_dir / "mnist")
+    assert X.shape == (60000, 784) and X.dtype == np.float32
+    assert X.min() == 0 and X.max() == 1
+    counts = np.bincount(y, minlength=10)
+    np.testing.assert_array_equal(
+        counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
+
+
+def test_real_mnist_test(data_dir):
+    X, y = datasets.load_mnist("mnist", "test", data_dir / "mnist")
+    assert X.shape == (10000, 784)
+    np.testing.assert_array_equal(
+        np.bincount(y, minlength=10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
+
+
+def test_real_fashion_mnist_test(data_dir):
+    X, y = datasets.load_mnist("fashion-mnist", "test", data_dir / "fashion-mnist")
+    assert X.shape == (10000, 784)
+    np.testing.assert_array_equal(np.bincount(y, minlength=10), [1000] * 10)
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+@pytest.mark.parametrize("n_samples, n_classes", [(1000, 2), (301, 3)])
+def test_make_spiral(n_samples, n_classes):
+    X, y = datasets.make_spiral(n_samples, n_classes, noise=0.2, seed=1)
+    assert X.shape == (n_samples, 2) and X.dtype == np.float64 and y.dtype == np.int64
+    counts = np.bincount(y)
+    assert len(counts) == n_classes and counts.max() - counts.min() <= 1
+    assert np.all(np.linalg.norm(X, axis=1) <= 1 + 1e-12)
+    X2, y2 = datasets.make_spiral(n_samples, n_classes, noise=0.2, seed=1)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(X, datasets.make_spiral(n_samples, n_classes, seed=2)[0])
+    assert datasets.make_spiral(10, 2, dtype=np.float32)[0].dtype == np.float32
+
+
+def test_make_spiral_arms_interleave():
+    # Without noise each arm is its own curve: a point's angle, minus the 3 pi r winding,
+    # is its class's offset 2 pi c / n_classes.
+    X, y = datasets.make_spiral(300, 3, noise=0.0, seed=0)
+    r = np.linalg.norm(X, axis=1)
+    keep = r > 0
+    offset = np.arctan2(X[keep, 1], X[keep, 0]) - 3 * np.pi * r[keep]
+    np.testing.assert_allclose(np.cos(offset), np.cos(2 * np.pi * y[keep] / 3), atol=1e-9)
+    np.testing.assert_allclose(np.sin(offset), np.sin(2 * np.pi * y[keep] / 3), atol=1e-9)
+    # ... and each arm turns all the way round, so no line separates the classes.
+    for c in range(3):
+        angles = np.arctan2(X[(y == c) & keep, 1], X[(y == c) & keep, 0])
+        assert np.ptp(angles) > 6
+
+
+def test_make_classification():
+    X, y = datasets.make_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
+    assert X.shape == (1000, 20) and X.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(y), [100] * 10)
+    X2, y2 = datasets.make_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    # Learnable: the nearest class mean of the first half classifies the second half.
+    means = np.stack([X[:500][y[:500] == c].mean(axis=0) for c in range(10)])
+    distances = ((X[500:, None, :] - means[None]) ** 2).sum(axis=2)
+    assert np.mean(distances.argmin(axis=1) == y[500:]) > 0.9
+
+
+def test_synthetic_data_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="n_samples"):
+        datasets.make_spiral(2, 3)
+    with pytest.raises(ValueError, match="n_classes"):
+        datasets.make_classification(10, 2, 0)
+    with pytest.raises(ValueError, match="n_features"):
+        datasets.make_classification(10, 0, 2)
