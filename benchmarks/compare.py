@@ -255,7 +255,7 @@ class FastmlpPeer(Peer):
 
     def describe(self):
         return {"dtype": str(getattr(self.net, "dtype", "?")),
-                "fastmlp_threads": self.fastmlp.get_num_threads()}
+                "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)()}
 
 
 class NumpyPeer(Peer):
@@ -614,7 +614,10 @@ def plot(path: str, rows: list[Row], threads: list[int]):
               "no chart written", file=sys.stderr)
         return
     workloads = list(dict.fromkeys(r.workload for r in rows))
-    peers = list(dict.fromkeys(r.peer for r in rows))
+    peers = list(dict.fromkeys(r.peer for r in rows if r.summary()))
+    if not peers:
+        print(f"--plot {path}: no successful rows; no chart written", file=sys.stderr)
+        return
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
     width = 0.8 / len(peers)
     for ax, t in zip(axes[0], threads):
@@ -628,8 +631,9 @@ def plot(path: str, rows: list[Row], threads: list[int]):
         ax.set_yscale("log")
         ax.set_ylabel("samples/s (log)")
         ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(peers))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=120)
 
 
@@ -682,6 +686,7 @@ def main(argv=None) -> int:
     args.reps = args.reps or (2 if args.quick else 3)
     start = time.perf_counter()
     gemm = {t: measure_gemm(t, args) for t in threads}
+    print(f"[{time.perf_counter() - start:6.1f} s] GEMM peak measured", file=sys.stderr)
     rows = []
     for name in args.workloads:
         for t in threads:

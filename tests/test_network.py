@@ -269,3 +269,20 @@ def test_fashion_mnist_one_epoch(data_dir):
     net.train_epoch(X[:10000], y[:10000], "log_loss", fastmlp.Adam(1e-3), batch_size=32)
     accuracy = (net.forward(Xt).argmax(1) == yt).mean()
     assert accuracy >= 0.80, accuracy
+
+
+def test_ctrl_c_interrupts_train_epoch_promptly(rng):
+    import _thread
+    X, Y = make_data(rng, 40000, 256, 10, "log_loss", "float32")
+    net = fastmlp.Network([256, 512, 512, 10], output_activation="softmax", seed=0)
+    before = net.params.copy()
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(100):  # far longer than the timer, were it not interrupted
+            net.train_epoch(X, Y, "log_loss", fastmlp.SGD(0.01), batch_size=64)
+    elapsed = time.perf_counter() - started
+    timer.join()
+    assert elapsed < 3.0, f"Ctrl-C took {elapsed:.2f}s to stop training"
+    assert np.isfinite(net.params).all() and not np.array_equal(net.params, before)

@@ -136,8 +136,20 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
                                         "), got shape of " + std::to_string(order->size()) + " elements");
           options.order = order->data();
         }
-        py::gil_scoped_release release;
-        return train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options);
+        // Ctrl-C: Python's handler only sets a flag; look at it between batches.
+        bool interrupted = false;
+        options.should_stop = [&interrupted]() {
+          py::gil_scoped_acquire acquire;
+          interrupted = PyErr_CheckSignals() != 0;
+          return interrupted;
+        };
+        double value;
+        {
+          py::gil_scoped_release release;
+          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options);
+        }
+        if (interrupted) throw py::error_already_set();
+        return value;
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
          py::arg("shuffle"), py::arg("l2"), py::arg("order"));
 

@@ -1,6 +1,7 @@
 #include "fastmlp/trainer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
@@ -74,8 +75,15 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
     if (scratch.y.rows() < batch || scratch.y.cols() != n_out) scratch.y.resize(batch, n_out);
   }
 
+  using Clock = std::chrono::steady_clock;
+  auto last_poll = Clock::now();
   double total = 0.0;
+  Index seen = 0;
   for (Index start = 0; start < n; start += batch) {
+    if (options.should_stop && std::chrono::duration<double>(Clock::now() - last_poll).count() > kStopPollSeconds) {
+      if (options.should_stop()) break;
+      last_poll = Clock::now();
+    }
     const Index rows = std::min(batch, n - start);
     const T* xb = x + start * n_in;
     const T* yb = y + start * n_out;
@@ -89,8 +97,9 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
     if (options.l2 > 0.0) value += add_l2(net, options.l2, rows);
     optimizer.step(net.params(), net.grads(), net.n_params());
     total += value * double(rows);
+    seen += rows;
   }
-  return total / double(n);
+  return seen > 0 ? total / double(seen) : 0.0;
 }
 
 template double train_epoch(Network<float>&, Optimizer<float>&, const float*, const float*, Index, Loss,
