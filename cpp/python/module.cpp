@@ -63,6 +63,23 @@ std::unique_lock<std::mutex> claim(std::mutex& m) {
 }
 
 template <class T>
+const T* weights_of(const std::optional<InArray<T>>& w, Index rows) {
+  if (!w) return nullptr;
+  if (w->ndim() != 1 || w->shape(0) != rows)
+    throw std::invalid_argument("sample_weight must be 1-D with one weight per sample (" + std::to_string(rows) +
+                                "), got " + std::to_string(w->size()) + " values in " + std::to_string(w->ndim()) +
+                                "-D");
+  return w->data();
+}
+
+template <class T>
+double sum_weights(const T* w, Index n) {
+  double s = 0.0;
+  for (Index i = 0; i < n; ++i) s += double(w[i]);
+  return s;
+}
+
+template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
   py::class_<Net>(m, ("Network" + suffix).c_str())
@@ -114,28 +131,43 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         }
         return out;
       }, py::arg("X"))
-      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss) {
+      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+                               std::optional<InArray<T>> sample_weight) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
+        const T* w = weights_of(sample_weight, x.shape(0));
+        const double total = w != nullptr ? sum_weights(w, x.shape(0)) : 0.0;
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"))
+        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l, w, total);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none())
+      .def("objective", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+                           std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+        const Loss l = parse_loss(loss);
+        check_xy(n, x, y);
+        const T* w = weights_of(sample_weight, x.shape(0));
+        py::gil_scoped_release release;
+        return objective(n, x.data(), y.data(), x.shape(0), l, reg, w);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
       .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, double l2,
-                             std::optional<InArray<std::int64_t>> order) {
+                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, const Regularization& reg,
+                             std::optional<InArray<std::int64_t>> order, std::optional<InArray<T>> sample_weight,
+                             std::optional<LearningRateSchedule> schedule, double epoch) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
         EpochOptions options;
         options.batch_size = batch_size;
         options.shuffle = shuffle;
-        options.l2 = l2;
+        options.regularization = reg;
         if (order) {
           if (order->ndim() != 1 || order->shape(0) != x.shape(0))
             throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(x.shape(0)) +
                                         "), got shape of " + std::to_string(order->size()) + " elements");
           options.order = order->data();
         }
+        const T* w = weights_of(sample_weight, x.shape(0));
+        if (schedule) options.schedule = &*schedule;
+        options.epoch = epoch;
         // Ctrl-C: Python's handler only sets a flag; look at it between batches.
         bool interrupted = false;
         options.should_stop = [&interrupted]() {
@@ -146,12 +178,13 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         double value;
         {
           py::gil_scoped_release release;
-          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options);
+          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options, w);
         }
         if (interrupted) throw py::error_already_set();
         return value;
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
-         py::arg("shuffle"), py::arg("l2"), py::arg("order"));
+         py::arg("shuffle"), py::arg("regularization"), py::arg("order"), py::arg("sample_weight") = py::none(),
+         py::arg("schedule") = py::none(), py::arg("epoch") = 0.0);
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)
@@ -184,12 +217,47 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         Adam<T>& o = self.cast<Adam<T>&>();
         return view<T>(self, o.v.data(), {py::ssize_t(o.v.size())});
       });
+  py::class_<AdamW<T>, Optimizer<T>>(m, ("AdamW" + suffix).c_str())
+      .def(py::init<double, double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+           py::arg("eps"), py::arg("weight_decay"))
+      .def_readonly("weight_decay", &AdamW<T>::weight_decay)
+      .def_property_readonly("t", [](const AdamW<T>& o) { return o.adam.t; });
+  py::class_<RMSprop<T>, Optimizer<T>>(m, ("RMSprop" + suffix).c_str())
+      .def(py::init<double, double, double>(), py::arg("lr"), py::arg("rho"), py::arg("eps"))
+      .def_readonly("rho", &RMSprop<T>::rho)
+      .def_readonly("eps", &RMSprop<T>::eps);
+  py::class_<Adagrad<T>, Optimizer<T>>(m, ("Adagrad" + suffix).c_str())
+      .def(py::init<double, double>(), py::arg("lr"), py::arg("eps"))
+      .def_readonly("eps", &Adagrad<T>::eps);
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastmlp's compiled core (C++17, Eigen, OpenMP). Use the fastmlp package, not this module.";
+  py::class_<Regularization>(m, "Regularization")
+      .def(py::init([](double l2, double l1, double clip_value, double clip_norm, double grad_scale) {
+             Regularization r{l2, l1, clip_value, clip_norm, grad_scale};
+             r.check();
+             return r;
+           }),
+           py::arg("l2") = 0.0, py::arg("l1") = 0.0, py::arg("clip_value") = 0.0, py::arg("clip_norm") = 0.0,
+           py::arg("grad_scale") = 1.0)
+      .def_readonly("l2", &Regularization::l2)
+      .def_readonly("l1", &Regularization::l1)
+      .def_readonly("clip_value", &Regularization::clip_value)
+      .def_readonly("clip_norm", &Regularization::clip_norm)
+      .def_readonly("grad_scale", &Regularization::grad_scale);
+  py::class_<LearningRateSchedule>(m, "LearningRateSchedule")
+      .def(py::init([](const std::string& kind, double base_lr, double gamma, double step_size, double total_epochs,
+                       double min_lr, double warmup_epochs) {
+             LearningRateSchedule s{parse_schedule(kind), base_lr, gamma, step_size, total_epochs, min_lr, warmup_epochs};
+             s.check();
+             return s;
+           }),
+           py::arg("kind"), py::arg("base_lr"), py::arg("gamma") = 0.1, py::arg("step_size") = 10.0,
+           py::arg("total_epochs") = 200.0, py::arg("min_lr") = 0.0, py::arg("warmup_epochs") = 0.0)
+      .def("at", &LearningRateSchedule::at, py::arg("p"), py::arg("delta"));
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

@@ -129,7 +129,7 @@ void Network<T>::forward(const T* x, Index n, T* out) const {
 }
 
 template <class T>
-double Network<T>::forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+double Network<T>::forward_backward(const T* x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                                     Workspace<T>& ws, T* g) const {
   const Index L = n_layers();
   const T* in = x;
@@ -143,7 +143,7 @@ double Network<T>::forward_backward(const T* x, const T* y, Index rows, Index sc
     }
   }
   const double value = output_loss_grad(loss, output_, slope_, ws.z[L - 1].data(), y, ws.a[L - 1].data(),
-                                        ws.delta[L - 1].data(), rows, sizes_[L], scale_rows);
+                                        ws.delta[L - 1].data(), rows, sizes_[L], scale);
   for (Index l = L - 1; l >= 0; --l) {
     const T* in_l = l == 0 ? x : ws.a[l - 1].data();
     T* d_in = l == 0 ? nullptr : ws.delta[l - 1].data();
@@ -162,9 +162,13 @@ int Network<T>::slice_threads(Index rows) const {
 }
 
 template <class T>
-double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss) {
+double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss, const T* sample_weight,
+                                 double weight_total, double grad_scale) {
   check_loss_output(loss, output_);
   if (n <= 0) throw std::invalid_argument("loss_and_grad needs at least one sample, got 0");
+  if (sample_weight != nullptr && !(weight_total > 0.0))
+    throw std::invalid_argument("the sample weights must have a positive sum, got " + std::to_string(weight_total));
+  const double total = sample_weight != nullptr ? weight_total : double(n);
   const int threads = slice_threads(n);
   // Every allocation happens here, before any buffer is written.
   if (slices_.size() < std::size_t(threads)) slices_.resize(threads);
@@ -172,7 +176,8 @@ double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss) {
   if (slice_grads_.size() + 1 < std::size_t(threads)) slice_grads_.resize(threads - 1);
   for (int t = 1; t < threads; ++t)
     if (slice_grads_[t - 1].size() != n_params()) slice_grads_[t - 1].resize(n_params());
-  if (threads == 1) return forward_backward(x, y, n, n, loss, slices_[0], grads_.data());
+  if (threads == 1)
+    return forward_backward(x, y, n, LossScale<T>{sample_weight, total, grad_scale}, loss, slices_[0], grads_.data());
 
   // Batch-parallel: each thread runs every layer on its slice of the rows into
   // its own gradient buffer; the buffers are then summed, each thread a chunk.
@@ -183,7 +188,8 @@ double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss) {
     const int t = omp_get_thread_num();
     const Index begin = n * t / threads, end = n * (t + 1) / threads;
     T* g = t == 0 ? grads_.data() : slice_grads_[t - 1].data();
-    partial[t] = forward_backward(x + begin * n_in, y + begin * n_out, end - begin, n, loss, slices_[t], g);
+    const LossScale<T> scale{sample_weight != nullptr ? sample_weight + begin : nullptr, total, grad_scale};
+    partial[t] = forward_backward(x + begin * n_in, y + begin * n_out, end - begin, scale, loss, slices_[t], g);
 #pragma omp barrier
     const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
     T* total = grads_.data();

@@ -12,10 +12,10 @@
 
 namespace fastmlp {
 
-enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax };
+enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax, Exp };
 
 // "identity", "logistic" (alias "sigmoid"), "tanh", "relu", "leaky_relu",
-// "softmax"; throws std::invalid_argument listing the valid names otherwise.
+// "softmax", "exp" (the output of Poisson regression); throws std::invalid_argument listing the valid names otherwise.
 Activation parse_activation(const std::string& name);
 const char* activation_name(Activation f);
 
@@ -51,6 +51,10 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
     case Activation::LeakyRelu:
 #pragma omp parallel for simd if (size > kParallelElements)
       for (Index i = 0; i < size; ++i) a[i] = z[i] > T(0) ? z[i] : slope * z[i];
+      return;
+    case Activation::Exp:
+#pragma omp parallel for simd if (size > kParallelElements)
+      for (Index i = 0; i < size; ++i) a[i] = std::exp(z[i]);
       return;
     case Activation::Softmax:
 #pragma omp parallel for if (size > kParallelElements)
@@ -93,6 +97,10 @@ void activation_backward(Activation f, T slope, const T* da, const T* z, const T
     case Activation::LeakyRelu:
 #pragma omp parallel for simd if (size > kParallelElements)
       for (Index i = 0; i < size; ++i) dz[i] = z[i] > T(0) ? da[i] : slope * da[i];
+      return;
+    case Activation::Exp:
+#pragma omp parallel for simd if (size > kParallelElements)
+      for (Index i = 0; i < size; ++i) dz[i] = da[i] * a[i];
       return;
     case Activation::Softmax:
 #pragma omp parallel for if (size > kParallelElements)

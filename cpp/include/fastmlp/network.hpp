@@ -41,6 +41,7 @@ template <class T>
 struct EpochScratch {
   std::vector<std::int64_t> order;
   Matrix<T> x, y;
+  Vector<T> w;  // the mini-batch's sample weights
 };
 
 template <class T>
@@ -74,17 +75,20 @@ class Network {
   void forward(const T* x, Index n, T* out) const;
 
   // Mean loss over the n rows (no regularization); fills grads().
-  // y is (n, n_outputs). Not thread-safe: hold busy() around it.
-  double loss_and_grad(const T* x, const T* y, Index n, Loss loss);
+  // y is (n, n_outputs). With sample_weight (n values, summing to
+  // weight_total > 0) the mean is weighted: Σ w_i ℓ_i / Σ w_i (see loss.hpp;
+  // grad_scale too). Not thread-safe: hold busy() around it.
+  double loss_and_grad(const T* x, const T* y, Index n, Loss loss, const T* sample_weight = nullptr,
+                       double weight_total = 0.0, double grad_scale = 1.0);
 
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
   EpochScratch<T>& epoch_scratch() { return epoch_; }
 
  private:
-  // Forward and backward over `rows` rows into gradient buffer g, scaling by
-  // 1/scale_rows; returns Σ row losses / scale_rows.
-  double forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+  // Forward and backward over `rows` rows into gradient buffer g, weighted
+  // and normalized by `scale`; returns the slice's share of the batch loss.
+  double forward_backward(const T* x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                           Workspace<T>& ws, T* g) const;
   void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
   int slice_threads(Index rows) const;
