@@ -12,6 +12,9 @@ from . import _core
 from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .schedules import Schedule
+from ._compat import ConvergenceWarning
+from .estimators import MLPClassifier, MLPRegressor
+from .io import load
 
 try:
     __version__ = _version("fastmlp")
@@ -30,4 +33,4 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-__all__ = ["Network", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "ConvergenceWarning", "Network", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "__version__"]
