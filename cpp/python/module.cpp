@@ -79,6 +79,28 @@ double sum_weights(const T* w, Index n) {
   return s;
 }
 
+// scipy's CSR arrays (data, indices, indptr) as a view, checked for bounds.
+template <class T>
+CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, const InArray<std::int64_t>& indptr,
+                  Index rows, Index cols) {
+  if (indptr.ndim() != 1 || indptr.shape(0) != rows + 1)
+    throw std::invalid_argument("X.indptr must have n_rows + 1 = " + std::to_string(rows + 1) + " entries, got " +
+                                std::to_string(indptr.size()));
+  const std::int64_t* p = indptr.data();
+  const std::int64_t nnz = p[rows];
+  if (p[0] != 0 || data.ndim() != 1 || indices.ndim() != 1 || data.shape(0) < nnz || indices.shape(0) < nnz)
+    throw std::invalid_argument("X is not a valid CSR matrix: indptr[0] must be 0 and data/indices must hold indptr[-1] = " +
+                                std::to_string(nnz) + " entries");
+  for (Index r = 0; r < rows; ++r)
+    if (p[r + 1] < p[r]) throw std::invalid_argument("X.indptr must be non-decreasing");
+  const std::int64_t* ix = indices.data();
+  for (std::int64_t k = 0; k < nnz; ++k)
+    if (ix[k] < 0 || ix[k] >= cols)
+      throw std::invalid_argument("X.indices[" + std::to_string(k) + "] = " + std::to_string(ix[k]) +
+                                  " is outside [0, " + std::to_string(cols) + ")");
+  return CsrView<T>{data.data(), ix, p, rows, cols};
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
@@ -131,6 +153,71 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         }
         return out;
       }, py::arg("X"))
+      .def("forward_csr", [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                             const InArray<std::int64_t>& indptr, Index rows, Index cols) {
+        if (cols != n.n_inputs())
+          throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
+        T* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          n.forward(x, dst);
+        }
+        return out;
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
+      .def("objective_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                               const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                               const std::string& loss, std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_matrix(y, "y", n.n_outputs(), "the network's outputs");
+        if (y.shape(0) != rows) throw std::invalid_argument("X and y must have the same number of rows");
+        if (cols != n.n_inputs())
+          throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
+        const T* w = weights_of(sample_weight, rows);
+        py::gil_scoped_release release;
+        return objective(n, x, y.data(), l, reg, w);
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
+      .def("train_epoch_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                                 const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                                 const std::string& loss, Optimizer<T>& optimizer, Index batch_size, bool shuffle,
+                                 const Regularization& reg, std::optional<InArray<std::int64_t>> order,
+                                 std::optional<InArray<T>> sample_weight, std::optional<LearningRateSchedule> schedule,
+                                 double epoch) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_matrix(y, "y", n.n_outputs(), "the network's outputs");
+        if (y.shape(0) != rows) throw std::invalid_argument("X and y must have the same number of rows");
+        EpochOptions options;
+        options.batch_size = batch_size;
+        options.shuffle = shuffle;
+        options.regularization = reg;
+        if (order) {
+          if (order->ndim() != 1 || order->shape(0) != rows)
+            throw std::invalid_argument("order must be 1-D with one index per sample");
+          options.order = order->data();
+        }
+        const T* w = weights_of(sample_weight, rows);
+        if (schedule) options.schedule = &*schedule;
+        options.epoch = epoch;
+        bool interrupted = false;
+        options.should_stop = [&interrupted]() {
+          py::gil_scoped_acquire acquire;
+          interrupted = PyErr_CheckSignals() != 0;
+          return interrupted;
+        };
+        double value;
+        {
+          py::gil_scoped_release release;
+          value = train_epoch(n, optimizer, x, y.data(), l, options, w);
+        }
+        if (interrupted) throw py::error_already_set();
+        return value;
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"), py::arg("shuffle"), py::arg("regularization"),
+         py::arg("order"), py::arg("sample_weight"), py::arg("schedule"), py::arg("epoch"))
       .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                                std::optional<InArray<T>> sample_weight) {
         const Loss l = parse_loss(loss);

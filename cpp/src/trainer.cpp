@@ -113,12 +113,14 @@ void LearningRateSchedule::check() const {
     throw std::invalid_argument("total_epochs must be a finite number > 0, got " + std::to_string(total_epochs));
 }
 
-template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n, Loss loss,
-                   const EpochOptions& options, const T* sample_weight) {
-  std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
-  if (!lock.owns_lock())
-    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+namespace {
+
+// Everything an epoch does except reading X: `batch_loss(idx, start, rows, y,
+// w, weight_sum)` fills net.grads() with the mean loss's gradient for the
+// rows idx[0..rows) (gathered) or start..start+rows (idx null) and returns it.
+template <class T, class BatchLoss>
+double run_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* y, Index n, Loss loss,
+                 const EpochOptions& options, const T* sample_weight, BatchLoss&& batch_loss) {
   check_loss_output(loss, net.output_activation());
   if (n <= 0) throw std::invalid_argument("train_epoch needs at least one sample, got 0");
   if (options.batch_size < 1)
@@ -140,7 +142,7 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
   optimizer.prepare(net.n_params());  // throws here, before any parameter changes
 
   const Index batch = std::min(options.batch_size, n);
-  const Index n_in = net.n_inputs(), n_out = net.n_outputs();
+  const Index n_out = net.n_outputs();
   EpochScratch<T>& scratch = net.epoch_scratch();
   const bool gather = options.order != nullptr || options.shuffle;
   if (gather) {
@@ -151,7 +153,6 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
       std::iota(scratch.order.begin(), scratch.order.end(), std::int64_t(0));
       net.rng().shuffle(scratch.order.begin(), scratch.order.end());
     }
-    if (scratch.x.rows() < batch || scratch.x.cols() != n_in) scratch.x.resize(batch, n_in);
     if (scratch.y.rows() < batch || scratch.y.cols() != n_out) scratch.y.resize(batch, n_out);
     if (sample_weight != nullptr && scratch.w.size() < batch) scratch.w.resize(batch);
   }
@@ -167,14 +168,11 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
       last_poll = Clock::now();
     }
     const Index rows = std::min(batch, n - start);
-    const T* xb = x + start * n_in;
     const T* yb = y + start * n_out;
     const T* wb = sample_weight != nullptr ? sample_weight + start : nullptr;
+    const std::int64_t* idx = gather ? scratch.order.data() + start : nullptr;
     if (gather) {
-      const std::int64_t* idx = scratch.order.data() + start;
-      gather_rows(scratch.x.data(), x, idx, rows, n_in);
       gather_rows(scratch.y.data(), y, idx, rows, n_out);
-      xb = scratch.x.data();
       yb = scratch.y.data();
       if (sample_weight != nullptr) {
         for (Index r = 0; r < rows; ++r) scratch.w[r] = sample_weight[idx[r]];
@@ -182,9 +180,11 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
       }
     }
     const double weight_sum = wb != nullptr ? sum_of(wb, rows) : double(rows);
-    total += double(rows) * (weight_sum > 0.0 ? batch_objective(net, xb, yb, wb, weight_sum, rows, loss, reg) : 0.0);
     seen += rows;
     if (!(weight_sum > 0.0)) continue;  // all-zero weights: nothing to learn from this batch
+    double value = batch_loss(idx, start, rows, yb, wb, weight_sum);
+    if (reg.l2 > 0.0 || reg.l1 > 0.0) value += add_penalties(net, reg.l2, reg.l1, weight_sum);
+    total += double(rows) * value;
     clip_gradient(net.grads(), net.n_params(), reg.clip_value, reg.clip_norm);
     if (options.schedule != nullptr)
       optimizer.lr = options.schedule->at(options.epoch + double(b) / double(n_batches), 1.0 / double(n_batches));
@@ -193,12 +193,75 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
   return seen > 0 ? total / double(seen) : 0.0;
 }
 
+std::unique_lock<std::mutex> claim(std::mutex& m) {
+  std::unique_lock<std::mutex> lock(m, std::try_to_lock);
+  if (!lock.owns_lock())
+    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+  return lock;
+}
+
+}  // namespace
+
+template <class T>
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n, Loss loss,
+                   const EpochOptions& options, const T* sample_weight) {
+  auto lock = claim(net.busy());
+  const Index n_in = net.n_inputs();
+  EpochScratch<T>& scratch = net.epoch_scratch();
+  const Index batch = std::min(options.batch_size, std::max<Index>(n, 1));
+  if ((options.order != nullptr || options.shuffle) && (scratch.x.rows() < batch || scratch.x.cols() != n_in))
+    scratch.x.resize(batch, n_in);
+  return run_epoch(net, optimizer, y, n, loss, options, sample_weight,
+                   [&](const std::int64_t* idx, Index start, Index rows, const T* yb, const T* wb, double wsum) {
+                     const T* xb = x + start * n_in;
+                     if (idx != nullptr) {
+                       gather_rows(scratch.x.data(), x, idx, rows, n_in);
+                       xb = scratch.x.data();
+                     }
+                     return net.loss_and_grad(xb, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
+                   });
+}
+
+template <class T>
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const CsrView<T>& x, const T* y, Loss loss,
+                   const EpochOptions& options, const T* sample_weight) {
+  auto lock = claim(net.busy());
+  if (x.cols != net.n_inputs())
+    throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
+                                std::to_string(x.cols));
+  EpochScratch<T>& scratch = net.epoch_scratch();
+  return run_epoch(net, optimizer, y, x.rows, loss, options, sample_weight,
+                   [&](const std::int64_t* idx, Index start, Index rows, const T* yb, const T* wb, double wsum) {
+                     if (idx == nullptr)
+                       return net.loss_and_grad(x, start, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
+                     // Gather the mini-batch as a small CSR in reused buffers
+                     // (they grow to the largest batch seen, then stay).
+                     std::int64_t nnz = 0;
+                     for (Index r = 0; r < rows; ++r) nnz += x.indptr[idx[r] + 1] - x.indptr[idx[r]];
+                     if (scratch.csr_data.size() < std::size_t(nnz)) {
+                       scratch.csr_data.resize(std::size_t(nnz));
+                       scratch.csr_indices.resize(std::size_t(nnz));
+                     }
+                     scratch.csr_indptr.resize(std::size_t(rows) + 1);
+                     std::int64_t at = 0;
+                     scratch.csr_indptr[0] = 0;
+                     for (Index r = 0; r < rows; ++r) {
+                       const std::int64_t b0 = x.indptr[idx[r]], b1 = x.indptr[idx[r] + 1];
+                       std::copy(x.data + b0, x.data + b1, scratch.csr_data.data() + at);
+                       std::copy(x.indices + b0, x.indices + b1, scratch.csr_indices.data() + at);
+                       at += b1 - b0;
+                       scratch.csr_indptr[r + 1] = at;
+                     }
+                     const CsrView<T> batch{scratch.csr_data.data(), scratch.csr_indices.data(),
+                                            scratch.csr_indptr.data(), rows, x.cols};
+                     return net.loss_and_grad(batch, 0, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
+                   });
+}
+
 template <class T>
 double objective(Network<T>& net, const T* x, const T* y, Index n, Loss loss, const Regularization& reg,
                  const T* sample_weight) {
-  std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
-  if (!lock.owns_lock())
-    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+  auto lock = claim(net.busy());
   check_loss_output(loss, net.output_activation());
   if (n <= 0) throw std::invalid_argument("objective needs at least one sample, got 0");
   reg.check();
@@ -208,10 +271,27 @@ double objective(Network<T>& net, const T* x, const T* y, Index n, Loss loss, co
   return batch_objective(net, x, y, sample_weight, weight_sum, n, loss, reg);
 }
 
+template <class T>
+double objective(Network<T>& net, const CsrView<T>& x, const T* y, Loss loss, const Regularization& reg,
+                 const T* sample_weight) {
+  auto lock = claim(net.busy());
+  reg.check();
+  const Index n = x.rows;
+  const double weight_sum = sample_weight != nullptr ? sum_of(sample_weight, n) : double(n);
+  if (!(weight_sum > 0.0))
+    throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(weight_sum));
+  double value = net.loss_and_grad(x, 0, y, n, loss, sample_weight, weight_sum, reg.grad_scale);
+  if (reg.l2 > 0.0 || reg.l1 > 0.0) value += add_penalties(net, reg.l2, reg.l1, weight_sum);
+  return value;
+}
+
 #define FASTMLP_INSTANTIATE(T)                                                                              \
   template double train_epoch(Network<T>&, Optimizer<T>&, const T*, const T*, Index, Loss, const EpochOptions&, \
                               const T*);                                                                    \
-  template double objective(Network<T>&, const T*, const T*, Index, Loss, const Regularization&, const T*);
+  template double objective(Network<T>&, const T*, const T*, Index, Loss, const Regularization&, const T*); \
+  template double train_epoch(Network<T>&, Optimizer<T>&, const CsrView<T>&, const T*, Loss, const EpochOptions&, \
+                              const T*);                                                                    \
+  template double objective(Network<T>&, const CsrView<T>&, const T*, Loss, const Regularization&, const T*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

@@ -44,7 +44,7 @@ import numpy as np
 from . import _compat
 from ._compat import (BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state)
 from ._labels import LabelCoder
-from .network import Network, make_regularization
+from .network import Network, as_csr, make_regularization
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from .schedules import Schedule
 
@@ -277,6 +277,8 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> "_BaseMLP":
         hidden = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
@@ -377,8 +379,9 @@ class _BaseMLP(BaseEstimator):
             if sw is not None:
                 sw, sw_val = sw[train], sw[val]
             y_val = self._targets_to_y(Y_val)
-        X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
         n_samples = X.shape[0]
+        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
+        Y = np.ascontiguousarray(Y)
         batch_size = self._batch_size(n_samples)
         impl = self._optimizer._bind(net)
         reg = self._regularization()
@@ -408,7 +411,7 @@ class _BaseMLP(BaseEstimator):
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 val_loss = None
                 if X_val is not None:
-                    val_loss = net.loss_and_grad(X_val, Y_val, self._loss_name, sample_weight=sw_val)
+                    val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
                     self.validation_loss_curve_.append(val_loss)
                 self._update_no_improvement_count(X_val if self.early_stopping else None, y_val, sw_val)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
@@ -502,11 +505,21 @@ class _BaseMLP(BaseEstimator):
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
         core, params, grads, loss = net._net, net.params, net.grads, self._loss_name
-        X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
+        Y = np.ascontiguousarray(Y)
+        if _compat.is_sparse(X):
+            Xc = as_csr("X", X, X.shape[1], net.dtype)
+
+            def objective() -> float:
+                return core.objective_csr(*Xc, Y, loss, sw, reg)
+        else:
+            X = np.ascontiguousarray(X)
+
+            def objective() -> float:
+                return core.objective(X, Y, loss, sw, reg)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = core.objective(X, Y, loss, sw, reg)
+            value = objective()
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
@@ -533,7 +546,8 @@ class _BaseMLP(BaseEstimator):
         if len(validation_data) == 3 and validation_data[2] is not None:
             from ._validation import as_sample_weight
             sw_val = as_sample_weight(validation_data[2], X_val.shape[0], np.dtype(dtype))
-        return np.ascontiguousarray(X_val, dtype=dtype), np.asarray(y_val), sw_val, Y_val
+        X_val = X_val.astype(dtype) if _compat.is_sparse(X_val) else np.ascontiguousarray(X_val, dtype=dtype)
+        return X_val, np.asarray(y_val), sw_val, Y_val
 
     # --- prediction --------------------------------------------------------
     def _forward(self, X: Any) -> np.ndarray:
@@ -541,7 +555,7 @@ class _BaseMLP(BaseEstimator):
         net = self._network()
         X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
         with _threads(self.n_threads):
-            return net.forward(np.ascontiguousarray(X, dtype=net.dtype))
+            return net.forward(X)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):

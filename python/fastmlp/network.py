@@ -26,6 +26,28 @@ def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | No
         grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
 
 
+def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple:
+    """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
+
+    CSC (or any other format) is converted to CSR; the values are never densified.
+    """
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"{name} must be a 2-D sparse matrix with at least one row, got shape {X.shape}")
+    if X.shape[1] != n_cols:
+        raise ValueError(f"{name} must have {n_cols} features (columns), got shape {X.shape}")
+    X = X.tocsr()
+    data = np.ascontiguousarray(X.data, dtype=dtype)
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinity")
+    return (data, np.ascontiguousarray(X.indices, dtype=np.int64), np.ascontiguousarray(X.indptr, dtype=np.int64),
+            int(X.shape[0]), int(X.shape[1]))
+
+
+def _is_sparse(X: Any) -> bool:
+    from ._compat import is_sparse
+    return is_sparse(X)
+
+
 def _schedule_impl(schedule: Any) -> Any:
     from .schedules import Schedule
     if not isinstance(schedule, Schedule):
@@ -145,7 +167,12 @@ class Network:
 
     # --- computation -------------------------------------------------------
     def forward(self, X: Any) -> np.ndarray:
-        """The network's output (after the output activation) for X of shape (n, n_inputs)."""
+        """The network's output (after the output activation) for X of shape (n, n_inputs).
+
+        X may be a scipy.sparse matrix: the first layer then multiplies sparse × dense in C++.
+        """
+        if _is_sparse(X):
+            return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         return self._net.forward(X)
 
@@ -218,13 +245,15 @@ class Network:
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
         reg = make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm)
         epoch = check_float("epoch", epoch, minimum=0.0)
-        X = as_matrix("X", X, self.n_inputs, self._dtype)
-        Y = self._targets(y, loss, X.shape[0])
-        w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
+        X = as_csr("X", X, self.n_inputs, self._dtype) if _is_sparse(X) else as_matrix("X", X, self.n_inputs,
+                                                                                        self._dtype)
+        n = X[3] if isinstance(X, tuple) else X.shape[0]
+        Y = self._targets(y, loss, n)
+        w = as_sample_weight(sample_weight, n, self._dtype)
         if order is not None:
             order = np.asarray(order)
-            if order.dtype.kind not in "iu" or order.shape != (X.shape[0],):
-                raise ValueError(f"order must be a 1-D integer array of {X.shape[0]} sample indices, "
+            if order.dtype.kind not in "iu" or order.shape != (n,):
+                raise ValueError(f"order must be a 1-D integer array of {n} sample indices, "
                                  f"got dtype {order.dtype} and shape {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
         impl = optimizer._bind(self)
@@ -234,7 +263,10 @@ class Network:
     def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
                              shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
                              schedule: Any, epoch: float) -> float:
-        """train_epoch on arguments already checked and converted (for the estimators)."""
+        """train_epoch on arguments already checked and converted (for the estimators); X may be as_csr's tuple."""
+        if isinstance(X, tuple):
+            return float(self._net.train_epoch_csr(*X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule,
+                                                   epoch))
         return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule, epoch))
 
     def objective(self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0,
@@ -247,6 +279,11 @@ class Network:
         """
         self._check_loss(loss)
         reg = make_regularization(l2=l2, l1=l1)
+        if _is_sparse(X):
+            Xc = as_csr("X", X, self.n_inputs, self._dtype)
+            Y = self._targets(y, loss, Xc[3])
+            return float(self._net.objective_csr(*Xc, Y, loss, as_sample_weight(sample_weight, Xc[3], self._dtype),
+                                                 reg))
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         Y = self._targets(y, loss, X.shape[0])
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)

@@ -20,6 +20,16 @@
 
 namespace fastmlp {
 
+// A CSR matrix (scipy's layout, int64 indices, indptr[0] = 0) read in place:
+// row r holds data[indptr[r] .. indptr[r+1]) at columns indices[...].
+template <class T>
+struct CsrView {
+  const T* data = nullptr;
+  const std::int64_t* indices = nullptr;
+  const std::int64_t* indptr = nullptr;
+  Index rows = 0, cols = 0;
+};
+
 // glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c = 2 for a logistic
 //         hidden activation and 6 otherwise (scikit-learn's bounds);
 // he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
@@ -41,6 +51,8 @@ template <class T>
 struct EpochScratch {
   std::vector<std::int64_t> order;
   Matrix<T> x, y;
+  std::vector<T> csr_data;  // a gathered sparse mini-batch
+  std::vector<std::int64_t> csr_indices, csr_indptr;
   Vector<T> w;  // the mini-batch's sample weights
 };
 
@@ -81,6 +93,13 @@ class Network {
   double loss_and_grad(const T* x, const T* y, Index n, Loss loss, const T* sample_weight = nullptr,
                        double weight_total = 0.0, double grad_scale = 1.0);
 
+  // The same two for sparse input: rows [begin, begin + n) of x (the first
+  // layer multiplies sparse × dense, the rest is as above); y (and
+  // sample_weight) hold the n rows of that range. Defined in network_sparse.cpp.
+  void forward(const CsrView<T>& x, T* out) const;
+  double loss_and_grad(const CsrView<T>& x, Index begin, const T* y, Index n, Loss loss,
+                       const T* sample_weight = nullptr, double weight_total = 0.0, double grad_scale = 1.0);
+
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
   EpochScratch<T>& epoch_scratch() { return epoch_; }
@@ -91,6 +110,10 @@ class Network {
   double forward_backward(const T* x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                           Workspace<T>& ws, T* g) const;
   void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
+  double forward_backward_csr(const CsrView<T>& x, Index begin, const T* y, Index rows, const LossScale<T>& scale,
+                              Loss loss, Workspace<T>& ws, T* g) const;
+  void forward_rows_csr(const CsrView<T>& x, Index begin, Index rows, T* out, T* buf0, T* buf1) const;
+  void reserve_slices(int threads, Index n);
   int slice_threads(Index rows) const;
 
   std::vector<Index> sizes_;

@@ -55,11 +55,20 @@ template <class T>
 double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n,
                    Loss loss, const EpochOptions& options, const T* sample_weight = nullptr);
 
+// The same for a sparse X (CSR): mini-batches are gathered as small CSR
+// matrices in reused buffers; X is never densified.
+template <class T>
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const CsrView<T>& x, const T* y, Loss loss,
+                   const EpochOptions& options, const T* sample_weight = nullptr);
+
 // The full objective of one batch, without a step: fills net.grads() with
 // ∇(mean loss + regularization) (clipping excluded) and returns its value.
 // What L-BFGS minimizes. Holds net.busy().
 template <class T>
 double objective(Network<T>& net, const T* x, const T* y, Index n, Loss loss, const Regularization& reg,
+                 const T* sample_weight = nullptr);
+template <class T>
+double objective(Network<T>& net, const CsrView<T>& x, const T* y, Loss loss, const Regularization& reg,
                  const T* sample_weight = nullptr);
 
 }  // namespace fastmlp
