@@ -365,6 +365,11 @@ class _BaseMLP(BaseEstimator):
             self._sgd_lr = float(self.learning_rate_init)  # scikit-learn's optimizer.learning_rate
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        # early_stopping switched since the last fit (warm_start): the other criterion's bookkeeping
+        if self.early_stopping and getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not self.early_stopping and getattr(self, "best_loss_", None) is None:
+            self.best_loss_ = np.inf
         X_val = y_val = sw_val = Y_val = None
         if validation_data is not None:
             X_val, y_val, sw_val, Y_val = self._validation_set(validation_data, net.dtype)
@@ -398,10 +403,12 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 impl.lr = self._current_lr()
+                schedule = self._schedule()
+                schedule = None if schedule is None else schedule._impl
                 start = time.perf_counter()
                 self.loss_ = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
                                                       sample_idx if self.shuffle else None, sw,
-                                                      self._schedule(), float(self._epoch_clock))
+                                                      schedule, float(self._epoch_clock))
                 seconds = time.perf_counter() - start
                 self._epoch_clock += 1
                 self.n_iter_ += 1
