@@ -358,7 +358,8 @@ NO_SKLEARN = textwrap.dedent("""
         clf.fit(X, y)
         assert clf.score(X, y) > 0.85, (solver, clf.score(X, y))
         assert set(clf.predict(X)) <= {"yes", "no"} and clf.predict_proba(X).shape == (150, 2)
-    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0).fit(X, X @ np.ones(4))
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.02, random_state=0)
+    reg.fit(X, X @ np.ones(4))
     assert reg.score(X, X @ np.ones(4)) > 0.9
     reg.partial_fit(X, X @ np.ones(4))
     assert reg.get_params()["hidden_layer_sizes"] == (8,)
