@@ -119,7 +119,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         check_xy(n, x, y);
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l);
+        return loss_and_grad(n, Batch<T>{x.data(), y.data(), x.shape(0)}, l);
       }, py::arg("X"), py::arg("y"), py::arg("loss"))
       .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                              Optimizer<T>& optimizer, Index batch_size, bool shuffle, double l2,
