@@ -37,14 +37,25 @@ double add_l2(const Network<T>& net, T* g, double l2, Index rows, Index begin, I
   return squares;
 }
 
-// The fused parallel step; optimizer may be null (gradients only).
+// The parallel step; optimizer may be null (gradients only). Without a hook
+// it is one pass: each thread's slice forward/backward, a barrier, then each
+// thread's chunk of parameters summed, regularized and updated. A hook splits
+// it in two around the hook's call.
 template <class T>
-double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, double l2) {
+double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, double l2,
+            const GradientHook<T>* hook) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const int threads = net.prepare_slices(rows);
+  const bool split = hook != nullptr && hook->reduce;
+  const Index l2_rows = rows * (split ? hook->world_size : 1);
   if (optimizer != nullptr) optimizer->begin_step();
   // Per-thread sums, added in thread order afterwards: deterministic.
   double loss_part[kMaxThreads] = {}, l2_part[kMaxThreads] = {};
+  auto regularize_and_update = [&](int t) {
+    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
+    if (l2 > 0.0) l2_part[t] = add_l2(net, net.grads(), l2, l2_rows, p0, p1);
+    if (optimizer != nullptr) optimizer->update(net.params(), net.grads(), p0, p1);
+  };
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int t = omp_get_thread_num();
@@ -67,15 +78,18 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
 #pragma omp simd
       for (Index i = p0; i < p1; ++i) g[i] += part[i];
     }
-    if (l2 > 0.0) l2_part[t] = add_l2(net, g, l2, rows, p0, p1);
-    if (optimizer != nullptr) optimizer->update(net.params(), g, p0, p1);
+    if (!split) regularize_and_update(t);
   }
-  double value = 0.0, squares = 0.0;
-  for (int t = 0; t < threads; ++t) {
-    value += loss_part[t];
-    squares += l2_part[t];
+  double value = 0.0;
+  for (int t = 0; t < threads; ++t) value += loss_part[t];
+  if (split) {
+    hook->reduce(net.grads(), P, &value);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    regularize_and_update(omp_get_thread_num());
   }
-  return value + 0.5 * l2 * squares / double(rows);
+  double squares = 0.0;
+  for (int t = 0; t < threads; ++t) squares += l2_part[t];
+  return value + 0.5 * l2 * squares / double(l2_rows);
 }
 
 }  // namespace
@@ -84,17 +98,18 @@ template <class T>
 double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss) {
   check_loss_output(loss, net.output_activation());
   if (batch.rows <= 0) throw std::invalid_argument("loss_and_grad needs at least one sample, got 0");
-  return step<T>(net, nullptr, batch, loss, 0.0);
+  return step<T>(net, nullptr, batch, loss, 0.0, nullptr);
 }
 
 template <class T>
-double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2) {
-  return step(net, &optimizer, batch, loss, l2);
+double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2,
+                  const GradientHook<T>* hook) {
+  return step(net, &optimizer, batch, loss, l2, hook);
 }
 
 template <class T>
 double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n, Loss loss,
-                   const EpochOptions& options) {
+                   const EpochOptions& options, const GradientHook<T>* hook) {
   std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
   if (!lock.owns_lock())
     throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
@@ -135,7 +150,7 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
     const Index rows = std::min(batch_size, n - start);
     const Batch<T> batch = gather ? Batch<T>{x, y, rows, order.data() + start}
                                   : Batch<T>{x + start * net.n_inputs(), y + start * net.n_outputs(), rows};
-    total += train_step(net, optimizer, batch, loss, options.l2) * double(rows);
+    total += train_step(net, optimizer, batch, loss, options.l2, hook) * double(rows);
     seen += rows;
   }
   return seen > 0 ? total / double(seen) : 0.0;
@@ -143,8 +158,10 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
 
 #define FASTMLP_INSTANTIATE(T)                                                                        \
   template double loss_and_grad(Network<T>&, const Batch<T>&, Loss);                                  \
-  template double train_step(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, double);             \
-  template double train_epoch(Network<T>&, Optimizer<T>&, const T*, const T*, Index, Loss, const EpochOptions&);
+  template double train_step(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, double,                \
+                             const GradientHook<T>*);                                                \
+  template double train_epoch(Network<T>&, Optimizer<T>&, const T*, const T*, Index, Loss, const EpochOptions&, \
+                              const GradientHook<T>*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

@@ -30,11 +30,23 @@ struct Batch {
 template <class T>
 double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss);
 
+// Data-parallel training: called once per step with the batch's gradients
+// (summed over threads, n_params values) and its mean loss, before the L2
+// term and the update — e.g. to average both over processes with an
+// allreduce, in place. Its `world_size` is how many such batches the result
+// stands for (the L2 term then divides by world_size × rows).
+template <class T>
+struct GradientHook {
+  std::function<void(T* grads, Index n, double* loss)> reduce;
+  Index world_size = 1;
+};
+
 // One step: the gradients of L = mean loss + 0.5·l2·Σ‖W‖²/rows (biases
 // excluded), then optimizer's update. Returns L, taken before the update.
 // The caller holds net.busy() and has called optimizer.prepare(n_params).
 template <class T>
-double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2);
+double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2,
+                  const GradientHook<T>* hook = nullptr);
 
 struct EpochOptions {
   Index batch_size = 200;               // >= n means full-batch gradient descent
@@ -54,6 +66,6 @@ inline constexpr double kStopPollSeconds = 0.05;
 // loss_curve_ value (when stopped early: the mean over the samples visited).
 template <class T>
 double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n,
-                   Loss loss, const EpochOptions& options);
+                   Loss loss, const EpochOptions& options, const GradientHook<T>* hook = nullptr);
 
 }  // namespace fastmlp
