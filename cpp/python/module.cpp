@@ -72,13 +72,6 @@ const T* weights_of(const std::optional<InArray<T>>& w, Index rows) {
   return w->data();
 }
 
-template <class T>
-double sum_weights(const T* w, Index n) {
-  double s = 0.0;
-  for (Index i = 0; i < n; ++i) s += double(w[i]);
-  return s;
-}
-
 // scipy's CSR arrays (data, indices, indptr) as a view, checked for bounds.
 template <class T>
 CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, const InArray<std::int64_t>& indptr,
@@ -99,6 +92,62 @@ CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, 
       throw std::invalid_argument("X.indices[" + std::to_string(k) + "] = " + std::to_string(ix[k]) +
                                   " is outside [0, " + std::to_string(cols) + ")");
   return CsrView<T>{data.data(), ix, p, rows, cols};
+}
+
+template <class T>
+void check_rows_y(const Network<T>& n, const InArray<T>& y, Index rows) {
+  check_matrix(y, "y", n.n_outputs(), "the network's outputs");
+  if (y.shape(0) != rows)
+    throw std::invalid_argument("X and y must have the same number of rows, got " + std::to_string(rows) + " and " +
+                                std::to_string(y.shape(0)));
+}
+
+// One epoch from Python: the options, Ctrl-C polling, the gradient hook, and
+// the GIL released around the C++ loop.
+template <class T>
+double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& optimizer, Index batch_size,
+                 bool shuffle, const Regularization& reg, const std::optional<InArray<std::int64_t>>& order,
+                 const std::optional<LearningRateSchedule>& schedule, double epoch, const py::object& gradient_hook,
+                 Index world_size) {
+  EpochOptions options;
+  options.batch_size = batch_size;
+  options.shuffle = shuffle;
+  options.regularization = reg;
+  if (order) {
+    if (order->ndim() != 1 || order->shape(0) != data.rows)
+      throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(data.rows) +
+                                  "), got " + std::to_string(order->size()) + " elements");
+    options.order = order->data();
+  }
+  if (schedule) options.schedule = &*schedule;
+  options.epoch = epoch;
+  // Ctrl-C: Python's handler only sets a flag; look at it between batches.
+  bool interrupted = false;
+  options.should_stop = [&interrupted]() {
+    py::gil_scoped_acquire acquire;
+    interrupted = PyErr_CheckSignals() != 0;
+    return interrupted;
+  };
+  // gradient_hook(grads, loss) -> loss, called with the GIL held and a view
+  // of the gradient buffer, which it may change in place.
+  if (world_size < 1) throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(world_size));
+  GradientHook<T> hook;
+  hook.world_size = world_size;
+  if (!gradient_hook.is_none()) {
+    hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss_value) {
+      py::gil_scoped_acquire acquire;
+      py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g,
+                           py::cast(&n, py::return_value_policy::reference));
+      *loss_value = gradient_hook(grads, *loss_value).template cast<double>();
+    };
+  }
+  double value;
+  {
+    py::gil_scoped_release release;
+    value = train_epoch(n, optimizer, data, loss, options, &hook);
+  }
+  if (interrupted) throw py::error_already_set();
+  return value;
 }
 
 template <class T>
@@ -166,112 +215,66 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         }
         return out;
       }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
-      .def("objective_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
-                               const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
-                               const std::string& loss, std::optional<InArray<T>> sample_weight, const Regularization& reg) {
-        const Loss l = parse_loss(loss);
-        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        check_matrix(y, "y", n.n_outputs(), "the network's outputs");
-        if (y.shape(0) != rows) throw std::invalid_argument("X and y must have the same number of rows");
-        if (cols != n.n_inputs())
-          throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
-        const T* w = weights_of(sample_weight, rows);
-        py::gil_scoped_release release;
-        return objective(n, x, y.data(), l, reg, w);
-      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
-         py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
-      .def("train_epoch_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
-                                 const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
-                                 const std::string& loss, Optimizer<T>& optimizer, Index batch_size, bool shuffle,
-                                 const Regularization& reg, std::optional<InArray<std::int64_t>> order,
-                                 std::optional<InArray<T>> sample_weight, std::optional<LearningRateSchedule> schedule,
-                                 double epoch) {
-        const Loss l = parse_loss(loss);
-        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        check_matrix(y, "y", n.n_outputs(), "the network's outputs");
-        if (y.shape(0) != rows) throw std::invalid_argument("X and y must have the same number of rows");
-        EpochOptions options;
-        options.batch_size = batch_size;
-        options.shuffle = shuffle;
-        options.regularization = reg;
-        if (order) {
-          if (order->ndim() != 1 || order->shape(0) != rows)
-            throw std::invalid_argument("order must be 1-D with one index per sample");
-          options.order = order->data();
-        }
-        const T* w = weights_of(sample_weight, rows);
-        if (schedule) options.schedule = &*schedule;
-        options.epoch = epoch;
-        bool interrupted = false;
-        options.should_stop = [&interrupted]() {
-          py::gil_scoped_acquire acquire;
-          interrupted = PyErr_CheckSignals() != 0;
-          return interrupted;
-        };
-        double value;
-        {
-          py::gil_scoped_release release;
-          value = train_epoch(n, optimizer, x, y.data(), l, options, w);
-        }
-        if (interrupted) throw py::error_already_set();
-        return value;
-      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
-         py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"), py::arg("shuffle"), py::arg("regularization"),
-         py::arg("order"), py::arg("sample_weight"), py::arg("schedule"), py::arg("epoch"))
       .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                                std::optional<InArray<T>> sample_weight) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
-        const T* w = weights_of(sample_weight, x.shape(0));
-        const double total = w != nullptr ? sum_weights(w, x.shape(0)) : 0.0;
+        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l, w, total);
+        return loss_and_grad(n, batch, l);
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none())
       .def("objective", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                            std::optional<InArray<T>> sample_weight, const Regularization& reg) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
-        const T* w = weights_of(sample_weight, x.shape(0));
+        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
         py::gil_scoped_release release;
-        return objective(n, x.data(), y.data(), x.shape(0), l, reg, w);
+        auto lock = claim(n.busy());
+        return objective(n, batch, l, reg);
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
+      .def("objective_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                               const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                               const std::string& loss, std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_rows_y(n, y, rows);
+        const Batch<T> batch{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
+        py::gil_scoped_release release;
+        auto lock = claim(n.busy());
+        return objective(n, batch, l, reg);
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
       .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                              Optimizer<T>& optimizer, Index batch_size, bool shuffle, const Regularization& reg,
                              std::optional<InArray<std::int64_t>> order, std::optional<InArray<T>> sample_weight,
-                             std::optional<LearningRateSchedule> schedule, double epoch) {
+                             std::optional<LearningRateSchedule> schedule, double epoch, py::object gradient_hook,
+                             Index world_size) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
-        EpochOptions options;
-        options.batch_size = batch_size;
-        options.shuffle = shuffle;
-        options.regularization = reg;
-        if (order) {
-          if (order->ndim() != 1 || order->shape(0) != x.shape(0))
-            throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(x.shape(0)) +
-                                        "), got shape of " + std::to_string(order->size()) + " elements");
-          options.order = order->data();
-        }
-        const T* w = weights_of(sample_weight, x.shape(0));
-        if (schedule) options.schedule = &*schedule;
-        options.epoch = epoch;
-        // Ctrl-C: Python's handler only sets a flag; look at it between batches.
-        bool interrupted = false;
-        options.should_stop = [&interrupted]() {
-          py::gil_scoped_acquire acquire;
-          interrupted = PyErr_CheckSignals() != 0;
-          return interrupted;
-        };
-        double value;
-        {
-          py::gil_scoped_release release;
-          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options, w);
-        }
-        if (interrupted) throw py::error_already_set();
-        return value;
+        const Batch<T> data{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
+        return run_epoch(n, data, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
+                         world_size);
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
          py::arg("shuffle"), py::arg("regularization"), py::arg("order"), py::arg("sample_weight") = py::none(),
-         py::arg("schedule") = py::none(), py::arg("epoch") = 0.0);
+         py::arg("schedule") = py::none(), py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(),
+         py::arg("world_size") = 1)
+      .def("train_epoch_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                                 const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                                 const std::string& loss, Optimizer<T>& optimizer, Index batch_size, bool shuffle,
+                                 const Regularization& reg, std::optional<InArray<std::int64_t>> order,
+                                 std::optional<InArray<T>> sample_weight, std::optional<LearningRateSchedule> schedule,
+                                 double epoch, py::object gradient_hook, Index world_size) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_rows_y(n, y, rows);
+        const Batch<T> all{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
+        return run_epoch(n, all, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
+                         world_size);
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"), py::arg("shuffle"), py::arg("regularization"),
+         py::arg("order"), py::arg("sample_weight") = py::none(), py::arg("schedule") = py::none(),
+         py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(), py::arg("world_size") = 1);
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)

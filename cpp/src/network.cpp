@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "fastmlp/dense.hpp"
+#include "fastmlp/sparse.hpp"
 
 namespace fastmlp {
 
@@ -17,11 +18,11 @@ namespace {
 // Rows of one inference chunk: large enough for an efficient GEMM, small
 // enough for its activations to stay in cache.
 constexpr Index kForwardChunk = 256;
-// A thread slice of a training batch gets at least this many rows.
+// A thread's slice of a training batch gets at least this many rows, and a
+// batch is split at all only above this many multiply-adds (rows × params):
+// below it a fork/join costs more than it saves (benchmarks/: "small").
 constexpr Index kMinSliceRows = 16;
-// Above this many parameters, per-slice gradient buffers cost more memory
-// traffic than Eigen's own parallel GEMM loses; one slice then.
-constexpr Index kMaxSlicedParams = Index(1) << 22;
+constexpr double kMinParallelWork = 4.0e6;
 
 double physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -34,6 +35,9 @@ template <class T>
 void Workspace<T>::reserve(const std::vector<Index>& sizes, Index n) {
   if (n <= rows && z.size() + 1 == sizes.size()) return;
   const std::size_t layers = sizes.size() - 1;
+  x.resize(n, sizes.front());
+  y.resize(n, sizes.back());
+  w.resize(n);
   z.resize(layers);
   a.resize(layers);
   delta.resize(layers);
@@ -96,20 +100,38 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
 }
 
 template <class T>
-void Network<T>::forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const {
-  const T* in = x;
+void Network<T>::first_layer(const Input<T>& x, Index rows, T* z) const {
+  const T* w = params_.data() + weight_offset(0);
+  const T* b = params_.data() + bias_offset(0);
+  if (x.csr == nullptr) {
+    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1]);
+  } else {
+    sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1]);
+  }
+}
+
+template <class T>
+void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const {
+  const T* in = nullptr;
   for (Index l = 0; l < n_layers(); ++l) {
     const bool last = l + 1 == n_layers();
     T* dst = last ? out : (l % 2 == 0 ? buf0 : buf1);
-    dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows,
-                  sizes_[l], sizes_[l + 1]);
+    if (l == 0) {
+      first_layer(x, rows, dst);
+    } else {
+      dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
+                    sizes_[l + 1]);
+    }
     activation_forward(last ? output_ : hidden_, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
   }
 }
 
+// Splits the n rows evenly across threads, each running chunks of at most
+// kForwardChunk rows through every layer; rows_of(r) is the Input at row r.
 template <class T>
-void Network<T>::forward(const T* x, Index n, T* out) const {
+template <class RowsOf>
+void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   if (n <= 0) return;
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const Index threads = std::max<Index>(1, std::min<Index>(omp_get_max_threads(), n / kForwardChunk));
@@ -120,23 +142,35 @@ void Network<T>::forward(const T* x, Index n, T* out) const {
   {
     const Index t = omp_get_thread_num();
     const Index begin = n * t / threads, end = n * (t + 1) / threads;
-    for (Index r = begin; r < end; r += chunk) {
-      const Index rows = std::min(chunk, end - r);
-      forward_rows(x + r * n_inputs(), rows, out + r * n_outputs(), buffers[2 * t].data(),
+    for (Index r = begin; r < end; r += chunk)
+      forward_rows(rows_of(r), std::min(chunk, end - r), out + r * n_outputs(), buffers[2 * t].data(),
                    buffers[2 * t + 1].data());
-    }
   }
 }
 
 template <class T>
-double Network<T>::forward_backward(const T* x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
+void Network<T>::forward(const T* x, Index n, T* out) const {
+  forward_chunked(n, out, [&](Index r) { return Input<T>{x + r * n_inputs()}; });
+}
+
+template <class T>
+void Network<T>::forward(const CsrView<T>& x, T* out) const {
+  forward_chunked(x.rows, out, [&](Index r) { return Input<T>{nullptr, &x, r}; });
+}
+
+template <class T>
+double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                                     Workspace<T>& ws, T* g) const {
   const Index L = n_layers();
-  const T* in = x;
+  const T* in = nullptr;
   for (Index l = 0; l < L; ++l) {
     T* z = ws.z[l].data();
-    dense_forward(z, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                  sizes_[l + 1]);
+    if (l == 0) {
+      first_layer(x, rows, z);
+    } else {
+      dense_forward(z, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
+                    sizes_[l + 1]);
+    }
     if (l + 1 < L) {
       activation_forward(hidden_, slope_, z, ws.a[l].data(), rows, sizes_[l + 1]);
       in = ws.a[l].data();
@@ -144,64 +178,37 @@ double Network<T>::forward_backward(const T* x, const T* y, Index rows, const Lo
   }
   const double value = output_loss_grad(loss, output_, slope_, ws.z[L - 1].data(), y, ws.a[L - 1].data(),
                                         ws.delta[L - 1].data(), rows, sizes_[L], scale);
-  for (Index l = L - 1; l >= 0; --l) {
-    const T* in_l = l == 0 ? x : ws.a[l - 1].data();
-    T* d_in = l == 0 ? nullptr : ws.delta[l - 1].data();
-    dense_backward(d_in, g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), in_l,
+  for (Index l = L - 1; l >= 1; --l) {
+    T* d_in = ws.delta[l - 1].data();
+    dense_backward(d_in, g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), ws.a[l - 1].data(),
                    params_.data() + weight_offset(l), rows, sizes_[l], sizes_[l + 1]);
-    if (l > 0)
-      activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l]);
+    activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l]);
+  }
+  // Layer 0: no gradient with respect to the input is needed.
+  if (x.csr == nullptr) {
+    dense_backward<T>(nullptr, g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense,
+                      params_.data() + weight_offset(0), rows, sizes_[0], sizes_[1]);
+  } else {
+    sparse_dense_backward(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), *x.csr, x.begin, rows,
+                          sizes_[0], sizes_[1]);
   }
   return value;
 }
 
 template <class T>
-int Network<T>::slice_threads(Index rows) const {
-  if (n_params() > kMaxSlicedParams) return 1;
-  return int(std::max<Index>(1, std::min<Index>(omp_get_max_threads(), rows / kMinSliceRows)));
-}
-
-template <class T>
-double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss, const T* sample_weight,
-                                 double weight_total, double grad_scale) {
-  check_loss_output(loss, output_);
-  if (n <= 0) throw std::invalid_argument("loss_and_grad needs at least one sample, got 0");
-  if (sample_weight != nullptr && !(weight_total > 0.0))
-    throw std::invalid_argument("the sample weights must have a positive sum, got " + std::to_string(weight_total));
-  const double total = sample_weight != nullptr ? weight_total : double(n);
-  const int threads = slice_threads(n);
-  // Every allocation happens here, before any buffer is written.
+int Network<T>::prepare_slices(Index rows) {
+  // One thread per kMinSliceRows rows, and only when the batch's work
+  // (rows × parameters multiply-adds) outweighs a fork/join.
+  Index threads = std::min(omp_get_max_threads(), kMaxThreads);
+  if (double(rows) * double(n_params()) < kMinParallelWork) threads = 1;
+  threads = std::max<Index>(1, std::min(threads, rows / kMinSliceRows));
+  const Index per_slice = (rows + threads - 1) / threads;
   if (slices_.size() < std::size_t(threads)) slices_.resize(threads);
-  for (int t = 0; t < threads; ++t) slices_[t].reserve(sizes_, (n + threads - 1) / threads);
+  for (Index t = 0; t < threads; ++t) slices_[t].reserve(sizes_, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(threads)) slice_grads_.resize(threads - 1);
-  for (int t = 1; t < threads; ++t)
+  for (Index t = 1; t < threads; ++t)
     if (slice_grads_[t - 1].size() != n_params()) slice_grads_[t - 1].resize(n_params());
-  if (threads == 1)
-    return forward_backward(x, y, n, LossScale<T>{sample_weight, total, grad_scale}, loss, slices_[0], grads_.data());
-
-  // Batch-parallel: each thread runs every layer on its slice of the rows into
-  // its own gradient buffer; the buffers are then summed, each thread a chunk.
-  std::vector<double> partial(threads, 0.0);
-  const Index n_in = n_inputs(), n_out = n_outputs(), P = n_params();
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const Index begin = n * t / threads, end = n * (t + 1) / threads;
-    T* g = t == 0 ? grads_.data() : slice_grads_[t - 1].data();
-    const LossScale<T> scale{sample_weight != nullptr ? sample_weight + begin : nullptr, total, grad_scale};
-    partial[t] = forward_backward(x + begin * n_in, y + begin * n_out, end - begin, scale, loss, slices_[t], g);
-#pragma omp barrier
-    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
-    T* total = grads_.data();
-    for (int s = 1; s < threads; ++s) {
-      const T* part = slice_grads_[s - 1].data();
-#pragma omp simd
-      for (Index i = p0; i < p1; ++i) total[i] += part[i];
-    }
-  }
-  double value = 0.0;
-  for (double p : partial) value += p;
-  return value;
+  return int(threads);
 }
 
 template class Network<float>;

@@ -1,5 +1,7 @@
 #include "fastmlp/trainer.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,78 +19,185 @@ void check_nonnegative(const char* name, double value) {
     throw std::invalid_argument(std::string(name) + " must be a finite number >= 0, got " + std::to_string(value));
 }
 
-// ∇W += (l2·W + l1·sign(W)) / weight_sum for every weight matrix (biases
-// excluded); returns (½·l2·Σ‖W‖² + l1·Σ|W|) / weight_sum.
+// Σ of the batch's sample weights (its row count when it has none).
 template <class T>
-double add_penalties(Network<T>& net, double l2, double l1, double weight_sum) {
+double weight_sum(const Batch<T>& b) {
+  if (b.w == nullptr) return double(b.rows);
+  double s = 0.0;
+  for (Index r = 0; r < b.rows; ++r) s += double(b.w[b.index != nullptr ? b.index[r] : b.begin + r]);
+  return s;
+}
+
+// Thread t's rows [r0, r1) of the batch as the network's input, its targets
+// and its weights — read in place, or gathered into ws when the batch is an
+// index (ws.csr_* already sized by size_csr_gather).
+template <class T>
+struct Slice {
+  Input<T> x;
+  const T* y;
+  const T* w;
+};
+
+template <class T>
+Slice<T> slice_of(const Batch<T>& b, Index r0, Index r1, Index n_in, Index n_out, Workspace<T>& ws) {
+  const Index rows = r1 - r0;
+  if (b.index == nullptr) {
+    const Index first = b.begin + r0;
+    Input<T> x = b.csr != nullptr ? Input<T>{nullptr, b.csr, first} : Input<T>{b.x + first * n_in};
+    return {x, b.y + first * n_out, b.w != nullptr ? b.w + first : nullptr};
+  }
+  const std::int64_t* idx = b.index + r0;
+  for (Index r = 0; r < rows; ++r)
+    std::memcpy(ws.y.data() + r * n_out, b.y + idx[r] * n_out, sizeof(T) * std::size_t(n_out));
+  if (b.w != nullptr)
+    for (Index r = 0; r < rows; ++r) ws.w[r] = b.w[idx[r]];
+  const T* w = b.w != nullptr ? ws.w.data() : nullptr;
+  if (b.csr == nullptr) {
+    for (Index r = 0; r < rows; ++r)
+      std::memcpy(ws.x.data() + r * n_in, b.x + idx[r] * n_in, sizeof(T) * std::size_t(n_in));
+    return {Input<T>{ws.x.data()}, ws.y.data(), w};
+  }
+  const CsrView<T>& x = *b.csr;
+  std::int64_t at = 0;
+  ws.csr_indptr[0] = 0;
+  for (Index r = 0; r < rows; ++r) {
+    const std::int64_t k0 = x.indptr[idx[r]], k1 = x.indptr[idx[r] + 1];
+    std::copy(x.data + k0, x.data + k1, ws.csr_data.data() + at);
+    std::copy(x.indices + k0, x.indices + k1, ws.csr_indices.data() + at);
+    at += k1 - k0;
+    ws.csr_indptr[r + 1] = at;
+  }
+  ws.csr_view = CsrView<T>{ws.csr_data.data(), ws.csr_indices.data(), ws.csr_indptr.data(), rows, x.cols};
+  return {Input<T>{nullptr, &ws.csr_view, 0}, ws.y.data(), w};
+}
+
+// Sizes the CSR gather buffers of each thread's slice (before the parallel
+// region: nothing may allocate, or throw, inside it).
+template <class T>
+void size_csr_gather(Network<T>& net, const Batch<T>& b, int threads) {
+  if (b.csr == nullptr || b.index == nullptr) return;
+  for (int t = 0; t < threads; ++t) {
+    const Index r0 = b.rows * t / threads, r1 = b.rows * (t + 1) / threads;
+    std::int64_t nnz = 0;
+    for (Index r = r0; r < r1; ++r) nnz += b.csr->indptr[b.index[r] + 1] - b.csr->indptr[b.index[r]];
+    Workspace<T>& ws = net.slice_workspace(t);
+    if (ws.csr_data.size() < std::size_t(nnz)) {
+      ws.csr_data.resize(std::size_t(nnz));
+      ws.csr_indices.resize(std::size_t(nnz));
+    }
+    ws.csr_indptr.resize(std::size_t(r1 - r0) + 1);
+  }
+}
+
+// On parameters [begin, end): ∇W += (l2·W + l1·sign(W)) / scale over the
+// weight entries (not the biases); returns ½·l2·ΣW² + l1·Σ|W| over them.
+template <class T>
+double add_penalties(const Network<T>& net, T* g, double l2, double l1, double scale, Index begin, Index end) {
+  const T* w = net.params();
+  const T c2 = T(l2 / scale), c1 = T(l1 / scale);
   double squares = 0.0, absolutes = 0.0;
-  const T c2 = T(l2 / weight_sum), c1 = T(l1 / weight_sum);
   for (Index l = 0; l < net.n_layers(); ++l) {
-    const Index size = net.layer_sizes()[l] * net.layer_sizes()[l + 1];
-    const T* w = net.params() + net.weight_offset(l);
-    T* g = net.grads() + net.weight_offset(l);
-    double s = 0.0, a = 0.0;
+    const Index w0 = std::max(begin, net.weight_offset(l)), w1 = std::min(end, net.bias_offset(l));
     if (l1 == 0.0) {
-#pragma omp parallel for simd reduction(+ : s) if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) {
-        s += double(w[i]) * double(w[i]);
+#pragma omp simd reduction(+ : squares)
+      for (Index i = w0; i < w1; ++i) {
+        squares += double(w[i]) * double(w[i]);
         g[i] += c2 * w[i];
       }
     } else {
-#pragma omp parallel for simd reduction(+ : s, a) if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) {
-        s += double(w[i]) * double(w[i]);
-        a += std::abs(double(w[i]));
+#pragma omp simd reduction(+ : squares, absolutes)
+      for (Index i = w0; i < w1; ++i) {
+        squares += double(w[i]) * double(w[i]);
+        absolutes += std::abs(double(w[i]));
         g[i] += c2 * w[i] + c1 * T((w[i] > T(0)) - (w[i] < T(0)));
       }
     }
-    squares += s;
-    absolutes += a;
   }
-  return (0.5 * l2 * squares + l1 * absolutes) / weight_sum;
+  return 0.5 * l2 * squares + l1 * absolutes;
 }
 
+// The parallel step (see trainer.hpp); optimizer null: gradients only.
 template <class T>
-void clip_gradient(T* g, Index n, double clip_value, double clip_norm) {
-  if (clip_value > 0.0) {
-    const T c = T(clip_value);
-#pragma omp parallel for simd if (n > kParallelElements)
-    for (Index i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -c), c);
-  }
-  if (clip_norm > 0.0) {
-    double squares = 0.0;
-#pragma omp parallel for simd reduction(+ : squares) if (n > kParallelElements)
-    for (Index i = 0; i < n; ++i) squares += double(g[i]) * double(g[i]);
-    const double norm = std::sqrt(squares);
-    if (norm > clip_norm) {
-      const T scale = T(clip_norm / norm);
-#pragma omp parallel for simd if (n > kParallelElements)
-      for (Index i = 0; i < n; ++i) g[i] *= scale;
+double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
+            bool clip, const GradientHook<T>* hook) {
+  const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
+  const double W = weight_sum(batch);
+  const int threads = net.prepare_slices(rows);
+  size_csr_gather(net, batch, threads);
+  const bool split = hook != nullptr && hook->reduce;
+  const double penalty_scale = W * double(split ? hook->world_size : 1);
+  const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
+  const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
+  if (optimizer != nullptr) optimizer->begin_step();
+  // Per-thread sums, added in thread order afterwards: deterministic.
+  double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
+
+  // Once the gradients are summed: thread t's chunk of the parameters is
+  // penalized, clipped and updated.
+  auto finish = [&](int t) {
+    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
+    T* g = net.grads();
+    if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, p0, p1);
+    if (clip_value) {
+      const T c = T(reg.clip_value);
+#pragma omp simd
+      for (Index i = p0; i < p1; ++i) g[i] = std::min(std::max(g[i], -c), c);
     }
+    if (clip_norm) {
+      double squares = 0.0;
+#pragma omp simd reduction(+ : squares)
+      for (Index i = p0; i < p1; ++i) squares += double(g[i]) * double(g[i]);
+      norm_part[t] = squares;
+#pragma omp barrier
+      double total = 0.0;
+      for (int s = 0; s < threads; ++s) total += norm_part[s];
+      const double norm = std::sqrt(total);
+      if (norm > reg.clip_norm) {
+        const T scale = T(reg.clip_norm / norm);
+#pragma omp simd
+        for (Index i = p0; i < p1; ++i) g[i] *= scale;
+      }
+    }
+    if (optimizer != nullptr) optimizer->update(net.params(), g, p0, p1);
+  };
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num();
+    const Index r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
+    Workspace<T>& ws = net.slice_workspace(t);
+    const Slice<T> s = slice_of(batch, r0, r1, n_in, n_out, ws);
+    loss_part[t] = net.forward_backward(s.x, s.y, r1 - r0, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
+                                        net.slice_grads(t));
+#pragma omp barrier
+    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
+    T* g = net.grads();
+    for (int k = 1; k < threads; ++k) {
+      const T* part = net.slice_grads(k);
+#pragma omp simd
+      for (Index i = p0; i < p1; ++i) g[i] += part[i];
+    }
+    if (!split) finish(t);
   }
-}
-
-// Copies rows idx[0..rows) of src (width columns) into dst.
-template <class T>
-void gather_rows(T* dst, const T* src, const std::int64_t* idx, Index rows, Index width) {
-  for (Index r = 0; r < rows; ++r)
-    std::memcpy(dst + r * width, src + idx[r] * width, sizeof(T) * std::size_t(width));
-}
-
-// Mean loss + penalties of one batch, gradient in net.grads(); the caller holds net.busy().
-template <class T>
-double batch_objective(Network<T>& net, const T* x, const T* y, const T* w, double weight_sum, Index rows,
-                       Loss loss, const Regularization& reg) {
-  double value = net.loss_and_grad(x, y, rows, loss, w, weight_sum, reg.grad_scale);
-  if (reg.l2 > 0.0 || reg.l1 > 0.0) value += add_penalties(net, reg.l2, reg.l1, weight_sum);
-  return value;
+  double value = 0.0;
+  for (int t = 0; t < threads; ++t) value += loss_part[t];
+  if (split) {
+    hook->reduce(net.grads(), P, &value);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    finish(omp_get_thread_num());
+  }
+  double penalty = 0.0;
+  for (int t = 0; t < threads; ++t) penalty += penalty_part[t];
+  return value + penalty / penalty_scale;
 }
 
 template <class T>
-double sum_of(const T* w, Index n) {
-  double s = 0.0;
-  for (Index i = 0; i < n; ++i) s += double(w[i]);
-  return s;
+void check_batch(const Network<T>& net, const Batch<T>& b, Loss loss) {
+  check_loss_output(loss, net.output_activation());
+  if (b.rows <= 0) throw std::invalid_argument("X must have at least one sample, got 0");
+  if (b.csr != nullptr && b.csr->cols != net.n_inputs())
+    throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
+                                std::to_string(b.csr->cols));
 }
 
 }  // namespace
@@ -113,185 +222,88 @@ void LearningRateSchedule::check() const {
     throw std::invalid_argument("total_epochs must be a finite number > 0, got " + std::to_string(total_epochs));
 }
 
-namespace {
+template <class T>
+double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss) {
+  return objective(net, batch, loss, Regularization{});
+}
 
-// Everything an epoch does except reading X: `batch_loss(idx, start, rows, y,
-// w, weight_sum)` fills net.grads() with the mean loss's gradient for the
-// rows idx[0..rows) (gathered) or start..start+rows (idx null) and returns it.
-template <class T, class BatchLoss>
-double run_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* y, Index n, Loss loss,
-                 const EpochOptions& options, const T* sample_weight, BatchLoss&& batch_loss) {
-  check_loss_output(loss, net.output_activation());
-  if (n <= 0) throw std::invalid_argument("train_epoch needs at least one sample, got 0");
+template <class T>
+double objective(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg) {
+  check_batch(net, batch, loss);
+  reg.check();
+  const double W = weight_sum(batch);
+  if (!(W > 0.0)) throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(W));
+  return step<T>(net, nullptr, batch, loss, reg, false, nullptr);
+}
+
+template <class T>
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& data, Loss loss,
+                   const EpochOptions& options, const GradientHook<T>* hook) {
+  std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
+  if (!lock.owns_lock())
+    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+  check_batch(net, data, loss);
+  const Index n = data.rows;
   if (options.batch_size < 1)
     throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
-  const Regularization& reg = options.regularization;
-  reg.check();
+  options.regularization.check();
   if (options.schedule != nullptr) options.schedule->check();
   if (options.order != nullptr)
     for (Index i = 0; i < n; ++i)
       if (options.order[i] < 0 || options.order[i] >= n)
         throw std::invalid_argument("order[" + std::to_string(i) + "] = " + std::to_string(options.order[i]) +
                                     " is outside [0, " + std::to_string(n) + ")");
-  if (sample_weight != nullptr)
+  if (data.w != nullptr)
     for (Index i = 0; i < n; ++i)
-      if (!(sample_weight[i] >= T(0)) || !std::isfinite(sample_weight[i]))
-        throw std::invalid_argument("sample_weight[" + std::to_string(i) + "] = " +
-                                    std::to_string(double(sample_weight[i])) + " is not a finite number >= 0");
-
+      if (!(data.w[i] >= T(0)) || !std::isfinite(data.w[i]))
+        throw std::invalid_argument("sample_weight[" + std::to_string(i) + "] = " + std::to_string(double(data.w[i])) +
+                                    " is not a finite number >= 0");
   optimizer.prepare(net.n_params());  // throws here, before any parameter changes
 
-  const Index batch = std::min(options.batch_size, n);
-  const Index n_out = net.n_outputs();
-  EpochScratch<T>& scratch = net.epoch_scratch();
+  const Index batch_size = std::min(options.batch_size, n);
   const bool gather = options.order != nullptr || options.shuffle;
+  std::vector<std::int64_t>& order = net.epoch_order();
   if (gather) {
-    scratch.order.resize(std::size_t(n));
+    order.resize(std::size_t(n));
     if (options.order != nullptr) {
-      std::copy(options.order, options.order + n, scratch.order.begin());
+      std::copy(options.order, options.order + n, order.begin());
     } else {
-      std::iota(scratch.order.begin(), scratch.order.end(), std::int64_t(0));
-      net.rng().shuffle(scratch.order.begin(), scratch.order.end());
+      std::iota(order.begin(), order.end(), std::int64_t(0));
+      net.rng().shuffle(order.begin(), order.end());
     }
-    if (scratch.y.rows() < batch || scratch.y.cols() != n_out) scratch.y.resize(batch, n_out);
-    if (sample_weight != nullptr && scratch.w.size() < batch) scratch.w.resize(batch);
   }
 
-  const Index n_batches = (n + batch - 1) / batch;
+  const Index n_batches = (n + batch_size - 1) / batch_size;
   using Clock = std::chrono::steady_clock;
   auto last_poll = Clock::now();
   double total = 0.0;
   Index seen = 0;
-  for (Index b = 0, start = 0; start < n; ++b, start += batch) {
+  for (Index b = 0, start = 0; start < n; ++b, start += batch_size) {
     if (options.should_stop && std::chrono::duration<double>(Clock::now() - last_poll).count() > kStopPollSeconds) {
       if (options.should_stop()) break;
       last_poll = Clock::now();
     }
-    const Index rows = std::min(batch, n - start);
-    const T* yb = y + start * n_out;
-    const T* wb = sample_weight != nullptr ? sample_weight + start : nullptr;
-    const std::int64_t* idx = gather ? scratch.order.data() + start : nullptr;
+    Batch<T> batch = data;
+    batch.rows = std::min(batch_size, n - start);
     if (gather) {
-      gather_rows(scratch.y.data(), y, idx, rows, n_out);
-      yb = scratch.y.data();
-      if (sample_weight != nullptr) {
-        for (Index r = 0; r < rows; ++r) scratch.w[r] = sample_weight[idx[r]];
-        wb = scratch.w.data();
-      }
+      batch.index = order.data() + start;
+    } else {
+      batch.begin = data.begin + start;
     }
-    const double weight_sum = wb != nullptr ? sum_of(wb, rows) : double(rows);
-    seen += rows;
-    if (!(weight_sum > 0.0)) continue;  // all-zero weights: nothing to learn from this batch
-    double value = batch_loss(idx, start, rows, yb, wb, weight_sum);
-    if (reg.l2 > 0.0 || reg.l1 > 0.0) value += add_penalties(net, reg.l2, reg.l1, weight_sum);
-    total += double(rows) * value;
-    clip_gradient(net.grads(), net.n_params(), reg.clip_value, reg.clip_norm);
+    seen += batch.rows;
+    if (!(weight_sum(batch) > 0.0)) continue;  // all-zero weights: nothing to learn from this batch
     if (options.schedule != nullptr)
       optimizer.lr = options.schedule->at(options.epoch + double(b) / double(n_batches), 1.0 / double(n_batches));
-    optimizer.step(net.params(), net.grads(), net.n_params());
+    total += step(net, &optimizer, batch, loss, options.regularization, true, hook) * double(batch.rows);
   }
   return seen > 0 ? total / double(seen) : 0.0;
 }
 
-std::unique_lock<std::mutex> claim(std::mutex& m) {
-  std::unique_lock<std::mutex> lock(m, std::try_to_lock);
-  if (!lock.owns_lock())
-    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
-  return lock;
-}
-
-}  // namespace
-
-template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n, Loss loss,
-                   const EpochOptions& options, const T* sample_weight) {
-  auto lock = claim(net.busy());
-  const Index n_in = net.n_inputs();
-  EpochScratch<T>& scratch = net.epoch_scratch();
-  const Index batch = std::min(options.batch_size, std::max<Index>(n, 1));
-  if ((options.order != nullptr || options.shuffle) && (scratch.x.rows() < batch || scratch.x.cols() != n_in))
-    scratch.x.resize(batch, n_in);
-  return run_epoch(net, optimizer, y, n, loss, options, sample_weight,
-                   [&](const std::int64_t* idx, Index start, Index rows, const T* yb, const T* wb, double wsum) {
-                     const T* xb = x + start * n_in;
-                     if (idx != nullptr) {
-                       gather_rows(scratch.x.data(), x, idx, rows, n_in);
-                       xb = scratch.x.data();
-                     }
-                     return net.loss_and_grad(xb, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
-                   });
-}
-
-template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const CsrView<T>& x, const T* y, Loss loss,
-                   const EpochOptions& options, const T* sample_weight) {
-  auto lock = claim(net.busy());
-  if (x.cols != net.n_inputs())
-    throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
-                                std::to_string(x.cols));
-  EpochScratch<T>& scratch = net.epoch_scratch();
-  return run_epoch(net, optimizer, y, x.rows, loss, options, sample_weight,
-                   [&](const std::int64_t* idx, Index start, Index rows, const T* yb, const T* wb, double wsum) {
-                     if (idx == nullptr)
-                       return net.loss_and_grad(x, start, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
-                     // Gather the mini-batch as a small CSR in reused buffers
-                     // (they grow to the largest batch seen, then stay).
-                     std::int64_t nnz = 0;
-                     for (Index r = 0; r < rows; ++r) nnz += x.indptr[idx[r] + 1] - x.indptr[idx[r]];
-                     if (scratch.csr_data.size() < std::size_t(nnz)) {
-                       scratch.csr_data.resize(std::size_t(nnz));
-                       scratch.csr_indices.resize(std::size_t(nnz));
-                     }
-                     scratch.csr_indptr.resize(std::size_t(rows) + 1);
-                     std::int64_t at = 0;
-                     scratch.csr_indptr[0] = 0;
-                     for (Index r = 0; r < rows; ++r) {
-                       const std::int64_t b0 = x.indptr[idx[r]], b1 = x.indptr[idx[r] + 1];
-                       std::copy(x.data + b0, x.data + b1, scratch.csr_data.data() + at);
-                       std::copy(x.indices + b0, x.indices + b1, scratch.csr_indices.data() + at);
-                       at += b1 - b0;
-                       scratch.csr_indptr[r + 1] = at;
-                     }
-                     const CsrView<T> batch{scratch.csr_data.data(), scratch.csr_indices.data(),
-                                            scratch.csr_indptr.data(), rows, x.cols};
-                     return net.loss_and_grad(batch, 0, yb, rows, loss, wb, wsum, options.regularization.grad_scale);
-                   });
-}
-
-template <class T>
-double objective(Network<T>& net, const T* x, const T* y, Index n, Loss loss, const Regularization& reg,
-                 const T* sample_weight) {
-  auto lock = claim(net.busy());
-  check_loss_output(loss, net.output_activation());
-  if (n <= 0) throw std::invalid_argument("objective needs at least one sample, got 0");
-  reg.check();
-  const double weight_sum = sample_weight != nullptr ? sum_of(sample_weight, n) : double(n);
-  if (!(weight_sum > 0.0))
-    throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(weight_sum));
-  return batch_objective(net, x, y, sample_weight, weight_sum, n, loss, reg);
-}
-
-template <class T>
-double objective(Network<T>& net, const CsrView<T>& x, const T* y, Loss loss, const Regularization& reg,
-                 const T* sample_weight) {
-  auto lock = claim(net.busy());
-  reg.check();
-  const Index n = x.rows;
-  const double weight_sum = sample_weight != nullptr ? sum_of(sample_weight, n) : double(n);
-  if (!(weight_sum > 0.0))
-    throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(weight_sum));
-  double value = net.loss_and_grad(x, 0, y, n, loss, sample_weight, weight_sum, reg.grad_scale);
-  if (reg.l2 > 0.0 || reg.l1 > 0.0) value += add_penalties(net, reg.l2, reg.l1, weight_sum);
-  return value;
-}
-
 #define FASTMLP_INSTANTIATE(T)                                                                              \
-  template double train_epoch(Network<T>&, Optimizer<T>&, const T*, const T*, Index, Loss, const EpochOptions&, \
-                              const T*);                                                                    \
-  template double objective(Network<T>&, const T*, const T*, Index, Loss, const Regularization&, const T*); \
-  template double train_epoch(Network<T>&, Optimizer<T>&, const CsrView<T>&, const T*, Loss, const EpochOptions&, \
-                              const T*);                                                                    \
-  template double objective(Network<T>&, const CsrView<T>&, const T*, Loss, const Regularization&, const T*);
+  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss);                                        \
+  template double objective(Network<T>&, const Batch<T>&, Loss, const Regularization&);                     \
+  template double train_epoch(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, const EpochOptions&,       \
+                              const GradientHook<T>*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

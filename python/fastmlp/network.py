@@ -6,13 +6,13 @@ the memory alive after the Network object is gone.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _core
 from ._validation import (as_matrix, as_sample_weight, as_targets, check_choice, check_dtype, check_float,
-                          check_layer_sizes, check_seed)
+                          check_int, check_layer_sizes, check_seed)
 from .optim import Optimizer
 
 
@@ -207,7 +207,9 @@ class Network:
     def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
                     shuffle: bool = True, *, l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
                     clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
-                    schedule: Any = None, epoch: float = 0.0) -> float:
+                    schedule: Any = None, epoch: float = 0.0,
+                    gradient_hook: Callable[[np.ndarray, float], float] | None = None,
+                    world_size: int = 1) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
@@ -229,6 +231,12 @@ class Network:
 
         A batch whose weights sum to 0 is skipped.
 
+        For data-parallel training, ``gradient_hook(grads, loss) -> loss`` is
+        called once per batch (GIL held) with a view of the gradient buffer,
+        after backward and before step 2 — e.g. an allreduce that averages
+        both over `world_size` processes in place; the penalties then divide
+        by ``world_size × W_B``.
+
         Returns
         -------
         float
@@ -239,7 +247,6 @@ class Network:
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
-        from ._validation import check_int
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
@@ -256,18 +263,23 @@ class Network:
                 raise ValueError(f"order must be a 1-D integer array of {n} sample indices, "
                                  f"got dtype {order.dtype} and shape {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
+        if gradient_hook is not None and not callable(gradient_hook):
+            raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
+        world_size = check_int("world_size", world_size, minimum=1)
         impl = optimizer._bind(self)
         sched = None if schedule is None else _schedule_impl(schedule)
-        return self._train_epoch_checked(X, Y, loss, impl, batch_size, bool(shuffle), reg, order, w, sched, epoch)
+        return self._train_epoch_checked(X, Y, loss, impl, batch_size, bool(shuffle), reg, order, w, sched, epoch,
+                                         gradient_hook, world_size)
 
     def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
                              shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
-                             schedule: Any, epoch: float) -> float:
+                             schedule: Any, epoch: float, gradient_hook: Any = None, world_size: int = 1) -> float:
         """train_epoch on arguments already checked and converted (for the estimators); X may be as_csr's tuple."""
         if isinstance(X, tuple):
             return float(self._net.train_epoch_csr(*X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule,
-                                                   epoch))
-        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule, epoch))
+                                                   epoch, gradient_hook, world_size))
+        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule, epoch,
+                                           gradient_hook, world_size))
 
     def objective(self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0,
                   sample_weight: Any = None) -> float:

@@ -30,30 +30,34 @@ struct CsrView {
   Index rows = 0, cols = 0;
 };
 
+// The input of a forward pass: `rows` rows of a dense row-major array, or rows
+// [begin, begin + rows) of a CSR matrix (the first layer then multiplies
+// sparse × dense and X is never densified).
+template <class T>
+struct Input {
+  const T* dense = nullptr;
+  const CsrView<T>* csr = nullptr;
+  Index begin = 0;
+};
+
 // glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c = 2 for a logistic
 //         hidden activation and 6 otherwise (scikit-learn's bounds);
 // he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
 enum class Init { Glorot, He };
 Init parse_init(const std::string& name);
 
-// The activations, deltas and gathered inputs of one forward/backward pass
-// over up to `rows` samples.
+// What one thread needs for a forward/backward pass over its slice of a
+// batch: the gathered rows, and every layer's Z, A and delta.
 template <class T>
 struct Workspace {
   Index rows = 0;
+  Matrix<T> x, y;                      // the slice's rows, when gathered
+  Vector<T> w;                         // their sample weights
+  std::vector<T> csr_data;             // the slice's rows of a sparse X, gathered
+  std::vector<std::int64_t> csr_indices, csr_indptr;
+  CsrView<T> csr_view;                 // ... and viewed
   std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
   void reserve(const std::vector<Index>& sizes, Index rows);
-};
-
-// What an epoch reuses from one batch to the next: the visiting order and the
-// gathered mini-batch.
-template <class T>
-struct EpochScratch {
-  std::vector<std::int64_t> order;
-  Matrix<T> x, y;
-  std::vector<T> csr_data;  // a gathered sparse mini-batch
-  std::vector<std::int64_t> csr_indices, csr_indptr;
-  Vector<T> w;  // the mini-batch's sample weights
 };
 
 template <class T>
@@ -82,39 +86,36 @@ class Network {
   void initialize(std::uint64_t seed, Init init);
   Rng& rng() { return rng_; }
 
-  // out (n, n_outputs) = the network's output for x (n, n_inputs).
-  // Reads the parameters only: safe to call from several threads at once.
+  // out (n, n_outputs) = the network's output for x (n, n_inputs), dense or
+  // sparse. Reads the parameters only: safe to call from several threads.
   void forward(const T* x, Index n, T* out) const;
-
-  // Mean loss over the n rows (no regularization); fills grads().
-  // y is (n, n_outputs). With sample_weight (n values, summing to
-  // weight_total > 0) the mean is weighted: Σ w_i ℓ_i / Σ w_i (see loss.hpp;
-  // grad_scale too). Not thread-safe: hold busy() around it.
-  double loss_and_grad(const T* x, const T* y, Index n, Loss loss, const T* sample_weight = nullptr,
-                       double weight_total = 0.0, double grad_scale = 1.0);
-
-  // The same two for sparse input: rows [begin, begin + n) of x (the first
-  // layer multiplies sparse × dense, the rest is as above); y (and
-  // sample_weight) hold the n rows of that range. Defined in network_sparse.cpp.
   void forward(const CsrView<T>& x, T* out) const;
-  double loss_and_grad(const CsrView<T>& x, Index begin, const T* y, Index n, Loss loss,
-                       const T* sample_weight = nullptr, double weight_total = 0.0, double grad_scale = 1.0);
+
+  // Forward and backward over `rows` rows of x (y: their targets) into the
+  // gradient buffer g (params' layout), weighted and normalized by `scale`
+  // (loss.hpp); returns the slice's share of the batch's loss. Reads the
+  // parameters, writes ws and g only.
+  double forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
+                          Workspace<T>& ws, T* g) const;
+
+  // How many threads a batch of `rows` rows is split across (see network.cpp),
+  // with their workspaces and gradient buffers sized; allocates here only.
+  int prepare_slices(Index rows);
+  Workspace<T>& slice_workspace(int t) { return slices_[t]; }
+  // Thread t's gradient buffer: grads() for t = 0.
+  T* slice_grads(int t) { return t == 0 ? grads_.data() : slice_grads_[t - 1].data(); }
 
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
-  EpochScratch<T>& epoch_scratch() { return epoch_; }
+  // The visiting order of the current epoch, reused between epochs.
+  std::vector<std::int64_t>& epoch_order() { return order_; }
 
  private:
-  // Forward and backward over `rows` rows into gradient buffer g, weighted
-  // and normalized by `scale`; returns the slice's share of the batch loss.
-  double forward_backward(const T* x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                          Workspace<T>& ws, T* g) const;
-  void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
-  double forward_backward_csr(const CsrView<T>& x, Index begin, const T* y, Index rows, const LossScale<T>& scale,
-                              Loss loss, Workspace<T>& ws, T* g) const;
-  void forward_rows_csr(const CsrView<T>& x, Index begin, Index rows, T* out, T* buf0, T* buf1) const;
-  void reserve_slices(int threads, Index n);
-  int slice_threads(Index rows) const;
+  // Layer 0's Z = X·W_0 + b_0 for dense or sparse X.
+  void first_layer(const Input<T>& x, Index rows, T* z) const;
+  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const;
+  template <class RowsOf>
+  void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
 
   std::vector<Index> sizes_;
   std::vector<Index> weight_offset_;
@@ -122,11 +123,9 @@ class Network {
   T slope_;
   Vector<T> params_, grads_;
   Rng rng_;
-  // Training scratch: one workspace per thread slice of the batch, and a
-  // gradient buffer for every slice but the first (which writes grads_).
   std::vector<Workspace<T>> slices_;
   std::vector<Vector<T>> slice_grads_;
-  EpochScratch<T> epoch_;
+  std::vector<std::int64_t> order_;
   mutable std::mutex busy_;
 };
 

@@ -1,7 +1,11 @@
-// One epoch of mini-batch training, entirely in C++: order the samples
-// (shuffle with the network's generator, or a given order), gather each
-// mini-batch into a reused buffer, forward, backward, regularize, clip, set
-// the learning rate, step.
+// Training: a step over one mini-batch, and an epoch of steps, entirely in C++.
+//
+// A step is one parallel pass: each thread gathers its slice of the batch and
+// runs forward and backward on it into its own gradient buffer; then each
+// thread takes a chunk of the parameters, sums the threads' gradients there,
+// adds the penalties, clips and applies the optimizer's update — one
+// fork/join per batch, every parameter read and written once (a gradient
+// hook, or clipping by the global norm, adds one synchronization).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +33,43 @@ struct Regularization {
   void check() const;       // throws std::invalid_argument for a negative or non-finite value
 };
 
+// A mini-batch: `rows` rows of x (dense, or the CSR matrix csr) with targets
+// y (n_outputs wide) and optional sample weights w — either rows
+// [begin, begin + rows) of the arrays or, when `index` is given, rows
+// index[0..rows).
+template <class T>
+struct Batch {
+  const T* x = nullptr;
+  const CsrView<T>* csr = nullptr;
+  const T* y = nullptr;
+  const T* w = nullptr;
+  Index rows = 0;
+  const std::int64_t* index = nullptr;
+  Index begin = 0;
+};
+
+// Data-parallel training: called once per step with the batch's gradients
+// (summed over threads, n_params values) and its mean loss, before the
+// penalties and the update — e.g. to average both over processes with an
+// allreduce, in place. `world_size` is how many such batches the result
+// stands for (the penalties then divide by world_size × W).
+template <class T>
+struct GradientHook {
+  std::function<void(T* grads, Index n, double* loss)> reduce;
+  Index world_size = 1;
+};
+
+// Gradients of the batch's mean loss into net.grads() (no regularization);
+// returns that loss. The caller holds net.busy().
+template <class T>
+double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss);
+
+// The full objective of one batch, without a step: fills net.grads() with
+// ∇(mean loss + penalties) (clipping excluded) and returns its value — what
+// L-BFGS minimizes. The caller holds net.busy().
+template <class T>
+double objective(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg);
+
 struct EpochOptions {
   Index batch_size = 200;               // >= n means full-batch gradient descent
   bool shuffle = true;                  // ignored when `order` is given
@@ -45,30 +86,15 @@ struct EpochOptions {
 
 inline constexpr double kStopPollSeconds = 0.05;
 
-// Returns the mean over samples of each batch's loss (with its regularization
-// terms), computed before that batch's update — scikit-learn's loss_curve_
-// value. (When stopped early: the mean over the samples visited.)
-// sample_weight: n weights >= 0 or null; each batch is normalized by its own
-// weight sum (scikit-learn's convention); a batch whose weights sum to 0 is
-// skipped (no step).
+// Visits the samples of `data` (its rows and index unused: all data.rows
+// samples) in order — shuffled with the network's generator, given, or
+// sequential — in mini-batches, one step each. Returns the mean over samples
+// of each batch's loss with its penalties, taken before its update —
+// scikit-learn's loss_curve_ value (when stopped early: over the samples
+// visited). With sample weights each batch is normalized by its own weight
+// sum (scikit-learn's convention); a batch whose weights sum to 0 is skipped.
 template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n,
-                   Loss loss, const EpochOptions& options, const T* sample_weight = nullptr);
-
-// The same for a sparse X (CSR): mini-batches are gathered as small CSR
-// matrices in reused buffers; X is never densified.
-template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const CsrView<T>& x, const T* y, Loss loss,
-                   const EpochOptions& options, const T* sample_weight = nullptr);
-
-// The full objective of one batch, without a step: fills net.grads() with
-// ∇(mean loss + regularization) (clipping excluded) and returns its value.
-// What L-BFGS minimizes. Holds net.busy().
-template <class T>
-double objective(Network<T>& net, const T* x, const T* y, Index n, Loss loss, const Regularization& reg,
-                 const T* sample_weight = nullptr);
-template <class T>
-double objective(Network<T>& net, const CsrView<T>& x, const T* y, Loss loss, const Regularization& reg,
-                 const T* sample_weight = nullptr);
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& data, Loss loss,
+                   const EpochOptions& options, const GradientHook<T>* hook = nullptr);
 
 }  // namespace fastmlp
