@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -220,3 +221,28 @@ def test_forced_variants_agree_within_float_tolerance(tmp_path):
                 continue
             dtype = key.split("_")[0]
             np.testing.assert_allclose(res[key], value, **tol[dtype], err_msg=f"{variant} vs baseline: {key}")
+
+
+# --- what the variants contain ---------------------------------------------
+def _vex_instructions(path: Path) -> int:
+    """How many VEX/EVEX-encoded (AVX, AVX2, AVX-512) instructions `path` contains."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    count = 0
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[1].split(" ", 1)[0].startswith("v"):
+            count += 1
+    return count
+
+
+@needs_dispatch
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
+def test_only_the_avx_variants_contain_avx_instructions():
+    # The baseline and the CPU probe must run on a CPU without AVX: not one
+    # AVX instruction may have slipped in (e.g. through link-time optimization).
+    package = Path(fastmlp.__file__).parent
+    module = {name: next(package.glob(f"{name}.*.so")) for name in ("_cpu", "_core_baseline", "_core_avx2")}
+    assert _vex_instructions(module["_cpu"]) == 0
+    assert _vex_instructions(module["_core_baseline"]) == 0
+    assert _vex_instructions(module["_core_avx2"]) > 1000
