@@ -120,7 +120,7 @@ def load_reference():
     try:
         from fastmlp import reference
         return reference
-    except ImportError:
+    except Exception:  # not installed, or its compiled core is broken: the file still works
         pass
     path = REPO / "python" / "fastmlp" / "reference.py"
     if not path.exists():
@@ -348,7 +348,7 @@ def blas_threads() -> dict:
 
 
 def protocol_stream():
-    """Private copy of stdout for JSON lines; fd 1 goes to stderr so library prints can't interfere."""
+    """Private stdout for the JSON lines; fd 1 becomes stderr so stray prints cannot interfere."""
     out = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()
     os.dup2(2, 1)
@@ -380,7 +380,7 @@ def worker_main(args) -> int:
         return 0
     if not args.serve:  # stand-alone: warm up, time the repetitions, one JSON line
         info = bench.warmup()
-        reps = [bench.run_once() for _ in range(args.reps or 3)]
+        reps = [bench.run_once() for _ in range(args.reps)]
         row = Row(workload, args.threads, peer, info=info, reps=reps)
         send({**asdict(row), **row.summary()})
         return 0
@@ -413,7 +413,8 @@ def gemm_worker_main(args) -> int:
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         for lib, mm in libs.items():
             mm(a, b)
-            best = min(timed(mm, a, b) for _ in range(4 if n == 2048 else 12))
+            tries = (4 if n == 2048 else 12) // (2 if args.quick else 1)
+            best = min(timed(mm, a, b) for _ in range(tries))
             result[f"{lib} {n}³"] = 2 * n**3 / best / 1e9
     send(result)
     return 0
@@ -436,7 +437,7 @@ class Worker:
 
     def __init__(self, argv: list[str], threads: int, timeout: float):
         self.timeout = timeout
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      env=thread_env(threads))
@@ -449,7 +450,7 @@ class Worker:
         except BrokenPipeError:
             pass  # it died; readline below reports how
         if not select.select([self.proc.stdout], [], [], self.timeout)[0]:
-            self.close()
+            self.close(kill=True)
             raise WorkerError(f"timed out after {self.timeout:g} s")
         line = self.proc.stdout.readline()
         if not line:
@@ -462,7 +463,9 @@ class Worker:
         lines = self.stderr.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "(no output)"
 
-    def close(self):
+    def close(self, kill: bool = False):
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -532,7 +535,8 @@ def run_workload(w: Workload, threads: int, peers: list[str], args) -> list[Row]
 
 
 def measure_gemm(threads: int, args) -> dict:
-    worker = Worker(["--gemm-worker", "--threads", str(threads)], threads, args.timeout)
+    argv = ["--gemm-worker", "--threads", str(threads)] + (["--quick"] if args.quick else [])
+    worker = Worker(argv, threads, args.timeout)
     try:
         return worker.request()
     except WorkerError as e:
@@ -567,26 +571,34 @@ def versions(rows: list[Row]) -> dict:
 
 
 def fmt(x: float, digits: int = 3) -> str:
+    if not x:
+        return ""
     if x >= 10 ** digits:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
 
-def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
-    v = meta["versions"]
-    lines = [f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs) — "
-             + ", ".join(f"{k} {x}" for k, x in v.items())
-             + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}", ""]
-    lines += ["float32 GEMM GFLOP/s (best of a few):", ""]
+def gemm_table(gemm: dict) -> list[str]:
     kinds = sorted({k for g in gemm.values() for k in g})
-    lines += ["| threads | " + " | ".join(kinds) + " | peak |",
-              "|---:|" + "---:|" * (len(kinds) + 1)]
+    if not kinds:
+        return ["float32 GEMM peak: not measured (see stderr)"]
+    lines = ["float32 GEMM GFLOP/s (best of a few):", "",
+             "| threads | " + " | ".join(kinds) + " | peak |",
+             "|---:|" + "---:|" * (len(kinds) + 1)]
     for t, g in gemm.items():
-        lines.append(f"| {t} | " + " | ".join(fmt(g[k]) if k in g else "–" for k in kinds)
-                     + f" | {fmt(max(g.values())) if g else '–'} |")
-    lines += ["", "| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
-              "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    base = {(r.workload, r.threads): r.summary().get("samples_per_s")
+        cells = [fmt(g[k]) if k in g else "–" for k in kinds] + [fmt(peak(gemm, t)) or "–"]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def peak(gemm: dict, threads: int) -> float:
+    return max(gemm.get(threads, {}).values(), default=0.0)
+
+
+def results_table(gemm: dict, rows: list[Row]) -> list[str]:
+    lines = ["| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
+             "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    ours = {(r.workload, r.threads): r.summary().get("samples_per_s")
             for r in rows if r.peer == "fastmlp"}
     notes = []
     for r in rows:
@@ -595,13 +607,19 @@ def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
             lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | |")
             notes.append(f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}")
             continue
-        peak = max(gemm.get(r.threads, {}).values(), default=0)
-        pct = f"{100 * s['gflops'] / peak:.0f}%" if peak else "–"
-        b = base.get((r.workload, r.threads))
+        p, b = peak(gemm, r.threads), ours.get((r.workload, r.threads))
+        pct = f"{100 * s['gflops'] / p:.0f}%" if p else "–"
         ratio = f"{b / s['samples_per_s']:.2f}×" if b else "–"
         lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
                      f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |")
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return lines + ([""] + notes if notes else [])
+
+
+def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
+    header = (f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs) — "
+              + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
+              + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}")
+    return "\n".join([header, ""] + gemm_table(gemm) + [""] + results_table(gemm, rows))
 
 
 def plot(path: str, rows: list[Row], threads: list[int]):
@@ -679,11 +697,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.reps = args.reps or (2 if args.quick else 3)
     if args.worker or args.gemm_worker:
         args.threads = int(args.threads)
         return worker_main(args) if args.worker else gemm_worker_main(args)
     threads = thread_list(args.threads)
-    args.reps = args.reps or (2 if args.quick else 3)
     start = time.perf_counter()
     gemm = {t: measure_gemm(t, args) for t in threads}
     print(f"[{time.perf_counter() - start:6.1f} s] GEMM peak measured", file=sys.stderr)
@@ -699,9 +717,10 @@ def main(argv=None) -> int:
     print(render(meta, gemm, rows))
     print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"meta": meta, "gemm": gemm, "workloads": {n: asdict(WORKLOADS[n]) for n in args.workloads},
-             "results": [{**asdict(r), **r.summary()} for r in rows]}, indent=2))
+        raw = {"meta": meta, "gemm": gemm,
+               "workloads": {n: asdict(WORKLOADS[n]) for n in args.workloads},
+               "results": [{**asdict(r), **r.summary()} for r in rows]}
+        Path(args.json).write_text(json.dumps(raw, indent=2))
     if args.plot:
         plot(args.plot, rows, threads)
     ours = [r for r in rows if r.peer.startswith("fastmlp")]

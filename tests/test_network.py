@@ -286,3 +286,44 @@ def test_ctrl_c_interrupts_train_epoch_promptly(rng):
     timer.join()
     assert elapsed < 3.0, f"Ctrl-C took {elapsed:.2f}s to stop training"
     assert np.isfinite(net.params).all() and not np.array_equal(net.params, before)
+
+
+def test_gradient_hook_sees_each_batch_and_can_rescale(rng):
+    X, Y = make_data(rng, 100, 5, 4, "squared_error", "float64")
+    plain, hooked, halved = (make_net("tanh", "identity", "float64") for _ in range(3))
+    seen = []
+
+    def identity(grads, loss):
+        seen.append((grads.shape, loss))
+        return loss
+
+    kw = dict(batch_size=30, shuffle=False, l2=0.01)
+    a = plain.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), **kw)
+    b = hooked.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), gradient_hook=identity, **kw)
+    assert a == b and len(seen) == 4 and seen[0][0] == (hooked.n_params,)
+    np.testing.assert_array_equal(plain.params, hooked.params)
+
+    # Halving the gradients and the loss, with world_size 2 halving the L2
+    # term, is one step of half the size: the same as lr / 2.
+    def halve(grads, loss):
+        grads *= 0.5
+        return loss * 0.5
+
+    W, b_ = copy_params(halved)
+    c = halved.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), gradient_hook=halve, world_size=2, **kw)
+    want = ref.train_epoch(W, b_, X, Y, "squared_error", ref.SGD(0.05), 30, np.arange(100), "tanh", "identity",
+                           l2=0.01)
+    np.testing.assert_allclose(2 * c, want, **TOL["float64"])
+    np.testing.assert_allclose(halved.params, np.concatenate([np.r_[w.ravel(), v] for w, v in zip(W, b_)]),
+                               **TOL["float64"])
+
+
+def test_gradient_hook_error_propagates(rng):
+    X, Y = make_data(rng, 20, 5, 4, "squared_error", "float64")
+    net = make_net("tanh", "identity", "float64")
+
+    def broken(grads, loss):
+        raise ConnectionError("allreduce failed")
+
+    with pytest.raises(ConnectionError, match="allreduce failed"):
+        net.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), gradient_hook=broken)

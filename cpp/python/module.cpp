@@ -119,11 +119,12 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         check_xy(n, x, y);
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return n.loss_and_grad(x.data(), y.data(), x.shape(0), l);
+        return loss_and_grad(n, Batch<T>{x.data(), y.data(), x.shape(0)}, l);
       }, py::arg("X"), py::arg("y"), py::arg("loss"))
       .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                              Optimizer<T>& optimizer, Index batch_size, bool shuffle, double l2,
-                             std::optional<InArray<std::int64_t>> order) {
+                             std::optional<InArray<std::int64_t>> order, py::object gradient_hook,
+                             Index world_size) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
         EpochOptions options;
@@ -143,15 +144,28 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
           interrupted = PyErr_CheckSignals() != 0;
           return interrupted;
         };
+        // gradient_hook(grads, loss) -> loss, called with the GIL held and a
+        // view of the gradient buffer, which it may change in place.
+        GradientHook<T> hook;
+        hook.world_size = world_size;
+        if (!gradient_hook.is_none()) {
+          if (world_size < 1) throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(world_size));
+          hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss) {
+            py::gil_scoped_acquire acquire;
+            py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g, py::cast(&n, py::return_value_policy::reference));
+            *loss = gradient_hook(grads, *loss).template cast<double>();
+          };
+        }
         double value;
         {
           py::gil_scoped_release release;
-          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options);
+          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options, &hook);
         }
         if (interrupted) throw py::error_already_set();
         return value;
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
-         py::arg("shuffle"), py::arg("l2"), py::arg("order"));
+         py::arg("shuffle"), py::arg("l2"), py::arg("order"), py::arg("gradient_hook") = py::none(),
+         py::arg("world_size") = 1);
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)

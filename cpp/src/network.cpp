@@ -17,11 +17,11 @@ namespace {
 // Rows of one inference chunk: large enough for an efficient GEMM, small
 // enough for its activations to stay in cache.
 constexpr Index kForwardChunk = 256;
-// A thread slice of a training batch gets at least this many rows.
+// A thread's slice of a training batch gets at least this many rows, and a
+// batch is split at all only above this many multiply-adds (rows × params):
+// below it a fork/join costs more than it saves (benchmarks/: "small").
 constexpr Index kMinSliceRows = 16;
-// Above this many parameters, per-slice gradient buffers cost more memory
-// traffic than Eigen's own parallel GEMM loses; one slice then.
-constexpr Index kMaxSlicedParams = Index(1) << 22;
+constexpr double kMinParallelWork = 4.0e6;
 
 double physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -34,6 +34,8 @@ template <class T>
 void Workspace<T>::reserve(const std::vector<Index>& sizes, Index n) {
   if (n <= rows && z.size() + 1 == sizes.size()) return;
   const std::size_t layers = sizes.size() - 1;
+  x.resize(n, sizes.front());
+  y.resize(n, sizes.back());
   z.resize(layers);
   a.resize(layers);
   delta.resize(layers);
@@ -156,46 +158,19 @@ double Network<T>::forward_backward(const T* x, const T* y, Index rows, Index sc
 }
 
 template <class T>
-int Network<T>::slice_threads(Index rows) const {
-  if (n_params() > kMaxSlicedParams) return 1;
-  return int(std::max<Index>(1, std::min<Index>(omp_get_max_threads(), rows / kMinSliceRows)));
-}
-
-template <class T>
-double Network<T>::loss_and_grad(const T* x, const T* y, Index n, Loss loss) {
-  check_loss_output(loss, output_);
-  if (n <= 0) throw std::invalid_argument("loss_and_grad needs at least one sample, got 0");
-  const int threads = slice_threads(n);
-  // Every allocation happens here, before any buffer is written.
+int Network<T>::prepare_slices(Index rows) {
+  // One thread per kMinSliceRows rows, and only when the batch's work
+  // (rows × parameters multiply-adds) outweighs a fork/join.
+  Index threads = std::min(omp_get_max_threads(), kMaxThreads);
+  if (double(rows) * double(n_params()) < kMinParallelWork) threads = 1;
+  threads = std::max<Index>(1, std::min(threads, rows / kMinSliceRows));
+  const Index per_slice = (rows + threads - 1) / threads;
   if (slices_.size() < std::size_t(threads)) slices_.resize(threads);
-  for (int t = 0; t < threads; ++t) slices_[t].reserve(sizes_, (n + threads - 1) / threads);
+  for (Index t = 0; t < threads; ++t) slices_[t].reserve(sizes_, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(threads)) slice_grads_.resize(threads - 1);
-  for (int t = 1; t < threads; ++t)
+  for (Index t = 1; t < threads; ++t)
     if (slice_grads_[t - 1].size() != n_params()) slice_grads_[t - 1].resize(n_params());
-  if (threads == 1) return forward_backward(x, y, n, n, loss, slices_[0], grads_.data());
-
-  // Batch-parallel: each thread runs every layer on its slice of the rows into
-  // its own gradient buffer; the buffers are then summed, each thread a chunk.
-  std::vector<double> partial(threads, 0.0);
-  const Index n_in = n_inputs(), n_out = n_outputs(), P = n_params();
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const Index begin = n * t / threads, end = n * (t + 1) / threads;
-    T* g = t == 0 ? grads_.data() : slice_grads_[t - 1].data();
-    partial[t] = forward_backward(x + begin * n_in, y + begin * n_out, end - begin, n, loss, slices_[t], g);
-#pragma omp barrier
-    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
-    T* total = grads_.data();
-    for (int s = 1; s < threads; ++s) {
-      const T* part = slice_grads_[s - 1].data();
-#pragma omp simd
-      for (Index i = p0; i < p1; ++i) total[i] += part[i];
-    }
-  }
-  double value = 0.0;
-  for (double p : partial) value += p;
-  return value;
+  return int(threads);
 }
 
 template class Network<float>;

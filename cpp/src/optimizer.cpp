@@ -3,19 +3,23 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "fastmlp/activation.hpp"  // for_chunks
+
 namespace fastmlp {
 
 namespace {
-void check_hyper(const char* name, double value, double lo, double hi, bool hi_open) {
-  if (!(value >= lo) || (hi_open ? !(value < hi) : !(value <= hi)))
+
+void check_range(const char* name, double value, double lo, double hi) {
+  if (!(value >= lo && value < hi))
     throw std::invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " +
-                                std::to_string(hi) + (hi_open ? ")" : "]") + ", got " +
-                                std::to_string(value));
+                                std::to_string(hi) + "), got " + std::to_string(value));
 }
+
 void check_lr(double lr) {
   if (!(lr >= 0.0) || !std::isfinite(lr))
     throw std::invalid_argument("lr must be a finite number >= 0, got " + std::to_string(lr));
 }
+
 }  // namespace
 
 template <class T>
@@ -30,15 +34,21 @@ void Optimizer<T>::bind(Vector<T>& state, Index n) {
 }
 
 template <class T>
-SGD<T>::SGD(double lr, double momentum, bool nesterov)
-    : Optimizer<T>(lr), momentum(momentum), nesterov(nesterov) {
+void Optimizer<T>::step(T* params, const T* grads, Index n) {
+  prepare(n);
+  begin_step();
+  for_chunks(n, [&](Index b, Index e) { update(params, grads, b, e); });
+}
+
+template <class T>
+SGD<T>::SGD(double lr, double momentum, bool nesterov) : Optimizer<T>(lr), momentum(momentum), nesterov(nesterov) {
   check();
 }
 
 template <class T>
 void SGD<T>::check() const {
   check_lr(this->lr);
-  check_hyper("momentum", momentum, 0.0, 1.0, true);
+  check_range("momentum", momentum, 0.0, 1.0);
 }
 
 template <class T>
@@ -48,24 +58,23 @@ void SGD<T>::prepare(Index n) {
 }
 
 template <class T>
-void SGD<T>::step(T* p, const T* g, Index n) {
-  prepare(n);
+void SGD<T>::update(T* p, const T* g, Index begin, Index end) {
   const T lr = T(this->lr), mu = T(momentum);
   if (momentum == 0.0) {
-#pragma omp parallel for simd if (n > kParallelElements)
-    for (Index i = 0; i < n; ++i) p[i] -= lr * g[i];
+#pragma omp simd
+    for (Index i = begin; i < end; ++i) p[i] -= lr * g[i];
     return;
   }
   T* v = velocity.data();
   if (nesterov) {
-#pragma omp parallel for simd if (n > kParallelElements)
-    for (Index i = 0; i < n; ++i) {
+#pragma omp simd
+    for (Index i = begin; i < end; ++i) {
       v[i] = mu * v[i] - lr * g[i];
       p[i] += mu * v[i] - lr * g[i];
     }
   } else {
-#pragma omp parallel for simd if (n > kParallelElements)
-    for (Index i = 0; i < n; ++i) {
+#pragma omp simd
+    for (Index i = begin; i < end; ++i) {
       v[i] = mu * v[i] - lr * g[i];
       p[i] += v[i];
     }
@@ -81,8 +90,8 @@ Adam<T>::Adam(double lr, double beta1, double beta2, double eps)
 template <class T>
 void Adam<T>::check() const {
   check_lr(this->lr);
-  check_hyper("beta1", beta1, 0.0, 1.0, true);
-  check_hyper("beta2", beta2, 0.0, 1.0, true);
+  check_range("beta1", beta1, 0.0, 1.0);
+  check_range("beta2", beta2, 0.0, 1.0);
   if (!(eps > 0.0) || !std::isfinite(eps))
     throw std::invalid_argument("eps must be a finite number > 0, got " + std::to_string(eps));
 }
@@ -95,15 +104,18 @@ void Adam<T>::prepare(Index n) {
 }
 
 template <class T>
-void Adam<T>::step(T* p, const T* g, Index n) {
-  prepare(n);
+void Adam<T>::begin_step() {
   ++t;
-  const double correction = std::sqrt(1.0 - std::pow(beta2, double(t))) / (1.0 - std::pow(beta1, double(t)));
-  const T step = T(this->lr * correction), b1 = T(beta1), b2 = T(beta2), e = T(eps);
+  step_size_ = this->lr * std::sqrt(1.0 - std::pow(beta2, double(t))) / (1.0 - std::pow(beta1, double(t)));
+}
+
+template <class T>
+void Adam<T>::update(T* p, const T* g, Index begin, Index end) {
+  const T step = T(step_size_), b1 = T(beta1), b2 = T(beta2), e = T(eps);
   T* mm = m.data();
   T* vv = v.data();
-#pragma omp parallel for simd if (n > kParallelElements)
-  for (Index i = 0; i < n; ++i) {
+#pragma omp simd
+  for (Index i = begin; i < end; ++i) {
     mm[i] = b1 * mm[i] + (T(1) - b1) * g[i];
     vv[i] = b2 * vv[i] + (T(1) - b2) * g[i] * g[i];
     p[i] -= step * mm[i] / (std::sqrt(vv[i]) + e);

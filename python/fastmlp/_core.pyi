@@ -5,7 +5,7 @@ describe the pybind11 classes underneath, so that mypy and IDEs see the real
 signatures. tests/test_packaging.py checks that every name here exists in the
 module and the other way round.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,9 @@ class Network_float32:
     def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str) -> float: ...
     def train_epoch(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float32,
                     batch_size: int, shuffle: bool, l2: float,
-                    order: npt.NDArray[np.int64] | None) -> float: ...
+                    order: npt.NDArray[np.int64] | None,
+                    gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
+                    world_size: int = 1) -> float: ...
 
 class Optimizer_float32:
     lr: float
@@ -93,7 +95,9 @@ class Network_float64:
     def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str) -> float: ...
     def train_epoch(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float64,
                     batch_size: int, shuffle: bool, l2: float,
-                    order: npt.NDArray[np.int64] | None) -> float: ...
+                    order: npt.NDArray[np.int64] | None,
+                    gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,
+                    world_size: int = 1) -> float: ...
 
 class Optimizer_float64:
     lr: float

@@ -6,12 +6,12 @@ the memory alive after the Network object is gone.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _core
-from ._validation import (as_matrix, as_targets, check_choice, check_dtype, check_float,
+from ._validation import (as_matrix, as_targets, check_choice, check_dtype, check_float, check_int,
                           check_layer_sizes, check_seed)
 from .optim import Optimizer
 
@@ -156,7 +156,9 @@ class Network:
         return float(self._net.loss_and_grad(X, Y, loss))
 
     def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
-                    shuffle: bool = True, *, l2: float = 0.0, order: Any = None) -> float:
+                    shuffle: bool = True, *, l2: float = 0.0, order: Any = None,
+                    gradient_hook: Callable[[np.ndarray, float], float] | None = None,
+                    world_size: int = 1) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
@@ -165,6 +167,12 @@ class Network:
         `batch_size` >= n is full-batch descent): forward, backward, the L2
         term :math:`\tfrac12 l_2 \sum\|W\|^2 / n_b` (biases excluded), one
         optimizer step.
+
+        For data-parallel training, ``gradient_hook(grads, loss) -> loss`` is
+        called once per batch (GIL held) with a view of the gradient buffer,
+        after backward and before the L2 term and the update — e.g. an
+        allreduce that averages both over `world_size` processes in place; the
+        L2 term then divides by ``world_size × n_b``.
 
         Returns
         -------
@@ -175,7 +183,6 @@ class Network:
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam), got {type(optimizer).__name__}")
-        from ._validation import check_int
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
@@ -188,8 +195,12 @@ class Network:
                 raise ValueError(f"order must be a 1-D integer array of {X.shape[0]} sample indices, "
                                  f"got dtype {order.dtype} and shape {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
+        if gradient_hook is not None and not callable(gradient_hook):
+            raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
+        world_size = check_int("world_size", world_size, minimum=1)
         impl = optimizer._bind(self)
-        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, bool(shuffle), l2, order))
+        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, bool(shuffle), l2, order,
+                                           gradient_hook, world_size))
 
     def initialize(self, seed: int | None = None) -> None:
         """Draws new parameters (and reseeds the shuffling) from `seed`."""

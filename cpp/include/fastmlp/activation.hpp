@@ -5,6 +5,8 @@
 // that is the cheap exact form (logistic, tanh, softmax).
 #pragma once
 
+#include <omp.h>
+
 #include <cmath>
 #include <string>
 
@@ -27,45 +29,64 @@ inline T logistic(T z) {
   return e / (T(1) + e);
 }
 
-// Applies f row by row: A[i,:] = f(Z[i,:]). A may alias Z except for relu
-// and leaky_relu when a backward pass will need Z.
+// Runs body(begin, end) over [0, size), split across the OpenMP threads when
+// the size warrants it (and serially inside an enclosing parallel region).
+template <class Body>
+void for_chunks(Index size, Body&& body) {
+  if (size <= kParallelElements) {
+    body(Index(0), size);
+    return;
+  }
+#pragma omp parallel
+  {
+    const Index t = omp_get_thread_num(), n = omp_get_num_threads();
+    body(size * t / n, size * (t + 1) / n);
+  }
+}
+
+template <class T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// A[i,:] = f(Z[i,:]). A may alias Z (a backward pass of relu or leaky_relu
+// then needs Z kept elsewhere). Eigen's vectorized exp, tanh and logistic.
 template <class T>
 void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Index cols) {
-  const Index size = rows * cols;
-  switch (f) {
-    case Activation::Identity:
-      if (a != z) std::copy(z, z + size, a);
-      return;
-    case Activation::Logistic:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) a[i] = logistic(z[i]);
-      return;
-    case Activation::Tanh:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) a[i] = std::tanh(z[i]);
-      return;
-    case Activation::Relu:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) a[i] = z[i] > T(0) ? z[i] : T(0);
-      return;
-    case Activation::LeakyRelu:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) a[i] = z[i] > T(0) ? z[i] : slope * z[i];
-      return;
-    case Activation::Softmax:
-#pragma omp parallel for if (size > kParallelElements)
-      for (Index r = 0; r < rows; ++r) {
-        const T* zr = z + r * cols;
-        T* ar = a + r * cols;
-        T m = zr[0];
-        for (Index c = 1; c < cols; ++c) m = std::max(m, zr[c]);
-        T s = T(0);
-        for (Index c = 0; c < cols; ++c) s += (ar[c] = std::exp(zr[c] - m));
-        const T inv = T(1) / s;
-        for (Index c = 0; c < cols; ++c) ar[c] *= inv;
+  if (f == Activation::Softmax) {
+    for_chunks(rows, [&](Index r0, Index r1) {
+      for (Index r = r0; r < r1; ++r) {
+        ConstArrayMap<T> zr(z + r * cols, cols);
+        ArrayMap<T> ar(a + r * cols, cols);
+        ar = (zr - zr.maxCoeff()).exp();
+        ar /= ar.sum();
       }
-      return;
+    });
+    return;
   }
+  for_chunks(rows * cols, [&](Index b, Index e) {
+    ConstArrayMap<T> Z(z + b, e - b);
+    ArrayMap<T> A(a + b, e - b);
+    switch (f) {
+      case Activation::Identity:
+        if (a != z) A = Z;
+        break;
+      case Activation::Logistic:
+        A = Z.logistic();
+        break;
+      case Activation::Tanh:
+        A = Z.tanh();
+        break;
+      case Activation::Relu:
+        A = Z.max(T(0));
+        break;
+      case Activation::LeakyRelu:
+        A = (Z > T(0)).select(Z, slope * Z);
+        break;
+      case Activation::Softmax:
+        break;
+    }
+  });
 }
 
 // dZ = dA ⊙ f'(Z) for elementwise f; for softmax dZ = A ⊙ (dA − rowsum(dA ⊙ A)).
@@ -73,39 +94,40 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
 template <class T>
 void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz,
                          Index rows, Index cols) {
-  const Index size = rows * cols;
-  switch (f) {
-    case Activation::Identity:
-      if (dz != da) std::copy(da, da + size, dz);
-      return;
-    case Activation::Logistic:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) dz[i] = da[i] * a[i] * (T(1) - a[i]);
-      return;
-    case Activation::Tanh:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) dz[i] = da[i] * (T(1) - a[i] * a[i]);
-      return;
-    case Activation::Relu:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) dz[i] = z[i] > T(0) ? da[i] : T(0);
-      return;
-    case Activation::LeakyRelu:
-#pragma omp parallel for simd if (size > kParallelElements)
-      for (Index i = 0; i < size; ++i) dz[i] = z[i] > T(0) ? da[i] : slope * da[i];
-      return;
-    case Activation::Softmax:
-#pragma omp parallel for if (size > kParallelElements)
-      for (Index r = 0; r < rows; ++r) {
-        const T* dar = da + r * cols;
-        const T* ar = a + r * cols;
-        T* dzr = dz + r * cols;
-        T s = T(0);
-        for (Index c = 0; c < cols; ++c) s += dar[c] * ar[c];
-        for (Index c = 0; c < cols; ++c) dzr[c] = ar[c] * (dar[c] - s);
+  if (f == Activation::Softmax) {
+    for_chunks(rows, [&](Index r0, Index r1) {
+      for (Index r = r0; r < r1; ++r) {
+        ConstArrayMap<T> dar(da + r * cols, cols), ar(a + r * cols, cols);
+        ArrayMap<T> dzr(dz + r * cols, cols);
+        const T s = (dar * ar).sum();
+        dzr = ar * (dar - s);
       }
-      return;
+    });
+    return;
   }
+  for_chunks(rows * cols, [&](Index b, Index e) {
+    ConstArrayMap<T> dA(da + b, e - b), Z(z + b, e - b), A(a + b, e - b);
+    ArrayMap<T> dZ(dz + b, e - b);
+    switch (f) {
+      case Activation::Identity:
+        if (dz != da) dZ = dA;
+        break;
+      case Activation::Logistic:
+        dZ = dA * A * (T(1) - A);
+        break;
+      case Activation::Tanh:
+        dZ = dA * (T(1) - A * A);
+        break;
+      case Activation::Relu:
+        dZ = (Z > T(0)).select(dA, T(0));
+        break;
+      case Activation::LeakyRelu:
+        dZ = (Z > T(0)).select(dA, slope * dA);
+        break;
+      case Activation::Softmax:
+        break;
+    }
+  });
 }
 
 }  // namespace fastmlp

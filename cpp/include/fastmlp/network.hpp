@@ -26,21 +26,14 @@ namespace fastmlp {
 enum class Init { Glorot, He };
 Init parse_init(const std::string& name);
 
-// The activations, deltas and gathered inputs of one forward/backward pass
-// over up to `rows` samples.
+// What one thread needs for a forward/backward pass over its slice of a
+// batch: the gathered rows, and every layer's Z, A and delta.
 template <class T>
 struct Workspace {
   Index rows = 0;
+  Matrix<T> x, y;                      // the slice's rows, when gathered
   std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
   void reserve(const std::vector<Index>& sizes, Index rows);
-};
-
-// What an epoch reuses from one batch to the next: the visiting order and the
-// gathered mini-batch.
-template <class T>
-struct EpochScratch {
-  std::vector<std::int64_t> order;
-  Matrix<T> x, y;
 };
 
 template <class T>
@@ -73,21 +66,26 @@ class Network {
   // Reads the parameters only: safe to call from several threads at once.
   void forward(const T* x, Index n, T* out) const;
 
-  // Mean loss over the n rows (no regularization); fills grads().
-  // y is (n, n_outputs). Not thread-safe: hold busy() around it.
-  double loss_and_grad(const T* x, const T* y, Index n, Loss loss);
+  // Forward and backward over `rows` rows of x (y: targets) into the gradient
+  // buffer g (params' layout), every term scaled by 1/scale_rows; returns
+  // Σ row losses / scale_rows. Reads the parameters, writes ws and g only.
+  double forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+                          Workspace<T>& ws, T* g) const;
+
+  // How many threads a batch of `rows` rows is split across (see network.cpp),
+  // with their workspaces and gradient buffers sized; allocates here only.
+  int prepare_slices(Index rows);
+  Workspace<T>& slice_workspace(int t) { return slices_[t]; }
+  // Thread t's gradient buffer: grads() for t = 0.
+  T* slice_grads(int t) { return t == 0 ? grads_.data() : slice_grads_[t - 1].data(); }
 
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
-  EpochScratch<T>& epoch_scratch() { return epoch_; }
+  // The visiting order of the current epoch, reused between epochs.
+  std::vector<std::int64_t>& epoch_order() { return order_; }
 
  private:
-  // Forward and backward over `rows` rows into gradient buffer g, scaling by
-  // 1/scale_rows; returns Σ row losses / scale_rows.
-  double forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
-                          Workspace<T>& ws, T* g) const;
   void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
-  int slice_threads(Index rows) const;
 
   std::vector<Index> sizes_;
   std::vector<Index> weight_offset_;
@@ -95,11 +93,9 @@ class Network {
   T slope_;
   Vector<T> params_, grads_;
   Rng rng_;
-  // Training scratch: one workspace per thread slice of the batch, and a
-  // gradient buffer for every slice but the first (which writes grads_).
   std::vector<Workspace<T>> slices_;
   std::vector<Vector<T>> slice_grads_;
-  EpochScratch<T> epoch_;
+  std::vector<std::int64_t> order_;
   mutable std::mutex busy_;
 };
 

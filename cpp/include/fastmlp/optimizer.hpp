@@ -1,6 +1,8 @@
-// Optimizers: update policies over one flat parameter buffer. Each step is one
-// fused, vectorized loop; the state (velocity, moments) is owned here, sized
-// on the first step and tied to that parameter count from then on.
+// Optimizers: update policies over one flat parameter buffer. A step is
+// begin_step() once, then update() over disjoint ranges that together cover
+// the buffer — so the trainer can fuse the update into the same parallel pass
+// that sums the threads' gradients. The state (velocity, moments) is owned
+// here, sized by prepare() and tied to that parameter count from then on.
 #pragma once
 
 #include <string>
@@ -16,12 +18,17 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   // Checks the hyperparameters and sizes the state for n parameters; throws
-  // (changing nothing) where step(…, n) would. Call before a run of steps.
+  // (changing nothing) on a bad value or a state sized for another n.
   virtual void prepare(Index n) = 0;
-  // params ← update(params, grads); both hold n values.
-  virtual void step(T* params, const T* grads, Index n) = 0;
+  // Once per step, before update(): advances step counters and step sizes.
+  virtual void begin_step() {}
+  // params[i] ← update(params[i], grads[i]) for i in [begin, end).
+  virtual void update(T* params, const T* grads, Index begin, Index end) = 0;
   // Forgets the state (moments, step count).
   virtual void reset() = 0;
+
+  // A whole step over n parameters.
+  void step(T* params, const T* grads, Index n);
 
   double lr;  // read at every step, so a schedule may change it between steps
 
@@ -40,7 +47,7 @@ class SGD final : public Optimizer<T> {
  public:
   SGD(double lr, double momentum, bool nesterov);
   void prepare(Index n) override;
-  void step(T* params, const T* grads, Index n) override;
+  void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override { velocity.resize(0); }
 
   double momentum;
@@ -62,7 +69,8 @@ class Adam final : public Optimizer<T> {
  public:
   Adam(double lr, double beta1, double beta2, double eps);
   void prepare(Index n) override;
-  void step(T* params, const T* grads, Index n) override;
+  void begin_step() override;
+  void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override {
     m.resize(0);
     v.resize(0);
@@ -75,6 +83,7 @@ class Adam final : public Optimizer<T> {
 
  private:
   void check() const;
+  double step_size_ = 0.0;  // lr·√(1 − β2ᵗ)/(1 − β1ᵗ) of the current step
 };
 
 }  // namespace fastmlp

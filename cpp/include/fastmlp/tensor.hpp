@@ -29,4 +29,7 @@ using ConstRowVectorMap = Eigen::Map<const RowVector<T>>;
 // below it the fork/join costs more than the work (measured in benchmarks/).
 inline constexpr Index kParallelElements = 1 << 15;
 
+// The most threads a batch is split across.
+inline constexpr int kMaxThreads = 256;
+
 }  // namespace fastmlp
