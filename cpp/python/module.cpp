@@ -323,7 +323,16 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+// One source, several modules: `_core` (a build for one machine) or
+// `_core_<variant>` (the wheel's per-CPU variants); CMake names it.
+#ifndef FASTMLP_MODULE_NAME
+#define FASTMLP_MODULE_NAME _core
+#endif
+#ifndef FASTMLP_VARIANT
+#define FASTMLP_VARIANT "unknown"
+#endif
+
+PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   m.doc() = "fastmlp's compiled core (C++17, Eigen, OpenMP). Use the fastmlp package, not this module.";
   py::class_<Regularization>(m, "Regularization")
       .def(py::init([](double l2, double l1, double clip_value, double clip_norm, double grad_scale) {
@@ -355,6 +364,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", []() {
     py::dict info;
     info["version"] = FASTMLP_VERSION;
+    info["variant"] = FASTMLP_VARIANT;
 #if defined(__clang__)
     info["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)
@@ -364,7 +374,8 @@ PYBIND11_MODULE(_core, m) {
     info["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                     std::to_string(EIGEN_MINOR_VERSION);
     info["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
-    info["openmp"] = _OPENMP;
+    info["eigen_max_align_bytes"] = int(EIGEN_MAX_ALIGN_BYTES);
+    info["openmp"] = _OPENMP;  // the spec's date, yyyymm: 201511 is OpenMP 4.5
     return info;
   });
 }
