@@ -158,7 +158,7 @@ class Network:
     def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
                     shuffle: bool = True, *, l2: float = 0.0, order: Any = None,
                     gradient_hook: Callable[[np.ndarray, float], float] | None = None,
-                    world_size: int = 1) -> float:
+                    world_size: int = 1, comm: Any = None) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
@@ -174,12 +174,30 @@ class Network:
         allreduce that averages both over `world_size` processes in place; the
         L2 term then divides by ``world_size × n_b``.
 
+        ``comm`` (an ``mpi4py`` communicator) does all of that over MPI: X, y
+        are this rank's shard (every rank the same number of rows), each rank's
+        batch of `batch_size` rows is one slice of a global batch of
+        ``comm.size × batch_size`` rows, and every rank ends the epoch with the
+        same parameters. See :func:`fastmlp.distributed.train_epoch`.
+
         Returns
         -------
         float
             :math:`\frac1n\sum_b n_b L_b`, each batch's loss taken before its
-            update (scikit-learn's ``loss_curve_`` value).
+            update (scikit-learn's ``loss_curve_`` value); with `comm`, over
+            all ranks' samples.
         """
+        if comm is not None:
+            from . import distributed
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, l2=l2,
+                                           order=order, comm=comm, gradient_hook=gradient_hook,
+                                           world_size=world_size)
+        args = self._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2, order, gradient_hook, world_size)
+        return self._run_epoch(*args)
+
+    def _epoch_args(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool,
+                    l2: float, order: Any, gradient_hook: Any, world_size: int) -> tuple:
+        """Checks train_epoch's arguments; returns them converted for the C++ call."""
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam), got {type(optimizer).__name__}")
@@ -198,8 +216,13 @@ class Network:
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         world_size = check_int("world_size", world_size, minimum=1)
+        return X, Y, loss, optimizer, batch_size, bool(shuffle), l2, order, gradient_hook, world_size
+
+    def _run_epoch(self, X: np.ndarray, Y: np.ndarray, loss: str, optimizer: Optimizer, batch_size: int,
+                   shuffle: bool, l2: float, order: np.ndarray | None, gradient_hook: Any,
+                   world_size: int) -> float:
         impl = optimizer._bind(self)
-        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, bool(shuffle), l2, order,
+        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, l2, order,
                                            gradient_hook, world_size))
 
     def initialize(self, seed: int | None = None) -> None:
