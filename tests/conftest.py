@@ -67,3 +67,10 @@ def pytest_configure(config):
     if where.parent not in site or source in where.parents:
         raise pytest.UsageError(f"FASTMLP_TEST_INSTALLED=1 but fastmlp was imported from {where}, "
                                 f"not from site-packages ({', '.join(map(str, site))})")
+
+
+# tests/mpi needs mpi4py (the "mpi" extra); CI runs it under mpiexec as its own step.
+try:
+    import mpi4py  # noqa: F401
+except ImportError:
+    collect_ignore = ["mpi"]

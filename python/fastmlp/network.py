@@ -209,7 +209,7 @@ class Network:
                     clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
                     schedule: Any = None, epoch: float = 0.0,
                     gradient_hook: Callable[[np.ndarray, float], float] | None = None,
-                    world_size: int = 1) -> float:
+                    world_size: int = 1, comm: Any = None) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
@@ -237,13 +237,35 @@ class Network:
         both over `world_size` processes in place; the penalties then divide
         by ``world_size × W_B``.
 
+        ``comm`` (an ``mpi4py`` communicator) does all of that over MPI: X, y
+        are this rank's shard (every rank the same number of rows), each rank's
+        batch of `batch_size` rows is one slice of a global batch of
+        ``comm.size × batch_size`` rows, and every rank ends the epoch with the
+        same parameters. See :func:`fastmlp.distributed.train_epoch`.
+
         Returns
         -------
         float
             :math:`\frac1n\sum_B |B| L_B`, each batch's loss (with its
             penalties) taken before its update (scikit-learn's ``loss_curve_``
-            value).
+            value); with `comm`, over all ranks' samples.
         """
+        if comm is not None:
+            from . import distributed
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, l2=l2,
+                                           order=order, comm=comm, gradient_hook=gradient_hook,
+                                           world_size=world_size)
+        return self._train_epoch_checked(**self._epoch_args(
+            X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm,
+            order=order, sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
+            world_size=world_size))
+
+    def _epoch_args(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool, *,
+                    l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
+                    clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
+                    schedule: Any = None, epoch: float = 0.0, gradient_hook: Any = None,
+                    world_size: int = 1) -> dict[str, Any]:
+        """Checks train_epoch's arguments; returns them converted, as _train_epoch_checked's keywords."""
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
@@ -266,10 +288,9 @@ class Network:
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         world_size = check_int("world_size", world_size, minimum=1)
-        impl = optimizer._bind(self)
-        sched = None if schedule is None else _schedule_impl(schedule)
-        return self._train_epoch_checked(X, Y, loss, impl, batch_size, bool(shuffle), reg, order, w, sched, epoch,
-                                         gradient_hook, world_size)
+        return dict(X=X, Y=Y, loss=loss, impl=optimizer._bind(self), batch_size=batch_size, shuffle=bool(shuffle),
+                    reg=reg, order=order, w=w, schedule=None if schedule is None else _schedule_impl(schedule),
+                    epoch=epoch, gradient_hook=gradient_hook, world_size=world_size)
 
     def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
                              shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
