@@ -159,7 +159,8 @@ def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dty
             raise ValueError(f"{name} must have {n_samples} entries (one per sample of X), got {a.shape[0]}")
         if a.size and (a.min() < 0 or a.max() >= n_outputs):
             bad = a[(a < 0) | (a >= n_outputs)][0]
-            raise ValueError(f"{name} holds class index {int(bad)}, outside [0, {n_outputs}) for {n_outputs} outputs")
+            raise ValueError(f"{name} must hold class indices in [0, {n_outputs}) for {n_outputs} outputs, "
+                             f"got {int(bad)}")
         onehot = np.zeros((n_samples, n_outputs), dtype=dtype)
         onehot[np.arange(n_samples), a] = 1
         return onehot
