@@ -17,6 +17,9 @@ namespace {
 // Rows of one inference chunk: large enough for an efficient GEMM, small
 // enough for its activations to stay in cache.
 constexpr Index kForwardChunk = 256;
+// ... and fewer rows through very wide layers: a chunk's buffer holds at most
+// this many values, so inference memory stays bounded whatever the width.
+constexpr Index kForwardBufferValues = Index(1) << 22;
 // A thread's slice of a training batch gets at least this many rows, and a
 // batch is split at all only above this many multiply-adds (rows × params):
 // below it a fork/join costs more than it saves (benchmarks/: "small").
@@ -124,9 +127,9 @@ void Network<T>::forward(const T* x, Index n, T* out) const {
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const Index threads =
       std::max<Index>(1, std::min<Index>(std::min(omp_get_max_threads(), kMaxThreads), n / kForwardChunk));
-  const Index chunk = std::min(n, kForwardChunk);
+  const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
   check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
-                       "forward's activation buffers (2 x threads x 256 rows x the widest layer)");
+                       "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
   // Allocated before the parallel region: an exception must not escape it.
   std::vector<Matrix<T>> buffers(2 * threads, Matrix<T>(chunk, width));
 #pragma omp parallel num_threads(int(threads)) if (threads > 1)
