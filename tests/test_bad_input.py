@@ -158,7 +158,7 @@ def test_bad_y(method, label, output, y, exc, name):
 
 BAD_LOSS = [
     ("unknown", "cross_entropy", ValueError,
-     r"loss.*\['squared_error', 'log_loss', 'binary_log_loss'\].*cross_entropy"),
+     r"loss.*\['squared_error', 'log_loss', 'binary_log_loss', 'poisson'\].*cross_entropy"),
     ("not_a_str", 3, TypeError, "loss.*str.*int"),
     ("none", None, TypeError, "loss"),
     ("binary_on_softmax", "binary_log_loss", ValueError, "binary_log_loss.*logistic.*this network has 'softmax'"),

@@ -10,7 +10,11 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import _core
 from .network import Network
-from .optim import SGD, Adam, Optimizer
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .schedules import Schedule
+from ._compat import ConvergenceWarning
+from .estimators import MLPClassifier, MLPRegressor
+from .io import load
 
 try:
     __version__ = _version("fastmlp")
@@ -29,4 +33,4 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-__all__ = ["Network", "SGD", "Adam", "Optimizer", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "ConvergenceWarning", "Network", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "__version__"]
