@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 try:  # pragma: no branch - one of the two is taken per environment
-    import sklearn
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
     HAVE_SKLEARN = True
@@ -208,5 +207,3 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
 __all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "RegressorMixin", "ConvergenceWarning",
            "DataConversionWarning", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
            "column_or_1d_warn", "train_test_split_indices"]
-if HAVE_SKLEARN:
-    __all__.append("sklearn")

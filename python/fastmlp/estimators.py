@@ -511,22 +511,13 @@ class _BaseMLP(BaseEstimator):
         except ImportError:
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
-        core, params, grads, loss = net._net, net.params, net.grads, self._loss_name
+        params, grads, loss = net.params, net.grads, self._loss_name
         Y = np.ascontiguousarray(Y)
-        if _compat.is_sparse(X):
-            Xc = as_csr("X", X, X.shape[1], net.dtype)
-
-            def objective() -> float:
-                return core.objective_csr(*Xc, Y, loss, sw, reg)
-        else:
-            X = np.ascontiguousarray(X)
-
-            def objective() -> float:
-                return core.objective(X, Y, loss, sw, reg)
+        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = objective()
+            value = net._objective_checked(X, Y, loss, sw, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
