@@ -612,11 +612,12 @@ def test_fit_in_one_thread_while_another_estimator_predicts():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2000, 10))
     y = (X[:, 0] > 0).astype(int)
-    a = MLPClassifier(hidden_layer_sizes=(32,), max_iter=20, random_state=0)
+    kw = dict(hidden_layer_sizes=(32,), max_iter=30, tol=0, n_iter_no_change=10**6, random_state=0)
+    a = MLPClassifier(**kw)
     b = _fitted("reg")
     Xb = rng.standard_normal((300, F))
     want = b.predict(Xb)
-    ref = MLPClassifier(hidden_layer_sizes=(32,), max_iter=20, random_state=0)
+    ref = MLPClassifier(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmlp.estimators.ConvergenceWarning)
         ref.fit(X, y)
@@ -630,12 +631,12 @@ def test_fit_in_one_thread_while_another_estimator_predicts():
 
         def predict():
             n = 0
-            while not done.is_set() or n < 5:
+            while not done.is_set():
                 assert b.predict(Xb).tobytes() == want.tobytes()
                 n += 1
             return n
         n_predictions = _run_threads([fit, predict])[1]
-    assert n_predictions > 5  # they overlapped
+    assert n_predictions >= 1  # predictions ran while the other estimator trained
     assert _weights(a) == _weights(ref)
 
 
