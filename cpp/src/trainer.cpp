@@ -134,7 +134,9 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   const double penalty_scale = W * double(split ? hook->world_size : 1);
   const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
-  if (optimizer != nullptr) optimizer->begin_step();
+  // A step is counted (begin_step) only once it can no longer fail: here, or on the split
+  // path after the hook returns — a hook that throws leaves the optimizer as it was.
+  if (optimizer != nullptr && !split) optimizer->begin_step();
   // Per-thread sums, added in thread order afterwards: deterministic.
   double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
 
@@ -190,7 +192,10 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   double value = 0.0;
   for (int t = 0; t < slices; ++t) value += loss_part[t];
   if (!fused) {
-    if (split) hook->reduce(net.grads(), P, &value);
+    if (split) {
+      hook->reduce(net.grads(), P, &value);
+      if (optimizer != nullptr) optimizer->begin_step();
+    }
 #pragma omp parallel num_threads(threads) if (threads > 1)
     finish(omp_get_thread_num(), omp_get_num_threads());
   }
