@@ -27,10 +27,11 @@ def test_build_info_describes_the_loaded_core():
                          "eigen_max_align_bytes", "openmp"}
     assert info["eigen"].startswith("3.4.")
     assert info["openmp"] >= 201107
-    if info["variant"] == "avx512":
-        assert "AVX512" in info["eigen_simd"]
-    if info["variant"] == "baseline":
-        assert "AVX" not in info["eigen_simd"].replace("SSE", "")
+    simd = set(info["eigen_simd"].split(", "))
+    expected = {"baseline": {"SSE4.2", "SSE2"}, "avx2": {"AVX2", "FMA", "AVX", "SSE4.2", "SSE2"},
+                "avx512": {"AVX512", "AVX2", "FMA", "AVX", "SSE4.2", "SSE2"}}
+    if info["variant"] in expected:
+        assert simd == expected[info["variant"]]
 
 
 def test_show_config_names_version_variant_reason_build_threads_and_extras():
