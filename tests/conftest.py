@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests: no deadline (the sanitizer build is 2-3x slower); under CI a
+# fixed, derandomized run with no example database, so CI is reproducible.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
 
 # <repo>/../shared/data, the layout of the development checkout.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,3 +74,10 @@ def pytest_configure(config):
     if where.parent not in site or source in where.parents:
         raise pytest.UsageError(f"FASTMLP_TEST_INSTALLED=1 but fastmlp was imported from {where}, "
                                 f"not from site-packages ({', '.join(map(str, site))})")
+
+
+# tests/mpi needs mpi4py (the "mpi" extra); CI runs it under mpiexec as its own step.
+try:
+    import mpi4py  # noqa: F401
+except ImportError:
+    collect_ignore = ["mpi"]

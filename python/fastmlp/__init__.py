@@ -17,7 +17,11 @@ _selection = _load_core()
 from . import _core  # noqa: E402  (the variant just chosen; typed by _core.pyi)
 from ._config import show_config  # noqa: E402
 from .network import Network  # noqa: E402
-from .optim import SGD, Adam, Optimizer  # noqa: E402
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from .schedules import Schedule  # noqa: E402
+from ._compat import ConvergenceWarning  # noqa: E402
+from .estimators import MLPClassifier, MLPRegressor  # noqa: E402
+from .io import load  # noqa: E402
 
 try:
     __version__: str = _version("fastmlp")
@@ -36,5 +40,6 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-__all__ = ["Network", "SGD", "Adam", "Optimizer", "set_num_threads", "get_num_threads", "show_config",
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "ConvergenceWarning", "Network", "SGD", "Adam", "AdamW",
+           "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "show_config",
            "__version__"]

@@ -1,0 +1,258 @@
+r"""Data-parallel training over MPI (optional extra ``mpi``: ``mpi4py``, ``mpich``).
+
+Each of the :math:`R` ranks (processes) holds a replica of the network and a
+shard of :math:`m` samples, the same :math:`m` on every rank. An epoch on
+rank :math:`r` visits its shard in a local order :math:`\pi_r` in batches of
+:math:`b` rows; the :math:`k`-th batches of all ranks together form the
+:math:`k`-th *global* batch :math:`B_k` of :math:`R b` rows. After each
+batch's backward pass the flat gradient buffer (a NumPy view of C++ memory)
+is averaged in place with one ``Allreduce``,
+
+.. math::
+    g \leftarrow \frac1R \sum_{r=0}^{R-1} g_r
+      = \frac1R \sum_r \frac1{b} \sum_{i \in B_k^{(r)}} \nabla \ell_i
+      = \frac1{R b} \sum_{i \in B_k} \nabla \ell_i ,
+
+which is the gradient of the mean loss over the global batch; then every
+rank adds the same L2 term :math:`l_2 W / (R b)` and takes the same optimizer
+step, so the replicas stay identical. Training on :math:`R` ranks with batch
+:math:`b` is therefore training on one process with batch :math:`R b` over the
+concatenated shards in the order :func:`global_order` gives (to rounding: the
+sums are added in a different order).
+
+The local orders are a function of rank 0's Network seed alone: in its
+:math:`e`-th epoch with a communicator, rank :math:`r` visits its shard in the
+order of the :math:`e`-th ``permutation(m)`` drawn from
+``numpy.random.default_rng([seed, r])``. Rank 0's parameters and seed are
+broadcast at the start of every epoch (one ``Bcast`` of the parameter buffer;
+the initial weights then need not agree).
+
+Use it through ``Network.train_epoch(..., comm=MPI.COMM_WORLD)`` and run the
+script with ``mpiexec -n 4 python script.py``; see ``docs/distributed.md``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._validation import check_int, check_seed
+from .optim import Optimizer
+
+__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch"]
+
+
+def _mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError("fastmlp.distributed needs mpi4py and an MPI library: "
+                          "pip install 'fastmlp[mpi]' (mpi4py and the mpich wheel)") from e
+    return MPI
+
+
+def _check_comm(comm: Any) -> Any:
+    """`comm` itself when it is an mpi4py intracommunicator; else TypeError."""
+    MPI = _mpi()
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD), "
+                        f"got {type(comm).__name__}")
+    return comm
+
+
+# --------------------------------------------------------------------------- data
+
+def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None) -> np.ndarray:
+    r"""The sample indices of rank `rank`'s shard among `size` equal shards.
+
+    Each shard has :math:`m = \lfloor n / R \rfloor` samples; rank :math:`r`
+    gets positions :math:`[r m, (r+1) m)` of ``arange(n)``, or of
+    ``default_rng(seed).permutation(n)`` when a seed is given (the same on
+    every rank, so the shards are disjoint). The :math:`n - R m < R` samples
+    left over are not used (with a new seed each epoch, different ones).
+    """
+    n = check_int("n_samples", n_samples, minimum=1)
+    size = check_int("size", size, minimum=1)
+    rank = check_int("rank", rank, minimum=0, maximum=size - 1)
+    if n < size:
+        raise ValueError(f"n_samples ({n}) must be at least the number of ranks ({size})")
+    m = n // size
+    if seed is None:
+        return np.arange(rank * m, (rank + 1) * m, dtype=np.int64)
+    perm = np.random.default_rng(check_seed(seed)).permutation(n)
+    return np.sort(perm[rank * m:(rank + 1) * m]).astype(np.int64)
+
+
+def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's shard ``(X[idx], y[idx])`` of data that every rank holds.
+
+    ``idx = shard_indices(len(X), comm.rank, comm.size, seed)``: equal,
+    disjoint shards (contiguous blocks, views of X and y, when `seed` is
+    None). `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
+    every epoch re-deals the samples among the ranks: a global shuffle.
+    """
+    comm = _check_comm(_mpi().COMM_WORLD if comm is None else comm)
+    for name, a in (("X", X), ("y", y)):
+        if not hasattr(a, "__len__") or not hasattr(a, "__getitem__"):
+            raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
+    if len(y) != len(X):
+        raise ValueError(f"y must have one row per sample of X ({len(X)}), got {len(y)}")
+    idx = shard_indices(len(X), comm.Get_rank(), comm.Get_size(), seed)
+    if seed is None:
+        rows = slice(int(idx[0]), int(idx[-1]) + 1)
+        return X[rows], y[rows]
+    return np.asarray(X)[idx], np.asarray(y)[idx]
+
+
+def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:
+    r"""The one-process visiting order equal to `R` ranks' local orders.
+
+    Rank :math:`r`'s shard is taken to be rows :math:`[r m, (r+1) m)` of the
+    concatenated data. Global batch :math:`k` is rank 0's :math:`k`-th local
+    batch, then rank 1's, ...; so one process training with batch
+    ``R * batch_size`` in this order takes the same steps as the `R` ranks
+    with ``batch_size`` each.
+    """
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    orders = [np.asarray(o) for o in local_orders]
+    if not orders:
+        raise ValueError("local_orders must hold one order per rank, got none")
+    m = orders[0].shape[0] if orders[0].ndim == 1 else -1
+    for r, o in enumerate(orders):
+        if o.ndim != 1 or o.shape[0] != m or o.dtype.kind not in "iu":
+            raise ValueError(f"local_orders[{r}] must be a 1-D integer array of {m} indices like "
+                             f"local_orders[0], got dtype {o.dtype} and shape {o.shape}")
+    shifted = [o.astype(np.int64) + r * m for r, o in enumerate(orders)]
+    return np.concatenate([o[k:k + batch_size] for k in range(0, m, batch_size) for o in shifted])
+
+
+# --------------------------------------------------------------------------- collectives
+
+def broadcast_parameters(net: Any, comm: Any, root: int = 0) -> None:
+    """Overwrites every rank's parameters with rank `root`'s, in place (one ``Bcast``)."""
+    comm = _check_comm(comm)
+    root = check_int("root", root, minimum=0, maximum=comm.Get_size() - 1)
+    comm.Bcast(net.params, root=root)
+
+
+def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
+    r"""A ``gradient_hook`` for :meth:`fastmlp.Network.train_epoch` that averages the gradients.
+
+    ``hook(grads, loss)`` sums `grads` over the ranks in place with one
+    ``Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)`` and divides by :math:`R`:
+    :math:`g \leftarrow \frac1R\sum_r g_r`. The loss is returned unchanged
+    (:func:`train_epoch` averages the epoch's loss once at the end). Pass
+    ``world_size=comm.size`` with it.
+    """
+    comm = _check_comm(comm)
+    MPI = _mpi()
+    size = comm.Get_size()
+
+    def hook(grads: np.ndarray, loss: Any) -> Any:
+        comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+        grads /= size
+        return loss
+
+    return hook
+
+
+def _optimizer_config(optimizer: Any) -> tuple:
+    if not isinstance(optimizer, Optimizer):
+        return (type(optimizer).__name__,)
+    public = sorted((k, v) for k, v in vars(optimizer).items() if not k.startswith("_"))
+    return (type(optimizer).__name__, optimizer.lr, tuple(public))
+
+
+def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
+    """The next local order from rank `rank`'s generator ``default_rng([seed, rank])``."""
+    key = (seed, rank)
+    state = getattr(net, "_mpi_shuffle", None)
+    if state is None or state[0] != key:
+        state = (key, np.random.default_rng([seed, rank]))
+        net._mpi_shuffle = state
+    return state[1].permutation(m).astype(np.int64)
+
+
+def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
+                shuffle: bool = True, *, l2: float = 0.0, order: Any = None, comm: Any,
+                gradient_hook: Any = None, world_size: int = 1) -> float:
+    r"""One data-parallel epoch: :meth:`fastmlp.Network.train_epoch` with ``comm=``.
+
+    A collective call: every rank of `comm` must call it, with its own shard
+    X, y (the same number of rows :math:`m` everywhere) and the same
+    `batch_size`, `loss`, `l2`, `shuffle`, network shape and optimizer.
+
+    1. The arguments are checked on every rank and compared across ranks; if
+       any rank's are wrong, every rank raises (the same ``ValueError`` or
+       ``TypeError``, naming the argument), so no rank is left waiting.
+    2. Rank 0's parameters are broadcast.
+    3. The shard is visited in `order` (this rank's local order, indices into
+       its X) if given, else in a permutation from ``default_rng([seed, r])``
+       (``shuffle=True``, `seed` being rank 0's Network seed), else in
+       sequence; each batch's gradients are averaged over the ranks
+       (:func:`allreduce_hook`), the L2 term divides by :math:`R b`, and every
+       rank takes the same step.
+
+    Returns
+    -------
+    float
+        The epoch's loss over all :math:`R m` samples,
+        :math:`\frac1R\sum_r \frac1m \sum_b n_b L_b^{(r)}` — the value one
+        process with batch :math:`R b` would return.
+    """
+    comm = _check_comm(comm)
+    MPI = _mpi()
+    rank, size = comm.Get_rank(), comm.Get_size()
+
+    # 1. Check locally, then agree: one allgather, after which all ranks
+    # either go on together or raise together.
+    error: Exception | None = None
+    signature: dict[str, Any] = {}
+    try:
+        if gradient_hook is not None:
+            raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
+        if check_int("world_size", world_size, minimum=1) not in (1, size):
+            raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
+                             f"got {world_size}")
+        args = net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2=l2, order=order)
+        n_local = args["X"][3] if isinstance(args["X"], tuple) else args["X"].shape[0]
+        signature = {
+            "X": n_local, "batch_size": args["batch_size"], "loss": loss, "l2": args["reg"].l2,
+            "shuffle": args["shuffle"], "order": args["order"] is not None, "network": (net.layer_sizes, net.dtype.name, net.activation,
+                                                    net.output_activation),
+            "optimizer": _optimizer_config(optimizer),
+        }
+    except (TypeError, ValueError) as e:
+        error = e
+    reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
+    if error is not None:
+        raise error
+    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]
+    if failed:
+        r, (kind, message) = failed[0]
+        raise (TypeError if kind == "TypeError" else ValueError)(f"on rank {r}: {message}")
+    explain = {
+        "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
+        "order": "order must be given on every rank or on none",
+        "network": "the network must have the same layer_sizes, dtype and activations on every rank",
+        "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
+    }
+    for key in signature:
+        values = [rep[1][key] for rep in reports]
+        if any(v != values[0] for v in values):
+            reason = explain.get(key, f"{key} must be the same on every rank")
+            raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{size - 1}")
+
+    # 2. One set of parameters and one seed: rank 0's.
+    seed = comm.bcast(net._seed, root=0)
+    if size > 1:
+        comm.Bcast(net.params, root=0)
+
+    # 3. The epoch; the hook averages each batch's gradients.
+    if args["order"] is None and args["shuffle"]:
+        args["order"] = _shuffled_order(net, seed, rank, n_local)
+    args.update(shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
+    value = net._train_epoch_checked(**args)
+    total = np.array([value], dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    return float(total[0]) / size
