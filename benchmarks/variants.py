@@ -5,7 +5,9 @@
 momentum 0.9, one epoch on 60,000 random samples; the median of --reps epochs.
 Each variant runs in its own worker process (FASTMLP_CPU=<variant>; a process
 loads one variant); the repetitions are interleaved across the variants, since
-a shared machine's speed drifts. Needs the wheel (or a build with
+a shared machine's speed drifts. Beside samples/s (wall clock) it reports
+samples per CPU-second (process time, all threads), which other load on the
+machine disturbs less. Needs the wheel (or a build with
 -C cmake.define.FASTMLP_DISPATCH=ON); a one-machine build has one core only,
 which is then timed alone.
 
@@ -42,9 +44,10 @@ def worker(threads: int) -> None:
                       "flags": fastmlp._core.build_info()["cxx_flags"],
                       "threads": fastmlp.get_num_threads()}), flush=True)
     for _ in sys.stdin:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         net.train_epoch(X, y, "log_loss", opt, BATCH)
-        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}),
+              flush=True)
 
 
 def runnable_variants() -> list[str]:
@@ -76,12 +79,15 @@ def main() -> int:
         assert proc.stdout is not None
         workers[variant] = (proc, json.loads(proc.stdout.readline()))
     times: dict[str, list[float]] = {v: [] for v in workers}
+    cpu_times: dict[str, list[float]] = {v: [] for v in workers}
     for _ in range(args.reps):
         for variant, (proc, _info) in workers.items():
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-            times[variant].append(json.loads(proc.stdout.readline())["seconds"])
+            result = json.loads(proc.stdout.readline())
+            times[variant].append(result["seconds"])
+            cpu_times[variant].append(result["cpu_seconds"])
     for proc, _info in workers.values():
         assert proc.stdin is not None
         proc.stdin.close()
@@ -91,14 +97,19 @@ def main() -> int:
     for variant, (_proc, info) in workers.items():
         rate = N_SAMPLES / statistics.median(times[variant])
         march = next((f for f in info["flags"].split() if f.startswith("-march=")), "")
-        rows.append(dict(info, rate=rate, march=march, seconds=times[variant]))
+        cpu_rate = N_SAMPLES / statistics.median(cpu_times[variant])
+        rows.append(dict(info, rate=rate, cpu_rate=cpu_rate, march=march, seconds=times[variant],
+                         cpu_seconds=cpu_times[variant]))
     base = rows[0]["rate"]
     print(f"mnist workload {'-'.join(map(str, LAYERS))}, batch {BATCH}, float32, SGD momentum 0.9, "
           f"{N_SAMPLES:,} samples, {args.threads} threads, median of {args.reps}\n")
-    print(f"| variant | -march | samples/s | vs {rows[0]['variant']} |")
-    print("|---|---|---:|---:|")
+    print(f"| variant | -march | samples/s | vs {rows[0]['variant']} | samples per CPU-second |")
+    print("|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['march'].removeprefix('-march=')} | {r['rate']:,.0f} | {r['rate'] / base:.2f}x |")
+        print(f"| {r['variant']} | {r['march'].removeprefix('-march=')} | {r['rate']:,.0f} | "
+              f"{r['rate'] / base:.2f}x | {r['cpu_rate']:,.0f} |")
+    print("\n(samples per CPU-second: the epoch's samples over the process's CPU time, all threads; "
+          "less sensitive than samples/s to other load on the machine)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -27,10 +27,11 @@ def test_build_info_describes_the_loaded_core():
                          "eigen_max_align_bytes", "openmp"}
     assert info["eigen"].startswith("3.4.")
     assert info["openmp"] >= 201107
-    if info["variant"] == "avx512":
-        assert "AVX512" in info["eigen_simd"]
-    if info["variant"] == "baseline":
-        assert "AVX" not in info["eigen_simd"].replace("SSE", "")
+    simd = set(info["eigen_simd"].split(", "))
+    expected = {"baseline": {"SSE4.2", "SSE2"}, "avx2": {"AVX2", "FMA", "AVX", "SSE4.2", "SSE2"},
+                "avx512": {"AVX512", "AVX2", "FMA", "AVX", "SSE4.2", "SSE2"}}
+    if info["variant"] in expected:
+        assert simd == expected[info["variant"]]
 
 
 def test_show_config_names_version_variant_reason_build_threads_and_extras():
@@ -146,3 +147,16 @@ def test_stubs_match_the_compiled_module(module, stub_name):
         assert _runtime_params(obj) == stub_params, qualname
         checked += 1
     assert checked >= 2
+
+
+def test_distribution_metadata_is_complete():
+    meta = importlib.metadata.metadata("fastmlp")
+    assert meta["Name"] == "fastmlp" and meta["Version"] == fastmlp.__version__
+    assert meta["Summary"] and meta["Requires-Python"] == ">=3.9"
+    assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
+    assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi"}
+    runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
+    assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]
+    assert any(c.startswith("License :: OSI Approved") for c in meta.get_all("Classifier"))

@@ -6,8 +6,9 @@
 #   1. show_config(), and mypy --strict on examples/typed_usage.py;
 #   2. the full test suite on the variant the wheel picks for this CPU;
 #   3. for each variant this CPU runs, FASTMLP_CPU=<variant> and the tests that
-#      compare the compiled kernels with the NumPy reference plus the dispatch
-#      tests (FASTMLP_FULL_VARIANT_TESTS=1: the full suite for each instead).
+#      compare the compiled kernels with the NumPy reference (or finite
+#      differences, scikit-learn parity, sparse vs dense) plus the dispatch tests
+#      (FASTMLP_FULL_VARIANT_TESTS=1: the full suite for each instead).
 #
 #   tools/test_wheel.sh dist/fastmlp-*.whl
 set -euo pipefail
@@ -46,7 +47,7 @@ for variant in baseline avx2 avx512; do
   if [[ "${FASTMLP_FULL_VARIANT_TESTS:-0}" == 1 ]]; then
     FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests"
   else
-    FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests/test_network.py" "$repo/tests/test_dispatch.py" \
-      "$repo/tests/test_packaging.py" -k "reference or finite_differences or dispatch or variant or chosen or build_info or stubs"
+    FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests" \
+      -k "reference or finite_differences or parity or sparse or dispatch or variant or chosen or build_info or stubs"
   fi
 done

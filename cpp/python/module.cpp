@@ -391,7 +391,33 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
     info["cxx_flags"] = FASTMLP_CXX_FLAGS;
     info["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                     std::to_string(EIGEN_MINOR_VERSION);
-    info["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
+    // Eigen's own string omits AVX2 and FMA below AVX-512; its macros say what its kernels use.
+    std::string simd;
+    auto add = [&simd](bool on, const char* name) {
+      if (on) simd += simd.empty() ? name : std::string(", ") + name;
+    };
+#if defined(EIGEN_VECTORIZE_AVX512)
+    add(true, "AVX512");
+#endif
+#if defined(EIGEN_VECTORIZE_AVX2)
+    add(true, "AVX2");
+#endif
+#if defined(EIGEN_VECTORIZE_FMA)
+    add(true, "FMA");
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+    add(true, "AVX");
+#endif
+#if defined(EIGEN_VECTORIZE_SSE4_2)
+    add(true, "SSE4.2");
+#endif
+#if defined(EIGEN_VECTORIZE_SSE2)
+    add(true, "SSE2");
+#endif
+#if defined(EIGEN_VECTORIZE_NEON)
+    add(true, "NEON");
+#endif
+    info["eigen_simd"] = simd.empty() ? std::string("none") : simd;
     info["eigen_max_align_bytes"] = int(EIGEN_MAX_ALIGN_BYTES);
     info["openmp"] = _OPENMP;  // the spec's date, yyyymm: 201511 is OpenMP 4.5
     return info;
