@@ -46,6 +46,29 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def pytest_report_header(config):
+    """Which fastmlp is under test: where it was imported from and which compiled core it runs."""
+    import fastmlp
+    sel = fastmlp._selection
+    return [f"fastmlp {fastmlp.__version__} from {Path(fastmlp.__file__).parent}",
+            f"fastmlp core: {sel.module} ({sel.variant}; {sel.reason})"]
+
+
+def pytest_configure(config):
+    """``FASTMLP_TEST_INSTALLED=1`` (CI's run against the wheel): fail unless fastmlp comes
+    from the environment's site-packages, never from this source tree."""
+    if os.environ.get("FASTMLP_TEST_INSTALLED") != "1":
+        return
+    import sysconfig
+    import fastmlp
+    where = Path(fastmlp.__file__).resolve().parent
+    site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    source = Path(__file__).resolve().parents[1] / "python"
+    if where.parent not in site or source in where.parents:
+        raise pytest.UsageError(f"FASTMLP_TEST_INSTALLED=1 but fastmlp was imported from {where}, "
+                                f"not from site-packages ({', '.join(map(str, site))})")
+
+
 # tests/mpi needs mpi4py (the "mpi" extra); CI runs it under mpiexec as its own step.
 try:
     import mpi4py  # noqa: F401

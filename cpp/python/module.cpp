@@ -63,6 +63,94 @@ std::unique_lock<std::mutex> claim(std::mutex& m) {
 }
 
 template <class T>
+const T* weights_of(const std::optional<InArray<T>>& w, Index rows) {
+  if (!w) return nullptr;
+  if (w->ndim() != 1 || w->shape(0) != rows)
+    throw std::invalid_argument("sample_weight must be 1-D with one weight per sample (" + std::to_string(rows) +
+                                "), got " + std::to_string(w->size()) + " values in " + std::to_string(w->ndim()) +
+                                "-D");
+  return w->data();
+}
+
+// scipy's CSR arrays (data, indices, indptr) as a view, checked for bounds.
+template <class T>
+CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, const InArray<std::int64_t>& indptr,
+                  Index rows, Index cols) {
+  if (indptr.ndim() != 1 || indptr.shape(0) != rows + 1)
+    throw std::invalid_argument("X.indptr must have n_rows + 1 = " + std::to_string(rows + 1) + " entries, got " +
+                                std::to_string(indptr.size()));
+  const std::int64_t* p = indptr.data();
+  const std::int64_t nnz = p[rows];
+  if (p[0] != 0 || data.ndim() != 1 || indices.ndim() != 1 || data.shape(0) < nnz || indices.shape(0) < nnz)
+    throw std::invalid_argument("X is not a valid CSR matrix: indptr[0] must be 0 and data/indices must hold indptr[-1] = " +
+                                std::to_string(nnz) + " entries");
+  for (Index r = 0; r < rows; ++r)
+    if (p[r + 1] < p[r]) throw std::invalid_argument("X.indptr must be non-decreasing");
+  const std::int64_t* ix = indices.data();
+  for (std::int64_t k = 0; k < nnz; ++k)
+    if (ix[k] < 0 || ix[k] >= cols)
+      throw std::invalid_argument("X.indices[" + std::to_string(k) + "] = " + std::to_string(ix[k]) +
+                                  " is outside [0, " + std::to_string(cols) + ")");
+  return CsrView<T>{data.data(), ix, p, rows, cols};
+}
+
+template <class T>
+void check_rows_y(const Network<T>& n, const InArray<T>& y, Index rows) {
+  check_matrix(y, "y", n.n_outputs(), "the network's outputs");
+  if (y.shape(0) != rows)
+    throw std::invalid_argument("X and y must have the same number of rows, got " + std::to_string(rows) + " and " +
+                                std::to_string(y.shape(0)));
+}
+
+// One epoch from Python: the options, Ctrl-C polling, the gradient hook, and
+// the GIL released around the C++ loop.
+template <class T>
+double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& optimizer, Index batch_size,
+                 bool shuffle, const Regularization& reg, const std::optional<InArray<std::int64_t>>& order,
+                 const std::optional<LearningRateSchedule>& schedule, double epoch, const py::object& gradient_hook,
+                 Index world_size) {
+  EpochOptions options;
+  options.batch_size = batch_size;
+  options.shuffle = shuffle;
+  options.regularization = reg;
+  if (order) {
+    if (order->ndim() != 1 || order->shape(0) != data.rows)
+      throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(data.rows) +
+                                  "), got " + std::to_string(order->size()) + " elements");
+    options.order = order->data();
+  }
+  if (schedule) options.schedule = &*schedule;
+  options.epoch = epoch;
+  // Ctrl-C: Python's handler only sets a flag; look at it between batches.
+  bool interrupted = false;
+  options.should_stop = [&interrupted]() {
+    py::gil_scoped_acquire acquire;
+    interrupted = PyErr_CheckSignals() != 0;
+    return interrupted;
+  };
+  // gradient_hook(grads, loss) -> loss, called with the GIL held and a view
+  // of the gradient buffer, which it may change in place.
+  if (world_size < 1) throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(world_size));
+  GradientHook<T> hook;
+  hook.world_size = world_size;
+  if (!gradient_hook.is_none()) {
+    hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss_value) {
+      py::gil_scoped_acquire acquire;
+      py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g,
+                           py::cast(&n, py::return_value_policy::reference));
+      *loss_value = gradient_hook(grads, *loss_value).template cast<double>();
+    };
+  }
+  double value;
+  {
+    py::gil_scoped_release release;
+    value = train_epoch(n, optimizer, data, loss, options, &hook);
+  }
+  if (interrupted) throw py::error_already_set();
+  return value;
+}
+
+template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
   py::class_<Net>(m, ("Network" + suffix).c_str())
@@ -114,58 +202,79 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         }
         return out;
       }, py::arg("X"))
-      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss) {
+      .def("forward_csr", [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                             const InArray<std::int64_t>& indptr, Index rows, Index cols) {
+        if (cols != n.n_inputs())
+          throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
+        T* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          n.forward(x, dst);
+        }
+        return out;
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
+      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+                               std::optional<InArray<T>> sample_weight) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
+        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return loss_and_grad(n, Batch<T>{x.data(), y.data(), x.shape(0)}, l);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"))
+        return loss_and_grad(n, batch, l);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none())
+      .def("objective", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+                           std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+        const Loss l = parse_loss(loss);
+        check_xy(n, x, y);
+        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
+        py::gil_scoped_release release;
+        auto lock = claim(n.busy());
+        return objective(n, batch, l, reg);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
+      .def("objective_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                               const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                               const std::string& loss, std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_rows_y(n, y, rows);
+        const Batch<T> batch{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
+        py::gil_scoped_release release;
+        auto lock = claim(n.busy());
+        return objective(n, batch, l, reg);
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
       .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, double l2,
-                             std::optional<InArray<std::int64_t>> order, py::object gradient_hook,
+                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, const Regularization& reg,
+                             std::optional<InArray<std::int64_t>> order, std::optional<InArray<T>> sample_weight,
+                             std::optional<LearningRateSchedule> schedule, double epoch, py::object gradient_hook,
                              Index world_size) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
-        EpochOptions options;
-        options.batch_size = batch_size;
-        options.shuffle = shuffle;
-        options.l2 = l2;
-        if (order) {
-          if (order->ndim() != 1 || order->shape(0) != x.shape(0))
-            throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(x.shape(0)) +
-                                        "), got shape of " + std::to_string(order->size()) + " elements");
-          options.order = order->data();
-        }
-        // Ctrl-C: Python's handler only sets a flag; look at it between batches.
-        bool interrupted = false;
-        options.should_stop = [&interrupted]() {
-          py::gil_scoped_acquire acquire;
-          interrupted = PyErr_CheckSignals() != 0;
-          return interrupted;
-        };
-        // gradient_hook(grads, loss) -> loss, called with the GIL held and a
-        // view of the gradient buffer, which it may change in place.
-        GradientHook<T> hook;
-        hook.world_size = world_size;
-        if (!gradient_hook.is_none()) {
-          if (world_size < 1) throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(world_size));
-          hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss) {
-            py::gil_scoped_acquire acquire;
-            py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g, py::cast(&n, py::return_value_policy::reference));
-            *loss = gradient_hook(grads, *loss).template cast<double>();
-          };
-        }
-        double value;
-        {
-          py::gil_scoped_release release;
-          value = train_epoch(n, optimizer, x.data(), y.data(), x.shape(0), l, options, &hook);
-        }
-        if (interrupted) throw py::error_already_set();
-        return value;
+        const Batch<T> data{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
+        return run_epoch(n, data, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
+                         world_size);
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
-         py::arg("shuffle"), py::arg("l2"), py::arg("order"), py::arg("gradient_hook") = py::none(),
-         py::arg("world_size") = 1);
+         py::arg("shuffle"), py::arg("regularization"), py::arg("order"), py::arg("sample_weight") = py::none(),
+         py::arg("schedule") = py::none(), py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(),
+         py::arg("world_size") = 1)
+      .def("train_epoch_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+                                 const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
+                                 const std::string& loss, Optimizer<T>& optimizer, Index batch_size, bool shuffle,
+                                 const Regularization& reg, std::optional<InArray<std::int64_t>> order,
+                                 std::optional<InArray<T>> sample_weight, std::optional<LearningRateSchedule> schedule,
+                                 double epoch, py::object gradient_hook, Index world_size) {
+        const Loss l = parse_loss(loss);
+        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+        check_rows_y(n, y, rows);
+        const Batch<T> all{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
+        return run_epoch(n, all, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
+                         world_size);
+      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
+         py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"), py::arg("shuffle"), py::arg("regularization"),
+         py::arg("order"), py::arg("sample_weight") = py::none(), py::arg("schedule") = py::none(),
+         py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(), py::arg("world_size") = 1);
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)
@@ -198,12 +307,56 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         Adam<T>& o = self.cast<Adam<T>&>();
         return view<T>(self, o.v.data(), {py::ssize_t(o.v.size())});
       });
+  py::class_<AdamW<T>, Optimizer<T>>(m, ("AdamW" + suffix).c_str())
+      .def(py::init<double, double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+           py::arg("eps"), py::arg("weight_decay"))
+      .def_readonly("weight_decay", &AdamW<T>::weight_decay)
+      .def_property_readonly("t", [](const AdamW<T>& o) { return o.adam.t; });
+  py::class_<RMSprop<T>, Optimizer<T>>(m, ("RMSprop" + suffix).c_str())
+      .def(py::init<double, double, double>(), py::arg("lr"), py::arg("rho"), py::arg("eps"))
+      .def_readonly("rho", &RMSprop<T>::rho)
+      .def_readonly("eps", &RMSprop<T>::eps);
+  py::class_<Adagrad<T>, Optimizer<T>>(m, ("Adagrad" + suffix).c_str())
+      .def(py::init<double, double>(), py::arg("lr"), py::arg("eps"))
+      .def_readonly("eps", &Adagrad<T>::eps);
 }
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+// One source, several modules: `_core` (a build for one machine) or
+// `_core_<variant>` (the wheel's per-CPU variants); CMake names it.
+#ifndef FASTMLP_MODULE_NAME
+#define FASTMLP_MODULE_NAME _core
+#endif
+#ifndef FASTMLP_VARIANT
+#define FASTMLP_VARIANT "unknown"
+#endif
+
+PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   m.doc() = "fastmlp's compiled core (C++17, Eigen, OpenMP). Use the fastmlp package, not this module.";
+  py::class_<Regularization>(m, "Regularization")
+      .def(py::init([](double l2, double l1, double clip_value, double clip_norm, double grad_scale) {
+             Regularization r{l2, l1, clip_value, clip_norm, grad_scale};
+             r.check();
+             return r;
+           }),
+           py::arg("l2") = 0.0, py::arg("l1") = 0.0, py::arg("clip_value") = 0.0, py::arg("clip_norm") = 0.0,
+           py::arg("grad_scale") = 1.0)
+      .def_readonly("l2", &Regularization::l2)
+      .def_readonly("l1", &Regularization::l1)
+      .def_readonly("clip_value", &Regularization::clip_value)
+      .def_readonly("clip_norm", &Regularization::clip_norm)
+      .def_readonly("grad_scale", &Regularization::grad_scale);
+  py::class_<LearningRateSchedule>(m, "LearningRateSchedule")
+      .def(py::init([](const std::string& kind, double base_lr, double gamma, double step_size, double total_epochs,
+                       double min_lr, double warmup_epochs) {
+             LearningRateSchedule s{parse_schedule(kind), base_lr, gamma, step_size, total_epochs, min_lr, warmup_epochs};
+             s.check();
+             return s;
+           }),
+           py::arg("kind"), py::arg("base_lr"), py::arg("gamma") = 0.1, py::arg("step_size") = 10.0,
+           py::arg("total_epochs") = 200.0, py::arg("min_lr") = 0.0, py::arg("warmup_epochs") = 0.0)
+      .def("at", &LearningRateSchedule::at, py::arg("p"), py::arg("delta"));
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
@@ -211,6 +364,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", []() {
     py::dict info;
     info["version"] = FASTMLP_VERSION;
+    info["variant"] = FASTMLP_VARIANT;
 #if defined(__clang__)
     info["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)
@@ -220,7 +374,8 @@ PYBIND11_MODULE(_core, m) {
     info["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                     std::to_string(EIGEN_MINOR_VERSION);
     info["eigen_simd"] = Eigen::SimdInstructionSetsInUse();
-    info["openmp"] = _OPENMP;
+    info["eigen_max_align_bytes"] = int(EIGEN_MAX_ALIGN_BYTES);
+    info["openmp"] = _OPENMP;  // the spec's date, yyyymm: 201511 is OpenMP 4.5
     return info;
   });
 }

@@ -6,6 +6,7 @@
 #include "fastmlp/activation.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/network.hpp"
+#include "fastmlp/schedule.hpp"
 
 namespace fastmlp {
 
@@ -16,8 +17,9 @@ Activation parse_activation(const std::string& name) {
   if (name == "relu") return Activation::Relu;
   if (name == "leaky_relu") return Activation::LeakyRelu;
   if (name == "softmax") return Activation::Softmax;
+  if (name == "exp") return Activation::Exp;
   throw std::invalid_argument("activation must be one of 'identity', 'logistic', 'sigmoid', 'tanh', "
-                              "'relu', 'leaky_relu', 'softmax'; got '" + name + "'");
+                              "'relu', 'leaky_relu', 'softmax', 'exp'; got '" + name + "'");
 }
 
 const char* activation_name(Activation f) {
@@ -28,6 +30,7 @@ const char* activation_name(Activation f) {
     case Activation::Relu: return "relu";
     case Activation::LeakyRelu: return "leaky_relu";
     case Activation::Softmax: return "softmax";
+    case Activation::Exp: return "exp";
   }
   return "?";
 }
@@ -36,7 +39,8 @@ Loss parse_loss(const std::string& name) {
   if (name == "squared_error") return Loss::SquaredError;
   if (name == "log_loss") return Loss::LogLoss;
   if (name == "binary_log_loss") return Loss::BinaryLogLoss;
-  throw std::invalid_argument("loss must be one of 'squared_error', 'log_loss', 'binary_log_loss'; got '" +
+  if (name == "poisson") return Loss::Poisson;
+  throw std::invalid_argument("loss must be one of 'squared_error', 'log_loss', 'binary_log_loss', 'poisson'; got '" +
                               name + "'");
 }
 
@@ -45,6 +49,7 @@ const char* loss_name(Loss loss) {
     case Loss::SquaredError: return "squared_error";
     case Loss::LogLoss: return "log_loss";
     case Loss::BinaryLogLoss: return "binary_log_loss";
+    case Loss::Poisson: return "poisson";
   }
   return "?";
 }
@@ -57,6 +62,18 @@ void check_loss_output(Loss loss, Activation output) {
     throw std::invalid_argument(
         std::string("loss 'binary_log_loss' needs output_activation 'logistic', got '") +
         activation_name(output) + "'");
+  if (loss == Loss::Poisson && output != Activation::Exp)
+    throw std::invalid_argument(std::string("loss 'poisson' needs output_activation 'exp', got '") +
+                                activation_name(output) + "'");
+}
+
+Schedule parse_schedule(const std::string& name) {
+  if (name == "constant") return Schedule::Constant;
+  if (name == "step") return Schedule::Step;
+  if (name == "exponential") return Schedule::Exponential;
+  if (name == "cosine") return Schedule::Cosine;
+  throw std::invalid_argument("schedule must be one of 'constant', 'step', 'exponential', 'cosine'; got '" +
+                              name + "'");
 }
 
 Init parse_init(const std::string& name) {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "fastmlp/dense.hpp"
+#include "fastmlp/sparse.hpp"
 
 namespace fastmlp {
 
@@ -36,6 +37,7 @@ void Workspace<T>::reserve(const std::vector<Index>& sizes, Index n) {
   const std::size_t layers = sizes.size() - 1;
   x.resize(n, sizes.front());
   y.resize(n, sizes.back());
+  w.resize(n);
   z.resize(layers);
   a.resize(layers);
   delta.resize(layers);
@@ -98,20 +100,38 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
 }
 
 template <class T>
-void Network<T>::forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const {
-  const T* in = x;
+void Network<T>::first_layer(const Input<T>& x, Index rows, T* z) const {
+  const T* w = params_.data() + weight_offset(0);
+  const T* b = params_.data() + bias_offset(0);
+  if (x.csr == nullptr) {
+    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1]);
+  } else {
+    sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1]);
+  }
+}
+
+template <class T>
+void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const {
+  const T* in = nullptr;
   for (Index l = 0; l < n_layers(); ++l) {
     const bool last = l + 1 == n_layers();
     T* dst = last ? out : (l % 2 == 0 ? buf0 : buf1);
-    dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows,
-                  sizes_[l], sizes_[l + 1]);
+    if (l == 0) {
+      first_layer(x, rows, dst);
+    } else {
+      dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
+                    sizes_[l + 1]);
+    }
     activation_forward(last ? output_ : hidden_, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
   }
 }
 
+// Splits the n rows evenly across threads, each running chunks of at most
+// kForwardChunk rows through every layer; rows_of(r) is the Input at row r.
 template <class T>
-void Network<T>::forward(const T* x, Index n, T* out) const {
+template <class RowsOf>
+void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   if (n <= 0) return;
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const Index threads = std::max<Index>(1, std::min<Index>(omp_get_max_threads(), n / kForwardChunk));
@@ -122,37 +142,55 @@ void Network<T>::forward(const T* x, Index n, T* out) const {
   {
     const Index t = omp_get_thread_num();
     const Index begin = n * t / threads, end = n * (t + 1) / threads;
-    for (Index r = begin; r < end; r += chunk) {
-      const Index rows = std::min(chunk, end - r);
-      forward_rows(x + r * n_inputs(), rows, out + r * n_outputs(), buffers[2 * t].data(),
+    for (Index r = begin; r < end; r += chunk)
+      forward_rows(rows_of(r), std::min(chunk, end - r), out + r * n_outputs(), buffers[2 * t].data(),
                    buffers[2 * t + 1].data());
-    }
   }
 }
 
 template <class T>
-double Network<T>::forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+void Network<T>::forward(const T* x, Index n, T* out) const {
+  forward_chunked(n, out, [&](Index r) { return Input<T>{x + r * n_inputs()}; });
+}
+
+template <class T>
+void Network<T>::forward(const CsrView<T>& x, T* out) const {
+  forward_chunked(x.rows, out, [&](Index r) { return Input<T>{nullptr, &x, r}; });
+}
+
+template <class T>
+double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                                     Workspace<T>& ws, T* g) const {
   const Index L = n_layers();
-  const T* in = x;
+  const T* in = nullptr;
   for (Index l = 0; l < L; ++l) {
     T* z = ws.z[l].data();
-    dense_forward(z, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                  sizes_[l + 1]);
+    if (l == 0) {
+      first_layer(x, rows, z);
+    } else {
+      dense_forward(z, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
+                    sizes_[l + 1]);
+    }
     if (l + 1 < L) {
       activation_forward(hidden_, slope_, z, ws.a[l].data(), rows, sizes_[l + 1]);
       in = ws.a[l].data();
     }
   }
   const double value = output_loss_grad(loss, output_, slope_, ws.z[L - 1].data(), y, ws.a[L - 1].data(),
-                                        ws.delta[L - 1].data(), rows, sizes_[L], scale_rows);
-  for (Index l = L - 1; l >= 0; --l) {
-    const T* in_l = l == 0 ? x : ws.a[l - 1].data();
-    T* d_in = l == 0 ? nullptr : ws.delta[l - 1].data();
-    dense_backward(d_in, g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), in_l,
+                                        ws.delta[L - 1].data(), rows, sizes_[L], scale);
+  for (Index l = L - 1; l >= 1; --l) {
+    T* d_in = ws.delta[l - 1].data();
+    dense_backward(d_in, g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), ws.a[l - 1].data(),
                    params_.data() + weight_offset(l), rows, sizes_[l], sizes_[l + 1]);
-    if (l > 0)
-      activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l]);
+    activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l]);
+  }
+  // Layer 0: no gradient with respect to the input is needed.
+  if (x.csr == nullptr) {
+    dense_backward<T>(nullptr, g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense,
+                      params_.data() + weight_offset(0), rows, sizes_[0], sizes_[1]);
+  } else {
+    sparse_dense_backward(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), *x.csr, x.begin, rows,
+                          sizes_[0], sizes_[1]);
   }
   return value;
 }

@@ -122,11 +122,112 @@ void Adam<T>::update(T* p, const T* g, Index begin, Index end) {
   }
 }
 
+template <class T>
+AdamW<T>::AdamW(double lr, double beta1, double beta2, double eps, double weight_decay)
+    : Optimizer<T>(lr), adam(lr, beta1, beta2, eps), weight_decay(weight_decay) {
+  check();
+}
+
+template <class T>
+void AdamW<T>::check() const {
+  check_lr(this->lr);
+  if (!(weight_decay >= 0.0) || !std::isfinite(weight_decay))
+    throw std::invalid_argument("weight_decay must be a finite number >= 0, got " + std::to_string(weight_decay));
+}
+
+template <class T>
+void AdamW<T>::prepare(Index n) {
+  check();
+  adam.lr = this->lr;
+  adam.prepare(n);
+}
+
+template <class T>
+void AdamW<T>::begin_step() {
+  adam.lr = this->lr;
+  adam.begin_step();
+}
+
+template <class T>
+void AdamW<T>::update(T* p, const T* g, Index begin, Index end) {
+  if (weight_decay != 0.0) {
+    const T keep = T(1.0 - this->lr * weight_decay);
+#pragma omp simd
+    for (Index i = begin; i < end; ++i) p[i] *= keep;
+  }
+  adam.update(p, g, begin, end);
+}
+
+template <class T>
+RMSprop<T>::RMSprop(double lr, double rho, double eps) : Optimizer<T>(lr), rho(rho), eps(eps) {
+  check();
+}
+
+template <class T>
+void RMSprop<T>::check() const {
+  check_lr(this->lr);
+  check_range("rho", rho, 0.0, 1.0);
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    throw std::invalid_argument("eps must be a finite number > 0, got " + std::to_string(eps));
+}
+
+template <class T>
+void RMSprop<T>::prepare(Index n) {
+  check();
+  this->bind(v, n);
+}
+
+template <class T>
+void RMSprop<T>::update(T* p, const T* g, Index begin, Index end) {
+  const T lr = T(this->lr), r = T(rho), e = T(eps);
+  T* vv = v.data();
+#pragma omp simd
+  for (Index i = begin; i < end; ++i) {
+    vv[i] = r * vv[i] + (T(1) - r) * g[i] * g[i];
+    p[i] -= lr * g[i] / (std::sqrt(vv[i]) + e);
+  }
+}
+
+template <class T>
+Adagrad<T>::Adagrad(double lr, double eps) : Optimizer<T>(lr), eps(eps) {
+  check();
+}
+
+template <class T>
+void Adagrad<T>::check() const {
+  check_lr(this->lr);
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    throw std::invalid_argument("eps must be a finite number > 0, got " + std::to_string(eps));
+}
+
+template <class T>
+void Adagrad<T>::prepare(Index n) {
+  check();
+  this->bind(G, n);
+}
+
+template <class T>
+void Adagrad<T>::update(T* p, const T* g, Index begin, Index end) {
+  const T lr = T(this->lr), e = T(eps);
+  T* gg = G.data();
+#pragma omp simd
+  for (Index i = begin; i < end; ++i) {
+    gg[i] += g[i] * g[i];
+    p[i] -= lr * g[i] / (std::sqrt(gg[i]) + e);
+  }
+}
+
 template class Optimizer<float>;
 template class Optimizer<double>;
 template class SGD<float>;
 template class SGD<double>;
 template class Adam<float>;
 template class Adam<double>;
+template class AdamW<float>;
+template class AdamW<double>;
+template class RMSprop<float>;
+template class RMSprop<double>;
+template class Adagrad<float>;
+template class Adagrad<double>;
 
 }  // namespace fastmlp

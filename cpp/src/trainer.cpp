@@ -4,125 +4,260 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 namespace fastmlp {
 
 namespace {
 
-// Copies rows index[0..rows) of src (width columns) into dst.
-template <class T>
-void gather_rows(T* dst, const T* src, const std::int64_t* index, Index rows, Index width) {
-  for (Index r = 0; r < rows; ++r)
-    std::memcpy(dst + r * width, src + index[r] * width, sizeof(T) * std::size_t(width));
+void check_nonnegative(const char* name, double value) {
+  if (!(value >= 0.0) || !std::isfinite(value))
+    throw std::invalid_argument(std::string(name) + " must be a finite number >= 0, got " + std::to_string(value));
 }
 
-// On parameters [begin, end): g += l2/rows · W over the weight entries (not
-// the biases); returns Σ W² over those entries.
+// Σ of the batch's sample weights (its row count when it has none).
 template <class T>
-double add_l2(const Network<T>& net, T* g, double l2, Index rows, Index begin, Index end) {
+double weight_sum(const Batch<T>& b) {
+  if (b.w == nullptr) return double(b.rows);
+  double s = 0.0;
+  for (Index r = 0; r < b.rows; ++r) s += double(b.w[b.index != nullptr ? b.index[r] : b.begin + r]);
+  return s;
+}
+
+// Thread t's rows [r0, r1) of the batch as the network's input, its targets
+// and its weights — read in place, or gathered into ws when the batch is an
+// index (ws.csr_* already sized by size_csr_gather).
+template <class T>
+struct Slice {
+  Input<T> x;
+  const T* y;
+  const T* w;
+};
+
+template <class T>
+Slice<T> slice_of(const Batch<T>& b, Index r0, Index r1, Index n_in, Index n_out, Workspace<T>& ws) {
+  const Index rows = r1 - r0;
+  if (b.index == nullptr) {
+    const Index first = b.begin + r0;
+    Input<T> x = b.csr != nullptr ? Input<T>{nullptr, b.csr, first} : Input<T>{b.x + first * n_in};
+    return {x, b.y + first * n_out, b.w != nullptr ? b.w + first : nullptr};
+  }
+  const std::int64_t* idx = b.index + r0;
+  for (Index r = 0; r < rows; ++r)
+    std::memcpy(ws.y.data() + r * n_out, b.y + idx[r] * n_out, sizeof(T) * std::size_t(n_out));
+  if (b.w != nullptr)
+    for (Index r = 0; r < rows; ++r) ws.w[r] = b.w[idx[r]];
+  const T* w = b.w != nullptr ? ws.w.data() : nullptr;
+  if (b.csr == nullptr) {
+    for (Index r = 0; r < rows; ++r)
+      std::memcpy(ws.x.data() + r * n_in, b.x + idx[r] * n_in, sizeof(T) * std::size_t(n_in));
+    return {Input<T>{ws.x.data()}, ws.y.data(), w};
+  }
+  const CsrView<T>& x = *b.csr;
+  std::int64_t at = 0;
+  ws.csr_indptr[0] = 0;
+  for (Index r = 0; r < rows; ++r) {
+    const std::int64_t k0 = x.indptr[idx[r]], k1 = x.indptr[idx[r] + 1];
+    std::copy(x.data + k0, x.data + k1, ws.csr_data.data() + at);
+    std::copy(x.indices + k0, x.indices + k1, ws.csr_indices.data() + at);
+    at += k1 - k0;
+    ws.csr_indptr[r + 1] = at;
+  }
+  ws.csr_view = CsrView<T>{ws.csr_data.data(), ws.csr_indices.data(), ws.csr_indptr.data(), rows, x.cols};
+  return {Input<T>{nullptr, &ws.csr_view, 0}, ws.y.data(), w};
+}
+
+// Sizes the CSR gather buffers of each thread's slice (before the parallel
+// region: nothing may allocate, or throw, inside it).
+template <class T>
+void size_csr_gather(Network<T>& net, const Batch<T>& b, int threads) {
+  if (b.csr == nullptr || b.index == nullptr) return;
+  for (int t = 0; t < threads; ++t) {
+    const Index r0 = b.rows * t / threads, r1 = b.rows * (t + 1) / threads;
+    std::int64_t nnz = 0;
+    for (Index r = r0; r < r1; ++r) nnz += b.csr->indptr[b.index[r] + 1] - b.csr->indptr[b.index[r]];
+    Workspace<T>& ws = net.slice_workspace(t);
+    if (ws.csr_data.size() < std::size_t(nnz)) {
+      ws.csr_data.resize(std::size_t(nnz));
+      ws.csr_indices.resize(std::size_t(nnz));
+    }
+    ws.csr_indptr.resize(std::size_t(r1 - r0) + 1);
+  }
+}
+
+// On parameters [begin, end): ∇W += (l2·W + l1·sign(W)) / scale over the
+// weight entries (not the biases); returns ½·l2·ΣW² + l1·Σ|W| over them.
+template <class T>
+double add_penalties(const Network<T>& net, T* g, double l2, double l1, double scale, Index begin, Index end) {
   const T* w = net.params();
-  const T scale = T(l2 / double(rows));
-  double squares = 0.0;
+  const T c2 = T(l2 / scale), c1 = T(l1 / scale);
+  double squares = 0.0, absolutes = 0.0;
   for (Index l = 0; l < net.n_layers(); ++l) {
     const Index w0 = std::max(begin, net.weight_offset(l)), w1 = std::min(end, net.bias_offset(l));
+    if (l1 == 0.0) {
 #pragma omp simd reduction(+ : squares)
-    for (Index i = w0; i < w1; ++i) {
-      squares += double(w[i]) * double(w[i]);
-      g[i] += scale * w[i];
+      for (Index i = w0; i < w1; ++i) {
+        squares += double(w[i]) * double(w[i]);
+        g[i] += c2 * w[i];
+      }
+    } else {
+#pragma omp simd reduction(+ : squares, absolutes)
+      for (Index i = w0; i < w1; ++i) {
+        squares += double(w[i]) * double(w[i]);
+        absolutes += std::abs(double(w[i]));
+        g[i] += c2 * w[i] + c1 * T((w[i] > T(0)) - (w[i] < T(0)));
+      }
     }
   }
-  return squares;
+  return 0.5 * l2 * squares + l1 * absolutes;
 }
 
-// The parallel step; optimizer may be null (gradients only). Without a hook
-// it is one pass: each thread's slice forward/backward, a barrier, then each
-// thread's chunk of parameters summed, regularized and updated. A hook splits
-// it in two around the hook's call.
+// The parallel step (see trainer.hpp); optimizer null: gradients only.
 template <class T>
-double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, double l2,
-            const GradientHook<T>* hook) {
+double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
+            bool clip, const GradientHook<T>* hook) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
+  const double W = weight_sum(batch);
   const int threads = net.prepare_slices(rows);
+  size_csr_gather(net, batch, threads);
   const bool split = hook != nullptr && hook->reduce;
-  const Index l2_rows = rows * (split ? hook->world_size : 1);
+  const double penalty_scale = W * double(split ? hook->world_size : 1);
+  const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
+  const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
   if (optimizer != nullptr) optimizer->begin_step();
   // Per-thread sums, added in thread order afterwards: deterministic.
-  double loss_part[kMaxThreads] = {}, l2_part[kMaxThreads] = {};
-  auto regularize_and_update = [&](int t) {
+  double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
+
+  // Once the gradients are summed: thread t's chunk of the parameters is
+  // penalized, clipped and updated.
+  auto finish = [&](int t) {
     const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
-    if (l2 > 0.0) l2_part[t] = add_l2(net, net.grads(), l2, l2_rows, p0, p1);
-    if (optimizer != nullptr) optimizer->update(net.params(), net.grads(), p0, p1);
+    T* g = net.grads();
+    if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, p0, p1);
+    if (clip_value) {
+      const T c = T(reg.clip_value);
+#pragma omp simd
+      for (Index i = p0; i < p1; ++i) g[i] = std::min(std::max(g[i], -c), c);
+    }
+    if (clip_norm) {
+      double squares = 0.0;
+#pragma omp simd reduction(+ : squares)
+      for (Index i = p0; i < p1; ++i) squares += double(g[i]) * double(g[i]);
+      norm_part[t] = squares;
+#pragma omp barrier
+      double total = 0.0;
+      for (int s = 0; s < threads; ++s) total += norm_part[s];
+      const double norm = std::sqrt(total);
+      if (norm > reg.clip_norm) {
+        const T scale = T(reg.clip_norm / norm);
+#pragma omp simd
+        for (Index i = p0; i < p1; ++i) g[i] *= scale;
+      }
+    }
+    if (optimizer != nullptr) optimizer->update(net.params(), g, p0, p1);
   };
+
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int t = omp_get_thread_num();
     const Index r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
     Workspace<T>& ws = net.slice_workspace(t);
-    const T* x = batch.x + r0 * n_in;
-    const T* y = batch.y + r0 * n_out;
-    if (batch.index != nullptr) {
-      gather_rows(ws.x.data(), batch.x, batch.index + r0, r1 - r0, n_in);
-      gather_rows(ws.y.data(), batch.y, batch.index + r0, r1 - r0, n_out);
-      x = ws.x.data();
-      y = ws.y.data();
-    }
-    loss_part[t] = net.forward_backward(x, y, r1 - r0, rows, loss, ws, net.slice_grads(t));
+    const Slice<T> s = slice_of(batch, r0, r1, n_in, n_out, ws);
+    loss_part[t] = net.forward_backward(s.x, s.y, r1 - r0, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
+                                        net.slice_grads(t));
 #pragma omp barrier
     const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
     T* g = net.grads();
-    for (int s = 1; s < threads; ++s) {
-      const T* part = net.slice_grads(s);
+    for (int k = 1; k < threads; ++k) {
+      const T* part = net.slice_grads(k);
 #pragma omp simd
       for (Index i = p0; i < p1; ++i) g[i] += part[i];
     }
-    if (!split) regularize_and_update(t);
+    if (!split) finish(t);
   }
   double value = 0.0;
   for (int t = 0; t < threads; ++t) value += loss_part[t];
   if (split) {
     hook->reduce(net.grads(), P, &value);
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    regularize_and_update(omp_get_thread_num());
+    finish(omp_get_thread_num());
   }
-  double squares = 0.0;
-  for (int t = 0; t < threads; ++t) squares += l2_part[t];
-  return value + 0.5 * l2 * squares / double(l2_rows);
+  double penalty = 0.0;
+  for (int t = 0; t < threads; ++t) penalty += penalty_part[t];
+  return value + penalty / penalty_scale;
+}
+
+template <class T>
+void check_batch(const Network<T>& net, const Batch<T>& b, Loss loss) {
+  check_loss_output(loss, net.output_activation());
+  if (b.rows <= 0) throw std::invalid_argument("X must have at least one sample, got 0");
+  if (b.csr != nullptr && b.csr->cols != net.n_inputs())
+    throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
+                                std::to_string(b.csr->cols));
 }
 
 }  // namespace
 
+void Regularization::check() const {
+  check_nonnegative("l2", l2);
+  check_nonnegative("l1", l1);
+  check_nonnegative("clip_value", clip_value);
+  check_nonnegative("clip_norm", clip_norm);
+  if (!(grad_scale > 0.0) || !std::isfinite(grad_scale))
+    throw std::invalid_argument("grad_scale must be a finite number > 0, got " + std::to_string(grad_scale));
+}
+
+void LearningRateSchedule::check() const {
+  check_nonnegative("base_lr", base_lr);
+  check_nonnegative("gamma", gamma);
+  check_nonnegative("min_lr", min_lr);
+  check_nonnegative("warmup_epochs", warmup_epochs);
+  if (!(step_size > 0.0) || !std::isfinite(step_size))
+    throw std::invalid_argument("step_size must be a finite number > 0, got " + std::to_string(step_size));
+  if (!(total_epochs > 0.0) || !std::isfinite(total_epochs))
+    throw std::invalid_argument("total_epochs must be a finite number > 0, got " + std::to_string(total_epochs));
+}
+
 template <class T>
 double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss) {
-  check_loss_output(loss, net.output_activation());
-  if (batch.rows <= 0) throw std::invalid_argument("loss_and_grad needs at least one sample, got 0");
-  return step<T>(net, nullptr, batch, loss, 0.0, nullptr);
+  return objective(net, batch, loss, Regularization{});
 }
 
 template <class T>
-double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2,
-                  const GradientHook<T>* hook) {
-  return step(net, &optimizer, batch, loss, l2, hook);
+double objective(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg) {
+  check_batch(net, batch, loss);
+  reg.check();
+  const double W = weight_sum(batch);
+  if (!(W > 0.0)) throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(W));
+  return step<T>(net, nullptr, batch, loss, reg, false, nullptr);
 }
 
 template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n, Loss loss,
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& data, Loss loss,
                    const EpochOptions& options, const GradientHook<T>* hook) {
   std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
   if (!lock.owns_lock())
     throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
-  check_loss_output(loss, net.output_activation());
-  if (n <= 0) throw std::invalid_argument("train_epoch needs at least one sample, got 0");
+  check_batch(net, data, loss);
+  const Index n = data.rows;
   if (options.batch_size < 1)
     throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
-  if (!(options.l2 >= 0.0)) throw std::invalid_argument("l2 must be >= 0, got " + std::to_string(options.l2));
+  options.regularization.check();
+  if (options.schedule != nullptr) options.schedule->check();
   if (options.order != nullptr)
     for (Index i = 0; i < n; ++i)
       if (options.order[i] < 0 || options.order[i] >= n)
         throw std::invalid_argument("order[" + std::to_string(i) + "] = " + std::to_string(options.order[i]) +
                                     " is outside [0, " + std::to_string(n) + ")");
+  if (data.w != nullptr)
+    for (Index i = 0; i < n; ++i)
+      if (!(data.w[i] >= T(0)) || !std::isfinite(data.w[i]))
+        throw std::invalid_argument("sample_weight[" + std::to_string(i) + "] = " + std::to_string(double(data.w[i])) +
+                                    " is not a finite number >= 0");
   optimizer.prepare(net.n_params());  // throws here, before any parameter changes
 
   const Index batch_size = std::min(options.batch_size, n);
@@ -138,29 +273,36 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T
     }
   }
 
+  const Index n_batches = (n + batch_size - 1) / batch_size;
   using Clock = std::chrono::steady_clock;
   auto last_poll = Clock::now();
   double total = 0.0;
   Index seen = 0;
-  for (Index start = 0; start < n; start += batch_size) {
+  for (Index b = 0, start = 0; start < n; ++b, start += batch_size) {
     if (options.should_stop && std::chrono::duration<double>(Clock::now() - last_poll).count() > kStopPollSeconds) {
       if (options.should_stop()) break;
       last_poll = Clock::now();
     }
-    const Index rows = std::min(batch_size, n - start);
-    const Batch<T> batch = gather ? Batch<T>{x, y, rows, order.data() + start}
-                                  : Batch<T>{x + start * net.n_inputs(), y + start * net.n_outputs(), rows};
-    total += train_step(net, optimizer, batch, loss, options.l2, hook) * double(rows);
-    seen += rows;
+    Batch<T> batch = data;
+    batch.rows = std::min(batch_size, n - start);
+    if (gather) {
+      batch.index = order.data() + start;
+    } else {
+      batch.begin = data.begin + start;
+    }
+    seen += batch.rows;
+    if (!(weight_sum(batch) > 0.0)) continue;  // all-zero weights: nothing to learn from this batch
+    if (options.schedule != nullptr)
+      optimizer.lr = options.schedule->at(options.epoch + double(b) / double(n_batches), 1.0 / double(n_batches));
+    total += step(net, &optimizer, batch, loss, options.regularization, true, hook) * double(batch.rows);
   }
   return seen > 0 ? total / double(seen) : 0.0;
 }
 
-#define FASTMLP_INSTANTIATE(T)                                                                        \
-  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss);                                  \
-  template double train_step(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, double,                \
-                             const GradientHook<T>*);                                                \
-  template double train_epoch(Network<T>&, Optimizer<T>&, const T*, const T*, Index, Loss, const EpochOptions&, \
+#define FASTMLP_INSTANTIATE(T)                                                                              \
+  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss);                                        \
+  template double objective(Network<T>&, const Batch<T>&, Loss, const Regularization&);                     \
+  template double train_epoch(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, const EpochOptions&,       \
                               const GradientHook<T>*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)

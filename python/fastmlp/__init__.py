@@ -8,14 +8,25 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _core
-from .network import Network
-from .optim import SGD, Adam, Optimizer
+# First of all: choose the compiled core this CPU can run and register it as
+# fastmlp._core, before any submodule does `from . import _core`.
+from ._dispatch import load as _load_core
+
+_selection = _load_core()
+
+from . import _core  # noqa: E402  (the variant just chosen; typed by _core.pyi)
+from ._config import show_config  # noqa: E402
+from .network import Network  # noqa: E402
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from .schedules import Schedule  # noqa: E402
+from ._compat import ConvergenceWarning  # noqa: E402
+from .estimators import MLPClassifier, MLPRegressor  # noqa: E402
+from .io import load  # noqa: E402
 
 try:
-    __version__ = _version("fastmlp")
+    __version__: str = _version("fastmlp")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = _core.build_info()["version"]
+    __version__ = str(_core.build_info()["version"])
 
 
 def set_num_threads(n: int) -> None:
@@ -29,4 +40,6 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-__all__ = ["Network", "SGD", "Adam", "Optimizer", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "ConvergenceWarning", "Network", "SGD", "Adam", "AdamW",
+           "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "show_config",
+           "__version__"]

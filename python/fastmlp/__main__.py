@@ -83,11 +83,7 @@ def demo(plot: str | None) -> int:
 
 
 def info() -> int:
-    from fastmlp import _core
-    print(f"fastmlp {fastmlp.__version__}")
-    for key, value in _core.build_info().items():
-        print(f"  {key}: {value}")
-    print(f"  threads: {fastmlp.get_num_threads()}")
+    fastmlp.show_config()
     return 0
 
 
@@ -96,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train on a spiral and a ten-class problem, beside the NumPy reference")
     d.add_argument("--plot", metavar="FILE.png", help="draw the decision boundary and the loss curves")
-    sub.add_parser("info", help="version, build and thread configuration")
+    sub.add_parser("info", help="version, CPU variant, build, threads and extras (fastmlp.show_config())")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.plot)

@@ -154,3 +154,24 @@ def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dty
     out = np.ascontiguousarray(a, dtype=dtype)
     check_finite(name, out)
     return out
+
+
+def as_sample_weight(sample_weight: Any, n_samples: int, dtype: np.dtype) -> np.ndarray | None:
+    """None, or `sample_weight` as a C-contiguous (n_samples,) array of finite values >= 0 with a positive sum.
+
+    A scalar is broadcast to every sample.
+    """
+    if sample_weight is None:
+        return None
+    a = as_array("sample_weight", sample_weight, dtype)
+    if a.ndim == 0:
+        a = np.full(n_samples, a, dtype=dtype)
+    if a.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), one weight per sample, got {a.shape}")
+    out = np.ascontiguousarray(a, dtype=dtype)
+    check_finite("sample_weight", out)
+    if (out < 0).any():
+        raise ValueError(f"sample_weight must be >= 0, got {out[out < 0][0]!r} at index {int(np.argmax(out < 0))}")
+    if not out.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum, got all zeros")
+    return out

@@ -174,13 +174,16 @@ def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
 
 
 def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
-                shuffle: bool = True, *, l2: float = 0.0, order: Any = None, comm: Any,
+                shuffle: bool = True, *, comm: Any, l2: float = 0.0, l1: float = 0.0,
+                clip_value: float | None = None, clip_norm: float | None = None, order: Any = None,
+                sample_weight: Any = None, schedule: Any = None, epoch: float = 0.0,
                 gradient_hook: Any = None, world_size: int = 1) -> float:
     r"""One data-parallel epoch: :meth:`fastmlp.Network.train_epoch` with ``comm=``.
 
     A collective call: every rank of `comm` must call it, with its own shard
     X, y (the same number of rows :math:`m` everywhere) and the same
-    `batch_size`, `loss`, `l2`, `shuffle`, network shape and optimizer.
+    `batch_size`, `loss`, penalties, clipping, schedule, `shuffle`, network
+    shape and optimizer.
 
     1. The arguments are checked on every rank and compared across ranks; if
        any rank's are wrong, every rank raises (the same ``ValueError`` or
@@ -190,8 +193,13 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
        its X) if given, else in a permutation from ``default_rng([seed, r])``
        (``shuffle=True``, `seed` being rank 0's Network seed), else in
        sequence; each batch's gradients are averaged over the ranks
-       (:func:`allreduce_hook`), the L2 term divides by :math:`R b`, and every
-       rank takes the same step.
+       (:func:`allreduce_hook`), the penalties divide by :math:`R b`, clipping
+       and the schedule act on the averaged gradient, and every rank takes the
+       same step.
+
+    `sample_weight` is not supported yet (ranks' batches would weigh
+    differently; it must be None) and `gradient_hook` must be None (the
+    communicator is the hook).
 
     Returns
     -------
@@ -211,15 +219,20 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
     try:
         if gradient_hook is not None:
             raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
+        if sample_weight is not None:
+            raise ValueError("sample_weight must be None when comm is given (not supported in data-parallel "
+                             "training yet)")
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
                              f"got {world_size}")
-        args = net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2, order, None, 1)
-        Xc, Yc, loss, optimizer, batch_size, shuffle, l2, order, _, _ = args
+        args = net._check_epoch(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value,
+                                clip_norm=clip_norm, order=order, sample_weight=None, schedule=schedule,
+                                epoch=epoch, gradient_hook=None, world_size=1)
         signature = {
-            "X": Xc.shape[0], "batch_size": batch_size, "loss": loss, "l2": l2, "shuffle": shuffle,
-            "order": order is not None, "network": (net.layer_sizes, net.dtype.name, net.activation,
-                                                    net.output_activation),
+            "X": args["Y"].shape[0], "batch_size": args["batch_size"], "loss": loss, "l2": l2, "l1": l1,
+            "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
+            "shuffle": args["shuffle"], "order": order is not None,
+            "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation),
             "optimizer": _optimizer_config(optimizer),
         }
     except (TypeError, ValueError) as e:
@@ -249,10 +262,10 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         comm.Bcast(net.params, root=0)
 
     # 3. The epoch; the hook averages each batch's gradients.
-    if order is None and shuffle:
-        order = _shuffled_order(net, seed, rank, Xc.shape[0])
-    hook = allreduce_hook(comm) if size > 1 else None
-    value = net._run_epoch(Xc, Yc, loss, optimizer, batch_size, False, l2, order, hook, size)
+    if args["order"] is None and args["shuffle"]:
+        args["order"] = _shuffled_order(net, seed, rank, signature["X"])
+    args.update(shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
+    value = net._train_epoch_checked(**args)
     total = np.array([value], dtype=np.float64)
     comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
     return float(total[0]) / size

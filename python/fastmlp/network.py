@@ -11,13 +11,52 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._validation import (as_matrix, as_targets, check_choice, check_dtype, check_float, check_int,
-                          check_layer_sizes, check_seed)
+from ._validation import (as_matrix, as_sample_weight, as_targets, check_choice, check_dtype, check_float,
+                          check_int, check_layer_sizes, check_seed)
 from .optim import Optimizer
 
+
+def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
+                        clip_norm: float | None = None, grad_scale: float = 1.0) -> Any:
+    """The C++ Regularization record, each value checked (None: no clipping)."""
+    return _core.Regularization(
+        l2=check_float("l2", l2, minimum=0.0), l1=check_float("l1", l1, minimum=0.0),
+        clip_value=0.0 if clip_value is None else check_float("clip_value", clip_value, minimum=0.0, open_min=True),
+        clip_norm=0.0 if clip_norm is None else check_float("clip_norm", clip_norm, minimum=0.0, open_min=True),
+        grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
+
+
+def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple:
+    """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
+
+    CSC (or any other format) is converted to CSR; the values are never densified.
+    """
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"{name} must be a 2-D sparse matrix with at least one row, got shape {X.shape}")
+    if X.shape[1] != n_cols:
+        raise ValueError(f"{name} must have {n_cols} features (columns), got shape {X.shape}")
+    X = X.tocsr()
+    data = np.ascontiguousarray(X.data, dtype=dtype)
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinity")
+    return (data, np.ascontiguousarray(X.indices, dtype=np.int64), np.ascontiguousarray(X.indptr, dtype=np.int64),
+            int(X.shape[0]), int(X.shape[1]))
+
+
+def _is_sparse(X: Any) -> bool:
+    from ._compat import is_sparse
+    return is_sparse(X)
+
+
+def _schedule_impl(schedule: Any) -> Any:
+    from .schedules import Schedule
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a fastmlp.schedules.Schedule, got {type(schedule).__name__}")
+    return schedule._impl
+
 HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
-OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax",)
-LOSSES = ("squared_error", "log_loss", "binary_log_loss")
+OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax", "exp")
+LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
 INITS = ("glorot", "he")
 
 
@@ -36,7 +75,7 @@ class Network:
         Hidden activation: ``identity``, ``logistic`` (alias ``sigmoid``),
         ``tanh``, ``relu``, ``leaky_relu``.
     output_activation : str
-        One of the above or ``softmax``.
+        One of the above, ``softmax`` or ``exp`` (for the ``poisson`` loss).
     dtype : {"float32", "float64"}
     seed : int or None
         Seeds the initial weights and the shuffling of :meth:`train_epoch`;
@@ -128,7 +167,12 @@ class Network:
 
     # --- computation -------------------------------------------------------
     def forward(self, X: Any) -> np.ndarray:
-        """The network's output (after the output activation) for X of shape (n, n_inputs)."""
+        """The network's output (after the output activation) for X of shape (n, n_inputs).
+
+        X may be a scipy.sparse matrix: the first layer then multiplies sparse × dense in C++.
+        """
+        if _is_sparse(X):
+            return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         return self._net.forward(X)
 
@@ -137,42 +181,61 @@ class Network:
 
     def _check_loss(self, loss: str) -> None:
         check_choice("loss", loss, LOSSES)
-        need = {"log_loss": "softmax", "binary_log_loss": "logistic"}.get(loss)
+        need = {"log_loss": "softmax", "binary_log_loss": "logistic", "poisson": "exp"}.get(loss)
         out = "logistic" if self.output_activation == "sigmoid" else self.output_activation
         if need is not None and out != need:
             raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
 
-    def loss_and_grad(self, X: Any, y: Any, loss: str) -> float:
+    def loss_and_grad(self, X: Any, y: Any, loss: str, sample_weight: Any = None) -> float:
         r"""Mean loss over the batch (no regularization); fills the gradient views.
 
-        ``squared_error``: :math:`\sum (\hat y - y)^2 / (2nk)`;
-        ``log_loss``: :math:`-\sum y \log \mathrm{softmax}(z) / n`;
-        ``binary_log_loss``: :math:`\sum \mathrm{softplus}(z) - y z / n`.
+        With sample weights :math:`w_i` (all 1 by default), :math:`W=\sum_i w_i`
+        and :math:`k` outputs:
+
+        ``squared_error``: :math:`\sum_i w_i \|\hat y_i - y_i\|^2 / (2Wk)`;
+        ``log_loss``: :math:`-\sum_i w_i\, y_i \cdot \log \mathrm{softmax}(z_i) / W`;
+        ``binary_log_loss``: :math:`\sum_i w_i \sum_j (\mathrm{softplus}(z) - y z)_{ij} / W`;
+        ``poisson`` (``exp`` output): :math:`\sum_i w_i \sum_j (e^{z} - y z + y\log y - y)_{ij} / W`.
         For ``log_loss`` y may be integer class indices (1-D) or one-hot.
         """
         self._check_loss(loss)
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         Y = self._targets(y, loss, X.shape[0])
-        return float(self._net.loss_and_grad(X, Y, loss))
+        w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
+        return float(self._net.loss_and_grad(X, Y, loss, w))
 
     def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
-                    shuffle: bool = True, *, l2: float = 0.0, order: Any = None,
+                    shuffle: bool = True, *, l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
+                    clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
+                    schedule: Any = None, epoch: float = 0.0,
                     gradient_hook: Callable[[np.ndarray, float], float] | None = None,
                     world_size: int = 1, comm: Any = None) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
         network's seeded generator (``shuffle=True``) or in sequence. Each
-        mini-batch of `batch_size` rows (the last one may be smaller; a
-        `batch_size` >= n is full-batch descent): forward, backward, the L2
-        term :math:`\tfrac12 l_2 \sum\|W\|^2 / n_b` (biases excluded), one
-        optimizer step.
+        mini-batch :math:`B` of `batch_size` rows (the last one may be
+        smaller; a `batch_size` >= n is full-batch descent), with weight sum
+        :math:`W_B` (its row count without `sample_weight`):
+
+        1. forward, backward: the weighted mean loss of :meth:`loss_and_grad`;
+        2. penalties on the weights (biases excluded):
+           :math:`(\tfrac12 l_2 \sum\|W_l\|^2 + l_1 \sum |W_l|) / W_B`;
+        3. clipping of the whole gradient: each value to
+           :math:`[-c_v, c_v]` (`clip_value`), then its global L2 norm to at
+           most `clip_norm`;
+        4. the learning rate from `schedule` (a
+           :class:`fastmlp.schedules.Schedule`), at clock
+           ``epoch + b / n_batches`` for batch ``b``;
+        5. one optimizer step.
+
+        A batch whose weights sum to 0 is skipped.
 
         For data-parallel training, ``gradient_hook(grads, loss) -> loss`` is
         called once per batch (GIL held) with a view of the gradient buffer,
-        after backward and before the L2 term and the update — e.g. an
-        allreduce that averages both over `world_size` processes in place; the
-        L2 term then divides by ``world_size × n_b``.
+        after backward and before step 2 — e.g. an allreduce that averages
+        both over `world_size` processes in place; the penalties then divide
+        by ``world_size × W_B``.
 
         ``comm`` (an ``mpi4py`` communicator) does all of that over MPI: X, y
         are this rank's shard (every rank the same number of rows), each rank's
@@ -183,47 +246,80 @@ class Network:
         Returns
         -------
         float
-            :math:`\frac1n\sum_b n_b L_b`, each batch's loss taken before its
-            update (scikit-learn's ``loss_curve_`` value); with `comm`, over
-            all ranks' samples.
+            :math:`\frac1n\sum_B |B| L_B`, each batch's loss (with its
+            penalties) taken before its update (scikit-learn's ``loss_curve_``
+            value); with `comm`, over all ranks' samples.
         """
+        args = dict(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm, order=order,
+                    sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
+                    world_size=world_size)
         if comm is not None:
             from . import distributed
-            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, l2=l2,
-                                           order=order, comm=comm, gradient_hook=gradient_hook,
-                                           world_size=world_size)
-        args = self._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2, order, gradient_hook, world_size)
-        return self._run_epoch(*args)
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, **args)
+        return self._train_epoch_checked(**self._check_epoch(X, y, loss, optimizer, batch_size, shuffle, **args))
 
-    def _epoch_args(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool,
-                    l2: float, order: Any, gradient_hook: Any, world_size: int) -> tuple:
-        """Checks train_epoch's arguments; returns them converted for the C++ call."""
+    def _check_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool, *,
+                     l2: float, l1: float, clip_value: float | None, clip_norm: float | None, order: Any,
+                     sample_weight: Any, schedule: Any, epoch: float, gradient_hook: Any,
+                     world_size: int) -> dict[str, Any]:
+        """Checks train_epoch's arguments: the keyword arguments of :meth:`_train_epoch_checked`."""
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam), got {type(optimizer).__name__}")
+            raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
-        l2 = check_float("l2", l2, minimum=0.0)
-        X = as_matrix("X", X, self.n_inputs, self._dtype)
-        Y = self._targets(y, loss, X.shape[0])
+        reg = make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm)
+        epoch = check_float("epoch", epoch, minimum=0.0)
+        X = as_csr("X", X, self.n_inputs, self._dtype) if _is_sparse(X) else as_matrix("X", X, self.n_inputs,
+                                                                                        self._dtype)
+        n = X[3] if isinstance(X, tuple) else X.shape[0]
+        Y = self._targets(y, loss, n)
+        w = as_sample_weight(sample_weight, n, self._dtype)
         if order is not None:
             order = np.asarray(order)
-            if order.dtype.kind not in "iu" or order.shape != (X.shape[0],):
-                raise ValueError(f"order must be a 1-D integer array of {X.shape[0]} sample indices, "
+            if order.dtype.kind not in "iu" or order.shape != (n,):
+                raise ValueError(f"order must be a 1-D integer array of {n} sample indices, "
                                  f"got dtype {order.dtype} and shape {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         world_size = check_int("world_size", world_size, minimum=1)
-        return X, Y, loss, optimizer, batch_size, bool(shuffle), l2, order, gradient_hook, world_size
-
-    def _run_epoch(self, X: np.ndarray, Y: np.ndarray, loss: str, optimizer: Optimizer, batch_size: int,
-                   shuffle: bool, l2: float, order: np.ndarray | None, gradient_hook: Any,
-                   world_size: int) -> float:
         impl = optimizer._bind(self)
-        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, l2, order,
+        sched = None if schedule is None else _schedule_impl(schedule)
+        return dict(X=X, Y=Y, loss=loss, impl=impl, batch_size=batch_size, shuffle=bool(shuffle), reg=reg,
+                    order=order, w=w, schedule=sched, epoch=epoch, gradient_hook=gradient_hook,
+                    world_size=world_size)
+
+    def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
+                             shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
+                             schedule: Any, epoch: float, gradient_hook: Any = None, world_size: int = 1) -> float:
+        """train_epoch on arguments already checked and converted (for the estimators); X may be as_csr's tuple."""
+        if isinstance(X, tuple):
+            return float(self._net.train_epoch_csr(*X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule,
+                                                   epoch, gradient_hook, world_size))
+        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule, epoch,
                                            gradient_hook, world_size))
+
+    def objective(self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0,
+                  sample_weight: Any = None) -> float:
+        r"""The full-batch training objective and its gradient (in :attr:`grads`).
+
+        :meth:`loss_and_grad` plus the penalties
+        :math:`(\tfrac12 l_2 \sum\|W_l\|^2 + l_1 \sum |W_l|) / W` of
+        :meth:`train_epoch`: what L-BFGS minimizes.
+        """
+        self._check_loss(loss)
+        reg = make_regularization(l2=l2, l1=l1)
+        if _is_sparse(X):
+            Xc = as_csr("X", X, self.n_inputs, self._dtype)
+            Y = self._targets(y, loss, Xc[3])
+            return float(self._net.objective_csr(*Xc, Y, loss, as_sample_weight(sample_weight, Xc[3], self._dtype),
+                                                 reg))
+        X = as_matrix("X", X, self.n_inputs, self._dtype)
+        Y = self._targets(y, loss, X.shape[0])
+        w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
+        return float(self._net.objective(X, Y, loss, w, reg))
 
     def initialize(self, seed: int | None = None) -> None:
         """Draws new parameters (and reseeds the shuffling) from `seed`."""

@@ -114,3 +114,62 @@ class Adam(Optimizer):
 
     def __repr__(self) -> str:
         return f"Adam(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r})"
+
+
+class AdamW(Optimizer):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter).
+
+    .. math::
+        p \leftarrow p - \eta\lambda p, \quad\text{then the Adam step of } :class:`Adam`.
+
+    The decay acts on every parameter (biases too), as PyTorch's ``AdamW`` by default.
+    """
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr)
+        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_max=True)
+        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_max=True)
+        self.eps = check_float("eps", eps, 0.0, open_min=True)
+        self.weight_decay = check_float("weight_decay", weight_decay, minimum=0.0)
+
+    @property
+    def t(self) -> int:
+        """Steps taken so far."""
+        return 0 if self._impl is None else int(self._impl.t)
+
+    def _make(self, suffix: str) -> Any:
+        return getattr(_core, "AdamW" + suffix)(self._lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+
+    def __repr__(self) -> str:
+        return (f"AdamW(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}, "
+                f"weight_decay={self.weight_decay!r})")
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop: :math:`v \leftarrow \rho v + (1-\rho) g^2`, :math:`p \leftarrow p - \eta g / (\sqrt v + \epsilon)`."""
+
+    def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        self.rho = check_float("rho", rho, 0.0, 1.0, open_max=True)
+        self.eps = check_float("eps", eps, 0.0, open_min=True)
+
+    def _make(self, suffix: str) -> Any:
+        return getattr(_core, "RMSprop" + suffix)(self._lr, self.rho, self.eps)
+
+    def __repr__(self) -> str:
+        return f"RMSprop(lr={self._lr!r}, rho={self.rho!r}, eps={self.eps!r})"
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad: :math:`G \leftarrow G + g^2`, :math:`p \leftarrow p - \eta g / (\sqrt G + \epsilon)`."""
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-10) -> None:
+        super().__init__(lr)
+        self.eps = check_float("eps", eps, 0.0, open_min=True)
+
+    def _make(self, suffix: str) -> Any:
+        return getattr(_core, "Adagrad" + suffix)(self._lr, self.eps)
+
+    def __repr__(self) -> str:
+        return f"Adagrad(lr={self._lr!r}, eps={self.eps!r})"

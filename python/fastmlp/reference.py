@@ -32,6 +32,10 @@ __all__ = [
     "LOSSES",
     "SGD",
     "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "objective",
     "activation_backward",
     "activation_forward",
     "forward",
@@ -43,8 +47,8 @@ __all__ = [
     "train_epoch",
 ]
 
-ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "softmax")
-LOSSES = ("squared_error", "log_loss", "binary_log_loss")
+ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "exp")
+LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
 
 # Activations that may be used in hidden layers (softmax is output-only).
 HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
@@ -127,6 +131,14 @@ def _softmax_backward(dA, z, a, slope):
     return a * (dA - np.sum(dA * a, axis=-1, keepdims=True))
 
 
+def _exp(z, slope):
+    return np.exp(z)
+
+
+def _exp_backward(dA, z, a, slope):
+    return dA * a
+
+
 _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
     "identity": (_identity, _identity_backward),
     "logistic": (_logistic, _logistic_backward),
@@ -135,6 +147,7 @@ _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
     "relu": (_relu, _relu_backward),
     "leaky_relu": (_leaky_relu, _leaky_relu_backward),
     "softmax": (_softmax, _softmax_backward),
+    "exp": (_exp, _exp_backward),
 }
 
 
@@ -150,6 +163,7 @@ def activation_forward(name: str, z, slope: float = 0.01) -> np.ndarray:
     relu                  max(z, 0)
     leaky_relu            z if z > 0 else slope * z
     softmax               exp(z_j - max_i z_i) / sum_k exp(z_k - max_i z_i)
+    exp                   exp(z)   (the output of Poisson regression)
     ====================  ==============================================
 
     The logistic function is evaluated as ``1 / (1 + e)`` for ``z >= 0`` and
@@ -189,6 +203,7 @@ def activation_backward(name: str, dA, z, a, slope: float = 0.01) -> np.ndarray:
     relu                  dA * (z > 0)
     leaky_relu            dA * (1 if z > 0 else slope)
     softmax               a * (dA - sum_j dA_j a_j)   (row-wise)
+    exp                   dA * a
     ====================  ==============================================
 
     For softmax this is the product of the row's Jacobian
@@ -230,23 +245,29 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
 
 
 def output_loss_and_grad(
-    loss: str, output_activation: str, z, y, slope: float = 0.01
+    loss: str, output_activation: str, z, y, slope: float = 0.01, sample_weight=None, grad_scale: float = 1.0
 ) -> tuple[float, np.ndarray]:
-    """Mean loss of a batch and its gradient with respect to the output pre-activations.
+    """Weighted mean loss of a batch and its gradient with respect to the output pre-activations.
 
-    With ``n`` rows and ``k`` outputs, ``a = f(z)`` the output activation and
-    ``y`` the targets:
+    With ``n`` rows, ``k`` outputs, ``a = f(z)`` the output activation, ``y``
+    the targets, sample weights ``w`` (all 1 by default) and ``W = sum(w)``:
 
     ``squared_error`` (any output activation)
-        L = sum((a - y)**2) / (2 n k),  dL/da = (a - y) / (n k),
+        L = sum_i w_i sum_j (a - y)_ij**2 / (2 W k),  dL/da_i = w_i (a_i - y_i) / (W k),
         dZ = activation_backward(output_activation, dL/da, z, a).
     ``log_loss`` (softmax output only)
-        log p = z - logsumexp(z, axis=1),  L = -sum(y * log p) / n,
-        dZ = (softmax(z) - y) / n   (for rows of y that sum to 1, e.g. one-hot).
+        log p = z - logsumexp(z, axis=1),  L = -sum_i w_i y_i . log p_i / W,
+        dZ_i = w_i (softmax(z_i) - y_i) / W   (for rows of y that sum to 1, e.g. one-hot).
     ``binary_log_loss`` (logistic output only)
-        L = sum(log(1 + exp(z)) - y * z) / n,  dZ = (sigmoid(z) - y) / n,
-        which is ``-sum(y log p + (1 - y) log(1 - p)) / n`` for
-        ``p = sigmoid(z)``, summed over the ``k`` independent outputs.
+        L = sum_i w_i sum_j (log(1 + exp(z)) - y z)_ij / W,  dZ_i = w_i (sigmoid(z_i) - y_i) / W,
+        which is ``-sum(y log p + (1 - y) log(1 - p))`` for ``p = sigmoid(z)``,
+        summed over the ``k`` independent outputs.
+    ``poisson`` (exp output only; half the Poisson deviance, scikit-learn's)
+        L = sum_i w_i sum_j (exp(z) - y z + xlogy(y, y) - y)_ij / W,  dZ_i = w_i (exp(z_i) - y_i) / W.
+
+    ``grad_scale`` multiplies dZ only: scikit-learn trains multi-output
+    ``squared_error`` on ``k`` times this gradient (the sum over outputs)
+    while it reports the mean.
 
     The cross-entropies are computed from the logits ``z`` (log-sum-exp,
     ``logaddexp``), so they stay finite and exact for any finite ``z``.
@@ -266,13 +287,15 @@ def output_loss_and_grad(
         (``binary_log_loss``). Converted to the dtype of ``z``.
     slope : float, default=0.01
         Slope of a ``leaky_relu`` output for ``z <= 0``.
+    sample_weight : array_like of shape (n,), default=None
+    grad_scale : float, default=1.0
 
     Returns
     -------
     value : float
-        The mean loss.
+        The weighted mean loss.
     dZ : ndarray of shape (n, k)
-        ``dL/dz``, in the dtype of ``z``.
+        ``dL/dz`` (times ``grad_scale``), in the dtype of ``z``.
     """
     _check_name("loss", loss, LOSSES)
     _check_name("output_activation", output_activation, ACTIVATIONS)
@@ -283,28 +306,37 @@ def output_loss_and_grad(
             f"z and y must be 2-D arrays of the same shape (n, k); got z {z.shape} and y {y.shape}"
         )
     n, k = z.shape
+    w = np.ones(n, dtype=z.dtype) if sample_weight is None else np.asarray(sample_weight, dtype=z.dtype)
+    W = float(np.sum(w, dtype=np.float64))
+    wc = w[:, None]
 
     if loss == "squared_error":
         a = activation_forward(output_activation, z, slope)
         diff = a - y
-        value = np.sum(diff * diff) / (2 * n * k)
-        dZ = activation_backward(output_activation, diff / (n * k), z, a, slope)
+        value = np.sum(wc * diff * diff) / (2 * W * k)
+        dZ = activation_backward(output_activation, wc * diff * z.dtype.type(grad_scale / (W * k)), z, a, slope)
     elif loss == "log_loss":
         if output_activation != "softmax":
             raise ValueError(
                 f"loss 'log_loss' needs output_activation 'softmax'; got {output_activation!r}"
             )
         log_p = z - _logsumexp(z)
-        value = -np.sum(y * log_p) / n
-        dZ = (np.exp(log_p) - y) / n
-    else:  # binary_log_loss
+        value = -np.sum(wc * y * log_p) / W
+        dZ = wc * (np.exp(log_p) - y) * z.dtype.type(grad_scale / W)
+    elif loss == "binary_log_loss":
         if output_activation not in ("logistic", "sigmoid"):
             raise ValueError(
                 "loss 'binary_log_loss' needs output_activation 'logistic'; "
                 f"got {output_activation!r}"
             )
-        value = np.sum(np.logaddexp(0, z) - y * z) / n
-        dZ = (_logistic(z, None) - y) / n
+        value = np.sum(wc * (np.logaddexp(0, z) - y * z)) / W
+        dZ = wc * (_logistic(z, None) - y) * z.dtype.type(grad_scale / W)
+    else:  # poisson
+        if output_activation != "exp":
+            raise ValueError(f"loss 'poisson' needs output_activation 'exp'; got {output_activation!r}")
+        yl = np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0)
+        value = np.sum(wc * (np.exp(z) - y * z + yl - y)) / W
+        dZ = wc * (np.exp(z) - y) * z.dtype.type(grad_scale / W)
     return float(value), dZ
 
 
@@ -390,8 +422,10 @@ def loss_and_grad(
     activation: str = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
+    sample_weight=None,
+    grad_scale: float = 1.0,
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
-    """Mean loss over a batch and its gradients, by backpropagation.
+    """(Weighted) mean loss over a batch and its gradients, by backpropagation.
 
     Starting from ``dZ_{L-1}`` given by :func:`output_loss_and_grad`, for
     ``l = L-1 .. 0``::
@@ -411,18 +445,20 @@ def loss_and_grad(
         Targets, as made by :func:`to_targets`.
     loss : str
         One of :data:`LOSSES`.
+    sample_weight, grad_scale
+        As in :func:`output_loss_and_grad`.
 
     Returns
     -------
     value : float
-        The mean loss over the ``n`` rows.
+        The (weighted) mean loss over the ``n`` rows.
     weight_grads : list of ndarray
         ``dL/dW_l``, shaped like ``weights``.
     bias_grads : list of ndarray
         ``dL/db_l``, shaped like ``biases``.
     """
     Zs, As = forward(weights, biases, X, activation, output_activation, slope)
-    value, dZ = output_loss_and_grad(loss, output_activation, Zs[-1], Y, slope)
+    value, dZ = output_loss_and_grad(loss, output_activation, Zs[-1], Y, slope, sample_weight, grad_scale)
     weight_grads, bias_grads = [], []
     for l in reversed(range(len(weights))):
         weight_grads.append(As[l].T @ dZ)
@@ -600,9 +636,115 @@ class Adam:
             p -= lr_t * m / (np.sqrt(v) + self.eps)
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay ``wd`` (Loshchilov & Hutter)::
+
+        p <- p - lr * wd * p        (every parameter, biases included)
+        then the Adam step of :class:`Adam`.
+    """
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr, beta1, beta2, eps)
+        self.weight_decay = weight_decay
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        _check_params_and_grads(params, grads)
+        for p in params:
+            p *= p.dtype.type(1 - self.lr * self.weight_decay)
+        super().step(params, grads)
+
+
+class RMSprop:
+    """RMSprop::
+
+        v <- rho * v + (1 - rho) * g**2
+        p <- p - lr * g / (sqrt(v) + eps)
+    """
+
+    def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
+        self.lr, self.rho, self.eps = lr, rho, eps
+        self.vs: list[np.ndarray] | None = None
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        _check_params_and_grads(params, grads)
+        if self.vs is None:
+            self.vs = [np.zeros_like(p) for p in params]
+        for p, g, v in zip(params, grads, self.vs):
+            v *= self.rho
+            v += (1 - self.rho) * (g * g)
+            p -= self.lr * g / (np.sqrt(v) + self.eps)
+
+
+class Adagrad:
+    """Adagrad::
+
+        G <- G + g**2
+        p <- p - lr * g / (sqrt(G) + eps)
+    """
+
+    def __init__(self, lr: float = 0.01, eps: float = 1e-10) -> None:
+        self.lr, self.eps = lr, eps
+        self.Gs: list[np.ndarray] | None = None
+
+    def step(self, params: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
+        _check_params_and_grads(params, grads)
+        if self.Gs is None:
+            self.Gs = [np.zeros_like(p) for p in params]
+        for p, g, G in zip(params, grads, self.Gs):
+            G += g * g
+            p -= self.lr * g / (np.sqrt(G) + self.eps)
+
+
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
+
+
+def objective(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    X,
+    Y,
+    loss: str,
+    activation: str = "relu",
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    sample_weight=None,
+    grad_scale: float = 1.0,
+) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    """The regularized batch objective, scikit-learn's form extended by an L1 term.
+
+    With ``W = sum(sample_weight)`` (the row count without weights)::
+
+        L   = loss_and_grad(...) value + (l2/2 * sum_l ||W_l||^2 + l1 * sum_l |W_l|) / W
+        dW_l = dW_l(loss) + (l2 * W_l + l1 * sign(W_l)) / W       (biases: no penalty)
+    """
+    value, gW, gb = loss_and_grad(weights, biases, X, Y, loss, activation, output_activation, slope,
+                                  sample_weight, grad_scale)
+    W = float(len(X) if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
+    if l2 or l1:
+        value += (0.5 * l2 * sum(float(np.sum(Wl.astype(np.float64) ** 2)) for Wl in weights)
+                  + l1 * sum(float(np.sum(np.abs(Wl.astype(np.float64)))) for Wl in weights)) / W
+        for g, Wl in zip(gW, weights):
+            g += Wl.dtype.type(l2 / W) * Wl + Wl.dtype.type(l1 / W) * np.sign(Wl)
+    return value, gW, gb
+
+
+def clip_gradients(grads: Sequence[np.ndarray], clip_value: float | None = None,
+                   clip_norm: float | None = None) -> None:
+    """In place: each value to ``[-clip_value, clip_value]``, then the global L2 norm
+    ``sqrt(sum over all arrays of g**2)`` to at most ``clip_norm``."""
+    if clip_value:
+        for g in grads:
+            np.clip(g, -clip_value, clip_value, out=g)
+    if clip_norm:
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+        if norm > clip_norm:
+            for g in grads:
+                g *= g.dtype.type(clip_norm / norm)
 
 
 def train_epoch(
@@ -611,25 +753,33 @@ def train_epoch(
     X,
     Y,
     loss: str,
-    optimizer: SGD | Adam,
+    optimizer,
     batch_size: int,
     order,
     activation: str = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
     l2: float = 0.0,
+    l1: float = 0.0,
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
+    sample_weight=None,
+    grad_scale: float = 1.0,
+    schedule: Callable[[float, float], float] | None = None,
+    epoch: float = 0.0,
 ) -> float:
     """One pass over the data in mini-batches; updates the parameters in place.
 
     The rows are visited in the given ``order``, ``batch_size`` at a time (the
-    last batch may be smaller; ``batch_size >= n`` is full-batch). For a batch
-    ``B`` of ``|B|`` rows, with ``alpha = l2``, the loss and gradients are
-    scikit-learn's::
+    last batch may be smaller; ``batch_size >= n`` is full-batch). For batch
+    ``b`` of ``n_b`` batches, rows ``B``:
 
-        L_B   = mean loss over B + alpha / (2 |B|) * sum_l ||W_l||^2
-        dW_l  = dW_l(mean loss) + alpha / |B| * W_l      (biases: no penalty)
-
-    then ``optimizer.step([W_0, b_0, W_1, b_1, ...], [dW_0, db_0, ...])``.
+    1. ``L_B, grads = objective(...)`` on the rows of ``B`` (with their
+       sample weights, normalized by the batch's weight sum; a batch whose
+       weights sum to 0 counts 0 and takes no step);
+    2. :func:`clip_gradients`;
+    3. ``optimizer.lr = schedule(epoch + b / n_b, 1 / n_b)`` when a schedule is given;
+    4. ``optimizer.step([W_0, b_0, W_1, b_1, ...], [dW_0, db_0, ...])``.
 
     Parameters
     ----------
@@ -640,14 +790,19 @@ def train_epoch(
         Targets, as made by :func:`to_targets`.
     loss : str
         One of :data:`LOSSES`.
-    optimizer : SGD or Adam
+    optimizer : SGD, Adam, AdamW, RMSprop or Adagrad
     batch_size : int
     order : array_like of int of shape (n,)
         The order in which rows are visited (e.g. a permutation).
     activation, output_activation, slope
         As in :func:`forward`.
-    l2 : float, default=0.0
-        L2 penalty ``alpha``.
+    l2, l1, sample_weight, grad_scale
+        As in :func:`objective`.
+    clip_value, clip_norm
+        As in :func:`clip_gradients`.
+    schedule : callable (p, delta) -> lr, optional
+    epoch : float
+        The schedule's clock at the start of the epoch.
 
     Returns
     -------
@@ -660,19 +815,22 @@ def train_epoch(
         raise ValueError(f"order must have one entry per row of X ({n}); got {len(order)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    n_batches = -(-n // batch_size)
     total = 0.0
-    for start in range(0, n, batch_size):
+    for b, start in enumerate(range(0, n, batch_size)):
         idx = order[start : start + batch_size]
-        value, weight_grads, bias_grads = loss_and_grad(
-            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope
+        w = None if sample_weight is None else np.asarray(sample_weight)[idx]
+        if w is not None and not np.sum(w, dtype=np.float64) > 0:
+            continue
+        value, weight_grads, bias_grads = objective(
+            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope, l2, l1, w, grad_scale
         )
-        if l2:
-            value += 0.5 * l2 * sum(float(np.sum(W * W)) for W in weights) / len(idx)
-            for gW, W in zip(weight_grads, weights):
-                gW += l2 * W / len(idx)
         total += value * len(idx)
-        params = [p for W, b in zip(weights, biases) for p in (W, b)]
         grads = [g for gW, gb in zip(weight_grads, bias_grads) for g in (gW, gb)]
+        clip_gradients(grads, clip_value, clip_norm)
+        if schedule is not None:
+            optimizer.lr = schedule(epoch + b / n_batches, 1 / n_batches)
+        params = [p for W, bias in zip(weights, biases) for p in (W, bias)]
         optimizer.step(params, grads)
     return total / n
 

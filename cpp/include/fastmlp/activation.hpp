@@ -14,10 +14,11 @@
 
 namespace fastmlp {
 
-enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax };
+enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax, Exp };
 
 // "identity", "logistic" (alias "sigmoid"), "tanh", "relu", "leaky_relu",
-// "softmax"; throws std::invalid_argument listing the valid names otherwise.
+// "softmax", "exp" (the output of Poisson regression); throws
+// std::invalid_argument listing the valid names otherwise.
 Activation parse_activation(const std::string& name);
 const char* activation_name(Activation f);
 
@@ -83,6 +84,9 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
       case Activation::LeakyRelu:
         A = (Z > T(0)).select(Z, slope * Z);
         break;
+      case Activation::Exp:
+        A = Z.exp();
+        break;
       case Activation::Softmax:
         break;
     }
@@ -123,6 +127,9 @@ void activation_backward(Activation f, T slope, const T* da, const T* z, const T
         break;
       case Activation::LeakyRelu:
         dZ = (Z > T(0)).select(dA, slope * dA);
+        break;
+      case Activation::Exp:
+        dZ = dA * A;
         break;
       case Activation::Softmax:
         break;

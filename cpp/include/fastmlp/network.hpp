@@ -20,6 +20,26 @@
 
 namespace fastmlp {
 
+// A CSR matrix (scipy's layout, int64 indices, indptr[0] = 0) read in place:
+// row r holds data[indptr[r] .. indptr[r+1]) at columns indices[...].
+template <class T>
+struct CsrView {
+  const T* data = nullptr;
+  const std::int64_t* indices = nullptr;
+  const std::int64_t* indptr = nullptr;
+  Index rows = 0, cols = 0;
+};
+
+// The input of a forward pass: `rows` rows of a dense row-major array, or rows
+// [begin, begin + rows) of a CSR matrix (the first layer then multiplies
+// sparse × dense and X is never densified).
+template <class T>
+struct Input {
+  const T* dense = nullptr;
+  const CsrView<T>* csr = nullptr;
+  Index begin = 0;
+};
+
 // glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c = 2 for a logistic
 //         hidden activation and 6 otherwise (scikit-learn's bounds);
 // he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
@@ -32,6 +52,10 @@ template <class T>
 struct Workspace {
   Index rows = 0;
   Matrix<T> x, y;                      // the slice's rows, when gathered
+  Vector<T> w;                         // their sample weights
+  std::vector<T> csr_data;             // the slice's rows of a sparse X, gathered
+  std::vector<std::int64_t> csr_indices, csr_indptr;
+  CsrView<T> csr_view;                 // ... and viewed
   std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
   void reserve(const std::vector<Index>& sizes, Index rows);
 };
@@ -62,14 +86,16 @@ class Network {
   void initialize(std::uint64_t seed, Init init);
   Rng& rng() { return rng_; }
 
-  // out (n, n_outputs) = the network's output for x (n, n_inputs).
-  // Reads the parameters only: safe to call from several threads at once.
+  // out (n, n_outputs) = the network's output for x (n, n_inputs), dense or
+  // sparse. Reads the parameters only: safe to call from several threads.
   void forward(const T* x, Index n, T* out) const;
+  void forward(const CsrView<T>& x, T* out) const;
 
-  // Forward and backward over `rows` rows of x (y: targets) into the gradient
-  // buffer g (params' layout), every term scaled by 1/scale_rows; returns
-  // Σ row losses / scale_rows. Reads the parameters, writes ws and g only.
-  double forward_backward(const T* x, const T* y, Index rows, Index scale_rows, Loss loss,
+  // Forward and backward over `rows` rows of x (y: their targets) into the
+  // gradient buffer g (params' layout), weighted and normalized by `scale`
+  // (loss.hpp); returns the slice's share of the batch's loss. Reads the
+  // parameters, writes ws and g only.
+  double forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
                           Workspace<T>& ws, T* g) const;
 
   // How many threads a batch of `rows` rows is split across (see network.cpp),
@@ -85,7 +111,11 @@ class Network {
   std::vector<std::int64_t>& epoch_order() { return order_; }
 
  private:
-  void forward_rows(const T* x, Index rows, T* out, T* buf0, T* buf1) const;
+  // Layer 0's Z = X·W_0 + b_0 for dense or sparse X.
+  void first_layer(const Input<T>& x, Index rows, T* z) const;
+  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const;
+  template <class RowsOf>
+  void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
 
   std::vector<Index> sizes_;
   std::vector<Index> weight_offset_;

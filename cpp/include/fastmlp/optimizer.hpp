@@ -86,4 +86,59 @@ class Adam final : public Optimizer<T> {
   double step_size_ = 0.0;  // lr·√(1 − β2ᵗ)/(1 − β1ᵗ) of the current step
 };
 
+// Adam with decoupled weight decay λ (AdamW, Loshchilov & Hutter), in the
+// same folded form: first p ← p − lr·λ·p, then the Adam step above. The decay
+// acts on every parameter (biases too), as PyTorch's does by default.
+template <class T>
+class AdamW final : public Optimizer<T> {
+ public:
+  AdamW(double lr, double beta1, double beta2, double eps, double weight_decay);
+  void prepare(Index n) override;
+  void begin_step() override;
+  void update(T* params, const T* grads, Index begin, Index end) override;
+  void reset() override { adam.reset(); }
+
+  Adam<T> adam;  // holds the moments and the step count
+  double weight_decay;
+
+ private:
+  void check() const;
+};
+
+// RMSprop (Hinton):
+//   v ← ρ·v + (1 − ρ)·g²
+//   p ← p − lr·g / (√v + ε)
+template <class T>
+class RMSprop final : public Optimizer<T> {
+ public:
+  RMSprop(double lr, double rho, double eps);
+  void prepare(Index n) override;
+  void update(T* params, const T* grads, Index begin, Index end) override;
+  void reset() override { v.resize(0); }
+
+  double rho, eps;
+  Vector<T> v;
+
+ private:
+  void check() const;
+};
+
+// Adagrad (Duchi, Hazan & Singer):
+//   G ← G + g²
+//   p ← p − lr·g / (√G + ε)
+template <class T>
+class Adagrad final : public Optimizer<T> {
+ public:
+  Adagrad(double lr, double eps);
+  void prepare(Index n) override;
+  void update(T* params, const T* grads, Index begin, Index end) override;
+  void reset() override { G.resize(0); }
+
+  double eps;
+  Vector<T> G;
+
+ private:
+  void check() const;
+};
+
 }  // namespace fastmlp

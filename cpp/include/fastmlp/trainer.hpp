@@ -1,10 +1,11 @@
 // Training: a step over one mini-batch, and an epoch of steps, entirely in C++.
 //
-// A step is one parallel pass: each thread gathers its slice of the batch,
+// A step is one parallel pass: each thread gathers its slice of the batch and
 // runs forward and backward on it into its own gradient buffer; then each
 // thread takes a chunk of the parameters, sums the threads' gradients there,
-// adds the L2 term and applies the optimizer's update — one fork/join per
-// batch, every parameter read and written once.
+// adds the penalties, clips and applies the optimizer's update — one
+// fork/join per batch, every parameter read and written once (a gradient
+// hook, or clipping by the global norm, adds one synchronization).
 #pragma once
 
 #include <cstdint>
@@ -12,17 +13,50 @@
 
 #include "fastmlp/network.hpp"
 #include "fastmlp/optimizer.hpp"
+#include "fastmlp/schedule.hpp"
 
 namespace fastmlp {
 
-// A mini-batch: `rows` rows of x (n_inputs wide) and y (n_outputs wide),
-// either rows [0, rows) or, when `index` is given, rows index[0..rows).
+// What is added to a batch's mean loss and gradient, and how the gradient is
+// limited. With W the batch's weight sum (its row count when unweighted):
+//   L  += (½·l2·Σ‖W_l‖² + l1·Σ|W_l|) / W          (weights only, biases excluded)
+//   ∇W += (l2·W_l + l1·sign(W_l)) / W
+// then, over the whole gradient buffer (biases included):
+//   clip_value > 0:  g ← min(max(g, −clip_value), clip_value)
+//   clip_norm  > 0:  g ← g · min(1, clip_norm / ‖g‖₂)
+struct Regularization {
+  double l2 = 0.0;
+  double l1 = 0.0;
+  double clip_value = 0.0;
+  double clip_norm = 0.0;
+  double grad_scale = 1.0;  // see LossScale: scikit-learn's multi-output squared_error
+  void check() const;       // throws std::invalid_argument for a negative or non-finite value
+};
+
+// A mini-batch: `rows` rows of x (dense, or the CSR matrix csr) with targets
+// y (n_outputs wide) and optional sample weights w — either rows
+// [begin, begin + rows) of the arrays or, when `index` is given, rows
+// index[0..rows).
 template <class T>
 struct Batch {
-  const T* x;
-  const T* y;
-  Index rows;
+  const T* x = nullptr;
+  const CsrView<T>* csr = nullptr;
+  const T* y = nullptr;
+  const T* w = nullptr;
+  Index rows = 0;
   const std::int64_t* index = nullptr;
+  Index begin = 0;
+};
+
+// Data-parallel training: called once per step with the batch's gradients
+// (summed over threads, n_params values) and its mean loss, before the
+// penalties and the update — e.g. to average both over processes with an
+// allreduce, in place. `world_size` is how many such batches the result
+// stands for (the penalties then divide by world_size × W).
+template <class T>
+struct GradientHook {
+  std::function<void(T* grads, Index n, double* loss)> reduce;
+  Index world_size = 1;
 };
 
 // Gradients of the batch's mean loss into net.grads() (no regularization);
@@ -30,29 +64,21 @@ struct Batch {
 template <class T>
 double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss);
 
-// Data-parallel training: called once per step with the batch's gradients
-// (summed over threads, n_params values) and its mean loss, before the L2
-// term and the update — e.g. to average both over processes with an
-// allreduce, in place. Its `world_size` is how many such batches the result
-// stands for (the L2 term then divides by world_size × rows).
+// The full objective of one batch, without a step: fills net.grads() with
+// ∇(mean loss + penalties) (clipping excluded) and returns its value — what
+// L-BFGS minimizes. The caller holds net.busy().
 template <class T>
-struct GradientHook {
-  std::function<void(T* grads, Index n, double* loss)> reduce;
-  Index world_size = 1;
-};
-
-// One step: the gradients of L = mean loss + 0.5·l2·Σ‖W‖²/rows (biases
-// excluded), then optimizer's update. Returns L, taken before the update.
-// The caller holds net.busy() and has called optimizer.prepare(n_params).
-template <class T>
-double train_step(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& batch, Loss loss, double l2,
-                  const GradientHook<T>* hook = nullptr);
+double objective(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg);
 
 struct EpochOptions {
   Index batch_size = 200;               // >= n means full-batch gradient descent
   bool shuffle = true;                  // ignored when `order` is given
-  double l2 = 0.0;                      // see train_step
+  Regularization regularization;
   const std::int64_t* order = nullptr;  // n sample indices in [0, n): the visiting order
+  // Sets optimizer.lr before every step when given; `epoch` is the schedule's
+  // clock at the start of this epoch (epochs done before it).
+  const LearningRateSchedule* schedule = nullptr;
+  double epoch = 0.0;
   // Asked between batches, at most every kStopPollSeconds; returning true ends
   // the epoch after the current batch (used for Ctrl-C), parameters consistent.
   std::function<bool()> should_stop;
@@ -60,12 +86,15 @@ struct EpochOptions {
 
 inline constexpr double kStopPollSeconds = 0.05;
 
-// Visits the n samples in order (shuffled with the network's generator, given,
-// or sequential) in mini-batches, one train_step each. Returns the mean over
-// samples of each batch's loss taken before its update — scikit-learn's
-// loss_curve_ value (when stopped early: the mean over the samples visited).
+// Visits the samples of `data` (its rows and index unused: all data.rows
+// samples) in order — shuffled with the network's generator, given, or
+// sequential — in mini-batches, one step each. Returns the mean over samples
+// of each batch's loss with its penalties, taken before its update —
+// scikit-learn's loss_curve_ value (when stopped early: over the samples
+// visited). With sample weights each batch is normalized by its own weight
+// sum (scikit-learn's convention); a batch whose weights sum to 0 is skipped.
 template <class T>
-double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const T* x, const T* y, Index n,
-                   Loss loss, const EpochOptions& options, const GradientHook<T>* hook = nullptr);
+double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& data, Loss loss,
+                   const EpochOptions& options, const GradientHook<T>* hook = nullptr);
 
 }  // namespace fastmlp

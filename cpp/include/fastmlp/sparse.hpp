@@ -1,0 +1,38 @@
+// The dense layer with a sparse (CSR) input: Eigen's sparse module reads
+// scipy's arrays in place, so X is never densified.
+//
+//   forward   out (n, n_out) = X[begin : begin+n] (sparse) · W (n_in, n_out) + b
+//   backward  dW = X[begin : begin+n]ᵀ · dout,  db = Σ_rows dout  (no dX: X is the input)
+#pragma once
+
+#include <Eigen/SparseCore>
+
+#include "fastmlp/network.hpp"
+
+namespace fastmlp {
+
+template <class T>
+using SparseMap = Eigen::Map<const Eigen::SparseMatrix<T, Eigen::RowMajor, std::int64_t>>;
+
+template <class T>
+SparseMap<T> map_csr(const CsrView<T>& x) {
+  return SparseMap<T>(x.rows, x.cols, x.indptr[x.rows], x.indptr, x.indices, x.data);
+}
+
+template <class T>
+void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* weight, const T* bias, Index n,
+                          Index n_in, Index n_out) {
+  MatrixMap<T> o(out, n, n_out);
+  o.noalias() = map_csr(x).middleRows(begin, n) * ConstMatrixMap<T>(weight, n_in, n_out);
+  o.rowwise() += ConstRowVectorMap<T>(bias, n_out);
+}
+
+template <class T>
+void sparse_dense_backward(T* dweight, T* dbias, const T* dout, const CsrView<T>& x, Index begin, Index n,
+                           Index n_in, Index n_out) {
+  ConstMatrixMap<T> d(dout, n, n_out);
+  MatrixMap<T>(dweight, n_in, n_out).noalias() = map_csr(x).middleRows(begin, n).transpose() * d;
+  RowVectorMap<T>(dbias, n_out).noalias() = d.colwise().sum();
+}
+
+}  // namespace fastmlp

@@ -1,0 +1,212 @@
+"""scikit-learn when it is installed, small stand-ins when it is not.
+
+The estimators import their base classes, warnings and input validation from
+here, so that they are real scikit-learn estimators (clone, pipelines, grid
+search, estimator checks) with scikit-learn present and still import and
+train without it.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+
+try:  # pragma: no branch - one of the two is taken per environment
+    import sklearn
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+    HAVE_SKLEARN = True
+except ImportError:
+    HAVE_SKLEARN = False
+
+    class ConvergenceWarning(UserWarning):  # type: ignore[no-redef]
+        """The optimizer stopped before the convergence criterion was met."""
+
+    class DataConversionWarning(UserWarning):  # type: ignore[no-redef]
+        """Input data was converted (e.g. a column vector y raveled)."""
+
+    class BaseEstimator:  # type: ignore[no-redef]
+        """get_params/set_params/repr from the constructor's signature (scikit-learn's protocol)."""
+
+        @classmethod
+        def _get_param_names(cls) -> list[str]:
+            sig = inspect.signature(cls.__init__)
+            return sorted(p.name for p in sig.parameters.values()
+                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+        def get_params(self, deep: bool = True) -> dict[str, Any]:
+            return {name: getattr(self, name) for name in self._get_param_names()}
+
+        def set_params(self, **params: Any) -> "BaseEstimator":
+            valid = self._get_param_names()
+            for key, value in params.items():
+                if key not in valid:
+                    raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}; "
+                                     f"valid parameters are {valid}")
+                setattr(self, key, value)
+            return self
+
+        def __repr__(self) -> str:
+            sig = inspect.signature(type(self).__init__)
+            changed = [f"{name}={getattr(self, name)!r}" for name, p in sig.parameters.items()
+                       if name != "self" and not _same(getattr(self, name, p.default), p.default)]
+            return f"{type(self).__name__}({', '.join(changed)})"
+
+    class ClassifierMixin:  # type: ignore[no-redef]
+        _estimator_type = "classifier"
+
+    class RegressorMixin:  # type: ignore[no-redef]
+        _estimator_type = "regressor"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) if not isinstance(a, np.ndarray) else False
+    except Exception:  # noqa: BLE001 - any failed comparison means "changed"
+        return False
+
+
+def check_random_state(seed: Any) -> np.random.RandomState:
+    """scikit-learn's rule: None → NumPy's global RandomState, int → a new one, RandomState → itself."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(int(seed))
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"random_state must be None, an int or a numpy.random.RandomState, got {seed!r}")
+
+
+def is_sparse(x: Any) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:
+        return False
+    return sp.issparse(x)
+
+
+def _num_features_message(est: Any, got: int) -> str:
+    return (f"X has {got} features, but {type(est).__name__} is expecting "
+            f"{est.n_features_in_} features as input.")
+
+
+def validate_X(est: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
+    """X as a 2-D float array (or CSR/CSC matrix) of `dtype`; sets or checks n_features_in_."""
+    if HAVE_SKLEARN:
+        return _sk_validate(est, X, None, reset=reset, dtype=dtype, y_numeric=False)
+    return _own_validate_X(est, X, reset=reset, dtype=dtype)
+
+
+def validate_Xy(est: Any, X: Any, y: Any, *, reset: bool, dtype: Any, y_numeric: bool) -> tuple[Any, np.ndarray]:
+    """(X, y) checked together: y 1-D or 2-D with one row per sample of X."""
+    if HAVE_SKLEARN:
+        return _sk_validate(est, X, y, reset=reset, dtype=dtype, y_numeric=y_numeric)
+    X = _own_validate_X(est, X, reset=reset, dtype=dtype)
+    y = np.asarray(y)
+    if y.ndim == 0 or y.ndim > 2:
+        raise ValueError(f"y must be 1-D or 2-D (n_samples,) or (n_samples, n_outputs), got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X and y must have the same number of samples, got {X.shape[0]} and {y.shape[0]}")
+    if y_numeric:
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers for a regressor, got dtype {y.dtype}")
+        y = y.astype(np.float64, copy=False)
+        if not np.isfinite(y).all():
+            raise ValueError("y must be finite, got NaN or infinity")
+    elif y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y must be finite, got NaN or infinity")
+    return X, y
+
+
+def _sk_validate(est: Any, X: Any, y: Any, *, reset: bool, dtype: Any, y_numeric: bool) -> Any:
+    kw = dict(accept_sparse=["csr", "csc"], dtype=dtype, reset=reset)
+    if y is not None:
+        kw.update(multi_output=True, y_numeric=y_numeric)
+    try:
+        from sklearn.utils.validation import validate_data
+    except ImportError:  # scikit-learn < 1.6
+        return est._validate_data(X, y, **kw) if y is not None else est._validate_data(X, **kw)
+    return validate_data(est, X, y, **kw) if y is not None else validate_data(est, X, **kw)
+
+
+def _own_validate_X(est: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
+    if is_sparse(X):
+        X = X.tocsr() if X.format not in ("csr", "csc") else X
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"X must have at least one sample and one feature, got shape {X.shape}")
+        want = _pick_dtype(X.dtype, dtype)
+        X = X.astype(want, copy=False)
+        if not np.isfinite(X.data).all():
+            raise ValueError("X must be finite, got NaN or infinity")
+    else:
+        names = getattr(X, "columns", None)
+        try:
+            a = np.asarray(X)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"X must be array-like of numbers: {exc}") from None
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"X must hold real numbers, got an array of dtype {a.dtype}")
+        if a.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {a.shape}; "
+                             "reshape a single sample with X.reshape(1, -1)")
+        if a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError(f"X must have at least one sample and one feature, got shape {a.shape}")
+        X = np.asarray(a, dtype=_pick_dtype(a.dtype, dtype))
+        if not np.isfinite(X).all():
+            raise ValueError("X must be finite, got NaN or infinity")
+        if reset:
+            if names is not None and all(isinstance(n, str) for n in names):
+                est.feature_names_in_ = np.asarray(list(names), dtype=object)
+            elif hasattr(est, "feature_names_in_"):
+                del est.feature_names_in_
+    if reset:
+        est.n_features_in_ = X.shape[1]
+    elif X.shape[1] != est.n_features_in_:
+        raise ValueError(_num_features_message(est, X.shape[1]))
+    return X
+
+
+def _pick_dtype(have: np.dtype, want: Any) -> np.dtype:
+    if isinstance(want, (list, tuple)):
+        return have if have in [np.dtype(w) for w in want] else np.dtype(want[0])
+    return np.dtype(want)
+
+
+def column_or_1d_warn(y: np.ndarray) -> np.ndarray:
+    """A (n, 1) column as (n,), with scikit-learn's DataConversionWarning."""
+    warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+                  "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
+    return np.ravel(y)
+
+
+def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomState,
+                             stratify: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices: scikit-learn's train_test_split when installed (same
+    random_state, same split), else a (stratified) shuffle split of the same sizes."""
+    if HAVE_SKLEARN:
+        from sklearn.model_selection import train_test_split
+        idx = np.arange(n)
+        train, test = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
+        return np.asarray(train), np.asarray(test)
+    n_test = int(np.ceil(test_fraction * n))
+    if stratify is None:
+        perm = rs.permutation(n)
+        return perm[n_test:], perm[:n_test]
+    keys = np.unique(np.asarray(stratify).reshape(n, -1), axis=0, return_inverse=True)[1].ravel()
+    test = []
+    for k in np.unique(keys):
+        members = rs.permutation(np.flatnonzero(keys == k))
+        test.extend(members[: int(round(n_test * len(members) / n))])
+    test = np.asarray(sorted(test), dtype=np.intp)
+    train = np.setdiff1d(np.arange(n), test)
+    return rs.permutation(train), test
+
+
+__all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "RegressorMixin", "ConvergenceWarning",
+           "DataConversionWarning", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
+           "column_or_1d_warn", "train_test_split_indices"]
+if HAVE_SKLEARN:
+    __all__.append("sklearn")

@@ -1,0 +1,978 @@
+r"""MLPClassifier and MLPRegressor: scikit-learn's estimators, trained in C++.
+
+Every constructor parameter, fitted attribute and formula of scikit-learn's
+``sklearn.neural_network`` estimators (version 1.9) carries over, so that
+``from fastmlp import MLPClassifier`` replaces
+``from sklearn.neural_network import MLPClassifier`` with no other change.
+With the same ``random_state`` both draw the same initial weights, the same
+shuffles and the same validation split (NumPy's ``RandomState``, consumed in
+scikit-learn's order).
+
+The objective of a mini-batch :math:`B` with sample weights :math:`w_i`
+(all 1 by default) and :math:`W_B = \sum_{i\in B} w_i` is
+
+.. math::
+    L_B = \frac{1}{W_B}\Big(\sum_{i\in B} w_i\,\ell_i
+          + \tfrac{\alpha}{2}\sum_l \|W_l\|^2 + l_1 \sum_l |W_l|\Big)
+
+with :math:`\ell_i` the cross-entropy (softmax output for multiclass,
+logistic for binary and multilabel), half the squared error averaged over
+the :math:`k` outputs (identity output), or half the Poisson deviance (exp
+output). As in scikit-learn, multi-output squared error is trained on the
+gradient of the *sum* over outputs while ``loss_`` reports the mean (a
+factor :math:`k` apart).
+
+Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
+``leaky_relu`` activation, ``l1``, ``clip_norm``/``clip_value``, the solvers
+``adamw``, ``rmsprop``, ``adagrad``, the schedules ``step``, ``exponential``,
+``cosine`` with ``warmup_epochs``, ``class_weight``, ``validation_data`` in
+:meth:`fit` with ``validation_loss_curve_``, ``callbacks``, ``verbose=2``
+(progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`.
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+import sys
+import time
+import types
+import warnings
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import _compat
+from ._compat import (BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state)
+from ._labels import LabelCoder
+from .network import Network, as_csr, make_regularization
+from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from .schedules import Schedule
+
+STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
+LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
+IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
+
+# ---------------------------------------------------------------------------
+# Parameter checks: run at fit time (scikit-learn's convention), each naming
+# the parameter, what it must be and what it is.
+# ---------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _real(name: str, v: Any, lo: float, hi: float = np.inf, lo_open: bool = False, hi_open: bool = False) -> None:
+    if not _is_real(v):
+        raise TypeError(f"The '{name}' parameter must be a real number; got {v!r} of type {type(v).__name__}.")
+    ok = np.isfinite(v) or (hi == np.inf and v == np.inf and not hi_open)
+    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == np.inf else ']'}"
+        raise ValueError(f"The '{name}' parameter must be a real number in {interval}; got {v!r}.")
+
+
+def _int(name: str, v: Any, lo: int) -> None:
+    if not _is_int(v):
+        raise TypeError(f"The '{name}' parameter must be an int >= {lo}; got {v!r} of type {type(v).__name__}.")
+    if v < lo:
+        raise ValueError(f"The '{name}' parameter must be an int >= {lo}; got {v!r}.")
+
+
+def _choice(name: str, v: Any, options: Sequence[str]) -> None:
+    if not isinstance(v, str) or v not in options:
+        kind = ValueError if isinstance(v, str) else TypeError
+        raise kind(f"The '{name}' parameter must be one of {list(options)}; got {v!r}.")
+
+
+def _bool(name: str, v: Any) -> None:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"The '{name}' parameter must be a bool; got {v!r} of type {type(v).__name__}.")
+
+
+def _hidden_sizes(h: Any) -> list[int]:
+    sizes = list(h) if hasattr(h, "__iter__") and not isinstance(h, str) else [h]
+    for s in sizes:
+        if not _is_int(s):
+            raise TypeError(f"The 'hidden_layer_sizes' parameter must be an int or a sequence of ints; got {h!r}.")
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+    return [int(s) for s in sizes]
+
+
+# ---------------------------------------------------------------------------
+# The shared estimator
+# ---------------------------------------------------------------------------
+
+
+class _AvailableIf:
+    """A method that exists only while check(instance) holds (scikit-learn's available_if)."""
+
+    def __init__(self, fn: Callable, check: Callable[[Any], bool]) -> None:
+        self.fn, self.check = fn, check
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self.fn
+        if not self.check(obj):
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
+                                 f"{obj.solver!r} is not stochastic.")
+        return types.MethodType(self.fn, obj)
+
+
+def _stochastic(est: Any) -> bool:
+    return est.solver in STOCHASTIC_SOLVERS
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    from . import get_num_threads, set_num_threads
+    before = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+class _BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share; not for direct use."""
+
+    _loss_name: str  # set per fit: the C++ loss
+
+    # --- checks ------------------------------------------------------------
+    def _check_params(self) -> list[int]:
+        hidden = _hidden_sizes(self.hidden_layer_sizes)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("solver", self.solver, SOLVERS)
+        _real("alpha", self.alpha, 0)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            if isinstance(self.batch_size, str):
+                raise ValueError(f"The 'batch_size' parameter must be 'auto' or an int >= 1; got {self.batch_size!r}.")
+            _int("batch_size", self.batch_size, 1)
+        _choice("learning_rate", self.learning_rate, LEARNING_RATES)
+        _real("learning_rate_init", self.learning_rate_init, 0, lo_open=True)
+        _real("power_t", self.power_t, 0)
+        _int("max_iter", self.max_iter, 1)
+        _bool("shuffle", self.shuffle)
+        check_random_state(self.random_state)
+        _real("tol", self.tol, 0)
+        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"The 'verbose' parameter must be a bool or an int; got {self.verbose!r}.")
+        _bool("warm_start", self.warm_start)
+        _real("momentum", self.momentum, 0, 1, hi_open=True)
+        _bool("nesterovs_momentum", self.nesterovs_momentum)
+        _bool("early_stopping", self.early_stopping)
+        _real("validation_fraction", self.validation_fraction, 0, 1, hi_open=True)
+        _real("beta_1", self.beta_1, 0, 1, hi_open=True)
+        _real("beta_2", self.beta_2, 0, 1, hi_open=True)
+        _real("epsilon", self.epsilon, 0, lo_open=True)
+        if not (_is_real(self.n_iter_no_change) and self.n_iter_no_change == np.inf):
+            _int("n_iter_no_change", self.n_iter_no_change, 1)
+        _int("max_fun", self.max_fun, 1)
+        if self.dtype is not None and (not isinstance(self.dtype, (str, type, np.dtype)) or
+                                       np.dtype(self.dtype).name not in ("float32", "float64")):
+            raise ValueError(f"The 'dtype' parameter must be None, 'float32' or 'float64'; got {self.dtype!r}.")
+        if self.n_threads is not None:
+            _int("n_threads", self.n_threads, 1)
+        _real("leaky_relu_slope", self.leaky_relu_slope, 0)
+        _real("l1", self.l1, 0)
+        for name in ("clip_norm", "clip_value"):
+            if getattr(self, name) is not None:
+                _real(name, getattr(self, name), 0, lo_open=True)
+        _real("weight_decay", self.weight_decay, 0)
+        _real("rho", self.rho, 0, 1, hi_open=True)
+        _real("lr_gamma", self.lr_gamma, 0)
+        _real("lr_step_size", self.lr_step_size, 0, lo_open=True)
+        _real("lr_min", self.lr_min, 0)
+        _real("warmup_epochs", self.warmup_epochs, 0)
+        if self.callbacks is not None:
+            if not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks):
+                raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
+        return hidden
+
+    def _data_dtype(self) -> Any:
+        return (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
+
+    # --- the network behind coefs_ and intercepts_ --------------------------
+    def _network(self) -> Network:
+        """The C++ network whose views coefs_ and intercepts_ are.
+
+        coefs_/intercepts_ stay user-settable (scikit-learn's warm-start
+        idiom): arrays that are not this network's views are copied in.
+        """
+        coefs, intercepts = self.coefs_, self.intercepts_
+        sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs] if len(coefs) else []
+        if len(coefs) == 0 or len(coefs) != len(intercepts):
+            raise ValueError(f"coefs_ and intercepts_ must be lists of the same non-zero length, got "
+                             f"{len(coefs)} and {len(intercepts)}")
+        for i, (c, b) in enumerate(zip(coefs, intercepts)):
+            c, b = np.asarray(c), np.asarray(b)
+            if c.ndim != 2 or (i and c.shape[0] != sizes[i]) or b.shape != (c.shape[1],):
+                raise ValueError(f"coefs_[{i}] of shape {c.shape} and intercepts_[{i}] of shape {b.shape} do not "
+                                 f"chain into layer sizes {sizes}")
+        net = getattr(self, "_net", None)
+        dtype = np.dtype(getattr(self, "_fit_dtype", None) or np.asarray(coefs[0]).dtype)
+        if dtype.name not in ("float32", "float64"):
+            dtype = np.dtype(np.float64)
+        if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
+                or net.activation != self.activation or net.output_activation != self.out_activation_
+                or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)):
+            net = Network(sizes, activation=self.activation, output_activation=self.out_activation_,
+                          dtype=dtype, seed=0, leaky_relu_slope=float(self.leaky_relu_slope))
+            self._net = net
+        views_w, views_b = net.weights, net.biases
+        for i in range(len(coefs)):
+            if coefs[i] is not views_w[i]:
+                views_w[i][...] = coefs[i]
+            if intercepts[i] is not views_b[i]:
+                views_b[i][...] = intercepts[i]
+        self.coefs_, self.intercepts_ = list(views_w), list(views_b)
+        return net
+
+    def _initialize(self, n_outputs: int, layer_units: list[int], dtype: np.dtype, rs: np.random.RandomState) -> None:
+        """Fresh weights and bookkeeping (scikit-learn's _initialize, same random draws)."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(layer_units)
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        coefs, intercepts = [], []
+        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
+            intercepts.append(rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
+        self.coefs_, self.intercepts_ = coefs, intercepts
+        self._reset_bookkeeping()
+
+    def _reset_bookkeeping(self) -> None:
+        self._optimizer = None
+        self._best_params = None
+        self._epoch_clock = 0
+        self.validation_loss_curve_ = None
+        if self.solver in STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    # --- fitting -----------------------------------------------------------
+    def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
+             validation_data: Any = None) -> "_BaseMLP":
+        hidden = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        dtype = np.dtype(X.dtype)
+        sw = self._sample_weight(sample_weight, X, y, dtype)
+        layer_units = [n_features] + hidden + [Y.shape[1]]
+        rs = check_random_state(self.random_state)
+        self._random_state = rs
+        if first_pass:
+            self._fit_dtype = dtype.name
+            self._initialize(Y.shape[1], layer_units, dtype, rs)
+        else:
+            if not hasattr(self, "t_"):  # coefs_ set by hand before any fit
+                self.n_iter_, self.t_, self.n_layers_ = 0, 0, len(layer_units)
+                self._fit_dtype = dtype.name
+                self._reset_bookkeeping()
+            if [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]:
+                raise ValueError(f"warm_start/partial_fit needs coefs_ of shapes "
+                                 f"{[(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]} for this data and "
+                                 f"hidden_layer_sizes, got {[c.shape for c in self.coefs_]}")
+            self.n_outputs_ = Y.shape[1]
+        net = self._network()
+        if net.dtype != dtype:  # continuing a model of the other precision
+            X = X.astype(net.dtype)
+            Y = Y.astype(net.dtype)
+            sw = None if sw is None else sw.astype(net.dtype)
+        with _threads(self.n_threads):
+            if self.solver == "lbfgs":
+                if validation_data is not None:
+                    raise ValueError("validation_data is only used by the stochastic solvers, not by 'lbfgs'")
+                self._fit_lbfgs(net, X, Y, sw)
+            else:
+                self._fit_stochastic(net, X, Y, sw, incremental, validation_data)
+        if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        return self
+
+    def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
+        sw = None
+        if sample_weight is not None:
+            from ._validation import as_sample_weight
+            sw = np.asarray(sample_weight, dtype=np.float64) if not np.isscalar(sample_weight) else sample_weight
+            sw = as_sample_weight(sw, X.shape[0], np.dtype(np.float64))
+        cw = self._class_weight_factors(y)
+        if cw is not None:
+            sw = cw if sw is None else sw * cw
+            if not sw.sum() > 0:
+                raise ValueError("class_weight and sample_weight give every sample a weight of 0")
+        return None if sw is None else np.ascontiguousarray(sw, dtype=dtype)
+
+    def _class_weight_factors(self, y: Any) -> np.ndarray | None:
+        return None
+
+    def _batch_size(self, n_samples: int) -> int:
+        if isinstance(self.batch_size, str):
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          UserWarning, stacklevel=4)
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _regularization(self) -> Any:
+        scale = self.n_outputs_ if self._loss_name == "squared_error" else 1
+        return make_regularization(l2=float(self.alpha), l1=float(self.l1), clip_value=self.clip_value,
+                                   clip_norm=self.clip_norm, grad_scale=float(scale))
+
+    def _make_optimizer(self) -> Any:
+        lr = float(self.learning_rate_init)
+        if self.solver == "sgd":
+            return SGD(lr, momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum))
+        if self.solver == "adam":
+            return Adam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon))
+        if self.solver == "adamw":
+            return AdamW(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon), float(self.weight_decay))
+        if self.solver == "rmsprop":
+            return RMSprop(lr, float(self.rho), float(self.epsilon))
+        return Adagrad(lr, float(self.epsilon))
+
+    def _fit_stochastic(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None,
+                        incremental: bool, validation_data: Any) -> None:
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._make_optimizer()
+            self._sgd_lr = float(self.learning_rate_init)  # scikit-learn's optimizer.learning_rate
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        # early_stopping switched since the last fit (warm_start): the other criterion's bookkeeping
+        if self.early_stopping and getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not self.early_stopping and getattr(self, "best_loss_", None) is None:
+            self.best_loss_ = np.inf
+        X_val = y_val = sw_val = Y_val = None
+        if validation_data is not None:
+            X_val, y_val, sw_val, Y_val = self._validation_set(validation_data, net.dtype)
+        elif self.early_stopping:
+            stratify = Y if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
+            train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
+                                                          self._random_state, stratify)
+            if len(val) < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                                 "your dataset.")
+            X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+            if sw is not None:
+                sw, sw_val = sw[train], sw[val]
+            y_val = self._targets_to_y(Y_val)
+        n_samples = X.shape[0]
+        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
+        Y = np.ascontiguousarray(Y)
+        batch_size = self._batch_size(n_samples)
+        impl = self._optimizer._bind(net)
+        reg = self._regularization()
+        sample_idx = np.arange(n_samples, dtype=np.int64)
+        callbacks = list(self.callbacks or [])
+        bar = _ProgressBar(self.max_iter, incremental) if (self.verbose and int(self.verbose) >= 2) else None
+        if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
+            self.validation_loss_curve_ = []
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    perm = np.arange(n_samples)
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
+                impl.lr = self._current_lr()
+                schedule = self._schedule()
+                schedule = None if schedule is None else schedule._impl
+                start = time.perf_counter()
+                self.loss_ = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
+                                                      sample_idx if self.shuffle else None, sw,
+                                                      schedule, float(self._epoch_clock))
+                seconds = time.perf_counter() - start
+                self._epoch_clock += 1
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose and int(self.verbose) < 2:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                val_loss = None
+                if X_val is not None:
+                    val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
+                    self.validation_loss_curve_.append(val_loss)
+                self._update_no_improvement_count(X_val if self.early_stopping else None, y_val, sw_val)
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._sgd_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                metrics = dict(epoch=self.n_iter_, loss=self.loss_, learning_rate=float(impl.lr),
+                               seconds=seconds, samples_per_second=n_samples / max(seconds, 1e-12))
+                if val_loss is not None:
+                    metrics["validation_loss"] = val_loss
+                if self.validation_scores_:
+                    metrics["validation_score"] = self.validation_scores_[-1]
+                if bar is not None:
+                    bar.update(metrics)
+                stop = any(cb(metrics) is False for cb in callbacks)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if self.early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    if self._trigger_stopping(msg):
+                        break
+                    self._no_improvement_count = 0
+                if stop:
+                    if self.verbose:
+                        print("A callback returned False. Stopping.")
+                    break
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                                  "hasn't converged yet." % self.max_iter, ConvergenceWarning, stacklevel=3)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.early_stopping and getattr(self, "_best_params", None) is not None:
+            net.params[:] = self._best_params
+
+    def _current_lr(self) -> float:
+        return self._sgd_lr if self.solver == "sgd" else float(self.learning_rate_init)
+
+    def _schedule(self) -> Schedule | None:
+        kind = self.learning_rate if self.learning_rate in IN_EPOCH_SCHEDULES else "constant"
+        if kind == "constant" and not self.warmup_epochs:
+            return None
+        return Schedule(kind, self._current_lr(), gamma=float(self.lr_gamma), step_size=float(self.lr_step_size),
+                        total_epochs=float(self.max_iter), min_lr=float(self.lr_min),
+                        warmup_epochs=float(self.warmup_epochs))
+
+    def _trigger_stopping(self, msg: str) -> bool:
+        if not (self.solver == "sgd" and self.learning_rate == "adaptive"):
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._sgd_lr <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._sgd_lr /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._sgd_lr)
+        return False
+
+    def _update_no_improvement_count(self, X_val: Any, y_val: Any, sw_val: Any) -> None:
+        if X_val is not None:
+            score = self._score_on(X_val, y_val, sw_val)
+            self.validation_scores_.append(score)
+            if self.verbose and int(self.verbose) < 2:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = np.array(self._net.params)
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _fit_lbfgs(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None) -> None:
+        try:
+            import scipy.optimize
+        except ImportError:
+            raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
+        reg = self._regularization()
+        core, params, grads, loss = net._net, net.params, net.grads, self._loss_name
+        Y = np.ascontiguousarray(Y)
+        if _compat.is_sparse(X):
+            Xc = as_csr("X", X, X.shape[1], net.dtype)
+
+            def objective() -> float:
+                return core.objective_csr(*Xc, Y, loss, sw, reg)
+        else:
+            X = np.ascontiguousarray(X)
+
+            def objective() -> float:
+                return core.objective(X, Y, loss, sw, reg)
+
+        def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+            params[:] = p  # the one copy: scipy owns its iterate
+            value = objective()
+            return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
+
+        res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
+                                      options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        if res.status != 0:
+            msg = res.message.decode("latin1") if isinstance(res.message, bytes) else str(res.message)
+            warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n{msg}.\n\n"
+                          "Increase the number of iterations to improve the convergence "
+                          f"(max_iter={self.max_iter}).\nYou might also want to scale the data as shown in:\n"
+                          "    https://scikit-learn.org/stable/modules/preprocessing.html",
+                          ConvergenceWarning, stacklevel=3)
+        self.n_iter_ = min(int(res.nit), self.max_iter)
+        self.loss_ = float(res.fun)
+        params[:] = res.x
+
+    def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise TypeError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val); "
+                            f"got {type(validation_data).__name__}")
+        X_val, y_val = validation_data[0], validation_data[1]
+        X_val = _compat.validate_X(self, X_val, reset=False, dtype=dtype)
+        Y_val = self._encode_validation(y_val, X_val.shape[0], dtype)
+        sw_val = None
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            from ._validation import as_sample_weight
+            sw_val = as_sample_weight(validation_data[2], X_val.shape[0], np.dtype(dtype))
+        X_val = X_val.astype(dtype) if _compat.is_sparse(X_val) else np.ascontiguousarray(X_val, dtype=dtype)
+        return X_val, np.asarray(y_val), sw_val, Y_val
+
+    # --- prediction --------------------------------------------------------
+    def _forward(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        net = self._network()
+        X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
+        with _threads(self.n_threads):
+            return net.forward(X)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coefs_"):
+            msg = (f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
+                   "before using this estimator.")
+            if _compat.HAVE_SKLEARN:
+                from sklearn.exceptions import NotFittedError
+                raise NotFittedError(msg)
+            raise AttributeError(msg)
+
+    # --- pickling: the C++ network and optimizer are rebuilt on demand -------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_net", "_optimizer"):
+            state.pop(key, None)
+        if "coefs_" in state:
+            state["coefs_"] = [np.array(c) for c in state["coefs_"]]
+            state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # --- extras --------------------------------------------------------------
+    def save(self, path: Any) -> None:
+        """Writes the fitted model to `path` (a ``.npz`` readable by NumPy alone; see :func:`fastmlp.load`)."""
+        from .io import save
+        save(self, path)
+
+    def to_sklearn(self) -> Any:
+        """A fitted scikit-learn estimator with the same parameters and weights (needs scikit-learn)."""
+        from .io import to_sklearn
+        return to_sklearn(self)
+
+
+class _ProgressBar:
+    """verbose=2: tqdm over the epochs when installed, else one rewritten line on stderr."""
+
+    def __init__(self, total: int, incremental: bool) -> None:
+        try:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=1 if incremental else total, unit="epoch")
+        except ImportError:
+            self._bar = None
+            self._total = total
+
+    def update(self, m: dict[str, Any]) -> None:
+        text = f"loss={m['loss']:.5g} samples/s={m['samples_per_second']:.3g}"
+        if "validation_loss" in m:
+            text += f" val_loss={m['validation_loss']:.5g}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update(1)
+        else:
+            sys.stderr.write(f"\repoch {m['epoch']}/{self._total} {text}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------------------
+# The two estimators
+# ---------------------------------------------------------------------------
+
+_SHARED_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t,
+    max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's, same names, defaults and meaning. ``activation`` also
+        takes ``'leaky_relu'``; ``solver`` also ``'adamw'``, ``'rmsprop'``,
+        ``'adagrad'``; ``learning_rate`` also ``'step'``, ``'exponential'``,
+        ``'cosine'`` (see :mod:`fastmlp.schedules`; these act on every
+        stochastic solver, while ``'invscaling'`` and ``'adaptive'`` act on
+        ``'sgd'`` only, as in scikit-learn). ``verbose=2`` shows a progress bar.
+    dtype : {None, 'float32', 'float64'}, default=None
+        Precision of training; None: float32 for float32 X, else float64 (scikit-learn's rule).
+    n_threads : int or None, default=None
+        Threads for this estimator's C++ calls; None: fastmlp's current setting.
+    leaky_relu_slope : float, default=0.01
+        Slope of ``leaky_relu`` for negative inputs.
+    l1 : float, default=0.0
+        L1 penalty :math:`l_1 \\sum|W| / W_B` on the weights (biases excluded), beside ``alpha``'s L2.
+    clip_norm, clip_value : float or None, default=None
+        Clip each mini-batch gradient to a global L2 norm, or each value to :math:`[-c, c]`.
+    weight_decay : float, default=0.01
+        Decoupled weight decay :math:`\\lambda` of ``solver='adamw'``.
+    rho : float, default=0.9
+        Decay of the squared-gradient average of ``solver='rmsprop'``.
+    lr_gamma, lr_step_size, lr_min, warmup_epochs
+        Schedule parameters: :math:`\\gamma` (``step``, ``exponential``), :math:`s` epochs (``step``),
+        :math:`\\eta_{min}` (``cosine``, over ``max_iter`` epochs), linear warmup length (any schedule).
+    callbacks : list of callables or None, default=None
+        Each is called after every epoch with a dict (``epoch``, ``loss``, ``learning_rate``, ``seconds``,
+        ``samples_per_second``, and ``validation_loss``/``validation_score`` when available); returning
+        ``False`` stops training.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = ("""Multi-layer perceptron classifier: scikit-learn's MLPClassifier, trained in C++.
+
+    Softmax output and cross-entropy for multiclass targets; a logistic output
+    and binary cross-entropy per label for binary and multilabel targets.
+    """ + _SHARED_DOC + """    class_weight : None, 'balanced' or dict, default=None
+        Multiplies each sample's weight by its class's weight; ``'balanced'``:
+        :math:`n / (n_{classes} \\cdot n_c)`.
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
+    n_iter_, t_, n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_
+        scikit-learn's. ``coefs_``/``intercepts_`` are views of the C++
+        parameters; assigning new arrays to them is honoured by the next call.
+    validation_loss_curve_ : list of float or None
+        The loss (without penalties) on the validation set after each epoch.
+    """)
+
+    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *, solver: str = "adam",
+                 alpha: float = 0.0001, batch_size: int | str = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True, random_state: Any = None, tol: float = 1e-4, verbose: bool | int = False,
+                 warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
+                 early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 dtype: Any = None, n_threads: int | None = None, leaky_relu_slope: float = 0.01,
+                 l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
+                 weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
+                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
+                 class_weight: Any = None) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.leaky_relu_slope = leaky_relu_slope
+        self.l1 = l1
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
+        self.weight_decay = weight_decay
+        self.rho = rho
+        self.lr_gamma = lr_gamma
+        self.lr_step_size = lr_step_size
+        self.lr_min = lr_min
+        self.warmup_epochs = warmup_epochs
+        self.callbacks = callbacks
+        self.class_weight = class_weight
+
+    # --- labels --------------------------------------------------------------
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
+        X, y = _compat.validate_Xy(self, X, y, reset=reset, dtype=self._data_dtype(), y_numeric=False)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = _compat.column_or_1d_warn(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_coder = LabelCoder.from_y(y)
+            self.classes_ = self._label_coder.classes_
+        elif self.warm_start and not incremental:
+            classes = LabelCoder.from_y(y).classes_
+            if set(classes.tolist()) != set(self.classes_.tolist()):
+                raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                 f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+        else:
+            self._label_coder.check_known(y)
+        self.out_activation_ = self._label_coder.output_activation
+        self._loss_name = "log_loss" if self.out_activation_ == "softmax" else "binary_log_loss"
+        self._y_fit = y
+        return X, self._label_coder.encode(y, np.dtype(X.dtype))
+
+    def _class_weight_factors(self, y: Any) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        return self._label_coder.class_weights(self.class_weight, np.asarray(self._y_fit))
+
+    def _encode_validation(self, y_val: Any, n: int, dtype: np.dtype) -> np.ndarray:
+        y_val = np.asarray(y_val)
+        if y_val.shape[0] != n:
+            raise ValueError(f"validation_data: X_val and y_val must have the same number of samples, got {n} "
+                             f"and {y_val.shape[0]}")
+        self._label_coder.check_known(y_val)
+        return self._label_coder.encode(y_val, np.dtype(dtype))
+
+    def _targets_to_y(self, Y: np.ndarray) -> np.ndarray:
+        return self._label_coder.decode(Y)
+
+    # --- API -------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPClassifier":
+        """Fits the model to X and the labels y (1-D labels or a 0/1 multilabel matrix).
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse CSR/CSC matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Each mini-batch's loss is :math:`\\sum w_i \\ell_i / \\sum w_i` (scikit-learn's normalization).
+        validation_data : tuple (X_val, y_val[, sample_weight_val]), default=None
+            Scored after each epoch instead of a split of ``validation_fraction`` of X; its loss goes to
+            ``validation_loss_curve_``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, validation_data=validation_data)
+
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> "MLPClassifier":
+        """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
+        first = not hasattr(self, "classes_")
+        if first:
+            if classes is None:
+                y_arr = np.asarray(y)
+                if not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+            if isinstance(self.class_weight, str):
+                raise ValueError("class_weight='balanced' is not supported by partial_fit: the class counts of "
+                                 "the whole data are unknown; pass a dict")
+            y_arr = np.asarray(y)
+            self._label_coder = (LabelCoder.from_y(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] > 1
+                                 else LabelCoder.from_classes(classes))
+            self.classes_ = self._label_coder.classes_
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
+                             f"was: {self.classes_!r}")
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    partial_fit = _AvailableIf(_partial_fit, _stochastic)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted class of each sample (rows of 0/1 for multilabel)."""
+        out = self._forward(X)
+        return self._label_coder.decode(out)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_`` (binary: ``[1 − p, p]``)."""
+        out = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = out.ravel()
+            return np.vstack([1 - p, p]).T
+        return out
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """``log(predict_proba(X))``."""
+        p = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(p, out=p)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy (subset accuracy for multilabel), weighted by sample_weight."""
+        return self._score_on(X, y, sample_weight, validate=True)
+
+    def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
+        out = self._forward(X) if validate else self._net.forward(X)
+        if not np.isfinite(out).all():
+            return np.nan
+        pred = self._label_coder.decode(out)
+        y = np.asarray(y)
+        correct = (pred == y).all(axis=1) if pred.ndim == 2 else (pred == y.ravel())
+        return float(np.average(correct, weights=sample_weight))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = ("""Multi-layer perceptron regressor: scikit-learn's MLPRegressor, trained in C++.
+
+    ``loss='squared_error'`` (identity output) or ``'poisson'`` (exp output,
+    half the Poisson deviance).
+    """ + _SHARED_DOC + """
+    Attributes
+    ----------
+    coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
+    n_iter_, t_, n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_
+        scikit-learn's.
+    validation_loss_curve_ : list of float or None
+        The loss (without penalties) on the validation set after each epoch.
+    """)
+
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001, power_t: float = 0.5,
+                 max_iter: int = 200, shuffle: bool = True, random_state: Any = None, tol: float = 1e-4,
+                 verbose: bool | int = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10,
+                 max_fun: int = 15000, dtype: Any = None, n_threads: int | None = None,
+                 leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
+                 clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
+                 lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
+                 callbacks: Sequence[Callable] | None = None) -> None:
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.leaky_relu_slope = leaky_relu_slope
+        self.l1 = l1
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
+        self.weight_decay = weight_decay
+        self.rho = rho
+        self.lr_gamma = lr_gamma
+        self.lr_step_size = lr_step_size
+        self.lr_min = lr_min
+        self.warmup_epochs = warmup_epochs
+        self.callbacks = callbacks
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
+        _choice("loss", self.loss, ("squared_error", "poisson"))
+        X, y = _compat.validate_Xy(self, X, y, reset=reset, dtype=self._data_dtype(), y_numeric=True)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = _compat.column_or_1d_warn(y)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' needs targets y >= 0, got a negative value")
+        self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        self._loss_name = self.loss
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        return X, np.ascontiguousarray(Y, dtype=X.dtype)
+
+    def _encode_validation(self, y_val: Any, n: int, dtype: np.dtype) -> np.ndarray:
+        from ._validation import as_targets
+        return as_targets("validation_data y_val", y_val, self._loss_name, n, self.n_outputs_, np.dtype(dtype))
+
+    def _targets_to_y(self, Y: np.ndarray) -> np.ndarray:
+        return Y.ravel() if Y.shape[1] == 1 else Y
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPRegressor":
+        """Fits the model to X and the targets y ((n_samples,) or (n_samples, n_outputs)).
+
+        See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, validation_data=validation_data)
+
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
+        """One epoch over X, y."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    partial_fit = _AvailableIf(_partial_fit, _stochastic)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted targets, shape (n_samples,) or (n_samples, n_outputs)."""
+        out = self._forward(X)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² (uniform average over outputs), weighted by sample_weight: scikit-learn's r2_score."""
+        return self._score_on(X, y, sample_weight, validate=True)
+
+    def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
+        pred = self._forward(X) if validate else self._net.forward(X)
+        if not np.isfinite(pred).all():
+            return np.nan
+        y = np.asarray(y, dtype=np.float64)
+        y = y.reshape(len(y), -1)
+        pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        num = np.average((y - pred) ** 2, axis=0, weights=w)
+        den = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
+        ok = den != 0
+        r2 = np.ones(y.shape[1])
+        r2[ok] = 1 - num[ok] / den[ok]
+        r2[~ok & (num != 0)] = 0.0
+        return float(np.mean(r2))

@@ -1,0 +1,148 @@
+"""What the installed package carries: version, show_config(), type stubs."""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastmlp
+from fastmlp import _core, _cpu
+
+PACKAGE_DIR = Path(fastmlp.__file__).parent
+
+
+def test_version_is_the_distributions_and_the_cores():
+    assert fastmlp.__version__ == importlib.metadata.version("fastmlp")
+    assert _core.build_info()["version"] == fastmlp.__version__
+
+
+def test_build_info_describes_the_loaded_core():
+    info = _core.build_info()
+    assert set(info) >= {"version", "variant", "compiler", "cxx_flags", "eigen", "eigen_simd",
+                         "eigen_max_align_bytes", "openmp"}
+    assert info["eigen"].startswith("3.4.")
+    assert info["openmp"] >= 201107
+    if info["variant"] == "avx512":
+        assert "AVX512" in info["eigen_simd"]
+    if info["variant"] == "baseline":
+        assert "AVX" not in info["eigen_simd"].replace("SSE", "")
+
+
+def test_show_config_names_version_variant_reason_build_threads_and_extras():
+    buf = io.StringIO()
+    fastmlp.show_config(file=buf)
+    text = buf.getvalue()
+    sel = fastmlp._selection
+    for needle in (f"fastmlp {fastmlp.__version__}", f"variant:      {sel.variant} ({sel.module})",
+                   f"why:        {sel.reason}", f"compiler:     {_core.build_info()['compiler']}",
+                   "cxx flags:", "eigen:        3.4.", "openmp:       OpenMP",
+                   f"threads:      {fastmlp.get_num_threads()} "):
+        assert needle in text, f"{needle!r} not in:\n{text}"
+    for extra in ("sklearn", "scipy", "torch", "mpi4py", "matplotlib"):
+        assert f"    {extra}:" in text
+    # scikit-learn is a test requirement, so it must be reported as importable.
+    import sklearn
+    assert f"sklearn:    {sklearn.__version__}" in text
+
+
+def test_show_config_reports_a_missing_extra(monkeypatch):
+    from fastmlp import _config
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    assert _config._extra("torch") == "not installed"
+
+
+def test_python_m_fastmlp_info_prints_show_config(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastmlp", "info"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"fastmlp {fastmlp.__version__}" in result.stdout
+    assert "variant:" in result.stdout and "why:" in result.stdout
+
+
+def test_py_typed_ships_with_the_package():
+    assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+def _stub_names(tree: ast.Module) -> dict[str, set[str] | None]:
+    """Top-level names in a stub: classes map to their member names, functions to None."""
+    out: dict[str, set[str] | None] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            out[node.name] = None
+        elif isinstance(node, ast.ClassDef):
+            members = set()
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    members.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    members.add(item.target.id)
+            out[node.name] = members
+    return out
+
+
+def _module_names(module) -> dict[str, set[str] | None]:
+    out: dict[str, set[str] | None] = {}
+    for name in dir(module):
+        if name.startswith("_"):
+            continue
+        obj = getattr(module, name)
+        if isinstance(obj, type):
+            # own members, as the stub lists them (__init__ only where the class defines one)
+            members = {k for k in vars(obj) if not k.startswith("_")}
+            init = vars(obj).get("__init__")
+            if init is not None and "Initialize self" not in (init.__doc__ or ""):
+                members.add("__init__")
+            out[name] = members
+        else:
+            out[name] = None
+    return out
+
+
+def _runtime_params(func) -> list[str]:
+    """Parameter names from pybind11's signature line, ``name(self: T, a: U[V, W], b: X) -> R``."""
+    line = (func.__doc__ or "").lstrip().splitlines()[0]
+    inside = line[line.index("(") + 1:line.rindex(") ->")]
+    names, depth, start = [], 0, 0
+    for i, ch in enumerate(inside + ","):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            names.append(inside[start:i].split(":")[0].strip())
+            start = i + 1
+    return [n for n in names if n and n != "self"]
+
+
+def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
+    """'name' or 'Class.name' -> parameter names (without self) of every stubbed function."""
+    def params(f: ast.FunctionDef) -> list[str]:
+        return [a.arg for a in f.args.args if a.arg != "self"]
+    out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for f in cls.body:
+            if isinstance(f, ast.FunctionDef) and not any(
+                    isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list):
+                out[f"{cls.name}.{f.name}"] = params(f)
+    return out
+
+
+@pytest.mark.parametrize("module, stub_name", [(_core, "_core.pyi"), (_cpu, "_cpu.pyi")], ids=["_core", "_cpu"])
+def test_stubs_match_the_compiled_module(module, stub_name):
+    stub = PACKAGE_DIR / stub_name
+    assert stub.is_file(), f"{stub} is not installed"
+    tree = ast.parse(stub.read_text())
+    assert _stub_names(tree) == _module_names(module)
+    checked = 0
+    for qualname, stub_params in _stub_functions(tree).items():
+        obj = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        assert _runtime_params(obj) == stub_params, qualname
+        checked += 1
+    assert checked >= 2
