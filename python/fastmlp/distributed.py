@@ -39,7 +39,8 @@ import numpy as np
 from ._validation import check_int, check_seed
 from .optim import Optimizer
 
-__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch"]
+__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch",
+           "agree", "run_epoch"]
 
 
 def _mpi() -> Any:
@@ -163,6 +164,66 @@ def _optimizer_config(optimizer: Any) -> tuple:
     return (type(optimizer).__name__, optimizer.lr, tuple(public))
 
 
+_EXPLAIN = {
+    "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
+    "order": "order must be given on every rank or on none",
+    "network": "the network must have the same layer_sizes, dtype and activations on every rank",
+    "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
+}
+
+
+def agree(comm: Any, check: Callable[[], dict[str, Any]] | None = None, *, error: Exception | None = None,
+          explain: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Checks on every rank, then raises on every rank or on none (a collective call).
+
+    ``check()`` runs here and returns this rank's signature (values that must
+    be equal on every rank) or raises ``TypeError``/``ValueError``; `error`
+    reports a failure that already happened. One ``allgather`` later, if any
+    rank failed, every rank raises (its own error, else ``"on rank r: ..."``
+    of the same type); if a signature value differs between ranks, every rank
+    raises ``ValueError`` naming it (``explain[key]`` says why); keys that
+    start with ``_`` are gathered without being compared. Returns all ranks'
+    signatures.
+    """
+    signature: dict[str, Any] = {}
+    if error is None and check is not None:
+        try:
+            signature = check()
+        except (TypeError, ValueError) as e:
+            error = e
+    reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
+    if error is not None:
+        raise error
+    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]
+    if failed:
+        r, (kind, message) = failed[0]
+        raise (TypeError if kind == "TypeError" else ValueError)(f"on rank {r}: {message}")
+    why = {**_EXPLAIN, **(explain or {})}
+    for key in (k for k in signature if not k.startswith("_")):  # "_key": gathered, not compared
+        values = [rep[1].get(key) for rep in reports]
+        if any(v != values[0] for v in values):
+            reason = why.get(key, f"{key} must be the same on every rank")
+            raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{comm.Get_size() - 1}")
+    return [rep[1] for rep in reports]
+
+
+def run_epoch(net: Any, comm: Any, args: dict[str, Any]) -> float:
+    """One epoch on arguments checked and agreed on (``Network._check_epoch``'s dict, local `order`).
+
+    Broadcasts rank 0's parameters, trains with :func:`allreduce_hook`
+    (``world_size = R``) and returns the loss averaged over the ranks.
+    """
+    MPI = _mpi()
+    size = comm.Get_size()
+    if size > 1:
+        comm.Bcast(net.params, root=0)
+    args = dict(args, shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
+    value = net._train_epoch_checked(**args)
+    total = np.array([value], dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    return float(total[0]) / size
+
+
 def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
     """The next local order from rank `rank`'s generator ``default_rng([seed, rank])``."""
     key = (seed, rank)
@@ -185,9 +246,10 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
     `batch_size`, `loss`, penalties, clipping, schedule, `shuffle`, network
     shape and optimizer.
 
-    1. The arguments are checked on every rank and compared across ranks; if
-       any rank's are wrong, every rank raises (the same ``ValueError`` or
-       ``TypeError``, naming the argument), so no rank is left waiting.
+    1. The arguments are checked on every rank and compared across ranks
+       (:func:`agree`); if any rank's are wrong, every rank raises (the same
+       ``ValueError`` or ``TypeError``, naming the argument), so no rank is
+       left waiting.
     2. Rank 0's parameters are broadcast.
     3. The shard is visited in `order` (this rank's local order, indices into
        its X) if given, else in a permutation from ``default_rng([seed, r])``
@@ -209,14 +271,10 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         process with batch :math:`R b` would return.
     """
     comm = _check_comm(comm)
-    MPI = _mpi()
-    rank, size = comm.Get_rank(), comm.Get_size()
+    size = comm.Get_size()
+    checked: dict[str, Any] = {}
 
-    # 1. Check locally, then agree: one allgather, after which all ranks
-    # either go on together or raise together.
-    error: Exception | None = None
-    signature: dict[str, Any] = {}
-    try:
+    def check() -> dict[str, Any]:
         if gradient_hook is not None:
             raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
         if sample_weight is not None:
@@ -225,47 +283,20 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
                              f"got {world_size}")
-        args = net._check_epoch(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value,
-                                clip_norm=clip_norm, order=order, sample_weight=None, schedule=schedule,
-                                epoch=epoch, gradient_hook=None, world_size=1)
-        signature = {
-            "X": args["Y"].shape[0], "batch_size": args["batch_size"], "loss": loss, "l2": l2, "l1": l1,
+        checked.update(net._check_epoch(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1,
+                                        clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                        sample_weight=None, schedule=schedule, epoch=epoch, gradient_hook=None,
+                                        world_size=1))
+        return {
+            "X": checked["Y"].shape[0], "batch_size": checked["batch_size"], "loss": loss, "l2": l2, "l1": l1,
             "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
-            "shuffle": args["shuffle"], "order": order is not None,
+            "shuffle": checked["shuffle"], "order": order is not None,
             "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation),
             "optimizer": _optimizer_config(optimizer),
         }
-    except (TypeError, ValueError) as e:
-        error = e
-    reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
-    if error is not None:
-        raise error
-    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]
-    if failed:
-        r, (kind, message) = failed[0]
-        raise (TypeError if kind == "TypeError" else ValueError)(f"on rank {r}: {message}")
-    explain = {
-        "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
-        "order": "order must be given on every rank or on none",
-        "network": "the network must have the same layer_sizes, dtype and activations on every rank",
-        "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
-    }
-    for key in signature:
-        values = [rep[1][key] for rep in reports]
-        if any(v != values[0] for v in values):
-            reason = explain.get(key, f"{key} must be the same on every rank")
-            raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{size - 1}")
 
-    # 2. One set of parameters and one seed: rank 0's.
-    seed = comm.bcast(net._seed, root=0)
-    if size > 1:
-        comm.Bcast(net.params, root=0)
-
-    # 3. The epoch; the hook averages each batch's gradients.
-    if args["order"] is None and args["shuffle"]:
-        args["order"] = _shuffled_order(net, seed, rank, signature["X"])
-    args.update(shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
-    value = net._train_epoch_checked(**args)
-    total = np.array([value], dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-    return float(total[0]) / size
+    agree(comm, check)
+    seed = comm.bcast(net._seed, root=0)  # one seed: rank 0's
+    if checked["order"] is None and checked["shuffle"]:
+        checked["order"] = _shuffled_order(net, seed, comm.Get_rank(), checked["Y"].shape[0])
+    return run_epoch(net, comm, checked)
