@@ -30,6 +30,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ class Workload:
 
     @property
     def n_weights(self) -> int:
-        return sum(a * b for a, b in zip(self.sizes, self.sizes[1:]))
+        return sum(a * b for a, b in pairwise(self.sizes))
 
     @property
     def flops_per_sample(self) -> int:
@@ -160,7 +161,7 @@ class TorchPeer(Peer):
         torch.manual_seed(0)
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[w.activation]
         layers = []
-        for a, b in zip(w.sizes, w.sizes[1:]):
+        for a, b in pairwise(w.sizes):
             layers += [torch.nn.Linear(a, b), act()]
         self.model = torch.nn.Sequential(*layers[:-1])
         kind, lr, *rest = w.optimizer
@@ -267,7 +268,7 @@ class NumpyPeer(Peer):
         self.version = np.__version__
         self.rng = np.random.default_rng(0)
         self.weights, self.biases = [], []
-        for a, b in zip(w.sizes, w.sizes[1:]):
+        for a, b in pairwise(w.sizes):
             bound = math.sqrt(6.0 / (a + b))
             self.weights.append(self.rng.uniform(-bound, bound, (a, b)).astype(np.float32))
             self.biases.append(self.rng.uniform(-bound, bound, b).astype(np.float32))
@@ -524,7 +525,8 @@ def run_workload(w: Workload, threads: int, peers: list[str], args) -> list[Row]
             rows[p].info = {k: v for k, v in msg.items() if k != "status"}
     for rep in range(args.reps):  # rotate the order so no peer always runs first
         alive = list(workers)
-        for p in alive[rep % max(1, len(alive)):] + alive[:rep % max(1, len(alive))]:
+        k = rep % len(alive) if alive else 0
+        for p in alive[k:] + alive[:k]:
             time.sleep(SETTLE_S)
             msg = ask(p, "run")
             if msg:
@@ -619,7 +621,11 @@ def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
     header = (f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs) — "
               + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
               + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}")
-    return "\n".join([header, ""] + gemm_table(gemm) + [""] + results_table(gemm, rows))
+    load = meta["load_average"][0]  # before the run, so none of it is ours
+    busy = ([f"**Warning:** the load average was {load:.1f} on {meta['cpus']} CPUs when the run "
+             "started: other processes compete for the cores; timings are unreliable.", ""]
+            if load > meta["cpus"] / 2 else [])
+    return "\n".join([header, ""] + busy + gemm_table(gemm) + [""] + results_table(gemm, rows))
 
 
 def plot(path: str, rows: list[Row], threads: list[int]):
@@ -638,7 +644,7 @@ def plot(path: str, rows: list[Row], threads: list[int]):
         return
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
     width = 0.8 / len(peers)
-    for ax, t in zip(axes[0], threads):
+    for ax, t in zip(axes[0], threads, strict=True):
         for j, p in enumerate(peers):
             rate = {r.workload: r.summary().get("samples_per_s", 0) for r in rows
                     if r.peer == p and r.threads == t}
@@ -702,6 +708,7 @@ def main(argv=None) -> int:
         args.threads = int(args.threads)
         return worker_main(args) if args.worker else gemm_worker_main(args)
     threads = thread_list(args.threads)
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     gemm = {t: measure_gemm(t, args) for t in threads}
     print(f"[{time.perf_counter() - start:6.1f} s] GEMM peak measured", file=sys.stderr)
@@ -713,7 +720,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
             "cpus": os.cpu_count(), "versions": versions(rows), "quick": args.quick,
-            "reps": args.reps, "threads": threads, "wall_s": time.perf_counter() - start}
+            "reps": args.reps, "threads": threads, "wall_s": time.perf_counter() - start,
+            "load_average": [load_before, os.getloadavg()[0]]}
     print(render(meta, gemm, rows))
     print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)
     if args.json:

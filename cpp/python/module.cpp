@@ -62,6 +62,22 @@ std::unique_lock<std::mutex> claim(std::mutex& m) {
   return lock;
 }
 
+// An optimizer's state (velocity, moments) belongs to one training loop.
+template <class T>
+std::unique_lock<std::mutex> claim_optimizer(const Optimizer<T>& opt) {
+  std::unique_lock<std::mutex> lock(opt.busy(), std::try_to_lock);
+  if (!lock.owns_lock())
+    throw std::runtime_error("this optimizer is in use by another thread (step, reset or train_epoch); "
+                             "use one optimizer per network, from one thread at a time");
+  return lock;
+}
+
+// A copy of an optimizer's state: reset() frees it, so a view could dangle.
+template <class T>
+py::array_t<T> copy_of(const Vector<T>& v) {
+  return py::array_t<T>(py::ssize_t(v.size()), v.data());
+}
+
 template <class T>
 const T* weights_of(const std::optional<InArray<T>>& w, Index rows) {
   if (!w) return nullptr;
@@ -138,12 +154,18 @@ double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& o
       py::gil_scoped_acquire acquire;
       py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g,
                            py::cast(&n, py::return_value_policy::reference));
-      *loss_value = gradient_hook(grads, *loss_value).template cast<double>();
+      py::object value = gradient_hook(grads, *loss_value);
+      try {
+        *loss_value = value.template cast<double>();
+      } catch (const py::cast_error&) {
+        throw py::type_error("gradient_hook must return the batch loss as a float, got " + std::string(py::repr(value)));
+      }
     };
   }
   double value;
   {
     py::gil_scoped_release release;
+    auto busy = claim_optimizer(optimizer);
     value = train_epoch(n, optimizer, data, loss, options, &hook);
   }
   if (interrupted) throw py::error_already_set();
@@ -194,6 +216,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def("forward", [](const Net& n, const InArray<T>& x) {
         check_matrix(x, "X", n.n_inputs(), "the network's inputs");
         const Index rows = x.shape(0);
+        check_fits_in_memory(double(rows) * double(n.n_outputs()) * sizeof(T), "forward's output (rows x outputs)");
         py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
         T* dst = out.mutable_data();
         {
@@ -278,9 +301,13 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)
-      .def("reset", &Optimizer<T>::reset)
+      .def("reset", [](Optimizer<T>& opt) {
+        auto busy = claim_optimizer(opt);
+        opt.reset();
+      })
       .def("step", [](Optimizer<T>& opt, Net& n) {
         py::gil_scoped_release release;
+        auto busy = claim_optimizer(opt);
         auto lock = claim(n.busy());
         opt.step(n.params(), n.grads(), n.n_params());
       }, py::arg("net"));
@@ -288,10 +315,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def(py::init<double, double, bool>(), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"))
       .def_readonly("momentum", &SGD<T>::momentum)
       .def_readonly("nesterov", &SGD<T>::nesterov)
-      .def_property_readonly("velocity", [](py::object self) {
-        SGD<T>& o = self.cast<SGD<T>&>();
-        return view<T>(self, o.velocity.data(), {py::ssize_t(o.velocity.size())});
-      });
+      .def_property_readonly("velocity", [](const SGD<T>& o) { return copy_of(o.velocity); });
   py::class_<Adam<T>, Optimizer<T>>(m, ("Adam" + suffix).c_str())
       .def(py::init<double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"))
@@ -299,14 +323,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_readonly("beta2", &Adam<T>::beta2)
       .def_readonly("eps", &Adam<T>::eps)
       .def_readonly("t", &Adam<T>::t)
-      .def_property_readonly("m", [](py::object self) {
-        Adam<T>& o = self.cast<Adam<T>&>();
-        return view<T>(self, o.m.data(), {py::ssize_t(o.m.size())});
-      })
-      .def_property_readonly("v", [](py::object self) {
-        Adam<T>& o = self.cast<Adam<T>&>();
-        return view<T>(self, o.v.data(), {py::ssize_t(o.v.size())});
-      });
+      .def_property_readonly("m", [](const Adam<T>& o) { return copy_of(o.m); })
+      .def_property_readonly("v", [](const Adam<T>& o) { return copy_of(o.v); });
   py::class_<AdamW<T>, Optimizer<T>>(m, ("AdamW" + suffix).c_str())
       .def(py::init<double, double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"), py::arg("weight_decay"))

@@ -18,6 +18,9 @@ namespace {
 // Rows of one inference chunk: large enough for an efficient GEMM, small
 // enough for its activations to stay in cache.
 constexpr Index kForwardChunk = 256;
+// ... and fewer rows through very wide layers: a chunk's buffer holds at most
+// this many values, so inference memory stays bounded whatever the width.
+constexpr Index kForwardBufferValues = Index(1) << 22;
 // A thread's slice of a training batch gets at least this many rows, and a
 // batch is split at all only above this many multiply-adds (rows × params):
 // below it a fork/join costs more than it saves (benchmarks/: "small").
@@ -30,6 +33,14 @@ double physical_memory_bytes() {
 }
 
 }  // namespace
+
+void check_fits_in_memory(double bytes, const char* what) {
+  const double have = physical_memory_bytes();
+  if (bytes > 9.0e18 || (have > 0.0 && bytes > have))
+    throw std::length_error(std::string(what) + " needs " + std::to_string(bytes / 1073741824.0) +
+                            " GiB; this machine has " + std::to_string(have / 1073741824.0) +
+                            " GiB (use a smaller batch_size or narrower layers)");
+}
 
 template <class T>
 void Workspace<T>::reserve(const std::vector<Index>& sizes, Index n) {
@@ -134,8 +145,11 @@ template <class RowsOf>
 void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   if (n <= 0) return;
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
-  const Index threads = std::max<Index>(1, std::min<Index>(omp_get_max_threads(), n / kForwardChunk));
-  const Index chunk = std::min(n, kForwardChunk);
+  const Index threads =
+      std::max<Index>(1, std::min<Index>(std::min(omp_get_max_threads(), kMaxThreads), n / kForwardChunk));
+  const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
+  check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
+                       "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
   // Allocated before the parallel region: an exception must not escape it.
   std::vector<Matrix<T>> buffers(2 * threads, Matrix<T>(chunk, width));
 #pragma omp parallel num_threads(int(threads)) if (threads > 1)
@@ -203,6 +217,13 @@ int Network<T>::prepare_slices(Index rows) {
   if (double(rows) * double(n_params()) < kMinParallelWork) threads = 1;
   threads = std::max<Index>(1, std::min(threads, rows / kMinSliceRows));
   const Index per_slice = (rows + threads - 1) / threads;
+  // Checked before anything is resized: a batch of many rows through wide
+  // layers must fail cleanly here, not be killed by the kernel mid-epoch.
+  double per_row = double(n_inputs() + n_outputs());
+  for (Index l = 0; l < n_layers(); ++l) per_row += 3.0 * double(sizes_[l + 1]);  // z, a, delta
+  check_fits_in_memory((double(threads) * double(per_slice) * per_row + double(threads - 1) * double(n_params())) *
+                           sizeof(T),
+                       "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
   if (slices_.size() < std::size_t(threads)) slices_.resize(threads);
   for (Index t = 0; t < threads; ++t) slices_[t].reserve(sizes_, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(threads)) slice_grads_.resize(threads - 1);

@@ -2,6 +2,15 @@
 
 Every check raises ``TypeError`` or ``ValueError`` whose message names the
 argument, what was expected and what came, before anything is modified.
+
+Arrays: any array-like of real numbers is accepted and read correctly —
+float32/float64 as they are; float16, longdouble, integers and booleans
+(as 0/1) converted to the network's dtype; big-endian, non-contiguous,
+negatively strided, read-only and memory-mapped arrays read correctly (copied
+only where needed). Rejected with ``TypeError``: object, string, bytes, void,
+datetime and complex arrays. Rejected with ``ValueError``: NaN or ±inf
+(including float64 values that overflow the network's float32), wrong shapes,
+zero samples.
 """
 from __future__ import annotations
 
@@ -15,13 +24,14 @@ DTYPES = ("float32", "float64")
 
 
 def check_dtype(dtype: Any) -> np.dtype:
+    """'float32' or 'float64' (or their NumPy types) as a native-byte-order dtype."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
+        dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would be float64
+    except (TypeError, ValueError):
         dt = None
     if dt is None or dt.name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return dt
+    return np.dtype(dt.name)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -32,7 +42,10 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+INT64_MAX = 2**63 - 1
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = INT64_MAX) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     value = operator.index(value)
@@ -47,7 +60,10 @@ def check_float(name: str, value: Any, minimum: float | None = None, maximum: fl
                 *, open_min: bool = False, open_max: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
     low_ok = minimum is None or (value > minimum if open_min else value >= minimum)
     high_ok = maximum is None or (value < maximum if open_max else value <= maximum)
     if not np.isfinite(value) or not (low_ok and high_ok):
@@ -89,10 +105,16 @@ def as_array(name: str, x: Any, dtype: np.dtype) -> np.ndarray:
     """Any array-like as an ndarray of real numbers, before any conversion of dtype."""
     try:
         a = np.asarray(x)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"{name} must be array-like of numbers: {exc}") from None
     _check_numeric(name, a)
     return a
+
+
+def _convert(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous copy (or `a` itself) in `dtype`; overflow becomes inf, caught by check_finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(a, dtype=dtype)
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
@@ -116,7 +138,7 @@ def as_matrix(name: str, x: Any, n_cols: int, dtype: np.dtype, what: str = "feat
     if a.shape[1] != n_cols:
         raise ValueError(f"{name} must have {n_cols} {what} (columns), got shape {a.shape}")
     check_finite(name, a)
-    out = np.ascontiguousarray(a, dtype=dtype)
+    out = _convert(a, dtype)
     check_finite(name, out)  # a float64 beyond float32's range overflows here
     return out
 
@@ -129,14 +151,16 @@ def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dty
     """
     a = as_array(name, y, dtype)
     if a.ndim == 1 and loss == "log_loss":
-        if a.dtype.kind not in "iu":
+        if a.dtype.kind not in "biu":  # booleans: class indices 0/1, as everywhere else
             raise TypeError(f"{name} for log_loss must be integer class indices (1-D) or one-hot (2-D); "
                             f"got a 1-D array of dtype {a.dtype}")
+        a = a.astype(np.int64) if a.dtype.kind == "b" else a
         if a.shape[0] != n_samples:
             raise ValueError(f"{name} must have {n_samples} entries (one per sample of X), got {a.shape[0]}")
         if a.size and (a.min() < 0 or a.max() >= n_outputs):
             bad = a[(a < 0) | (a >= n_outputs)][0]
-            raise ValueError(f"{name} holds class index {int(bad)}, outside [0, {n_outputs}) for {n_outputs} outputs")
+            raise ValueError(f"{name} must hold class indices in [0, {n_outputs}) for {n_outputs} outputs, "
+                             f"got {int(bad)}")
         onehot = np.zeros((n_samples, n_outputs), dtype=dtype)
         onehot[np.arange(n_samples), a] = 1
         return onehot
@@ -151,7 +175,7 @@ def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dty
         raise ValueError(f"{name} must have shape ({n_samples}, {n_outputs}) to match X and the network's outputs, "
                          f"got {a.shape}")
     check_finite(name, a)
-    out = np.ascontiguousarray(a, dtype=dtype)
+    out = _convert(a, dtype)
     check_finite(name, out)
     return out
 

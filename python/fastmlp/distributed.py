@@ -208,7 +208,7 @@ def agree(comm: Any, check: Callable[[], dict[str, Any]] | None = None, *, error
 
 
 def run_epoch(net: Any, comm: Any, args: dict[str, Any]) -> float:
-    """One epoch on arguments checked and agreed on (``Network._check_epoch``'s dict, local `order`).
+    """One epoch on arguments checked and agreed on (``Network._epoch_args``'s dict, local `order`).
 
     Broadcasts rank 0's parameters, trains with :func:`allreduce_hook`
     (``world_size = R``) and returns the loss averaged over the ranks.
@@ -283,10 +283,10 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
                              f"got {world_size}")
-        checked.update(net._check_epoch(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1,
-                                        clip_value=clip_value, clip_norm=clip_norm, order=order,
-                                        sample_weight=None, schedule=schedule, epoch=epoch, gradient_hook=None,
-                                        world_size=1))
+        checked.update(net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1,
+                                       clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                       sample_weight=None, schedule=schedule, epoch=epoch, gradient_hook=None,
+                                       world_size=1))
         return {
             "X": checked["Y"].shape[0], "batch_size": checked["batch_size"], "loss": loss, "l2": l2, "l1": l1,
             "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),

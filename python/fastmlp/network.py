@@ -169,7 +169,13 @@ class Network:
     def forward(self, X: Any) -> np.ndarray:
         """The network's output (after the output activation) for X of shape (n, n_inputs).
 
-        X may be a scipy.sparse matrix: the first layer then multiplies sparse × dense in C++.
+        X may be any real array-like (see :mod:`fastmlp._validation`): integers
+        and booleans (as 0/1) and float16 are converted to :attr:`dtype`;
+        strided, big-endian, read-only and memory-mapped arrays are read
+        correctly. Object, string and complex arrays raise ``TypeError``; NaN,
+        ±inf, a wrong shape or zero samples raise ``ValueError``. Safe to call
+        from several threads at once. X may also be a scipy.sparse matrix: the
+        first layer then multiplies sparse × dense in C++.
         """
         if _is_sparse(X):
             return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
@@ -196,7 +202,10 @@ class Network:
         ``log_loss``: :math:`-\sum_i w_i\, y_i \cdot \log \mathrm{softmax}(z_i) / W`;
         ``binary_log_loss``: :math:`\sum_i w_i \sum_j (\mathrm{softplus}(z) - y z)_{ij} / W`;
         ``poisson`` (``exp`` output): :math:`\sum_i w_i \sum_j (e^{z} - y z + y\log y - y)_{ij} / W`.
-        For ``log_loss`` y may be integer class indices (1-D) or one-hot.
+        For ``log_loss`` y may be integer (or boolean) class indices (1-D) or
+        one-hot (2-D). X and y are accepted as in :meth:`forward`. A failed
+        call (bad input, or another thread training this network:
+        ``RuntimeError``) changes nothing.
         """
         self._check_loss(loss)
         X = as_matrix("X", X, self.n_inputs, self._dtype)
@@ -249,20 +258,36 @@ class Network:
             :math:`\frac1n\sum_B |B| L_B`, each batch's loss (with its
             penalties) taken before its update (scikit-learn's ``loss_curve_``
             value); with `comm`, over all ranks' samples.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Bad arguments (X and y as in :meth:`loss_and_grad`), before
+            anything changes; a batch whose workspace exceeds the machine's
+            memory raises ``ValueError`` before any allocation.
+        RuntimeError
+            Another thread is training this network or using this optimizer.
+        KeyboardInterrupt
+            Ctrl-C, seen between batches: the parameters are those after the
+            last complete batch.
         """
-        args = dict(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm, order=order,
-                    sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
-                    world_size=world_size)
         if comm is not None:
             from . import distributed
-            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, **args)
-        return self._train_epoch_checked(**self._check_epoch(X, y, loss, optimizer, batch_size, shuffle, **args))
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
+                                           clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                           sample_weight=sample_weight, schedule=schedule, epoch=epoch,
+                                           gradient_hook=gradient_hook, world_size=world_size)
+        return self._train_epoch_checked(**self._epoch_args(
+            X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm,
+            order=order, sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
+            world_size=world_size))
 
-    def _check_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool, *,
-                     l2: float, l1: float, clip_value: float | None, clip_norm: float | None, order: Any,
-                     sample_weight: Any, schedule: Any, epoch: float, gradient_hook: Any,
-                     world_size: int) -> dict[str, Any]:
-        """Checks train_epoch's arguments: the keyword arguments of :meth:`_train_epoch_checked`."""
+    def _epoch_args(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool, *,
+                    l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
+                    clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
+                    schedule: Any = None, epoch: float = 0.0, gradient_hook: Any = None,
+                    world_size: int = 1) -> dict[str, Any]:
+        """Checks train_epoch's arguments; returns them converted, as _train_epoch_checked's keywords."""
         self._check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
@@ -281,15 +306,16 @@ class Network:
             if order.dtype.kind not in "iu" or order.shape != (n,):
                 raise ValueError(f"order must be a 1-D integer array of {n} sample indices, "
                                  f"got dtype {order.dtype} and shape {order.shape}")
+            if order.size and (order.min() < 0 or order.max() >= n):
+                bad = int(order[(order < 0) | (order >= n)][0])
+                raise ValueError(f"order must hold sample indices in [0, {n}), got {bad}")
             order = np.ascontiguousarray(order, dtype=np.int64)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         world_size = check_int("world_size", world_size, minimum=1)
-        impl = optimizer._bind(self)
-        sched = None if schedule is None else _schedule_impl(schedule)
-        return dict(X=X, Y=Y, loss=loss, impl=impl, batch_size=batch_size, shuffle=bool(shuffle), reg=reg,
-                    order=order, w=w, schedule=sched, epoch=epoch, gradient_hook=gradient_hook,
-                    world_size=world_size)
+        return dict(X=X, Y=Y, loss=loss, impl=optimizer._bind(self), batch_size=batch_size, shuffle=bool(shuffle),
+                    reg=reg, order=order, w=w, schedule=None if schedule is None else _schedule_impl(schedule),
+                    epoch=epoch, gradient_hook=gradient_hook, world_size=world_size)
 
     def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
                              shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
@@ -323,8 +349,9 @@ class Network:
 
     def initialize(self, seed: int | None = None) -> None:
         """Draws new parameters (and reseeds the shuffling) from `seed`."""
-        self._seed = check_seed(seed)
-        self._net.initialize(self._seed, self._config["init"])
+        seed = check_seed(seed)
+        self._net.initialize(seed, self._config["init"])  # raises if another thread is training
+        self._seed = seed
 
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

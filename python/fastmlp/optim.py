@@ -46,7 +46,17 @@ class Optimizer:
         return self._impl
 
     def step(self, net: Any) -> None:
-        """Updates ``net.params`` in place from ``net.grads``."""
+        """Updates ``net.params`` in place from ``net.grads``.
+
+        Raises ``TypeError`` for anything but a :class:`fastmlp.Network`,
+        ``ValueError`` for a network other than the one this optimizer's state
+        was made for (another size or dtype), ``RuntimeError`` while another
+        thread trains `net` or uses this optimizer; a failed step changes
+        neither the parameters nor the optimizer's state.
+        """
+        from .network import Network
+        if not isinstance(net, Network):
+            raise TypeError(f"net must be a fastmlp.Network, got {type(net).__name__}")
         self._bind(net).step(net._net)
 
     def reset(self) -> None:

@@ -46,6 +46,11 @@ struct Input {
 enum class Init { Glorot, He };
 Init parse_init(const std::string& name);
 
+// Throws std::length_error (Python: ValueError) when `bytes` exceed the
+// machine's physical memory: such a request could only fail or, with the
+// kernel's overcommit, end in an OOM kill when the memory is touched.
+void check_fits_in_memory(double bytes, const char* what);
+
 // What one thread needs for a forward/backward pass over its slice of a
 // batch: the gathered rows, and every layer's Z, A and delta.
 template <class T>

@@ -5,6 +5,7 @@
 // here, sized by prepare() and tied to that parameter count from then on.
 #pragma once
 
+#include <mutex>
 #include <string>
 
 #include "fastmlp/tensor.hpp"
@@ -32,9 +33,15 @@ class Optimizer {
 
   double lr;  // read at every step, so a schedule may change it between steps
 
+  // Held by whoever steps or resets this optimizer (its state is not shared).
+  std::mutex& busy() const { return busy_; }
+
  protected:
   // Sizes `state` on first use; afterwards a different n is an error.
   static void bind(Vector<T>& state, Index n);
+
+ private:
+  mutable std::mutex busy_;
 };
 
 // Stochastic gradient descent with momentum μ, in scikit-learn's form:
