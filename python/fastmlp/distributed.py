@@ -87,22 +87,35 @@ def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None)
 def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """This rank's shard ``(X[idx], y[idx])`` of data that every rank holds.
 
-    ``idx = shard_indices(len(X), comm.rank, comm.size, seed)``: equal,
+    ``idx = shard_indices(n, comm.rank, comm.size, seed)``: equal,
     disjoint shards (contiguous blocks, views of X and y, when `seed` is
-    None). `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
+    None). X may be a NumPy array, a scipy.sparse matrix, a pandas object or
+    a sequence. `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
     every epoch re-deals the samples among the ranks: a global shuffle.
     """
     comm = _check_comm(_mpi().COMM_WORLD if comm is None else comm)
-    for name, a in (("X", X), ("y", y)):
-        if not hasattr(a, "__len__") or not hasattr(a, "__getitem__"):
-            raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
-    if len(y) != len(X):
-        raise ValueError(f"y must have one row per sample of X ({len(X)}), got {len(y)}")
-    idx = shard_indices(len(X), comm.Get_rank(), comm.Get_size(), seed)
+
+    def n_rows(name: str, a: Any) -> int:
+        shape = getattr(a, "shape", None)  # arrays, scipy.sparse matrices, DataFrames
+        if shape is not None and len(shape) >= 1:
+            return int(shape[0])
+        if hasattr(a, "__len__") and hasattr(a, "__getitem__"):
+            return len(a)
+        raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
+
+    n = n_rows("X", X)
+    if n_rows("y", y) != n:
+        raise ValueError(f"y must have one row per sample of X ({n}), got {n_rows('y', y)}")
+    idx = shard_indices(n, comm.Get_rank(), comm.Get_size(), seed)
     if seed is None:
         rows = slice(int(idx[0]), int(idx[-1]) + 1)
         return X[rows], y[rows]
-    return np.asarray(X)[idx], np.asarray(y)[idx]
+    def take(a: Any) -> Any:
+        if hasattr(a, "iloc"):  # pandas: rows by position
+            return a.iloc[idx]
+        return a[idx] if hasattr(a, "shape") else np.asarray(a)[idx]
+
+    return take(X), take(y)
 
 
 def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:

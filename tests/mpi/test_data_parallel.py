@@ -137,6 +137,10 @@ def test_shards_are_equal_disjoint_and_reseedable(comm):
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), np.arange(10 * size))
     assert np.unique(np.concatenate(reseeded)).size == 10 * size
     assert all(views)  # contiguous shards are views, not copies
+    pd = pytest.importorskip("pandas")  # in the "test" extra
+    frame_part = distributed.shard(pd.DataFrame(X), pd.Series(y), comm, seed=5)  # rows by position, not labels
+    np.testing.assert_array_equal(frame_part[0].to_numpy(), distributed.shard(X, y, comm, seed=5)[0])
+    np.testing.assert_array_equal(frame_part[1].to_numpy(), reseeded[rank])
     np.testing.assert_array_equal(parts[rank][1], mine[1])
 
 
@@ -206,3 +210,24 @@ def test_disagreement_between_ranks_is_named(comm):
     with pytest.raises(ValueError, match="network: the network must have the same layer_sizes"):
         _train(other if last else net, Xr, Yr, comm)
     assert np.isfinite(_train(net, Xr, Yr, comm))
+
+
+def test_sparse_shards_train_like_dense(comm):
+    """CSR shards (the C++ sparse path, the same hook) give the dense shards' parameters."""
+    sparse = pytest.importorskip("scipy.sparse")  # scipy is in the "test" extra
+    size = comm.Get_size()
+    X, Y = global_data(size, "squared_error", "float64")
+    X[np.abs(X) < 0.8] = 0.0  # about 60 % zeros
+    Xr, Yr = distributed.shard(X, Y, comm)
+    Sr, _ = distributed.shard(sparse.csr_matrix(X), Y, comm)
+    assert sparse.issparse(Sr) and Sr.shape == Xr.shape
+    nets = []
+    for data in (Xr, Sr):
+        net = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
+        opt = make_opt("sgd")
+        for _ in range(2):
+            net.train_epoch(data, Yr, "squared_error", opt, B, l2=0.01, comm=comm)
+        nets.append(np.array(net.params))
+    params = comm.allgather(nets)
+    np.testing.assert_allclose(params[0][1], params[0][0], **TOL["float64"])
+    np.testing.assert_array_equal(params[-1][1], params[0][1])
