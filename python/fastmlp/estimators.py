@@ -27,7 +27,8 @@ Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
 ``adamw``, ``rmsprop``, ``adagrad``, the schedules ``step``, ``exponential``,
 ``cosine`` with ``warmup_epochs``, ``class_weight``, ``validation_data`` in
 :meth:`fit` with ``validation_loss_curve_``, ``callbacks``, ``verbose=2``
-(progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`.
+(progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`,
+``distributed='mpi'`` (data-parallel training over MPI, :mod:`fastmlp.distributed`).
 """
 from __future__ import annotations
 
@@ -186,6 +187,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'dtype' parameter must be None, 'float32' or 'float64'; got {self.dtype!r}.")
         if self.n_threads is not None:
             _int("n_threads", self.n_threads, 1)
+        if self.distributed is not None:
+            _choice("distributed", self.distributed, ("mpi",))
         _real("leaky_relu_slope", self.leaky_relu_slope, 0)
         _real("l1", self.l1, 0)
         for name in ("clip_norm", "clip_value"):
@@ -285,6 +288,8 @@ class _BaseMLP(BaseEstimator):
         finite epoch (see _fit_stochastic); L-BFGS, which has no epochs, is
         always undone.
         """
+        if self.distributed is not None and getattr(self, "_mpi", None) is None:
+            return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
         state = self.__dict__.copy()
         net = state.get("_net")
         params = None if net is None else np.array(net.params)
@@ -343,6 +348,58 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
                              "values and need to be preprocessed.")
         return self
+
+    def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
+                         validation_data: Any) -> "_BaseMLP":
+        """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
+
+        Two agreements keep the ranks in step: here, on the parameters and
+        the labels (``classes_`` is the union of the ranks' labels); then, in
+        :meth:`_fit_stochastic`, on the shapes. A rank that fails in between
+        reports its error to the second agreement, so every rank raises.
+        """
+        _choice("distributed", self.distributed, ("mpi",))
+        from . import distributed as dist
+        comm = dist._check_comm(dist._mpi().COMM_WORLD)
+
+        def check() -> dict[str, Any]:
+            self._check_params()
+            if not _stochastic(self):
+                raise ValueError(f"distributed='mpi' needs a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}), "
+                                 f"got solver={self.solver!r}")
+            if self.early_stopping:
+                raise ValueError("early_stopping=True is not supported with distributed='mpi' yet")
+            for name, value in (("sample_weight", sample_weight), ("validation_data", validation_data),
+                                ("class_weight", getattr(self, "class_weight", None))):
+                if value is not None:
+                    raise ValueError(f"{name} is not supported with distributed='mpi' yet; got {type(value).__name__}")
+            labels = None
+            if isinstance(self, ClassifierMixin) and y is not None:
+                y_arr = np.asarray(y)
+                if y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1):
+                    labels = np.unique(y_arr.ravel())
+            # May differ between ranks: per-rank threads, printing, callbacks, and random_state
+            # (rank 0's weights and shuffling seed are broadcast).
+            local = ("n_threads", "verbose", "callbacks", "random_state")
+            params = sorted((k, repr(v)) for k, v in self.get_params(deep=False).items() if k not in local)
+            return {"params": params, "_labels": labels}
+
+        reports = dist.agree(comm, check, explain={
+            "params": "the estimator's parameters must be the same on every rank (all but n_threads, verbose, "
+                      "callbacks, random_state)"})
+        labels = [r["_labels"] for r in reports if r["_labels"] is not None]
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1)) if comm.Get_rank() == 0 else None
+        seed = comm.bcast(seed, root=0)
+        self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
+                                          rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
+        try:
+            return self._fit(X, y, sample_weight, incremental, validation_data)
+        except Exception as e:
+            if not self._mpi.agreed:  # the other ranks wait in the second agreement: let them raise too
+                dist.agree(comm, error=e)
+            raise
+        finally:
+            self._mpi = None
 
     def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
         sw = None
@@ -417,6 +474,12 @@ class _BaseMLP(BaseEstimator):
         impl = self._optimizer._bind(net)
         reg = self._regularization()
         sample_idx = np.arange(n_samples, dtype=np.int64)
+        mpi = getattr(self, "_mpi", None)
+        if mpi is not None:  # the second agreement (see _fit_distributed): shapes
+            from . import distributed as dist
+            mpi.agreed = True
+            dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
+                                          "network": tuple(net.layer_sizes)})
         callbacks = list(self.callbacks or [])
         bar = _ProgressBar(self.max_iter, incremental) if (self.verbose and int(self.verbose) >= 2) else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
@@ -437,9 +500,15 @@ class _BaseMLP(BaseEstimator):
                 schedule = None if schedule is None else schedule._impl
                 start = time.perf_counter()
                 np.copyto(before_epoch, net.params)
-                loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
-                                                sample_idx if self.shuffle else None, sw,
-                                                schedule, float(self._epoch_clock))
+                if mpi is None:
+                    loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
+                                                    sample_idx if self.shuffle else None, sw,
+                                                    schedule, float(self._epoch_clock))
+                else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
+                    order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
+                    loss = dist.run_epoch(net, mpi.comm, dict(
+                        X=X, Y=Y, loss=self._loss_name, impl=impl, batch_size=batch_size, shuffle=False, reg=reg,
+                        order=order, w=None, schedule=schedule, epoch=float(self._epoch_clock)))
                 seconds = time.perf_counter() - start
                 if not (np.isfinite(loss) and np.isfinite(net.params).all()):
                     diverged = loss
@@ -447,7 +516,7 @@ class _BaseMLP(BaseEstimator):
                 self.loss_ = loss
                 self._epoch_clock += 1
                 self.n_iter_ += 1
-                self.t_ += n_samples
+                self.t_ += n_samples * (1 if mpi is None else mpi.comm.Get_size())
                 self.loss_curve_.append(self.loss_)
                 if self.verbose and int(self.verbose) < 2:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
@@ -467,6 +536,8 @@ class _BaseMLP(BaseEstimator):
                 if bar is not None:
                     bar.update(metrics)
                 stop = any(cb(metrics) is False for cb in callbacks)
+                if mpi is not None:  # one rank's callback stops them all
+                    stop = any(mpi.comm.allgather(stop))
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self.early_stopping:
                         msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
@@ -730,6 +801,16 @@ _SHARED_DOC = """
         Each is called after every epoch with a dict (``epoch``, ``loss``, ``learning_rate``, ``seconds``,
         ``samples_per_second``, and ``validation_loss``/``validation_score`` when available); returning
         ``False`` stops training.
+    distributed : None or 'mpi', default=None
+        ``'mpi'``: data-parallel training over ``MPI.COMM_WORLD`` (needs the
+        ``mpi`` extra; run under ``mpiexec``). Every rank calls :meth:`fit`
+        with its own shard of X, y (the same number of rows everywhere) and
+        the same parameters; ``batch_size`` is per rank, so the global batch
+        is ``R × batch_size``; each step's gradients are averaged over the
+        ranks (see ``docs/distributed.md``), and every rank ends with the same
+        model. ``classes_`` are the union of all ranks' labels. Stochastic
+        solvers only; no ``sample_weight``, ``class_weight``,
+        ``early_stopping`` or ``validation_data`` yet.
 """
 
 
@@ -763,7 +844,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
                  weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
                  lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
-                 class_weight: Any = None) -> None:
+                 class_weight: Any = None, distributed: str | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -789,6 +870,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
         self.leaky_relu_slope = leaky_relu_slope
         self.l1 = l1
         self.clip_norm = clip_norm
@@ -809,7 +891,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = _compat.column_or_1d_warn(y)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_coder = LabelCoder.from_y(y)
+            mpi_classes = getattr(getattr(self, "_mpi", None), "classes", None)  # all ranks' labels
+            self._label_coder = LabelCoder.from_y(y) if mpi_classes is None else LabelCoder.from_classes(mpi_classes)
             self.classes_ = self._label_coder.classes_
         elif self.warm_start and not incremental:
             classes = LabelCoder.from_y(y).classes_
@@ -943,7 +1026,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
                  lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable] | None = None) -> None:
+                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -970,6 +1053,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
         self.leaky_relu_slope = leaky_relu_slope
         self.l1 = l1
         self.clip_norm = clip_norm

@@ -273,9 +273,10 @@ class Network:
         """
         if comm is not None:
             from . import distributed
-            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, l2=l2,
-                                           order=order, comm=comm, gradient_hook=gradient_hook,
-                                           world_size=world_size)
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
+                                           clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                           sample_weight=sample_weight, schedule=schedule, epoch=epoch,
+                                           gradient_hook=gradient_hook, world_size=world_size)
         return self._train_epoch_checked(**self._epoch_args(
             X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm,
             order=order, sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
