@@ -33,6 +33,10 @@ int main() {
   fastmlp::Network<T> net({2, 64, 64, n_classes}, fastmlp::Activation::Relu, fastmlp::Activation::Softmax,
                           /*slope=*/0.01, /*seed=*/0, fastmlp::Init::Glorot);
   fastmlp::Adam<T> adam(/*lr=*/0.01, /*beta1=*/0.9, /*beta2=*/0.999, /*eps=*/1e-8);
+  fastmlp::Batch<T> data;  // the whole training set, dense and row-major
+  data.x = x.data();
+  data.y = y.data();
+  data.rows = n;
   fastmlp::EpochOptions options;
   options.batch_size = 64;
   fastmlp::Batch<T> data;  // all n samples: inputs x, one-hot targets y
