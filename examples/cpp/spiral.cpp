@@ -35,9 +35,13 @@ int main() {
   fastmlp::Adam<T> adam(/*lr=*/0.01, /*beta1=*/0.9, /*beta2=*/0.999, /*eps=*/1e-8);
   fastmlp::EpochOptions options;
   options.batch_size = 64;
+  fastmlp::Batch<T> data;  // all n samples: inputs x, one-hot targets y
+  data.x = x.data();
+  data.y = y.data();
+  data.rows = n;
   double loss = 0;
   for (int epoch = 1; epoch <= 200; ++epoch) {
-    loss = fastmlp::train_epoch(net, adam, x.data(), y.data(), n, fastmlp::Loss::LogLoss, options);
+    loss = fastmlp::train_epoch(net, adam, data, fastmlp::Loss::LogLoss, options);
     if (epoch % 50 == 0) std::printf("epoch %3d  loss %.5f\n", epoch, loss);
   }
 

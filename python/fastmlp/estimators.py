@@ -279,8 +279,35 @@ class _BaseMLP(BaseEstimator):
     # --- fitting -----------------------------------------------------------
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> "_BaseMLP":
+        """_fit_checked, undone if it fails before its first epoch (a bad argument changes nothing).
+
+        The attributes are restored from a shallow copy and the parameters from
+        one copy of the flat buffer (the checks may already have re-initialized
+        a reused network). Once epochs have run, a failure keeps what they did:
+        KeyboardInterrupt is caught between epochs, divergence keeps the last
+        finite epoch (see _fit_stochastic); L-BFGS, which has no epochs, is
+        always undone.
+        """
         if self.distributed is not None and getattr(self, "_mpi", None) is None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
+        state = self.__dict__.copy()
+        net = state.get("_net")
+        params = None if net is None else np.array(net.params)
+        self._epochs_started = False
+        try:
+            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
+        except BaseException:
+            if not self.__dict__.get("_epochs_started", False):
+                self.__dict__.clear()
+                self.__dict__.update(state)
+                if params is not None:
+                    net.params[...] = params
+            raise
+        finally:
+            self.__dict__.pop("_epochs_started", None)
+
+    def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
+                     validation_data: Any) -> "_BaseMLP":
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
@@ -378,8 +405,7 @@ class _BaseMLP(BaseEstimator):
         sw = None
         if sample_weight is not None:
             from ._validation import as_sample_weight
-            sw = np.asarray(sample_weight, dtype=np.float64) if not np.isscalar(sample_weight) else sample_weight
-            sw = as_sample_weight(sw, X.shape[0], np.dtype(np.float64))
+            sw = as_sample_weight(sample_weight, X.shape[0], np.dtype(np.float64))
         cw = self._class_weight_factors(y)
         if cw is not None:
             sw = cw if sw is None else sw * cw
@@ -458,6 +484,10 @@ class _BaseMLP(BaseEstimator):
         bar = _ProgressBar(self.max_iter, incremental) if (self.verbose and int(self.verbose) >= 2) else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
+        # The parameters before the current epoch: what a diverged epoch is rolled back to.
+        before_epoch = np.empty_like(net.params)
+        diverged = None
+        self._epochs_started = True
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -469,16 +499,21 @@ class _BaseMLP(BaseEstimator):
                 schedule = self._schedule()
                 schedule = None if schedule is None else schedule._impl
                 start = time.perf_counter()
+                np.copyto(before_epoch, net.params)
                 if mpi is None:
-                    self.loss_ = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
-                                                          sample_idx if self.shuffle else None, sw,
-                                                          schedule, float(self._epoch_clock))
+                    loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
+                                                    sample_idx if self.shuffle else None, sw,
+                                                    schedule, float(self._epoch_clock))
                 else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
                     order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
-                    self.loss_ = dist.run_epoch(net, mpi.comm, dict(
+                    loss = dist.run_epoch(net, mpi.comm, dict(
                         X=X, Y=Y, loss=self._loss_name, impl=impl, batch_size=batch_size, shuffle=False, reg=reg,
                         order=order, w=None, schedule=schedule, epoch=float(self._epoch_clock)))
                 seconds = time.perf_counter() - start
+                if not (np.isfinite(loss) and np.isfinite(net.params).all()):
+                    diverged = loss
+                    break
+                self.loss_ = loss
                 self._epoch_clock += 1
                 self.n_iter_ += 1
                 self.t_ += n_samples * (1 if mpi is None else mpi.comm.Get_size())
@@ -523,12 +558,26 @@ class _BaseMLP(BaseEstimator):
                     warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                                   "hasn't converged yet." % self.max_iter, ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
+            # Between batches: the interrupted epoch's batches so far are kept, as in scikit-learn.
+            if not np.isfinite(net.params).all():
+                net.params[...] = before_epoch
             warnings.warn("Training interrupted by user.", stacklevel=3)
         finally:
             if bar is not None:
                 bar.close()
+        if diverged is not None:
+            net.params[...] = before_epoch
+            self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
+        if diverged is not None:
+            what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
+                    else "a parameter became non-finite")
+            raise ValueError(
+                f"Solver produced non-finite parameter weights: {what} in epoch "
+                f"{self.n_iter_ + 1} of this call, so training stopped there. The model keeps the weights of the "
+                f"last finite epoch ({self.n_iter_} epoch(s) of this call). Lower learning_rate_init "
+                f"(now {self.learning_rate_init!r}) or scale the input data.")
 
     def _current_lr(self) -> float:
         return self._sgd_lr if self.solver == "sgd" else float(self.learning_rate_init)
@@ -582,22 +631,13 @@ class _BaseMLP(BaseEstimator):
         except ImportError:
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
-        core, params, grads, loss = net._net, net.params, net.grads, self._loss_name
+        params, grads, loss = net.params, net.grads, self._loss_name
         Y = np.ascontiguousarray(Y)
-        if _compat.is_sparse(X):
-            Xc = as_csr("X", X, X.shape[1], net.dtype)
-
-            def objective() -> float:
-                return core.objective_csr(*Xc, Y, loss, sw, reg)
-        else:
-            X = np.ascontiguousarray(X)
-
-            def objective() -> float:
-                return core.objective(X, Y, loss, sw, reg)
+        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = objective()
+            value = net._objective_checked(X, Y, loss, sw, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
@@ -634,6 +674,27 @@ class _BaseMLP(BaseEstimator):
         X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
         with _threads(self.n_threads):
             return net.forward(X)
+
+    @staticmethod
+    def _score_targets(y: Any, sample_weight: Any, n: int, numeric: bool) -> tuple[np.ndarray, Any]:
+        """score's y and sample_weight checked against the n samples of X (as fit checks them)."""
+        from ._validation import as_sample_weight
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"y must be array-like: {exc}") from None
+        if y.dtype.kind == "c":
+            raise ValueError(f"y must hold real numbers, got complex dtype {y.dtype} (Complex data not supported)")
+        if numeric and y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers for a regressor, got dtype {y.dtype}")
+        if y.ndim not in (1, 2) or y.shape[0] != n:
+            raise ValueError(f"y must have shape ({n},) or ({n}, n_outputs), one row per sample of X; "
+                             f"got shape {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y must be finite, got NaN or infinity")
+        if sample_weight is not None:
+            sample_weight = as_sample_weight(sample_weight, n, np.dtype(np.float64))
+        return y, sample_weight
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):
@@ -924,6 +985,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
         out = self._forward(X) if validate else self._net.forward(X)
+        if validate:
+            y, sample_weight = self._score_targets(y, sample_weight, out.shape[0], numeric=False)
         if not np.isfinite(out).all():
             return np.nan
         pred = self._label_coder.decode(out)
@@ -1047,6 +1110,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
         pred = self._forward(X) if validate else self._net.forward(X)
+        if validate:
+            y, sample_weight = self._score_targets(y, sample_weight, pred.shape[0], numeric=True)
         if not np.isfinite(pred).all():
             return np.nan
         y = np.asarray(y, dtype=np.float64)

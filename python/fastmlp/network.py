@@ -347,6 +347,12 @@ class Network:
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
         return float(self._net.objective(X, Y, loss, w, reg))
 
+    def _objective_checked(self, X: Any, Y: np.ndarray, loss: str, w: np.ndarray | None, reg: Any) -> float:
+        """objective on arguments already checked and converted (for L-BFGS); X may be as_csr's tuple."""
+        if isinstance(X, tuple):
+            return float(self._net.objective_csr(*X, Y, loss, w, reg))
+        return float(self._net.objective(X, Y, loss, w, reg))
+
     def initialize(self, seed: int | None = None) -> None:
         """Draws new parameters (and reseeds the shuffling) from `seed`."""
         seed = check_seed(seed)
