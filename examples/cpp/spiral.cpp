@@ -39,10 +39,6 @@ int main() {
   data.rows = n;
   fastmlp::EpochOptions options;
   options.batch_size = 64;
-  fastmlp::Batch<T> data;  // all n samples: inputs x, one-hot targets y
-  data.x = x.data();
-  data.y = y.data();
-  data.rows = n;
   double loss = 0;
   for (int epoch = 1; epoch <= 200; ++epoch) {
     loss = fastmlp::train_epoch(net, adam, data, fastmlp::Loss::LogLoss, options);
