@@ -76,8 +76,12 @@ def pytest_configure(config):
                                 f"not from site-packages ({', '.join(map(str, site))})")
 
 
-# tests/mpi needs mpi4py (the "mpi" extra); CI runs it under mpiexec as its own step.
+# tests/mpi runs only under an MPI launcher (mpiexec -n 2 python -m pytest tests/mpi), which CI
+# does as its own step; a plain `pytest` leaves it out (it needs mpi4py, the "mpi" extra, and ranks).
+_LAUNCHED = any(v in os.environ for v in ("PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE"))
 try:
     import mpi4py  # noqa: F401
 except ImportError:
+    _LAUNCHED = False
+if not _LAUNCHED:
     collect_ignore = ["mpi"]

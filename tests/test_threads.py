@@ -68,3 +68,27 @@ def test_results_do_not_depend_on_more_threads_than_rows(restore_threads):
     one = net.forward(X)
     fastmlp.set_num_threads(8)
     np.testing.assert_array_equal(net.forward(X), one)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_every_threading_mode_gives_the_one_thread_result(threads, restore_threads):
+    # Batch 128 splits into slices, one per thread (the last batch, 104 rows,
+    # too); a batch of 20 rows through [512, 1024, 10] is one slice whose
+    # products split their columns across the threads.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1000, 64))
+    y = rng.integers(0, 10, 1000)
+    Xw = rng.standard_normal((100, 512))
+
+    def train(n):
+        fastmlp.set_num_threads(n)
+        net = fastmlp.Network([64, 256, 128, 10], output_activation="softmax", dtype="float64", seed=0)
+        wide = fastmlp.Network([512, 1024, 10], output_activation="softmax", dtype="float64", seed=0)
+        losses = [net.train_epoch(X, y, "log_loss", fastmlp.Adam(1e-3), batch_size=128, l2=1e-3, clip_norm=5.0),
+                  wide.train_epoch(Xw, y[:100], "log_loss", fastmlp.SGD(0.01, 0.9), batch_size=20, l2=1e-3)]
+        return losses, np.r_[net.params, wide.params], np.r_[net.forward(X[:100]), wide.forward(Xw[:7])]
+
+    one, many = train(1), train(threads)
+    np.testing.assert_allclose(many[0], one[0], rtol=1e-10)
+    np.testing.assert_allclose(many[1], one[1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(many[2], one[2], rtol=1e-9, atol=1e-12)

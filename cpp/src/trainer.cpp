@@ -117,25 +117,33 @@ double add_penalties(const Network<T>& net, T* g, double l2, double l1, double s
 }
 
 // The parallel step (see trainer.hpp); optimizer null: gradients only.
+// Phase A runs the batch's slices (one per thread, or one slice whose
+// products use every thread) and sums the slices' gradients; phase B takes
+// the parameters in one chunk per thread: penalties, clipping, update. With
+// as many slices as threads and no hook, both phases are one parallel region.
 template <class T>
 double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
             bool clip, const GradientHook<T>* hook) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const double W = weight_sum(batch);
-  const int threads = net.prepare_slices(rows);
-  size_csr_gather(net, batch, threads);
+  const int slices = net.prepare_slices(rows);
+  const int threads = P > kParallelElements ? std::min(omp_get_max_threads(), kMaxThreads) : slices;
+  size_csr_gather(net, batch, slices);
   const bool split = hook != nullptr && hook->reduce;
+  const bool fused = !split && slices == threads;
   const double penalty_scale = W * double(split ? hook->world_size : 1);
   const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
-  if (optimizer != nullptr) optimizer->begin_step();
+  // A step is counted (begin_step) only once it can no longer fail: here, or on the split
+  // path after the hook returns — a hook that throws leaves the optimizer as it was.
+  if (optimizer != nullptr && !split) optimizer->begin_step();
   // Per-thread sums, added in thread order afterwards: deterministic.
   double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
 
-  // Once the gradients are summed: thread t's chunk of the parameters is
+  // Phase B for thread t of `team`: its chunk of the parameters is
   // penalized, clipped and updated.
-  auto finish = [&](int t) {
-    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
+  auto finish = [&](int t, int team) {
+    const Index p0 = P * t / team, p1 = P * (t + 1) / team;
     T* g = net.grads();
     if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, p0, p1);
     if (clip_value) {
@@ -150,7 +158,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       norm_part[t] = squares;
 #pragma omp barrier
       double total = 0.0;
-      for (int s = 0; s < threads; ++s) total += norm_part[s];
+      for (int s = 0; s < team; ++s) total += norm_part[s];
       const double norm = std::sqrt(total);
       if (norm > reg.clip_norm) {
         const T scale = T(reg.clip_norm / norm);
@@ -161,30 +169,35 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
     if (optimizer != nullptr) optimizer->update(net.params(), g, p0, p1);
   };
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(slices) if (slices > 1)
   {
     const int t = omp_get_thread_num();
-    const Index r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
+    const Index r0 = rows * t / slices, r1 = rows * (t + 1) / slices;
     Workspace<T>& ws = net.slice_workspace(t);
     const Slice<T> s = slice_of(batch, r0, r1, n_in, n_out, ws);
     loss_part[t] = net.forward_backward(s.x, s.y, r1 - r0, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
                                         net.slice_grads(t));
+    if (slices > 1) {
 #pragma omp barrier
-    const Index p0 = P * t / threads, p1 = P * (t + 1) / threads;
-    T* g = net.grads();
-    for (int k = 1; k < threads; ++k) {
-      const T* part = net.slice_grads(k);
+      const Index p0 = P * t / slices, p1 = P * (t + 1) / slices;
+      T* g = net.grads();
+      for (int k = 1; k < slices; ++k) {
+        const T* part = net.slice_grads(k);
 #pragma omp simd
-      for (Index i = p0; i < p1; ++i) g[i] += part[i];
+        for (Index i = p0; i < p1; ++i) g[i] += part[i];
+      }
     }
-    if (!split) finish(t);
+    if (fused) finish(t, slices);
   }
   double value = 0.0;
-  for (int t = 0; t < threads; ++t) value += loss_part[t];
-  if (split) {
-    hook->reduce(net.grads(), P, &value);
+  for (int t = 0; t < slices; ++t) value += loss_part[t];
+  if (!fused) {
+    if (split) {
+      hook->reduce(net.grads(), P, &value);
+      if (optimizer != nullptr) optimizer->begin_step();
+    }
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    finish(omp_get_thread_num());
+    finish(omp_get_thread_num(), omp_get_num_threads());
   }
   double penalty = 0.0;
   for (int t = 0; t < threads; ++t) penalty += penalty_part[t];

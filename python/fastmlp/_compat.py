@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 try:  # pragma: no branch - one of the two is taken per environment
-    import sklearn
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
     HAVE_SKLEARN = True
@@ -121,7 +120,50 @@ def validate_Xy(est: Any, X: Any, y: Any, *, reset: bool, dtype: Any, y_numeric:
     return X, y
 
 
+def _named_checks(est: Any, name: str, a: Any, two_d: bool, numeric: bool) -> None:
+    """The errors of scikit-learn's check_array that do not say which argument failed, saying so
+    (their wording kept, which scikit-learn's estimator checks match)."""
+    if not isinstance(a, (np.ndarray, list, tuple)):
+        return  # sparse matrices, DataFrames: scikit-learn's own messages
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError):
+        return
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}: Complex data not supported")
+    if numeric and arr.dtype.kind in "OUS":
+        try:
+            arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name} must hold numbers: {exc}") from None
+    if not two_d:
+        return
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a {arr.ndim}-D array of shape "
+                         f"{arr.shape}. Expected 2D array, got {arr.ndim}D array instead. Reshape your data "
+                         "either using array.reshape(-1, 1) if your data has a single feature or "
+                         "array.reshape(1, -1) if it contains a single sample.")
+    for axis, what in ((0, "sample"), (1, "feature")):
+        if arr.shape[axis] == 0:
+            raise ValueError(f"{name} must have at least one {what}: Found array with 0 {what}(s) "
+                             f"(shape={arr.shape}) while a minimum of 1 is required by {type(est).__name__}.")
+
+
+def _n_rows(a: Any) -> int | None:
+    shape = getattr(a, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) else None
+    return len(a) if isinstance(a, (list, tuple)) else None
+
+
 def _sk_validate(est: Any, X: Any, y: Any, *, reset: bool, dtype: Any, y_numeric: bool) -> Any:
+    _named_checks(est, "X", X, two_d=True, numeric=True)
+    if y is not None:
+        _named_checks(est, "y", y, two_d=False, numeric=y_numeric)
+        nx, ny = _n_rows(X), _n_rows(y)
+        if nx is not None and ny is not None and nx != ny:
+            raise ValueError(f"X and y must have the same number of samples, got {nx} and {ny}: Found input "
+                             f"variables with inconsistent numbers of samples: [{nx}, {ny}]")
     kw = dict(accept_sparse=["csr", "csc"], dtype=dtype, reset=reset)
     if y is not None:
         kw.update(multi_output=True, y_numeric=y_numeric)
@@ -208,5 +250,3 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
 __all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "RegressorMixin", "ConvergenceWarning",
            "DataConversionWarning", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
            "column_or_1d_warn", "train_test_split_indices"]
-if HAVE_SKLEARN:
-    __all__.append("sklearn")

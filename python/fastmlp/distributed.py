@@ -39,7 +39,8 @@ import numpy as np
 from ._validation import check_int, check_seed
 from .optim import Optimizer
 
-__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch"]
+__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch",
+           "agree", "run_epoch"]
 
 
 def _mpi() -> Any:
@@ -86,22 +87,35 @@ def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None)
 def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """This rank's shard ``(X[idx], y[idx])`` of data that every rank holds.
 
-    ``idx = shard_indices(len(X), comm.rank, comm.size, seed)``: equal,
+    ``idx = shard_indices(n, comm.rank, comm.size, seed)``: equal,
     disjoint shards (contiguous blocks, views of X and y, when `seed` is
-    None). `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
+    None). X may be a NumPy array, a scipy.sparse matrix, a pandas object or
+    a sequence. `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
     every epoch re-deals the samples among the ranks: a global shuffle.
     """
     comm = _check_comm(_mpi().COMM_WORLD if comm is None else comm)
-    for name, a in (("X", X), ("y", y)):
-        if not hasattr(a, "__len__") or not hasattr(a, "__getitem__"):
-            raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
-    if len(y) != len(X):
-        raise ValueError(f"y must have one row per sample of X ({len(X)}), got {len(y)}")
-    idx = shard_indices(len(X), comm.Get_rank(), comm.Get_size(), seed)
+
+    def n_rows(name: str, a: Any) -> int:
+        shape = getattr(a, "shape", None)  # arrays, scipy.sparse matrices, DataFrames
+        if shape is not None and len(shape) >= 1:
+            return int(shape[0])
+        if hasattr(a, "__len__") and hasattr(a, "__getitem__"):
+            return len(a)
+        raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
+
+    n = n_rows("X", X)
+    if n_rows("y", y) != n:
+        raise ValueError(f"y must have one row per sample of X ({n}), got {n_rows('y', y)}")
+    idx = shard_indices(n, comm.Get_rank(), comm.Get_size(), seed)
     if seed is None:
         rows = slice(int(idx[0]), int(idx[-1]) + 1)
         return X[rows], y[rows]
-    return np.asarray(X)[idx], np.asarray(y)[idx]
+    def take(a: Any) -> Any:
+        if hasattr(a, "iloc"):  # pandas: rows by position
+            return a.iloc[idx]
+        return a[idx] if hasattr(a, "shape") else np.asarray(a)[idx]
+
+    return take(X), take(y)
 
 
 def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:
@@ -163,6 +177,66 @@ def _optimizer_config(optimizer: Any) -> tuple:
     return (type(optimizer).__name__, optimizer.lr, tuple(public))
 
 
+_EXPLAIN = {
+    "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
+    "order": "order must be given on every rank or on none",
+    "network": "the network must have the same layer_sizes, dtype and activations on every rank",
+    "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
+}
+
+
+def agree(comm: Any, check: Callable[[], dict[str, Any]] | None = None, *, error: Exception | None = None,
+          explain: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Checks on every rank, then raises on every rank or on none (a collective call).
+
+    ``check()`` runs here and returns this rank's signature (values that must
+    be equal on every rank) or raises ``TypeError``/``ValueError``; `error`
+    reports a failure that already happened. One ``allgather`` later, if any
+    rank failed, every rank raises (its own error, else ``"on rank r: ..."``
+    of the same type); if a signature value differs between ranks, every rank
+    raises ``ValueError`` naming it (``explain[key]`` says why); keys that
+    start with ``_`` are gathered without being compared. Returns all ranks'
+    signatures.
+    """
+    signature: dict[str, Any] = {}
+    if error is None and check is not None:
+        try:
+            signature = check()
+        except (TypeError, ValueError) as e:
+            error = e
+    reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
+    if error is not None:
+        raise error
+    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]
+    if failed:
+        r, (kind, message) = failed[0]
+        raise (TypeError if kind == "TypeError" else ValueError)(f"on rank {r}: {message}")
+    why = {**_EXPLAIN, **(explain or {})}
+    for key in (k for k in signature if not k.startswith("_")):  # "_key": gathered, not compared
+        values = [rep[1].get(key) for rep in reports]
+        if any(v != values[0] for v in values):
+            reason = why.get(key, f"{key} must be the same on every rank")
+            raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{comm.Get_size() - 1}")
+    return [rep[1] for rep in reports]
+
+
+def run_epoch(net: Any, comm: Any, args: dict[str, Any]) -> float:
+    """One epoch on arguments checked and agreed on (``Network._epoch_args``'s dict, local `order`).
+
+    Broadcasts rank 0's parameters, trains with :func:`allreduce_hook`
+    (``world_size = R``) and returns the loss averaged over the ranks.
+    """
+    MPI = _mpi()
+    size = comm.Get_size()
+    if size > 1:
+        comm.Bcast(net.params, root=0)
+    args = dict(args, shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
+    value = net._train_epoch_checked(**args)
+    total = np.array([value], dtype=np.float64)
+    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    return float(total[0]) / size
+
+
 def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
     """The next local order from rank `rank`'s generator ``default_rng([seed, rank])``."""
     key = (seed, rank)
@@ -174,24 +248,33 @@ def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
 
 
 def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
-                shuffle: bool = True, *, l2: float = 0.0, order: Any = None, comm: Any,
+                shuffle: bool = True, *, comm: Any, l2: float = 0.0, l1: float = 0.0,
+                clip_value: float | None = None, clip_norm: float | None = None, order: Any = None,
+                sample_weight: Any = None, schedule: Any = None, epoch: float = 0.0,
                 gradient_hook: Any = None, world_size: int = 1) -> float:
     r"""One data-parallel epoch: :meth:`fastmlp.Network.train_epoch` with ``comm=``.
 
     A collective call: every rank of `comm` must call it, with its own shard
     X, y (the same number of rows :math:`m` everywhere) and the same
-    `batch_size`, `loss`, `l2`, `shuffle`, network shape and optimizer.
+    `batch_size`, `loss`, penalties, clipping, schedule, `shuffle`, network
+    shape and optimizer.
 
-    1. The arguments are checked on every rank and compared across ranks; if
-       any rank's are wrong, every rank raises (the same ``ValueError`` or
-       ``TypeError``, naming the argument), so no rank is left waiting.
+    1. The arguments are checked on every rank and compared across ranks
+       (:func:`agree`); if any rank's are wrong, every rank raises (the same
+       ``ValueError`` or ``TypeError``, naming the argument), so no rank is
+       left waiting.
     2. Rank 0's parameters are broadcast.
     3. The shard is visited in `order` (this rank's local order, indices into
        its X) if given, else in a permutation from ``default_rng([seed, r])``
        (``shuffle=True``, `seed` being rank 0's Network seed), else in
        sequence; each batch's gradients are averaged over the ranks
-       (:func:`allreduce_hook`), the L2 term divides by :math:`R b`, and every
-       rank takes the same step.
+       (:func:`allreduce_hook`), the penalties divide by :math:`R b`, clipping
+       and the schedule act on the averaged gradient, and every rank takes the
+       same step.
+
+    `sample_weight` is not supported yet (ranks' batches would weigh
+    differently; it must be None) and `gradient_hook` must be None (the
+    communicator is the hook).
 
     Returns
     -------
@@ -201,58 +284,32 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         process with batch :math:`R b` would return.
     """
     comm = _check_comm(comm)
-    MPI = _mpi()
-    rank, size = comm.Get_rank(), comm.Get_size()
+    size = comm.Get_size()
+    checked: dict[str, Any] = {}
 
-    # 1. Check locally, then agree: one allgather, after which all ranks
-    # either go on together or raise together.
-    error: Exception | None = None
-    signature: dict[str, Any] = {}
-    try:
+    def check() -> dict[str, Any]:
         if gradient_hook is not None:
             raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
+        if sample_weight is not None:
+            raise ValueError("sample_weight must be None when comm is given (not supported in data-parallel "
+                             "training yet)")
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
                              f"got {world_size}")
-        args = net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2=l2, order=order)
-        n_local = args["X"][3] if isinstance(args["X"], tuple) else args["X"].shape[0]
-        signature = {
-            "X": n_local, "batch_size": args["batch_size"], "loss": loss, "l2": args["reg"].l2,
-            "shuffle": args["shuffle"], "order": args["order"] is not None, "network": (net.layer_sizes, net.dtype.name, net.activation,
-                                                    net.output_activation),
+        checked.update(net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1,
+                                       clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                       sample_weight=None, schedule=schedule, epoch=epoch, gradient_hook=None,
+                                       world_size=1))
+        return {
+            "X": checked["Y"].shape[0], "batch_size": checked["batch_size"], "loss": loss, "l2": l2, "l1": l1,
+            "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
+            "shuffle": checked["shuffle"], "order": order is not None,
+            "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation),
             "optimizer": _optimizer_config(optimizer),
         }
-    except (TypeError, ValueError) as e:
-        error = e
-    reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
-    if error is not None:
-        raise error
-    failed = [(r, rep[0]) for r, rep in enumerate(reports) if rep[0] is not None]
-    if failed:
-        r, (kind, message) = failed[0]
-        raise (TypeError if kind == "TypeError" else ValueError)(f"on rank {r}: {message}")
-    explain = {
-        "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
-        "order": "order must be given on every rank or on none",
-        "network": "the network must have the same layer_sizes, dtype and activations on every rank",
-        "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
-    }
-    for key in signature:
-        values = [rep[1][key] for rep in reports]
-        if any(v != values[0] for v in values):
-            reason = explain.get(key, f"{key} must be the same on every rank")
-            raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{size - 1}")
 
-    # 2. One set of parameters and one seed: rank 0's.
-    seed = comm.bcast(net._seed, root=0)
-    if size > 1:
-        comm.Bcast(net.params, root=0)
-
-    # 3. The epoch; the hook averages each batch's gradients.
-    if args["order"] is None and args["shuffle"]:
-        args["order"] = _shuffled_order(net, seed, rank, n_local)
-    args.update(shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
-    value = net._train_epoch_checked(**args)
-    total = np.array([value], dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-    return float(total[0]) / size
+    agree(comm, check)
+    seed = comm.bcast(net._seed, root=0)  # one seed: rank 0's
+    if checked["order"] is None and checked["shuffle"]:
+        checked["order"] = _shuffled_order(net, seed, comm.Get_rank(), checked["Y"].shape[0])
+    return run_epoch(net, comm, checked)

@@ -27,7 +27,8 @@ Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
 ``adamw``, ``rmsprop``, ``adagrad``, the schedules ``step``, ``exponential``,
 ``cosine`` with ``warmup_epochs``, ``class_weight``, ``validation_data`` in
 :meth:`fit` with ``validation_loss_curve_``, ``callbacks``, ``verbose=2``
-(progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`.
+(progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`,
+``distributed='mpi'`` (data-parallel training over MPI, :mod:`fastmlp.distributed`).
 """
 from __future__ import annotations
 
@@ -186,6 +187,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"The 'dtype' parameter must be None, 'float32' or 'float64'; got {self.dtype!r}.")
         if self.n_threads is not None:
             _int("n_threads", self.n_threads, 1)
+        if self.distributed is not None:
+            _choice("distributed", self.distributed, ("mpi",))
         _real("leaky_relu_slope", self.leaky_relu_slope, 0)
         _real("l1", self.l1, 0)
         for name in ("clip_norm", "clip_value"):
@@ -276,6 +279,35 @@ class _BaseMLP(BaseEstimator):
     # --- fitting -----------------------------------------------------------
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> "_BaseMLP":
+        """_fit_checked, undone if it fails before its first epoch (a bad argument changes nothing).
+
+        The attributes are restored from a shallow copy and the parameters from
+        one copy of the flat buffer (the checks may already have re-initialized
+        a reused network). Once epochs have run, a failure keeps what they did:
+        KeyboardInterrupt is caught between epochs, divergence keeps the last
+        finite epoch (see _fit_stochastic); L-BFGS, which has no epochs, is
+        always undone.
+        """
+        if self.distributed is not None and getattr(self, "_mpi", None) is None:
+            return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
+        state = self.__dict__.copy()
+        net = state.get("_net")
+        params = None if net is None else np.array(net.params)
+        self._epochs_started = False
+        try:
+            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
+        except BaseException:
+            if not self.__dict__.get("_epochs_started", False):
+                self.__dict__.clear()
+                self.__dict__.update(state)
+                if params is not None:
+                    net.params[...] = params
+            raise
+        finally:
+            self.__dict__.pop("_epochs_started", None)
+
+    def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
+                     validation_data: Any) -> "_BaseMLP":
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
@@ -317,12 +349,63 @@ class _BaseMLP(BaseEstimator):
                              "values and need to be preprocessed.")
         return self
 
+    def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
+                         validation_data: Any) -> "_BaseMLP":
+        """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
+
+        Two agreements keep the ranks in step: here, on the parameters and
+        the labels (``classes_`` is the union of the ranks' labels); then, in
+        :meth:`_fit_stochastic`, on the shapes. A rank that fails in between
+        reports its error to the second agreement, so every rank raises.
+        """
+        _choice("distributed", self.distributed, ("mpi",))
+        from . import distributed as dist
+        comm = dist._check_comm(dist._mpi().COMM_WORLD)
+
+        def check() -> dict[str, Any]:
+            self._check_params()
+            if not _stochastic(self):
+                raise ValueError(f"distributed='mpi' needs a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}), "
+                                 f"got solver={self.solver!r}")
+            if self.early_stopping:
+                raise ValueError("early_stopping=True is not supported with distributed='mpi' yet")
+            for name, value in (("sample_weight", sample_weight), ("validation_data", validation_data),
+                                ("class_weight", getattr(self, "class_weight", None))):
+                if value is not None:
+                    raise ValueError(f"{name} is not supported with distributed='mpi' yet; got {type(value).__name__}")
+            labels = None
+            if isinstance(self, ClassifierMixin) and y is not None:
+                y_arr = np.asarray(y)
+                if y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1):
+                    labels = np.unique(y_arr.ravel())
+            # May differ between ranks: per-rank threads, printing, callbacks, and random_state
+            # (rank 0's weights and shuffling seed are broadcast).
+            local = ("n_threads", "verbose", "callbacks", "random_state")
+            params = sorted((k, repr(v)) for k, v in self.get_params(deep=False).items() if k not in local)
+            return {"params": params, "_labels": labels}
+
+        reports = dist.agree(comm, check, explain={
+            "params": "the estimator's parameters must be the same on every rank (all but n_threads, verbose, "
+                      "callbacks, random_state)"})
+        labels = [r["_labels"] for r in reports if r["_labels"] is not None]
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1)) if comm.Get_rank() == 0 else None
+        seed = comm.bcast(seed, root=0)
+        self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
+                                          rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
+        try:
+            return self._fit(X, y, sample_weight, incremental, validation_data)
+        except Exception as e:
+            if not self._mpi.agreed:  # the other ranks wait in the second agreement: let them raise too
+                dist.agree(comm, error=e)
+            raise
+        finally:
+            self._mpi = None
+
     def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
         sw = None
         if sample_weight is not None:
             from ._validation import as_sample_weight
-            sw = np.asarray(sample_weight, dtype=np.float64) if not np.isscalar(sample_weight) else sample_weight
-            sw = as_sample_weight(sw, X.shape[0], np.dtype(np.float64))
+            sw = as_sample_weight(sample_weight, X.shape[0], np.dtype(np.float64))
         cw = self._class_weight_factors(y)
         if cw is not None:
             sw = cw if sw is None else sw * cw
@@ -391,10 +474,20 @@ class _BaseMLP(BaseEstimator):
         impl = self._optimizer._bind(net)
         reg = self._regularization()
         sample_idx = np.arange(n_samples, dtype=np.int64)
+        mpi = getattr(self, "_mpi", None)
+        if mpi is not None:  # the second agreement (see _fit_distributed): shapes
+            from . import distributed as dist
+            mpi.agreed = True
+            dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
+                                          "network": tuple(net.layer_sizes)})
         callbacks = list(self.callbacks or [])
         bar = _ProgressBar(self.max_iter, incremental) if (self.verbose and int(self.verbose) >= 2) else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
+        # The parameters before the current epoch: what a diverged epoch is rolled back to.
+        before_epoch = np.empty_like(net.params)
+        diverged = None
+        self._epochs_started = True
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -406,13 +499,24 @@ class _BaseMLP(BaseEstimator):
                 schedule = self._schedule()
                 schedule = None if schedule is None else schedule._impl
                 start = time.perf_counter()
-                self.loss_ = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
-                                                      sample_idx if self.shuffle else None, sw,
-                                                      schedule, float(self._epoch_clock))
+                np.copyto(before_epoch, net.params)
+                if mpi is None:
+                    loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
+                                                    sample_idx if self.shuffle else None, sw,
+                                                    schedule, float(self._epoch_clock))
+                else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
+                    order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
+                    loss = dist.run_epoch(net, mpi.comm, dict(
+                        X=X, Y=Y, loss=self._loss_name, impl=impl, batch_size=batch_size, shuffle=False, reg=reg,
+                        order=order, w=None, schedule=schedule, epoch=float(self._epoch_clock)))
                 seconds = time.perf_counter() - start
+                if not (np.isfinite(loss) and np.isfinite(net.params).all()):
+                    diverged = loss
+                    break
+                self.loss_ = loss
                 self._epoch_clock += 1
                 self.n_iter_ += 1
-                self.t_ += n_samples
+                self.t_ += n_samples * (1 if mpi is None else mpi.comm.Get_size())
                 self.loss_curve_.append(self.loss_)
                 if self.verbose and int(self.verbose) < 2:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
@@ -432,6 +536,8 @@ class _BaseMLP(BaseEstimator):
                 if bar is not None:
                     bar.update(metrics)
                 stop = any(cb(metrics) is False for cb in callbacks)
+                if mpi is not None:  # one rank's callback stops them all
+                    stop = any(mpi.comm.allgather(stop))
                 if self._no_improvement_count > self.n_iter_no_change:
                     if self.early_stopping:
                         msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
@@ -452,12 +558,26 @@ class _BaseMLP(BaseEstimator):
                     warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                                   "hasn't converged yet." % self.max_iter, ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
+            # Between batches: the interrupted epoch's batches so far are kept, as in scikit-learn.
+            if not np.isfinite(net.params).all():
+                net.params[...] = before_epoch
             warnings.warn("Training interrupted by user.", stacklevel=3)
         finally:
             if bar is not None:
                 bar.close()
+        if diverged is not None:
+            net.params[...] = before_epoch
+            self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
+        if diverged is not None:
+            what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
+                    else "a parameter became non-finite")
+            raise ValueError(
+                f"Solver produced non-finite parameter weights: {what} in epoch "
+                f"{self.n_iter_ + 1} of this call, so training stopped there. The model keeps the weights of the "
+                f"last finite epoch ({self.n_iter_} epoch(s) of this call). Lower learning_rate_init "
+                f"(now {self.learning_rate_init!r}) or scale the input data.")
 
     def _current_lr(self) -> float:
         return self._sgd_lr if self.solver == "sgd" else float(self.learning_rate_init)
@@ -511,22 +631,13 @@ class _BaseMLP(BaseEstimator):
         except ImportError:
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
-        core, params, grads, loss = net._net, net.params, net.grads, self._loss_name
+        params, grads, loss = net.params, net.grads, self._loss_name
         Y = np.ascontiguousarray(Y)
-        if _compat.is_sparse(X):
-            Xc = as_csr("X", X, X.shape[1], net.dtype)
-
-            def objective() -> float:
-                return core.objective_csr(*Xc, Y, loss, sw, reg)
-        else:
-            X = np.ascontiguousarray(X)
-
-            def objective() -> float:
-                return core.objective(X, Y, loss, sw, reg)
+        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = objective()
+            value = net._objective_checked(X, Y, loss, sw, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
@@ -563,6 +674,27 @@ class _BaseMLP(BaseEstimator):
         X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
         with _threads(self.n_threads):
             return net.forward(X)
+
+    @staticmethod
+    def _score_targets(y: Any, sample_weight: Any, n: int, numeric: bool) -> tuple[np.ndarray, Any]:
+        """score's y and sample_weight checked against the n samples of X (as fit checks them)."""
+        from ._validation import as_sample_weight
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"y must be array-like: {exc}") from None
+        if y.dtype.kind == "c":
+            raise ValueError(f"y must hold real numbers, got complex dtype {y.dtype} (Complex data not supported)")
+        if numeric and y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers for a regressor, got dtype {y.dtype}")
+        if y.ndim not in (1, 2) or y.shape[0] != n:
+            raise ValueError(f"y must have shape ({n},) or ({n}, n_outputs), one row per sample of X; "
+                             f"got shape {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y must be finite, got NaN or infinity")
+        if sample_weight is not None:
+            sample_weight = as_sample_weight(sample_weight, n, np.dtype(np.float64))
+        return y, sample_weight
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):
@@ -669,6 +801,16 @@ _SHARED_DOC = """
         Each is called after every epoch with a dict (``epoch``, ``loss``, ``learning_rate``, ``seconds``,
         ``samples_per_second``, and ``validation_loss``/``validation_score`` when available); returning
         ``False`` stops training.
+    distributed : None or 'mpi', default=None
+        ``'mpi'``: data-parallel training over ``MPI.COMM_WORLD`` (needs the
+        ``mpi`` extra; run under ``mpiexec``). Every rank calls :meth:`fit`
+        with its own shard of X, y (the same number of rows everywhere) and
+        the same parameters; ``batch_size`` is per rank, so the global batch
+        is ``R × batch_size``; each step's gradients are averaged over the
+        ranks (see ``docs/distributed.md``), and every rank ends with the same
+        model. ``classes_`` are the union of all ranks' labels. Stochastic
+        solvers only; no ``sample_weight``, ``class_weight``,
+        ``early_stopping`` or ``validation_data`` yet.
 """
 
 
@@ -702,7 +844,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
                  weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
                  lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
-                 class_weight: Any = None) -> None:
+                 class_weight: Any = None, distributed: str | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -728,6 +870,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
         self.leaky_relu_slope = leaky_relu_slope
         self.l1 = l1
         self.clip_norm = clip_norm
@@ -748,7 +891,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = _compat.column_or_1d_warn(y)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_coder = LabelCoder.from_y(y)
+            mpi_classes = getattr(getattr(self, "_mpi", None), "classes", None)  # all ranks' labels
+            self._label_coder = LabelCoder.from_y(y) if mpi_classes is None else LabelCoder.from_classes(mpi_classes)
             self.classes_ = self._label_coder.classes_
         elif self.warm_start and not incremental:
             classes = LabelCoder.from_y(y).classes_
@@ -841,6 +985,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
         out = self._forward(X) if validate else self._net.forward(X)
+        if validate:
+            y, sample_weight = self._score_targets(y, sample_weight, out.shape[0], numeric=False)
         if not np.isfinite(out).all():
             return np.nan
         pred = self._label_coder.decode(out)
@@ -880,7 +1026,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
                  lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable] | None = None) -> None:
+                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -907,6 +1053,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.distributed = distributed
         self.leaky_relu_slope = leaky_relu_slope
         self.l1 = l1
         self.clip_norm = clip_norm
@@ -963,6 +1110,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
         pred = self._forward(X) if validate else self._net.forward(X)
+        if validate:
+            y, sample_weight = self._score_targets(y, sample_weight, pred.shape[0], numeric=True)
         if not np.isfinite(pred).all():
             return np.nan
         y = np.asarray(y, dtype=np.float64)

@@ -273,9 +273,10 @@ class Network:
         """
         if comm is not None:
             from . import distributed
-            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, l2=l2,
-                                           order=order, comm=comm, gradient_hook=gradient_hook,
-                                           world_size=world_size)
+            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
+                                           clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                           sample_weight=sample_weight, schedule=schedule, epoch=epoch,
+                                           gradient_hook=gradient_hook, world_size=world_size)
         return self._train_epoch_checked(**self._epoch_args(
             X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm,
             order=order, sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
@@ -344,6 +345,12 @@ class Network:
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         Y = self._targets(y, loss, X.shape[0])
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
+        return float(self._net.objective(X, Y, loss, w, reg))
+
+    def _objective_checked(self, X: Any, Y: np.ndarray, loss: str, w: np.ndarray | None, reg: Any) -> float:
+        """objective on arguments already checked and converted (for L-BFGS); X may be as_csr's tuple."""
+        if isinstance(X, tuple):
+            return float(self._net.objective_csr(*X, Y, loss, w, reg))
         return float(self._net.objective(X, Y, loss, w, reg))
 
     def initialize(self, seed: int | None = None) -> None:

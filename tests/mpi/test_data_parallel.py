@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+import fastmlp.schedules
 from fastmlp import distributed
 from helpers import TOL, make_data
 
@@ -80,6 +81,32 @@ def test_explicit_local_orders_and_sequential(comm, shuffle):
     np.testing.assert_array_equal(params[-1], params[0])
 
 
+def test_penalties_clipping_and_schedule_act_on_the_global_batch(comm):
+    """L1 and L2 divide by R·b, clipping and the schedule see the averaged gradient: as one process."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    X, Y = global_data(size, "squared_error", "float64")
+    Xr, Yr = distributed.shard(X, Y, comm)
+    sched = fastmlp.schedules.Schedule("cosine", 0.05, total_epochs=EPOCHS, warmup_epochs=1.0)
+    extras = dict(l2=0.01, l1=0.002, clip_norm=0.05, schedule=sched)
+    net = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
+    opt = make_opt("sgd")
+    for e in range(EPOCHS):
+        net.train_epoch(Xr, Yr, "squared_error", opt, B, epoch=float(e), comm=comm, **extras)
+    params = comm.allgather(np.array(net.params))
+
+    gens = [np.random.default_rng([7, r]) for r in range(size)]
+    ref = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
+    ref_opt = make_opt("sgd")
+    for e in range(EPOCHS):
+        order = distributed.global_order([g.permutation(M) for g in gens], B)
+        ref.train_epoch(X, Y, "squared_error", ref_opt, B * size, order=order, epoch=float(e), **extras)
+    np.testing.assert_array_equal(params[-1], params[0])
+    np.testing.assert_allclose(params[0], ref.params, **TOL["float64"])
+    plain = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
+    plain.train_epoch(X, Y, "squared_error", make_opt("sgd"), B * size, order=order)
+    assert not np.allclose(ref.params, plain.params, rtol=1e-3)  # the extras did act
+
+
 def test_allreduce_hook_is_the_same_as_comm(comm):
     """The public hook with world_size=R, given explicit orders, equals comm=."""
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -110,6 +137,10 @@ def test_shards_are_equal_disjoint_and_reseedable(comm):
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), np.arange(10 * size))
     assert np.unique(np.concatenate(reseeded)).size == 10 * size
     assert all(views)  # contiguous shards are views, not copies
+    pd = pytest.importorskip("pandas")  # in the "test" extra
+    frame_part = distributed.shard(pd.DataFrame(X), pd.Series(y), comm, seed=5)  # rows by position, not labels
+    np.testing.assert_array_equal(frame_part[0].to_numpy(), distributed.shard(X, y, comm, seed=5)[0])
+    np.testing.assert_array_equal(frame_part[1].to_numpy(), reseeded[rank])
     np.testing.assert_array_equal(parts[rank][1], mine[1])
 
 
@@ -155,6 +186,8 @@ def test_bad_input_on_one_rank_raises_on_every_rank(comm):
         _train(net, Xr, Yr, comm, gradient_hook=lambda g, v: v)
     with pytest.raises(ValueError, match="world_size"):
         _train(net, Xr, Yr, comm, world_size=comm.Get_size() + 1)
+    with pytest.raises(ValueError, match="sample_weight must be None when comm is given"):
+        _train(net, Xr, Yr, comm, sample_weight=np.ones(len(Xr)))
 
 
 def test_disagreement_between_ranks_is_named(comm):
@@ -167,9 +200,34 @@ def test_disagreement_between_ranks_is_named(comm):
         _train(net, Xr, Yr, comm, batch_size=9 if last else B)
     with pytest.raises(ValueError, match="l2 must be the same"):
         _train(net, Xr, Yr, comm, l2=0.1 if last else 0.0)
+    with pytest.raises(ValueError, match="clip_norm must be the same"):
+        _train(net, Xr, Yr, comm, clip_norm=1.0 if last else None)
+    with pytest.raises(ValueError, match="schedule must be the same"):
+        _train(net, Xr, Yr, comm, schedule=fastmlp.schedules.Schedule("step", 0.1) if last else None)
     with pytest.raises(ValueError, match="optimizer: the optimizer must be the same"):
         _train(net, Xr, Yr, comm, optimizer=fastmlp.SGD(0.5) if last else make_opt("sgd"))
     other = fastmlp.Network([6, 5, 4], "tanh", dtype="float64", seed=7)
     with pytest.raises(ValueError, match="network: the network must have the same layer_sizes"):
         _train(other if last else net, Xr, Yr, comm)
     assert np.isfinite(_train(net, Xr, Yr, comm))
+
+
+def test_sparse_shards_train_like_dense(comm):
+    """CSR shards (the C++ sparse path, the same hook) give the dense shards' parameters."""
+    sparse = pytest.importorskip("scipy.sparse")  # scipy is in the "test" extra
+    size = comm.Get_size()
+    X, Y = global_data(size, "squared_error", "float64")
+    X[np.abs(X) < 0.8] = 0.0  # about 60 % zeros
+    Xr, Yr = distributed.shard(X, Y, comm)
+    Sr, _ = distributed.shard(sparse.csr_matrix(X), Y, comm)
+    assert sparse.issparse(Sr) and Sr.shape == Xr.shape
+    nets = []
+    for data in (Xr, Sr):
+        net = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
+        opt = make_opt("sgd")
+        for _ in range(2):
+            net.train_epoch(data, Yr, "squared_error", opt, B, l2=0.01, comm=comm)
+        nets.append(np.array(net.params))
+    params = comm.allgather(nets)
+    np.testing.assert_allclose(params[0][1], params[0][0], **TOL["float64"])
+    np.testing.assert_array_equal(params[-1][1], params[0][1])

@@ -7,6 +7,7 @@
 
 #include <Eigen/SparseCore>
 
+#include "fastmlp/dense.hpp"
 #include "fastmlp/network.hpp"
 
 namespace fastmlp {
@@ -23,16 +24,29 @@ template <class T>
 void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* weight, const T* bias, Index n,
                           Index n_in, Index n_out) {
   MatrixMap<T> o(out, n, n_out);
-  o.noalias() = map_csr(x).middleRows(begin, n) * ConstMatrixMap<T>(weight, n_in, n_out);
-  o.rowwise() += ConstRowVectorMap<T>(bias, n_out);
+  ConstMatrixMap<T> w(weight, n_in, n_out);
+  ConstRowVectorMap<T> b(bias, n_out);
+  const auto xs = map_csr(x).middleRows(begin, n);
+  const double work = double(x.indptr[begin + n] - x.indptr[begin]) * double(n_out);
+  for_column_blocks(n_out, work, [&](Index c0, Index c1) {
+    auto oc = o.middleCols(c0, c1 - c0);
+    oc.noalias() = xs * w.middleCols(c0, c1 - c0);
+    oc.rowwise() += b.segment(c0, c1 - c0);
+  });
 }
 
 template <class T>
 void sparse_dense_backward(T* dweight, T* dbias, const T* dout, const CsrView<T>& x, Index begin, Index n,
                            Index n_in, Index n_out) {
   ConstMatrixMap<T> d(dout, n, n_out);
-  MatrixMap<T>(dweight, n_in, n_out).noalias() = map_csr(x).middleRows(begin, n).transpose() * d;
-  RowVectorMap<T>(dbias, n_out).noalias() = d.colwise().sum();
+  MatrixMap<T> dw(dweight, n_in, n_out);
+  RowVectorMap<T> db(dbias, n_out);
+  const auto xs = map_csr(x).middleRows(begin, n);
+  const double work = double(x.indptr[begin + n] - x.indptr[begin]) * double(n_out);
+  for_column_blocks(n_out, work, [&](Index c0, Index c1) {
+    dw.middleCols(c0, c1 - c0).noalias() = xs.transpose() * d.middleCols(c0, c1 - c0);
+    db.segment(c0, c1 - c0).noalias() = d.middleCols(c0, c1 - c0).colwise().sum();
+  });
 }
 
 }  // namespace fastmlp
