@@ -16,8 +16,11 @@ namespace fastmlp {
 namespace {
 
 // Rows of one inference chunk: large enough for an efficient GEMM, small
-// enough for its activations to stay in cache.
-constexpr Index kForwardChunk = 256;
+// enough for the chunk's input rows and activations to stay in a core's L2.
+// Measured (784-256-128-10, batch 1024, AMD EPYC, samples/s on 1 / 2 threads):
+// 64 rows 322k / 558k, 128 rows 337k / 613k, 160 rows 331k / 629k,
+// 192 rows 347k / 429k, 256 rows 274k / 364k.
+constexpr Index kForwardChunk = 128;
 // ... and fewer rows through very wide layers: a chunk's buffer holds at most
 // this many values, so inference memory stays bounded whatever the width.
 constexpr Index kForwardBufferValues = Index(1) << 22;
