@@ -150,7 +150,7 @@ def test_grid_search_with_joblib_does_not_oversubscribe(tmp_path):
     assert str(os.getpid()) not in pids and 1 <= len(pids) <= n_jobs  # the fits ran in the workers
     assert sum(len(recs) for recs in records.values()) == 4 * 2 * 5  # 4 candidates x 2 folds x 5 epochs
     per_fit = max(max(recs) for recs in records.values())
-    assert 1 <= per_fit and n_jobs * per_fit <= cores, f"{n_jobs} workers x {per_fit} threads > {cores} cores"
+    assert per_fit >= 1 and n_jobs * per_fit <= cores, f"{n_jobs} workers x {per_fit} threads > {cores} cores"
     # The search's result does not depend on where it ran: as a sequential search with those threads.
     seq_dir = tmp_path / "seq"
     seq_dir.mkdir()
