@@ -8,6 +8,7 @@
 
 #include <omp.h>
 
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -15,7 +16,7 @@
 
 #include "fastmlp/network.hpp"
 #include "fastmlp/optimizer.hpp"
-#include "fastmlp/threads.hpp"
+#include "fastmlp/parallel.hpp"
 #include "fastmlp/trainer.hpp"
 
 namespace py = pybind11;
@@ -108,6 +109,28 @@ CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, 
       throw std::invalid_argument("X.indices[" + std::to_string(k) + "] = " + std::to_string(ix[k]) +
                                   " is outside [0, " + std::to_string(cols) + ")");
   return CsrView<T>{data.data(), ix, p, rows, cols};
+}
+
+// A new (rows, cols) output array, checked against the machine's memory first.
+template <class T>
+py::array_t<T> new_output(Index rows, Index cols) {
+  check_fits_in_memory(double(rows) * double(cols) * sizeof(T), "forward's output (rows x outputs)");
+  return py::array_t<T>({py::ssize_t(rows), py::ssize_t(cols)});
+}
+
+// The caller's output array, written in place: exactly (rows, cols), this
+// dtype, C-contiguous and writable (never a converted copy, which would
+// leave the caller's array untouched).
+template <class T>
+py::array_t<T> output_array(const py::array& out, Index rows, Index cols) {
+  if (!py::isinstance<py::array_t<T>>(out) || !out.dtype().is(py::dtype::of<T>()))
+    throw py::type_error("out must be a " + std::string(py::str(py::dtype::of<T>())) + " array, got " +
+                         std::string(py::str(out.dtype())));
+  if (out.ndim() != 2 || out.shape(0) != rows || out.shape(1) != cols)
+    throw std::invalid_argument("out must have shape (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
+  if (!(out.flags() & py::array::c_style) || !out.writeable())
+    throw std::invalid_argument("out must be C-contiguous and writable");
+  return py::reinterpret_borrow<py::array_t<T>>(out);
 }
 
 template <class T>
@@ -213,24 +236,23 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         auto lock = claim(n.busy());
         n.initialize(seed, how);
       }, py::arg("seed"), py::arg("init"))
-      .def("forward", [](const Net& n, const InArray<T>& x) {
+      .def("forward", [](const Net& n, const InArray<T>& x, std::optional<py::array> out) {
         check_matrix(x, "X", n.n_inputs(), "the network's inputs");
         const Index rows = x.shape(0);
-        check_fits_in_memory(double(rows) * double(n.n_outputs()) * sizeof(T), "forward's output (rows x outputs)");
-        py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
-        T* dst = out.mutable_data();
+        py::array_t<T> dst = out ? output_array<T>(*out, rows, n.n_outputs()) : new_output<T>(rows, n.n_outputs());
+        T* data = dst.mutable_data();
         {
           py::gil_scoped_release release;
-          n.forward(x.data(), rows, dst);
+          n.forward(x.data(), rows, data);
         }
-        return out;
-      }, py::arg("X"))
+        return dst;
+      }, py::arg("X"), py::arg("out") = py::none())
       .def("forward_csr", [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
                              const InArray<std::int64_t>& indptr, Index rows, Index cols) {
         if (cols != n.n_inputs())
           throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
         const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        py::array_t<T> out({py::ssize_t(rows), py::ssize_t(n.n_outputs())});
+        py::array_t<T> out = new_output<T>(rows, n.n_outputs());
         T* dst = out.mutable_data();
         {
           py::gil_scoped_release release;
@@ -379,6 +401,25 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   bind_dtype<double>(m, "_float64");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("thread_limit", &thread_limit);
+  // For the tests: calls fn() on thread 0 of an OpenMP region of `threads`
+  // threads started here, outside fastmlp's runtime — as another library's
+  // parallel code calling into fastmlp would.
+  m.def("_call_in_openmp_region", [](const py::function& fn, int threads) {
+    if (threads < 1 || threads > thread_limit()) throw std::invalid_argument("threads out of range");
+    std::exception_ptr error;
+    py::gil_scoped_release release;
+#pragma omp parallel num_threads(threads)
+    if (omp_get_thread_num() == 0) {
+      py::gil_scoped_acquire acquire;
+      try {
+        fn();
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  }, py::arg("fn"), py::arg("threads"));
   m.def("build_info", []() {
     py::dict info;
     info["version"] = FASTMLP_VERSION;

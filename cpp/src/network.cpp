@@ -1,6 +1,5 @@
 #include "fastmlp/network.hpp"
 
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <stdexcept>
 
 #include "fastmlp/dense.hpp"
+#include "fastmlp/parallel.hpp"
 #include "fastmlp/sparse.hpp"
 
 namespace fastmlp {
@@ -24,18 +24,6 @@ constexpr Index kForwardChunk = 128;
 // ... and fewer rows through very wide layers: a chunk's buffer holds at most
 // this many values, so inference memory stays bounded whatever the width.
 constexpr Index kForwardBufferValues = Index(1) << 22;
-// Inference splits a batch's rows across threads, each thread at least this many.
-constexpr Index kMinForwardRows = 64;
-// Training splits a batch's rows across threads ("slices"), each slice at
-// least kMinSliceRows rows; a batch too small for two slices runs as one,
-// whose products split their columns across the threads instead (dense.hpp).
-// Measured on 4 of 16 cores (Xeon, mnist batch 128): 4 slices of 32 rows
-// ran at 130k samples/s, one column-split slice at 72k — the slices' fewer
-// synchronizations beat their extra gradient sums. A batch of fewer
-// multiply-adds (rows × params) than kMinParallelWork runs on one thread: a
-// fork/join would cost more than it saves (benchmarks/: "small").
-constexpr Index kMinSliceRows = 16;
-constexpr double kMinParallelWork = 4.0e6;
 
 double physical_memory_bytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -148,29 +136,27 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T*
   }
 }
 
-// Splits the n rows evenly across threads (or, for fewer rows than two
-// threads' worth, the products' columns), each running chunks of at most
-// kForwardChunk rows through every layer; rows_of(r) is the Input at row r.
+// Splits the n rows into one part per thread of the team (parallel.hpp),
+// each running chunks of at most kForwardChunk rows through every layer;
+// rows_of(r) is the Input at row r.
 template <class T>
 template <class RowsOf>
 void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   if (n <= 0) return;
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
-  const Index threads =
-      std::max<Index>(1, std::min<Index>(std::min(omp_get_max_threads(), kMaxThreads), n / kMinForwardRows));
+  const int threads = parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
   const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
   check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
                        "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
-  // Allocated before the parallel region: an exception must not escape it.
-  std::vector<Matrix<T>> buffers(2 * threads, Matrix<T>(chunk, width));
-#pragma omp parallel num_threads(int(threads)) if (threads > 1)
-  {
-    const Index t = omp_get_thread_num();
-    const Index begin = n * t / threads, end = n * (t + 1) / threads;
-    for (Index r = begin; r < end; r += chunk)
-      forward_rows(rows_of(r), std::min(chunk, end - r), out + r * n_outputs(), buffers[2 * t].data(),
+  // Allocated before the region, for as many threads as asked (a team is
+  // never larger): nothing may allocate, or throw, inside it.
+  std::vector<Matrix<T>> buffers(2 * std::size_t(threads), Matrix<T>(chunk, width));
+  parallel::run(threads, [&](int t, int team) {
+    const parallel::Range rows = parallel::part(n, t, team);
+    for (Index r = rows.begin; r < rows.end; r += chunk)
+      forward_rows(rows_of(r), std::min(chunk, rows.end - r), out + r * n_outputs(), buffers[2 * t].data(),
                    buffers[2 * t + 1].data());
-  }
+  });
 }
 
 template <class T>
@@ -222,23 +208,22 @@ double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, c
 
 template <class T>
 int Network<T>::prepare_slices(Index rows) {
-  Index threads = std::min(omp_get_max_threads(), kMaxThreads);
-  if (double(rows) * double(n_params()) < kMinParallelWork) threads = 1;
-  threads = std::max<Index>(1, std::min(threads, rows / kMinSliceRows));
-  const Index per_slice = (rows + threads - 1) / threads;
+  const int slices = parallel::threads_for(double(rows) * double(n_params()), parallel::kMinStepWork, rows,
+                                           parallel::kMinSliceRows);
+  const Index per_slice = (rows + slices - 1) / slices;
   // Checked before anything is resized: a batch of many rows through wide
   // layers must fail cleanly here, not be killed by the kernel mid-epoch.
   double per_row = double(n_inputs() + n_outputs());
   for (Index l = 0; l < n_layers(); ++l) per_row += 3.0 * double(sizes_[l + 1]);  // z, a, delta
-  check_fits_in_memory((double(threads) * double(per_slice) * per_row + double(threads - 1) * double(n_params())) *
+  check_fits_in_memory((double(slices) * double(per_slice) * per_row + double(slices - 1) * double(n_params())) *
                            sizeof(T),
                        "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
-  if (slices_.size() < std::size_t(threads)) slices_.resize(threads);
-  for (Index t = 0; t < threads; ++t) slices_[t].reserve(sizes_, per_slice);
-  if (slice_grads_.size() + 1 < std::size_t(threads)) slice_grads_.resize(threads - 1);
-  for (Index t = 1; t < threads; ++t)
+  if (slices_.size() < std::size_t(slices)) slices_.resize(slices);
+  for (int t = 0; t < slices; ++t) slices_[t].reserve(sizes_, per_slice);
+  if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);
+  for (int t = 1; t < slices; ++t)
     if (slice_grads_[t - 1].size() != n_params()) slice_grads_[t - 1].resize(n_params());
-  return int(threads);
+  return slices;
 }
 
 template class Network<float>;

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "fastmlp/activation.hpp"  // for_chunks
+#include "fastmlp/parallel.hpp"
 
 namespace fastmlp {
 
@@ -37,7 +37,7 @@ template <class T>
 void Optimizer<T>::step(T* params, const T* grads, Index n) {
   prepare(n);
   begin_step();
-  for_chunks(n, [&](Index b, Index e) { update(params, grads, b, e); });
+  parallel::for_elements(n, [&](Index b, Index e) { update(params, grads, b, e); });
 }
 
 template <class T>

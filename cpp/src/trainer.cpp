@@ -1,7 +1,5 @@
 #include "fastmlp/trainer.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,6 +7,8 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+
+#include "fastmlp/parallel.hpp"
 
 namespace fastmlp {
 
@@ -71,21 +71,21 @@ Slice<T> slice_of(const Batch<T>& b, Index r0, Index r1, Index n_in, Index n_out
   return {Input<T>{nullptr, &ws.csr_view, 0}, ws.y.data(), w};
 }
 
-// Sizes the CSR gather buffers of each thread's slice (before the parallel
-// region: nothing may allocate, or throw, inside it).
+// Sizes the CSR gather buffers of each slice (before the parallel region:
+// nothing may allocate, or throw, inside it).
 template <class T>
-void size_csr_gather(Network<T>& net, const Batch<T>& b, int threads) {
+void size_csr_gather(Network<T>& net, const Batch<T>& b, int slices) {
   if (b.csr == nullptr || b.index == nullptr) return;
-  for (int t = 0; t < threads; ++t) {
-    const Index r0 = b.rows * t / threads, r1 = b.rows * (t + 1) / threads;
+  for (int k = 0; k < slices; ++k) {
+    const parallel::Range rows = parallel::part(b.rows, k, slices);
     std::int64_t nnz = 0;
-    for (Index r = r0; r < r1; ++r) nnz += b.csr->indptr[b.index[r] + 1] - b.csr->indptr[b.index[r]];
-    Workspace<T>& ws = net.slice_workspace(t);
+    for (Index r = rows.begin; r < rows.end; ++r) nnz += b.csr->indptr[b.index[r] + 1] - b.csr->indptr[b.index[r]];
+    Workspace<T>& ws = net.slice_workspace(k);
     if (ws.csr_data.size() < std::size_t(nnz)) {
       ws.csr_data.resize(std::size_t(nnz));
       ws.csr_indices.resize(std::size_t(nnz));
     }
-    ws.csr_indptr.resize(std::size_t(r1 - r0) + 1);
+    ws.csr_indptr.resize(std::size_t(rows.size()) + 1);
   }
 }
 
@@ -116,91 +116,121 @@ double add_penalties(const Network<T>& net, T* g, double l2, double l1, double s
   return 0.5 * l2 * squares + l1 * absolutes;
 }
 
-// The parallel step (see trainer.hpp); optimizer null: gradients only.
-// Phase A runs the batch's slices (one per thread, or one slice whose
-// products use every thread) and sums the slices' gradients; phase B takes
-// the parameters in one chunk per thread: penalties, clipping, update. With
-// as many slices as threads and no hook, both phases are one parallel region.
+// One step over a batch (optimizer null: gradients only), in three phases:
+//
+//  A. slices    The batch's rows are cut into `slices` slices (how many:
+//               Network::prepare_slices, by parallel.hpp's rules). The team's
+//               thread t runs slices t, t + team, ...: gathers the rows, runs
+//               forward and backward into slice k's gradient buffer
+//               (slice 0's is net.grads()). Every slice is run whatever team
+//               OpenMP grants, so every buffer summed in B was written.
+//  B. reduce    net.grads() += slices 1.. , each thread over its own chunk of
+//               the parameters, in slice order (the sum does not depend on
+//               the team).
+//  C. finish    Over the same chunk: penalties, clip_value, clip_norm, the
+//               optimizer's update.
+//
+// Barriers: one between A and B (B reads every slice's gradients), one inside
+// C for clip_norm (the norm needs every chunk's squares); none between B and
+// C (a thread finishes the chunk it reduced). With several slices and no hook
+// the three phases are one parallel region; a gradient hook (MPI allreduce)
+// runs between B and C, outside any region. A batch of one slice runs A on
+// the calling thread, its products split by columns (dense.hpp).
 template <class T>
 double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
             bool clip, const GradientHook<T>* hook) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const double W = weight_sum(batch);
   const int slices = net.prepare_slices(rows);
-  const int threads = P > kParallelElements ? std::min(omp_get_max_threads(), kMaxThreads) : slices;
   size_csr_gather(net, batch, slices);
   const bool split = hook != nullptr && hook->reduce;
-  const bool fused = !split && slices == threads;
   const double penalty_scale = W * double(split ? hook->world_size : 1);
   const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
-  // A step is counted (begin_step) only once it can no longer fail: here, or on the split
-  // path after the hook returns — a hook that throws leaves the optimizer as it was.
+  // A step is counted (begin_step) only once it can no longer fail: here, or after
+  // the hook returns — a hook that throws leaves the optimizer as it was.
   if (optimizer != nullptr && !split) optimizer->begin_step();
-  // Per-thread sums, added in thread order afterwards: deterministic.
+  // Partial sums, added in index order afterwards: deterministic.
   double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
 
-  // Phase B for thread t of `team`: its chunk of the parameters is
-  // penalized, clipped and updated.
-  auto finish = [&](int t, int team) {
-    const Index p0 = P * t / team, p1 = P * (t + 1) / team;
+  const auto run_slices = [&](int t, int team) {
+    for (int k = t; k < slices; k += team) {
+      const parallel::Range r = parallel::part(rows, k, slices);
+      Workspace<T>& ws = net.slice_workspace(k);
+      const Slice<T> s = slice_of(batch, r.begin, r.end, n_in, n_out, ws);
+      loss_part[k] = net.forward_backward(s.x, s.y, r.size(), LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
+                                          net.slice_grads(k));
+    }
+  };
+  const auto reduce = [&](int t, int team) {
+    const parallel::Range c = parallel::part(P, t, team);
     T* g = net.grads();
-    if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, p0, p1);
-    if (clip_value) {
-      const T c = T(reg.clip_value);
+    for (int k = 1; k < slices; ++k) {
+      const T* part = net.slice_grads(k);
 #pragma omp simd
-      for (Index i = p0; i < p1; ++i) g[i] = std::min(std::max(g[i], -c), c);
+      for (Index i = c.begin; i < c.end; ++i) g[i] += part[i];
+    }
+  };
+  const auto finish = [&](int t, int team) {
+    const parallel::Range c = parallel::part(P, t, team);
+    T* g = net.grads();
+    if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, c.begin, c.end);
+    if (clip_value) {
+      const T v = T(reg.clip_value);
+#pragma omp simd
+      for (Index i = c.begin; i < c.end; ++i) g[i] = std::min(std::max(g[i], -v), v);
     }
     if (clip_norm) {
       double squares = 0.0;
 #pragma omp simd reduction(+ : squares)
-      for (Index i = p0; i < p1; ++i) squares += double(g[i]) * double(g[i]);
+      for (Index i = c.begin; i < c.end; ++i) squares += double(g[i]) * double(g[i]);
       norm_part[t] = squares;
-#pragma omp barrier
+      parallel::barrier(team);
       double total = 0.0;
       for (int s = 0; s < team; ++s) total += norm_part[s];
       const double norm = std::sqrt(total);
       if (norm > reg.clip_norm) {
         const T scale = T(reg.clip_norm / norm);
 #pragma omp simd
-        for (Index i = p0; i < p1; ++i) g[i] *= scale;
+        for (Index i = c.begin; i < c.end; ++i) g[i] *= scale;
       }
     }
-    if (optimizer != nullptr) optimizer->update(net.params(), g, p0, p1);
+    if (optimizer != nullptr) optimizer->update(net.params(), g, c.begin, c.end);
   };
 
-#pragma omp parallel num_threads(slices) if (slices > 1)
-  {
-    const int t = omp_get_thread_num();
-    const Index r0 = rows * t / slices, r1 = rows * (t + 1) / slices;
-    Workspace<T>& ws = net.slice_workspace(t);
-    const Slice<T> s = slice_of(batch, r0, r1, n_in, n_out, ws);
-    loss_part[t] = net.forward_backward(s.x, s.y, r1 - r0, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
-                                        net.slice_grads(t));
-    if (slices > 1) {
-#pragma omp barrier
-      const Index p0 = P * t / slices, p1 = P * (t + 1) / slices;
-      T* g = net.grads();
-      for (int k = 1; k < slices; ++k) {
-        const T* part = net.slice_grads(k);
-#pragma omp simd
-        for (Index i = p0; i < p1; ++i) g[i] += part[i];
-      }
-    }
-    if (fused) finish(t, slices);
-  }
+  const auto batch_loss = [&] {
+    double value = 0.0;
+    for (int k = 0; k < slices; ++k) value += loss_part[k];
+    return value;
+  };
   double value = 0.0;
-  for (int t = 0; t < slices; ++t) value += loss_part[t];
-  if (!fused) {
+  if (slices > 1 && !split) {
+    parallel::run(slices, [&](int t, int team) {
+      run_slices(t, team);
+      parallel::barrier(team);
+      reduce(t, team);
+      finish(t, team);
+    });
+    value = batch_loss();
+  } else {
+    if (slices > 1) {
+      parallel::run(slices, [&](int t, int team) {
+        run_slices(t, team);
+        parallel::barrier(team);
+        reduce(t, team);
+      });
+    } else {
+      run_slices(0, 1);
+    }
+    value = batch_loss();
     if (split) {
       hook->reduce(net.grads(), P, &value);
       if (optimizer != nullptr) optimizer->begin_step();
     }
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    finish(omp_get_thread_num(), omp_get_num_threads());
+    parallel::run(parallel::threads_for(double(P), double(parallel::kMinElements), P), finish);
   }
   double penalty = 0.0;
-  for (int t = 0; t < threads; ++t) penalty += penalty_part[t];
+  for (int t = 0; t < kMaxThreads; ++t) penalty += penalty_part[t];
   return value + penalty / penalty_scale;
 }
 

@@ -29,8 +29,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = str(_core.build_info()["version"])
 
 
+def _warn_if_omp_num_threads_is_capped() -> None:
+    """OMP_NUM_THREADS above fastmlp's limit is capped (never passed to OpenMP's thread creation); say so."""
+    import os
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) > _core.thread_limit():
+        import warnings
+        warnings.warn(f"OMP_NUM_THREADS={first} is above fastmlp's limit of {_core.thread_limit()} threads; "
+                      f"fastmlp uses {_core.get_num_threads()}", RuntimeWarning, stacklevel=2)
+
+
+_warn_if_omp_num_threads_is_capped()
+
+
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads for fastmlp (the OpenMP setting of this thread)."""
+    """Sets the number of threads for fastmlp (the OpenMP setting of this thread), 1 to 256."""
     from ._validation import check_int
     _core.set_num_threads(check_int("n", n, minimum=1))
 

@@ -166,7 +166,7 @@ class Network:
         return [b for _, b in self._grad_views]
 
     # --- computation -------------------------------------------------------
-    def forward(self, X: Any) -> np.ndarray:
+    def forward(self, X: Any, out: np.ndarray | None = None) -> np.ndarray:
         """The network's output (after the output activation) for X of shape (n, n_inputs).
 
         X may be any real array-like (see :mod:`fastmlp._validation`): integers
@@ -176,11 +176,30 @@ class Network:
         ±inf, a wrong shape or zero samples raise ``ValueError``. Safe to call
         from several threads at once. X may also be a scipy.sparse matrix: the
         first layer then multiplies sparse × dense in C++.
+
+        ``out``, when given, receives the result in place and is returned: a
+        C-contiguous, writable array of :attr:`dtype` and shape
+        (n, n_outputs) that does not overlap X (dense X only). The result is
+        bit-identical whatever the arrays' memory addresses.
         """
         if _is_sparse(X):
+            if out is not None:
+                raise TypeError("out is supported for dense X only, got a scipy.sparse X")
             return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
         X = as_matrix("X", X, self.n_inputs, self._dtype)
-        return self._net.forward(X)
+        if out is None:
+            return self._net.forward(X)
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+        if out.dtype != self._dtype:
+            raise TypeError(f"out must have dtype {self.dtype}, got {out.dtype}")
+        if out.shape != (X.shape[0], self.n_outputs):
+            raise ValueError(f"out must have shape {(X.shape[0], self.n_outputs)}, got {out.shape}")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be C-contiguous and writable")
+        if np.may_share_memory(X, out):
+            raise ValueError("out must not overlap X")
+        return self._net.forward(X, out)
 
     def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
         return as_targets("y", y, loss, n, self.n_outputs, self._dtype)

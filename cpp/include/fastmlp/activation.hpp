@@ -5,11 +5,11 @@
 // that is the cheap exact form (logistic, tanh, softmax).
 #pragma once
 
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "fastmlp/parallel.hpp"
 #include "fastmlp/tensor.hpp"
 
 namespace fastmlp {
@@ -30,42 +30,58 @@ inline T logistic(T z) {
   return e / (T(1) + e);
 }
 
-// Runs body(begin, end) over [0, size), split across the OpenMP threads when
-// the size warrants it (and serially inside an enclosing parallel region).
-template <class Body>
-void for_chunks(Index size, Body&& body) {
-  if (size <= kParallelElements) {
-    body(Index(0), size);
-    return;
-  }
-#pragma omp parallel
-  {
-    const Index t = omp_get_thread_num(), n = omp_get_num_threads();
-    body(size * t / n, size * (t + 1) / n);
-  }
-}
-
 template <class T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
+// out[i] = f(in[i]) for i in [0, n), f an Eigen array expression of its
+// argument (exp, tanh, logistic). On a plain Map, Eigen runs the elements
+// before the first aligned address and after the last full packet through
+// its scalar function and the rest through its vectorized one, which differ
+// in the last bit: the same input would give different outputs at another
+// address, in another chunk or on another thread count. Here every value is
+// copied into a fixed, aligned block and goes through the vectorized code —
+// bit-identical results wherever the data lies. out may alias in.
+template <class T, class F>
+void map_aligned(const T* in, T* out, Index n, F&& f) {
+  constexpr Index kBlock = 64;  // a multiple of every packet size, 4 cache lines of float
+  using Block = Eigen::Array<T, kBlock, 1>;
+  alignas(64) T buffer[kBlock];
+  Eigen::Map<Block, Eigen::Aligned64> block(buffer);
+  for (Index i = 0; i < n; i += kBlock) {
+    const Index m = std::min(kBlock, n - i);
+    std::copy(in + i, in + i + m, buffer);
+    std::fill(buffer + m, buffer + kBlock, T(0));
+    block = f(block);
+    std::copy(buffer, buffer + m, out + i);
+  }
+}
+
+// softmax of one row, a(c) = exp(z(c) − max z) / Σ_c exp(z(c) − max z), summed
+// in column order so the result depends on the row's values alone. a may alias z.
+template <class T>
+void softmax_row(const T* z, T* a, Index cols) {
+  const T m = *std::max_element(z, z + cols);
+  for (Index c = 0; c < cols; ++c) a[c] = z[c] - m;
+  map_aligned(a, a, cols, [](const auto& x) { return x.exp(); });
+  T s = T(0);
+  for (Index c = 0; c < cols; ++c) s += a[c];
+  for (Index c = 0; c < cols; ++c) a[c] /= s;
+}
+
 // A[i,:] = f(Z[i,:]). A may alias Z (a backward pass of relu or leaky_relu
 // then needs Z kept elsewhere). Eigen's vectorized exp, tanh and logistic.
 template <class T>
 void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Index cols) {
+  const Index n = rows * cols;
   if (f == Activation::Softmax) {
-    for_chunks(rows, [&](Index r0, Index r1) {
-      for (Index r = r0; r < r1; ++r) {
-        ConstArrayMap<T> zr(z + r * cols, cols);
-        ArrayMap<T> ar(a + r * cols, cols);
-        ar = (zr - zr.maxCoeff()).exp();
-        ar /= ar.sum();
-      }
+    parallel::for_range(rows, double(n), double(parallel::kMinElements), 1, [&](Index r0, Index r1) {
+      for (Index r = r0; r < r1; ++r) softmax_row(z + r * cols, a + r * cols, cols);
     });
     return;
   }
-  for_chunks(rows * cols, [&](Index b, Index e) {
+  parallel::for_elements(n, [&](Index b, Index e) {
     ConstArrayMap<T> Z(z + b, e - b);
     ArrayMap<T> A(a + b, e - b);
     switch (f) {
@@ -73,10 +89,10 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
         if (a != z) A = Z;
         break;
       case Activation::Logistic:
-        A = Z.logistic();
+        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.logistic(); });
         break;
       case Activation::Tanh:
-        A = Z.tanh();
+        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.tanh(); });
         break;
       case Activation::Relu:
         A = Z.max(T(0));
@@ -85,7 +101,7 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
         A = (Z > T(0)).select(Z, slope * Z);
         break;
       case Activation::Exp:
-        A = Z.exp();
+        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.exp(); });
         break;
       case Activation::Softmax:
         break;
@@ -99,17 +115,19 @@ template <class T>
 void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz,
                          Index rows, Index cols) {
   if (f == Activation::Softmax) {
-    for_chunks(rows, [&](Index r0, Index r1) {
+    parallel::for_range(rows, double(rows * cols), double(parallel::kMinElements), 1, [&](Index r0, Index r1) {
       for (Index r = r0; r < r1; ++r) {
-        ConstArrayMap<T> dar(da + r * cols, cols), ar(a + r * cols, cols);
-        ArrayMap<T> dzr(dz + r * cols, cols);
-        const T s = (dar * ar).sum();
-        dzr = ar * (dar - s);
+        const T* dar = da + r * cols;
+        const T* ar = a + r * cols;
+        T* dzr = dz + r * cols;
+        T s = T(0);  // in column order, as in softmax_row: independent of the address
+        for (Index c = 0; c < cols; ++c) s += dar[c] * ar[c];
+        for (Index c = 0; c < cols; ++c) dzr[c] = ar[c] * (dar[c] - s);
       }
     });
     return;
   }
-  for_chunks(rows * cols, [&](Index b, Index e) {
+  parallel::for_elements(rows * cols, [&](Index b, Index e) {
     ConstArrayMap<T> dA(da + b, e - b), Z(z + b, e - b), A(a + b, e - b);
     ArrayMap<T> dZ(dz + b, e - b);
     switch (f) {

@@ -10,36 +10,16 @@
 // memory); inside one (a thread's slice of a batch) it runs serially.
 #pragma once
 
-#include <omp.h>
-
-#include <algorithm>
-
+#include "fastmlp/parallel.hpp"
 #include "fastmlp/tensor.hpp"
 
 namespace fastmlp {
 
-// Below this many multiply-adds a product runs on one thread.
-inline constexpr double kMinParallelProduct = 2.0e6;
-
-// body(c0, c1) over [0, cols), split in blocks of whole cache lines across the
-// threads when work (multiply-adds) warrants it and no region is active.
+// body(c0, c1) over column blocks of [0, cols): split across the threads
+// (whole cache lines each, parallel.hpp) when `work` multiply-adds warrant it.
 template <class Body>
 void for_column_blocks(Index cols, double work, Body&& body) {
-  constexpr Index kAlign = 16;
-  const Index threads = omp_in_parallel() || work < kMinParallelProduct
-                            ? 1
-                            : std::min<Index>(omp_get_max_threads(), std::max<Index>(1, cols / kAlign));
-  if (threads <= 1) {
-    body(Index(0), cols);
-    return;
-  }
-#pragma omp parallel num_threads(int(threads))
-  {
-    const Index t = omp_get_thread_num();
-    const auto edge = [&](Index k) { return k == threads ? cols : std::min(cols, (cols * k / threads) / kAlign * kAlign); };
-    const Index c0 = edge(t), c1 = edge(t + 1);
-    if (c1 > c0) body(c0, c1);
-  }
+  parallel::for_range(cols, work, parallel::kMinProductWork, parallel::kColumnAlign, body);
 }
 
 template <class T>

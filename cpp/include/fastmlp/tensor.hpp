@@ -25,11 +25,7 @@ using RowVectorMap = Eigen::Map<RowVector<T>>;
 template <class T>
 using ConstRowVectorMap = Eigen::Map<const RowVector<T>>;
 
-// Elementwise loops run on several threads only above this many elements:
-// below it the fork/join costs more than the work (measured in benchmarks/).
-inline constexpr Index kParallelElements = 1 << 15;
-
-// The most threads a batch is split across.
+// The most threads fastmlp asks for (parallel.hpp: thread_limit()).
 inline constexpr int kMaxThreads = 256;
 
 }  // namespace fastmlp

@@ -1,0 +1,137 @@
+// The engine's parallel runtime: the one place that decides whether and how
+// work is split across threads. No other file computes a partition or names
+// a thread count; they call run() or for_range() with the work they have.
+//
+// The rules, each the fix of a real defect:
+//  1. Work is partitioned over the team OpenMP actually grants
+//     (omp_get_num_threads() inside the region), never over the count asked
+//     for: OMP_THREAD_LIMIT, OMP_DYNAMIC or a call from inside another
+//     parallel region all grant fewer, and a partition by the asked count
+//     then leaves rows, columns or parameters undone.
+//  2. Every region asks for an explicit count (get_num_threads(), validated
+//     and capped), never OpenMP's default: OMP_NUM_THREADS=3000 must not make
+//     libgomp abort while creating threads.
+//  3. After fork() the child's forking thread still points at GNU OpenMP's
+//     pool of the parent's threads, which do not exist in the child: its next
+//     multi-thread region would wait for them forever. A region asked for from
+//     that thread runs on a relay thread made in the child instead, whose
+//     pool is new — so a forked child works with the same thread count.
+//  4. A body runs on every thread of the team and must not throw, allocate or
+//     return early past a barrier: buffers are sized before the region.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "fastmlp/tensor.hpp"
+
+namespace fastmlp {
+
+// The thread count fastmlp's regions ask for: set_num_threads()'s value, else
+// OpenMP's default (OMP_NUM_THREADS), capped at thread_limit().
+void set_num_threads(int n);  // throws std::invalid_argument outside [1, thread_limit()]
+int get_num_threads();
+// The most threads a region asks for (kMaxThreads): per-thread partial sums are
+// fixed arrays of that size, and no MLP layer scales past it.
+int thread_limit();
+
+namespace parallel {
+
+// --- When to go parallel: every threshold, with the measurement that set it.
+
+// Elementwise loops (activations, optimizer steps): below this many values a
+// fork/join costs more than the loop (benchmarks/: "small", 32-64-64-1).
+inline constexpr Index kMinElements = Index(1) << 15;
+// A product of fewer multiply-adds runs on one thread.
+inline constexpr double kMinProductWork = 2.0e6;
+// Column blocks of a split product are whole cache lines (16 floats), so no
+// two threads write one line.
+inline constexpr Index kColumnAlign = 16;
+// Training: a batch of fewer multiply-adds (rows × parameters) runs on one
+// thread (benchmarks/: "small" is never slower on 2 threads than on 1).
+inline constexpr double kMinStepWork = 4.0e6;
+// Training splits a batch's rows into slices of at least this many rows; a
+// batch too small for two slices runs as one, whose products split their
+// columns across the threads instead. Measured on 4 of 16 cores (Xeon, mnist
+// batch 128): 4 slices of 32 rows 130k samples/s, one column-split slice 72k.
+inline constexpr Index kMinSliceRows = 16;
+// Inference gives each thread at least this many rows.
+inline constexpr Index kMinForwardRows = 64;
+
+// --- Partitions
+
+struct Range {
+  Index begin = 0, end = 0;
+  Index size() const { return end - begin; }
+};
+
+// Part k of `parts` contiguous parts of [0, n); inner boundaries are rounded
+// down to multiples of `align` (the last part takes the remainder).
+inline Range part(Index n, int k, int parts, Index align = 1) {
+  const auto edge = [&](int j) { return j >= parts ? n : std::min(n, (n * j / parts) / align * align); };
+  return {edge(k), edge(k + 1)};
+}
+
+// How many threads `work` is worth: 1 below min_work, else get_num_threads(),
+// and never more than items / min_items (each thread gets min_items or more).
+inline int threads_for(double work, double min_work, Index items, Index min_items = 1) {
+  if (work < min_work) return 1;
+  const Index most = std::max<Index>(1, items / std::max<Index>(1, min_items));
+  return int(std::min<Index>(get_num_threads(), most));
+}
+
+namespace detail {
+bool needs_relay();                                  // this thread forked and its OpenMP pool is gone
+void relay(const std::function<void()>& region);     // runs region on the child's relay thread
+}  // namespace detail
+
+// body(t, team) for t in [0, team) on `team` threads, team ≤ threads being
+// what OpenMP grants. With threads ≤ 1, or inside an active parallel region
+// (a slice of a batch, or a user's own OpenMP code), body(0, 1) runs here.
+template <class Body>
+void run(int threads, Body&& body) {
+  if (threads <= 1 || omp_in_parallel()) {
+    body(0, 1);
+    return;
+  }
+  const auto region = [&] {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  };
+  if (detail::needs_relay()) {
+    detail::relay(region);
+  } else {
+    region();
+  }
+}
+
+// A barrier of the current team; nothing for a team of one (which may be
+// running inside a user's own parallel region, whose barrier is not ours).
+inline void barrier(int team) {
+  if (team > 1) {
+#pragma omp barrier
+  }
+}
+
+// body(begin, end) over the parts of [0, n), one part per thread, when `work`
+// reaches min_work (else one call over all of it); inner boundaries are
+// multiples of `align`.
+template <class Body>
+void for_range(Index n, double work, double min_work, Index align, Body&& body) {
+  if (n <= 0) return;
+  run(threads_for(work, min_work, n, align), [&](int t, int team) {
+    const Range r = part(n, t, team, align);
+    if (r.size() > 0) body(r.begin, r.end);
+  });
+}
+
+// An elementwise loop over n values (one unit of work each).
+template <class Body>
+void for_elements(Index n, Body&& body) {
+  for_range(n, double(n), double(kMinElements), 1, body);
+}
+
+}  // namespace parallel
+}  // namespace fastmlp
