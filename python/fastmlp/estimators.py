@@ -370,8 +370,8 @@ class _BaseMLP(BaseEstimator):
             self._fit_dtype = dtype.name
             self._initialize(Y.shape[1], layer_units, dtype, rs)
         else:
-            if not hasattr(self, "t_"):  # coefs_ set by hand before any fit
-                self.n_iter_, self.t_, self.n_layers_ = 0, 0, len(layer_units)
+            if not hasattr(self, "_epoch_clock"):  # coefs_ (and maybe t_) set by hand before any fit
+                self.n_iter_, self.t_, self.n_layers_ = 0, getattr(self, "t_", 0), len(layer_units)
                 self._fit_dtype = dtype.name
                 self._reset_bookkeeping()
             if [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]:
