@@ -611,7 +611,7 @@ class _BaseMLP(BaseEstimator):
         if diverged is not None:
             net.params[...] = before_epoch
             self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
-            if self.early_stopping and X_val is not None:
+            if self.early_stopping:
                 # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
                 # and the best weights are kept without an error; here training also stops at that epoch.
                 self._record_epoch(float(diverged), n_samples)

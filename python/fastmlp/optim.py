@@ -2,7 +2,9 @@
 
 An optimizer keeps state (velocity, moments) for one network: its first
 ``step`` or ``train_epoch`` ties it to that network's parameter count and
-dtype; use one optimizer per network, or call :meth:`reset`.
+dtype; use one optimizer per network, or call :meth:`reset`. The state is
+read out with :meth:`Optimizer.state_dict`, restored with
+:meth:`Optimizer.load_state_dict`, and kept by pickling.
 """
 from __future__ import annotations
 
