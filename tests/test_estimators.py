@@ -252,7 +252,7 @@ def test_save_load_round_trip(kind, blobs, tmp_path, rng):
     # NumPy alone reads it, without pickle.
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["__fastmlp__"]))
-        assert meta["format"] == "fastmlp.estimator" and meta["version"] == 1
+        assert meta["format"] == "fastmlp.estimator" and meta["version"] == fastmlp.io.FORMAT_VERSION
         np.testing.assert_array_equal(z["coefs_0"], est.coefs_[0])
     # It trains on.
     if kind != "regression":
@@ -324,7 +324,8 @@ def test_to_sklearn_gives_the_same_predictions(kind, blobs, rng):
         y = (rng.random((len(X), 3)) < 0.5).astype(int)
     est = MLPRegressor(hidden_layer_sizes=(5,), loss="poisson", max_iter=3) if kind == "poisson" else MLPClassifier((5,), max_iter=3)
     _quiet_fit(est.set_params(random_state=0, solver="adamw"), X, np.abs(X[:, 0]) if kind == "poisson" else y)
-    sk = est.to_sklearn()
+    with pytest.warns(UserWarning, match="solver='adamw'"):  # dropped: scikit-learn has no adamw
+        sk = est.to_sklearn()
     assert type(sk).__module__.startswith("sklearn.")
     if kind == "poisson":
         np.testing.assert_allclose(sk.predict(X), est.predict(X), rtol=1e-12)
@@ -354,7 +355,7 @@ NO_SKLEARN = textwrap.dedent("""
     warnings.simplefilter("ignore", ConvergenceWarning)
     for solver in ("adam", "sgd", "lbfgs"):
         clf = MLPClassifier((8,), solver=solver, max_iter=200, random_state=0, early_stopping=solver == "adam",
-                            learning_rate_init=0.02, n_iter_no_change=30)
+                            learning_rate_init=0.05, n_iter_no_change=30)
         clf.fit(X, y)
         assert clf.score(X, y) > 0.85, (solver, clf.score(X, y))
         assert set(clf.predict(X)) <= {"yes", "no"} and clf.predict_proba(X).shape == (150, 2)

@@ -16,10 +16,13 @@ import numpy as np
 
 try:  # pragma: no branch - one of the two is taken per environment
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+    from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
     HAVE_SKLEARN = True
 except ImportError:
     HAVE_SKLEARN = False
+
+    class NotFittedError(ValueError, AttributeError):  # type: ignore[no-redef]
+        """The estimator is used before fit (scikit-learn's type: a ValueError and an AttributeError)."""
 
     class ConvergenceWarning(UserWarning):  # type: ignore[no-redef]
         """The optimizer stopped before the convergence criterion was met."""
@@ -226,27 +229,60 @@ def column_or_1d_warn(y: np.ndarray) -> np.ndarray:
 
 def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomState,
                              stratify: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation indices: scikit-learn's train_test_split when installed (same
-    random_state, same split), else a (stratified) shuffle split of the same sizes."""
+    """Train and validation indices: scikit-learn's train_test_split when installed; without it the
+    same algorithm (ShuffleSplit / StratifiedShuffleSplit), so the same random_state draws the same split."""
     if HAVE_SKLEARN:
         from sklearn.model_selection import train_test_split
         idx = np.arange(n)
         train, test = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
         return np.asarray(train), np.asarray(test)
     n_test = int(np.ceil(test_fraction * n))
+    n_train = n - n_test
     if stratify is None:
         perm = rs.permutation(n)
         return perm[n_test:], perm[:n_test]
-    keys = np.unique(np.asarray(stratify).reshape(n, -1), axis=0, return_inverse=True)[1].ravel()
-    test = []
-    for k in np.unique(keys):
-        members = rs.permutation(np.flatnonzero(keys == k))
-        test.extend(members[: int(round(n_test * len(members) / n))])
-    test = np.asarray(sorted(test), dtype=np.intp)
-    train = np.setdiff1d(np.arange(n), test)
-    return rs.permutation(train), test
+    y = np.asarray(stratify)
+    if y.ndim == 2:  # each distinct row is a class, named as scikit-learn names it
+        y = np.array([" ".join(row.astype("str")) for row in y])
+    classes, y_indices, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError("The least populated classes in y have only 1 member, which is too few. The minimum "
+                         "number of groups for any class cannot be less than 2. Classes with too few members are: "
+                         f"{classes[counts < 2].tolist()}")
+    for what, size in (("train_size", n_train), ("test_size", n_test)):
+        if size < len(classes):
+            raise ValueError(f"The {what} = {size} should be greater or equal to the number of classes = "
+                             f"{len(classes)}")
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _approximate_mode(counts, n_train, rs)
+    t_i = _approximate_mode(counts - n_i, n_test, rs)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        members = class_indices[i].take(rs.permutation(counts[i]), mode="clip")
+        train.extend(members[: n_i[i]])
+        test.extend(members[n_i[i]: n_i[i] + t_i[i]])
+    return rs.permutation(train), rs.permutation(test)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rs: np.random.RandomState) -> np.ndarray:
+    """Draws per class: proportional, floored, the rest to the largest remainders, ties broken by `rs`
+    (scikit-learn's sklearn.utils.extmath._approximate_mode, which the same random draws depend on)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rs.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
 
 
 __all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "RegressorMixin", "ConvergenceWarning",
-           "DataConversionWarning", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
+           "DataConversionWarning", "NotFittedError", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
            "column_or_1d_warn", "train_test_split_indices"]

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 import sys
+import threading
 import time
 import types
 import warnings
@@ -54,6 +56,9 @@ SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
+# scikit-learn's sentence, which its users' code and tests match; details follow it.
+NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values and need to "
+              "be preprocessed.")
 
 # ---------------------------------------------------------------------------
 # Parameter checks: run at fit time (scikit-learn's convention), each naming
@@ -69,14 +74,17 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
-def _real(name: str, v: Any, lo: float, hi: float = np.inf, lo_open: bool = False, hi_open: bool = False) -> None:
+def _real(name: str, v: Any, lo: float, hi: float = np.inf, lo_open: bool = False, hi_open: bool = False,
+          allow_inf: bool = False) -> None:
+    """A real number in the interval, finite unless `allow_inf` (the engine takes no infinite rates or sizes)."""
     if not _is_real(v):
         raise TypeError(f"The '{name}' parameter must be a real number; got {v!r} of type {type(v).__name__}.")
-    ok = np.isfinite(v) or (hi == np.inf and v == np.inf and not hi_open)
+    ok = np.isfinite(v) or (allow_inf and v == np.inf)
     ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
         interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == np.inf else ']'}"
-        raise ValueError(f"The '{name}' parameter must be a real number in {interval}; got {v!r}.")
+        finite = "" if allow_inf else " and finite"
+        raise ValueError(f"The '{name}' parameter must be a real number in {interval}{finite}; got {v!r}.")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -133,6 +141,39 @@ def _stochastic(est: Any) -> bool:
     return est.solver in STOCHASTIC_SOLVERS
 
 
+_FITTING: set[int] = set()  # id() of the estimators inside fit/partial_fit
+_FITTING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(est: Any) -> Iterator[None]:
+    """Refuses (RuntimeError, before anything changes) a second fit of `est` while one runs."""
+    with _FITTING_LOCK:
+        if id(est) in _FITTING:
+            raise RuntimeError(f"this {type(est).__name__} is already being fitted (by another thread, or by a "
+                               "callback of its own fit); fit one estimator from one thread at a time")
+        _FITTING.add(id(est))
+    try:
+        yield
+    finally:
+        with _FITTING_LOCK:
+            _FITTING.discard(id(est))
+
+
+def _check_fits_in_memory(layer_units: list[int], dtype: np.dtype) -> None:
+    """ValueError before allocating weights larger than physical memory (e.g. sparse X with 1e9 columns)."""
+    count = sum(float(a) * b + b for a, b in zip(layer_units[:-1], layer_units[1:]))
+    need = count * (8 + 2 * np.dtype(dtype).itemsize)  # float64 draws, then parameters and gradients
+    try:
+        have = float(os.sysconf("SC_PHYS_PAGES")) * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        have = float("inf")
+    if need > have:
+        raise ValueError(f"layer sizes {layer_units} (n_features_in_, hidden_layer_sizes, n_outputs_) give "
+                         f"{count:.4g} parameters, which need {need / 2**30:.4g} GiB; this machine has "
+                         f"{have / 2**30:.4g} GiB (reduce the number of features or hidden units)")
+
+
 @contextlib.contextmanager
 def _threads(n: int | None) -> Iterator[None]:
     if n is None:
@@ -168,7 +209,7 @@ class _BaseMLP(BaseEstimator):
         _int("max_iter", self.max_iter, 1)
         _bool("shuffle", self.shuffle)
         check_random_state(self.random_state)
-        _real("tol", self.tol, 0)
+        _real("tol", self.tol, 0, allow_inf=True)
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise TypeError(f"The 'verbose' parameter must be a bool or an int; got {self.verbose!r}.")
         _bool("warm_start", self.warm_start)
@@ -277,34 +318,39 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None
 
     # --- fitting -----------------------------------------------------------
+    def _transaction(self, call: Callable[[], Any]) -> Any:
+        """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first epoch.
+
+        The refusal (RuntimeError) comes before anything is read or changed.
+        On failure the attributes are restored from a shallow copy and the
+        parameters from one copy of the flat buffer (the checks may already
+        have re-initialized a reused network). Once epochs have run, a failure
+        keeps what they did: KeyboardInterrupt is caught between epochs,
+        divergence keeps the last finite epoch (see _fit_stochastic); L-BFGS
+        keeps its last iterate on KeyboardInterrupt (see _fit_lbfgs).
+        """
+        with _exclusive(self):
+            state = self.__dict__.copy()
+            net = state.get("_net")
+            params = None if net is None else np.array(net.params)
+            self._epochs_started = False
+            try:
+                return call()
+            except BaseException:
+                if not self.__dict__.get("_epochs_started", False):
+                    self.__dict__.clear()
+                    self.__dict__.update(state)
+                    if params is not None:
+                        net.params[...] = params
+                raise
+            finally:
+                self.__dict__.pop("_epochs_started", None)
+
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> "_BaseMLP":
-        """_fit_checked, undone if it fails before its first epoch (a bad argument changes nothing).
-
-        The attributes are restored from a shallow copy and the parameters from
-        one copy of the flat buffer (the checks may already have re-initialized
-        a reused network). Once epochs have run, a failure keeps what they did:
-        KeyboardInterrupt is caught between epochs, divergence keeps the last
-        finite epoch (see _fit_stochastic); L-BFGS, which has no epochs, is
-        always undone.
-        """
         if self.distributed is not None and getattr(self, "_mpi", None) is None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
-        state = self.__dict__.copy()
-        net = state.get("_net")
-        params = None if net is None else np.array(net.params)
-        self._epochs_started = False
-        try:
-            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
-        except BaseException:
-            if not self.__dict__.get("_epochs_started", False):
-                self.__dict__.clear()
-                self.__dict__.update(state)
-                if params is not None:
-                    net.params[...] = params
-            raise
-        finally:
-            self.__dict__.pop("_epochs_started", None)
+        return self._fit_checked(X, y, sample_weight, incremental, validation_data)
 
     def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
                      validation_data: Any) -> "_BaseMLP":
@@ -320,11 +366,12 @@ class _BaseMLP(BaseEstimator):
         rs = check_random_state(self.random_state)
         self._random_state = rs
         if first_pass:
+            _check_fits_in_memory(layer_units, dtype)
             self._fit_dtype = dtype.name
             self._initialize(Y.shape[1], layer_units, dtype, rs)
         else:
-            if not hasattr(self, "t_"):  # coefs_ set by hand before any fit
-                self.n_iter_, self.t_, self.n_layers_ = 0, 0, len(layer_units)
+            if not hasattr(self, "_epoch_clock"):  # coefs_ (and maybe t_) set by hand before any fit
+                self.n_iter_, self.t_, self.n_layers_ = 0, getattr(self, "t_", 0), len(layer_units)
                 self._fit_dtype = dtype.name
                 self._reset_bookkeeping()
             if [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]:
@@ -345,8 +392,7 @@ class _BaseMLP(BaseEstimator):
             else:
                 self._fit_stochastic(net, X, Y, sw, incremental, validation_data)
         if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
-                             "values and need to be preprocessed.")
+            raise ValueError(NON_FINITE)
         return self
 
     def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
@@ -457,7 +503,8 @@ class _BaseMLP(BaseEstimator):
         if validation_data is not None:
             X_val, y_val, sw_val, Y_val = self._validation_set(validation_data, net.dtype)
         elif self.early_stopping:
-            stratify = Y if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
+            # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
+            stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
             train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
                                                           self._random_state, stratify)
             if len(val) < 2:
@@ -481,7 +528,7 @@ class _BaseMLP(BaseEstimator):
             dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
                                           "network": tuple(net.layer_sizes)})
         callbacks = list(self.callbacks or [])
-        bar = _ProgressBar(self.max_iter, incremental) if (self.verbose and int(self.verbose) >= 2) else None
+        bar = _ProgressBar(self.max_iter, incremental) if self._progress_bar() else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
         # The parameters before the current epoch: what a diverged epoch is rolled back to.
@@ -513,12 +560,8 @@ class _BaseMLP(BaseEstimator):
                 if not (np.isfinite(loss) and np.isfinite(net.params).all()):
                     diverged = loss
                     break
-                self.loss_ = loss
-                self._epoch_clock += 1
-                self.n_iter_ += 1
-                self.t_ += n_samples * (1 if mpi is None else mpi.comm.Get_size())
-                self.loss_curve_.append(self.loss_)
-                if self.verbose and int(self.verbose) < 2:
+                self._record_epoch(loss, n_samples * (1 if mpi is None else mpi.comm.Get_size()))
+                if self.verbose and bar is None:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 val_loss = None
                 if X_val is not None:
@@ -568,16 +611,35 @@ class _BaseMLP(BaseEstimator):
         if diverged is not None:
             net.params[...] = before_epoch
             self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
+            if self.early_stopping:
+                # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
+                # and the best weights are kept without an error; here training also stops at that epoch.
+                self._record_epoch(float(diverged), n_samples)
+                self.validation_scores_.append(np.nan)
+                warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
+                              "the weights of the best validation score. Lower learning_rate_init "
+                              f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
+                              stacklevel=3)
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
-        if diverged is not None:
+        if diverged is not None and not self.early_stopping:
             what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
                     else "a parameter became non-finite")
             raise ValueError(
-                f"Solver produced non-finite parameter weights: {what} in epoch "
-                f"{self.n_iter_ + 1} of this call, so training stopped there. The model keeps the weights of the "
-                f"last finite epoch ({self.n_iter_} epoch(s) of this call). Lower learning_rate_init "
-                f"(now {self.learning_rate_init!r}) or scale the input data.")
+                f"{NON_FINITE} Here {what} in epoch {self.n_iter_ + 1} of this call, so training stopped there. "
+                f"The model keeps the weights of the last finite epoch ({self.n_iter_} epoch(s) of this call). "
+                f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data.")
+
+    def _record_epoch(self, loss: float, n_samples: int) -> None:
+        self.loss_ = loss
+        self._epoch_clock += 1
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_curve_.append(loss)
+
+    def _progress_bar(self) -> bool:
+        """verbose=2 (exactly) draws a progress bar; any other true verbose prints scikit-learn's lines."""
+        return not isinstance(self.verbose, (bool, np.bool_)) and self.verbose == 2
 
     def _current_lr(self) -> float:
         return self._sgd_lr if self.solver == "sgd" else float(self.learning_rate_init)
@@ -608,7 +670,7 @@ class _BaseMLP(BaseEstimator):
         if X_val is not None:
             score = self._score_on(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
-            if self.verbose and int(self.verbose) < 2:
+            if self.verbose and not self._progress_bar():
                 print("Validation score: %f" % self.validation_scores_[-1])
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
@@ -640,8 +702,28 @@ class _BaseMLP(BaseEstimator):
             value = net._objective_checked(X, Y, loss, sw, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
-        res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
-                                      options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        last: dict[str, Any] = {"x": None, "nit": 0}
+
+        def iterate_done(intermediate_result: Any) -> None:  # scipy < 1.11 passes the iterate itself
+            last["x"] = np.array(getattr(intermediate_result, "x", intermediate_result))
+            last["nit"] += 1
+
+        try:
+            res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
+                                          callback=iterate_done,
+                                          options={"maxfun": self.max_fun, "maxiter": self.max_iter,
+                                                   "gtol": self.tol})
+        except KeyboardInterrupt:
+            # As the stochastic solvers do (and unlike scikit-learn's lbfgs, which loses the fit): keep the
+            # last completed iteration, warn, return. Before the first one there is nothing to keep: undone.
+            if last["x"] is None:
+                raise
+            params[:] = last["x"]
+            self.n_iter_ = last["nit"]
+            self.loss_ = net._objective_checked(X, Y, loss, sw, reg)
+            self._epochs_started = True
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+            return
         if res.status != 0:
             msg = res.message.decode("latin1") if isinstance(res.message, bytes) else str(res.message)
             warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n{msg}.\n\n"
@@ -700,16 +782,12 @@ class _BaseMLP(BaseEstimator):
         if not hasattr(self, "coefs_"):
             msg = (f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
                    "before using this estimator.")
-            if _compat.HAVE_SKLEARN:
-                from sklearn.exceptions import NotFittedError
-                raise NotFittedError(msg)
-            raise AttributeError(msg)
+            raise _compat.NotFittedError(msg)
 
-    # --- pickling: the C++ network and optimizer are rebuilt on demand -------
+    # --- pickling: the C++ network is rebuilt on demand; the optimizer pickles its state ---
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_net", "_optimizer"):
-            state.pop(key, None)
+        state.pop("_net", None)
         if "coefs_" in state:
             state["coefs_"] = [np.array(c) for c in state["coefs_"]]
             state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]
@@ -936,10 +1014,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Scored after each epoch instead of a split of ``validation_fraction`` of X; its loss goes to
             ``validation_loss_curve_``.
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False, validation_data=validation_data)
+        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                                                   validation_data=validation_data))
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> "MLPClassifier":
         """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
+        return self._transaction(lambda: self._partial_fit_classes(X, y, sample_weight, classes))
+
+    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> "MLPClassifier":
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -1091,11 +1173,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False, validation_data=validation_data)
+        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                                                   validation_data=validation_data))
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
         """One epoch over X, y."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=True))
 
     partial_fit = _AvailableIf(_partial_fit, _stochastic)
 
@@ -1118,8 +1201,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y = y.reshape(len(y), -1)
         pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        num = np.average((y - pred) ** 2, axis=0, weights=w)
-        den = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging model's score is nan, silently
+            num = np.average((y - pred) ** 2, axis=0, weights=w)
+            den = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
+        if not np.isfinite(num).all():
+            return np.nan
         ok = den != 0
         r2 = np.ones(y.shape[1])
         r2[ok] = 1 - num[ok] / den[ok]

@@ -5,32 +5,48 @@ The file is a NumPy ``.npz`` archive, readable with NumPy alone:
 - ``__fastmlp__``: a 0-d unicode array holding JSON metadata: ``format``
   (``"fastmlp.estimator"``), ``version`` (:data:`FORMAT_VERSION`), the
   estimator's ``class``, its constructor ``params`` and its scalar fitted
-  attributes;
+  attributes (with the optimizer's step count and kind);
 - ``coefs_0``, ``coefs_1``, ..., ``intercepts_0``, ...: the weights;
 - ``classes_``, ``loss_curve_``, ``validation_scores_``,
-  ``validation_loss_curve_``, ``feature_names_in_`` where they exist.
+  ``validation_loss_curve_``, ``feature_names_in_`` where they exist;
+- ``optimizer_velocity``, ``optimizer_m``, ``optimizer_v``, ``optimizer_G``:
+  the stochastic optimizer's state, so that ``partial_fit`` continues as if
+  never saved.
 
-Loading never unpickles (``allow_pickle=False``); a file that is not such an
-archive, or is damaged, raises ``ValueError`` saying so. Writing is atomic: a
-temporary file in the same folder, flushed and fsync'ed, then renamed over
-the target.
+``params`` are typed (version 2): JSON's scalars and lists as they are, and
+``{"tuple": [...]}``, ``{"dict": [[key, value], ...]}``, ``{"type": name}``
+(a NumPy scalar type) and ``{"dtype": name}`` for what JSON cannot say, so
+``get_params()`` round-trips (``(64,)`` stays a tuple, ``{2: 5.0}`` keeps its
+int key). ``callbacks`` (code) and a ``RandomState`` ``random_state`` are
+saved as None.
+
+Loading never unpickles (``allow_pickle=False``) and reads only regular
+files; a file that is not such an archive, or is damaged, raises
+``ValueError`` saying so. Writing is atomic: a temporary file in the same
+folder, flushed and fsync'ed, given the mode ``open()`` would give (an
+existing file's mode, else 0o666 less the umask), then renamed over the
+target; a symbolic link is followed, its target replaced and the link kept.
 """
 from __future__ import annotations
 
 import json
+import numbers
 import os
+import stat
 import tempfile
+import warnings
 import zipfile
 from typing import Any
 
 import numpy as np
 
 FORMAT = "fastmlp.estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed params, optimizer state
 
 _SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
             "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
-            "_no_improvement_count")
+            "_no_improvement_count", "_sgd_lr")
+_OPTIMIZER_ARRAYS = ("velocity", "m", "v", "G")
 _ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
 
 
@@ -46,6 +62,50 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _encode(value: Any) -> Any:
+    """A parameter value as typed JSON (see the module docstring); TypeError for what has no encoding."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if isinstance(value, type) and issubclass(value, np.generic):
+        return {"type": np.dtype(value).name}
+    if isinstance(value, np.dtype):
+        return {"dtype": value.name}
+    raise TypeError(f"{type(value).__name__} has no encoding")
+
+
+def _decode(value: Any) -> Any:
+    """The inverse of _encode; ValueError for anything _encode does not write."""
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1:
+        raise ValueError(f"a typed parameter value must have one key, got {sorted(value)}")
+    (tag, body), = value.items()
+    if tag == "tuple" and isinstance(body, list):
+        return tuple(_decode(v) for v in body)
+    if tag == "dict" and isinstance(body, list) and all(isinstance(p, list) and len(p) == 2 for p in body):
+        try:
+            return {_decode(k): _decode(v) for k, v in body}
+        except TypeError as exc:  # an unhashable key
+            raise ValueError(f"a dict parameter has an invalid key: {exc}") from None
+    if tag in ("type", "dtype") and body in ("float32", "float64"):
+        return np.dtype(body).type if tag == "type" else np.dtype(body)
+    raise ValueError(f"unknown typed parameter value {value!r}")
+
+
 def _params(est: Any) -> dict[str, Any]:
     params = {}
     for key, value in est.get_params(deep=False).items():
@@ -53,13 +113,23 @@ def _params(est: Any) -> dict[str, Any]:
             value = None  # code is not data: callbacks are not saved
         elif key == "random_state" and not isinstance(value, (int, np.integer, type(None))):
             value = None
-        value = _jsonable(value)
         try:
-            json.dumps(value)
-        except TypeError:
-            raise ValueError(f"cannot save parameter {key}={value!r}: it is not JSON data") from None
-        params[key] = value
+            params[key] = _encode(value)
+        except TypeError as exc:
+            raise ValueError(f"cannot save parameter {key}={value!r}: {exc}") from None
     return params
+
+
+def _optimizer_state(est: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The stochastic optimizer's metadata (kind, dtype, step count) and arrays, if it has stepped."""
+    opt = getattr(est, "_optimizer", None)
+    state = None if opt is None else opt.state_dict()
+    if state is None:
+        return {}, {}
+    meta = {"kind": type(opt).__name__, "dtype": state.pop("dtype")}
+    if "t" in state:
+        meta["t"] = int(state.pop("t"))
+    return meta, {f"optimizer_{k}": np.asarray(v) for k, v in state.items()}
 
 
 def save(est: Any, path: Any) -> None:
@@ -91,15 +161,46 @@ def save(est: Any, path: Any) -> None:
         arrays["classes_"] = classes
         meta["attributes"]["y_type"] = est._label_coder.y_type_
         meta["attributes"]["classes_dtype"] = str(np.asarray(est.classes_).dtype)
+    opt_meta, opt_arrays = _optimizer_state(est)
+    if opt_meta:
+        meta["attributes"]["optimizer"] = opt_meta
+        arrays.update(opt_arrays)
     arrays["__fastmlp__"] = np.array(json.dumps(meta))
-    _atomic_savez(os.fspath(path), arrays)
+    _atomic_savez(_path_str(path), arrays)
+
+
+def _path_str(path: Any) -> str:
+    """str, bytes or os.PathLike as a str path (TypeError naming `path` otherwise)."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}") from None
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:  # read without changing it (os.umask would, for every thread)
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)  # through symbolic links: the target is replaced, the link kept
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)  # an existing file keeps its mode
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()  # what open() would create
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -127,24 +228,32 @@ class _suppress:
 # The largest metadata JSON accepted (a saved model's is a few KiB).
 _MAX_META_BYTES = 1 << 20
 _INT_ATTRS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "n_features_in_", "_epoch_clock", "_no_improvement_count")
-_FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_")
+_FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_", "_sgd_lr")
 _STR_ATTRS = ("out_activation_", "_fit_dtype", "_loss_name")
 _Y_TYPES = ("binary", "multiclass", "multilabel-indicator")
 
 
-def _headers(zf: zipfile.ZipFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _headers(zf: zipfile.ZipFile, file_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Each member's declared (shape, dtype), read from its .npy header alone.
 
-    Every member must be stored uncompressed (as ``np.savez`` writes) and hold
-    exactly the bytes its header declares, so no array is larger than the file
-    itself: a forged header cannot make ``load`` allocate more.
+    Every member must be stored uncompressed (as ``np.savez`` writes), lie
+    within the file's `file_size` bytes (its declared size, compressed and
+    not, counted from its offset; all members together too) and hold exactly
+    the bytes its header declares, so no array is larger than the file
+    itself: forged sizes, however consistent, cannot make ``load`` allocate more.
     """
     out = {}
+    total = 0
     for info in zf.infolist():
         if not info.filename.endswith(".npy"):
             raise ValueError(f"unexpected member {info.filename!r}")
         if info.compress_type != zipfile.ZIP_STORED:
             raise ValueError(f"member {info.filename!r} is compressed; fastmlp writes stored members")
+        total += info.file_size
+        if (info.file_size != info.compress_size or info.header_offset + info.compress_size > file_size
+                or total > file_size):
+            raise ValueError(f"member {info.filename!r} declares {info.file_size} bytes ({info.compress_size} "
+                             f"stored, at offset {info.header_offset}), more than the file's {file_size} bytes hold")
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -184,7 +293,7 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
     if attrs.get("_fit_dtype", "float64") not in ("float32", "float64"):
         raise ValueError(f"attribute _fit_dtype must be 'float32' or 'float64', got {attrs['_fit_dtype']!r}")
     hidden = meta["params"].get("hidden_layer_sizes", [100])
-    hidden = hidden if isinstance(hidden, list) else [hidden]
+    hidden = list(hidden) if isinstance(hidden, (list, tuple)) else [hidden]
     units = [attrs.get("n_features_in_"), *hidden, attrs.get("n_outputs_")]
     if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
         raise ValueError(f"layer sizes {units} (n_features_in_, hidden_layer_sizes, n_outputs_) must be ints >= 1")
@@ -201,6 +310,7 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"{name} has shape {headers[name][0]}, the metadata says {shape}")
     optional = {"loss_curve_": "f", "validation_scores_": "f", "validation_loss_curve_": "f",
                 "feature_names_in_": "U", "classes_": "biufU"}
+    optional.update({f"optimizer_{name}": "f" for name in _OPTIMIZER_ARRAYS})
     for name, (shape, dtype) in headers.items():
         if name in want or name == "__fastmlp__":
             continue
@@ -208,6 +318,18 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"unexpected array {name!r}")
         if len(shape) != 1 or dtype.kind not in optional[name]:
             raise ValueError(f"{name} must be 1-D of kind {optional[name]!r}, got shape {shape} and dtype {dtype}")
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    opt = attrs.get("optimizer")
+    if opt is not None:
+        if (not isinstance(opt, dict) or not isinstance(opt.get("kind"), str) or opt.get("dtype") != fit_dtype.name
+                or not isinstance(opt.get("t", 0), int) or isinstance(opt.get("t", 0), bool) or opt.get("t", 0) < 0):
+            raise ValueError(f"attribute optimizer must be {{kind, dtype: {fit_dtype.name!r}[, t >= 0]}}, got {opt!r}")
+    for name in _OPTIMIZER_ARRAYS:
+        key = f"optimizer_{name}"
+        if key in headers:
+            if opt is None or headers[key][1] != fit_dtype or headers[key][0] not in ((n_params,), (0,)):
+                raise ValueError(f"{key} must be of shape ({n_params},) or (0,) and dtype {fit_dtype} beside an "
+                                 f"optimizer attribute, got {headers[key]}")
     if "feature_names_in_" in headers and headers["feature_names_in_"][0] != (units[0],):
         raise ValueError(f"feature_names_in_ has shape {headers['feature_names_in_'][0]}, expected ({units[0]},)")
     if meta.get("class") == "MLPClassifier":
@@ -236,10 +358,10 @@ def load(path: Any) -> Any:
     """
     from .estimators import MLPClassifier, MLPRegressor
     from ._labels import LabelCoder
-    path = os.fspath(path)
+    path = _path_str(path)
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
-            headers = _headers(zf)
+        with _open_regular(path) as f, zipfile.ZipFile(f) as zf:
+            headers = _headers(zf, os.fstat(f.fileno()).st_size)
             if "__fastmlp__" not in headers:
                 raise ValueError(f"{path!r} is not a fastmlp model file (no __fastmlp__ metadata)")
             shape, dtype = headers["__fastmlp__"]
@@ -258,6 +380,8 @@ def load(path: Any) -> Any:
                 if version > FORMAT_VERSION:
                     raise ValueError(f"{path!r} has format version {version!r}; this fastmlp reads up to "
                                      f"{FORMAT_VERSION}: upgrade fastmlp")
+                if version >= 2 and isinstance(meta.get("params"), dict):
+                    meta["params"] = {k: _decode(v) for k, v in meta["params"].items()}
                 _expected(meta, headers)
                 data = {k: z[k] for k in headers if k != "__fastmlp__"}
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
@@ -293,19 +417,58 @@ def load(path: Any) -> Any:
             est.classes_ = est._label_coder.classes_
         if est.solver not in ("lbfgs",) and getattr(est, "loss_curve_", None) is None:
             est.loss_curve_ = []
-        est._network()  # checks that the weights chain
+        net = est._network()  # checks that the weights chain
+        opt = attrs.get("optimizer")
+        if opt is not None and est.solver != "lbfgs":
+            optimizer = est._make_optimizer()
+            if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
+                state = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
+                optimizer.load_state_dict({"dtype": opt["dtype"], **state, **({"t": opt["t"]} if "t" in opt else {})})
+                optimizer._bind(net)
+                est._optimizer = optimizer
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path!r} is a damaged fastmlp model file: {type(exc).__name__}: {exc}") from None
     return est
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an uncomparable value is a changed one
+        return False
+
+
+def _open_regular(path: str) -> Any:
+    """`path` opened for reading if it is a regular file; ValueError for a device, FIFO or socket
+    (``/dev/zero`` would be read without end), IsADirectoryError for a folder, as open() raises."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))  # a FIFO: no wait
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path!r} is not a regular file (a device, FIFO or socket): fastmlp reads models "
+                             "from regular files only")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def to_sklearn(est: Any) -> Any:
     """A fitted scikit-learn MLPClassifier/MLPRegressor with `est`'s weights and attributes.
 
-    Parameters scikit-learn lacks are dropped; a solver or learning_rate it
-    lacks becomes ``'adam'`` / ``'constant'`` (they matter only for further
-    training). ``activation='leaky_relu'`` has no scikit-learn equivalent and
-    raises ``ValueError``.
+    Predictions are equal. Settings scikit-learn lacks matter only for further
+    training, and are dropped with a ``UserWarning`` that names each one: a
+    parameter of fastmlp's own set to other than its default (``l1``,
+    ``clip_norm``, ``class_weight``, ...), and a solver or learning_rate
+    scikit-learn lacks (it becomes ``'adam'`` / ``'constant'``). ``dtype``,
+    ``n_threads`` and ``verbose=2``, which do not change what training
+    computes beyond rounding, are dropped silently.
+    ``activation='leaky_relu'`` has no scikit-learn equivalent and raises
+    ``ValueError``.
     """
     try:
         from sklearn import neural_network
@@ -318,11 +481,23 @@ def to_sklearn(est: Any) -> Any:
         raise ValueError("activation='leaky_relu' has no scikit-learn equivalent")
     cls = getattr(neural_network, type(est).__name__)
     known = cls().get_params()
-    params = {k: v for k, v in est.get_params(deep=False).items() if k in known}
+    ours = est.get_params(deep=False)
+    defaults = type(est)().get_params()
+    harmless = ("dtype", "n_threads", "verbose", "distributed")
+    dropped = [f"{k}={v!r}" for k, v in ours.items()
+               if k not in known and k not in harmless and not _same_value(v, defaults[k])]
+    params = {k: v for k, v in ours.items() if k in known}
     if params.get("solver") not in ("sgd", "adam", "lbfgs"):
+        dropped.append(f"solver={params['solver']!r} (becomes 'adam')")
         params["solver"] = "adam"
     if params.get("learning_rate") not in ("constant", "invscaling", "adaptive"):
+        dropped.append(f"learning_rate={params['learning_rate']!r} (becomes 'constant')")
         params["learning_rate"] = "constant"
+    if isinstance(params.get("verbose"), numbers.Integral) and params["verbose"] == 2:
+        params["verbose"] = True
+    if dropped:
+        warnings.warn(f"to_sklearn: scikit-learn's {cls.__name__} lacks {', '.join(dropped)}; predictions are "
+                      "the same, but further training (fit, partial_fit) would differ", UserWarning, stacklevel=3)
     sk = cls(**params)
     est._network()
     sk.coefs_ = [np.array(c) for c in est.coefs_]

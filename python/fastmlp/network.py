@@ -11,8 +11,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._validation import (as_matrix, as_sample_weight, as_targets, check_choice, check_dtype, check_float,
-                          check_int, check_layer_sizes, check_seed)
+from ._validation import (_check_numeric, as_matrix, as_sample_weight, as_targets, check_choice, check_dtype,
+                          check_float, check_int, check_layer_sizes, check_seed)
 from .optim import Optimizer
 
 
@@ -29,13 +29,15 @@ def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | No
 def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple:
     """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
 
-    CSC (or any other format) is converted to CSR; the values are never densified.
+    CSC (or any other format) is converted to CSR; the values are never densified. Values are
+    checked as a dense array's are: complex, object or string values are a ``TypeError``.
     """
     if X.ndim != 2 or X.shape[0] < 1:
         raise ValueError(f"{name} must be a 2-D sparse matrix with at least one row, got shape {X.shape}")
     if X.shape[1] != n_cols:
         raise ValueError(f"{name} must have {n_cols} features (columns), got shape {X.shape}")
     X = X.tocsr()
+    _check_numeric(name, X.data)
     data = np.ascontiguousarray(X.data, dtype=dtype)
     if not np.isfinite(data).all():
         raise ValueError(f"{name} must be finite, got NaN or infinity")
@@ -224,9 +226,11 @@ class Network:
         For ``log_loss`` y may be integer (or boolean) class indices (1-D) or
         one-hot (2-D). X and y are accepted as in :meth:`forward`. A failed
         call (bad input, or another thread training this network:
-        ``RuntimeError``) changes nothing.
+        ``RuntimeError``) changes nothing. X may be a scipy.sparse matrix.
         """
         self._check_loss(loss)
+        if _is_sparse(X):  # the objective without penalties is this loss
+            return self.objective(X, y, loss, sample_weight=sample_weight)
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         Y = self._targets(y, loss, X.shape[0])
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)

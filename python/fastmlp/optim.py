@@ -2,7 +2,9 @@
 
 An optimizer keeps state (velocity, moments) for one network: its first
 ``step`` or ``train_epoch`` ties it to that network's parameter count and
-dtype; use one optimizer per network, or call :meth:`reset`.
+dtype; use one optimizer per network, or call :meth:`reset`. The state is
+read out with :meth:`Optimizer.state_dict`, restored with
+:meth:`Optimizer.load_state_dict`, and kept by pickling.
 """
 from __future__ import annotations
 
@@ -63,6 +65,36 @@ class Optimizer:
         """Forgets all state (velocity, moments, step count) and the bound network."""
         self._impl = None
         self._dtype = None
+
+    # --- state: kept by pickling and by the estimators' save/load -------------
+    def state_dict(self) -> dict[str, Any] | None:
+        """A copy of the state: ``dtype`` and the arrays (and Adam's step count ``t``); None before the first step."""
+        if self._impl is None:
+            return None
+        return {"dtype": self._dtype, **self._impl.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restores what :meth:`state_dict` returned (None: :meth:`reset`); a bad state changes nothing."""
+        if state is None:
+            self.reset()
+            return
+        if not isinstance(state, dict) or state.get("dtype") not in ("float32", "float64"):
+            raise ValueError(f"state must be a dict from state_dict() with dtype 'float32' or 'float64', got {state!r}")
+        impl = self._make("_" + state["dtype"])
+        impl.set_state({k: v for k, v in state.items() if k != "dtype"})
+        self._impl, self._dtype = impl, state["dtype"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_impl"] = None
+        d["_state"] = self.state_dict()
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        state = d.pop("_state", None)
+        self.__dict__.update(d)
+        self.load_state_dict(state)
 
 
 class SGD(Optimizer):
