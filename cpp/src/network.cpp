@@ -109,13 +109,13 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
 }
 
 template <class T>
-void Network<T>::first_layer(const Input<T>& x, Index rows, T* z) const {
+void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c) const {
   const T* w = params_.data() + weight_offset(0);
   const T* b = params_.data() + bias_offset(0);
   if (x.csr == nullptr) {
-    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1]);
+    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c);
   } else {
-    sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1]);
+    sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1], c);
   }
 }
 
@@ -125,11 +125,12 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T*
   for (Index l = 0; l < n_layers(); ++l) {
     const bool last = l + 1 == n_layers();
     T* dst = last ? out : (l % 2 == 0 ? buf0 : buf1);
+    const Range all{0, sizes_[l + 1]};
     if (l == 0) {
-      first_layer(x, rows, dst);
+      first_layer(x, rows, dst, all);
     } else {
       dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                    sizes_[l + 1]);
+                    sizes_[l + 1], all);
     }
     activation_forward(last ? output_ : hidden_, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
@@ -152,7 +153,7 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   // never larger): nothing may allocate, or throw, inside it.
   std::vector<Matrix<T>> buffers(2 * std::size_t(threads), Matrix<T>(chunk, width));
   parallel::run(threads, [&](int t, int team) {
-    const parallel::Range rows = parallel::part(n, t, team);
+    const Range rows = parallel::part(n, t, team);
     for (Index r = rows.begin; r < rows.end; r += chunk)
       forward_rows(rows_of(r), std::min(chunk, rows.end - r), out + r * n_outputs(), buffers[2 * t].data(),
                    buffers[2 * t + 1].data());
@@ -171,45 +172,68 @@ void Network<T>::forward(const CsrView<T>& x, T* out) const {
 
 template <class T>
 double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                                    Workspace<T>& ws, T* g) const {
+                                    Workspace<T>& ws, T* g, int t, int team) const {
   const Index L = n_layers();
+  // This thread's columns of a layer of n units: the same share in the
+  // forward and the backward pass, so a thread reads back the columns of Z,
+  // A and delta it wrote itself, and needs a barrier only before a product
+  // that reads whole rows.
+  const auto mine = [&](Index n) { return parallel::part(n, t, team, parallel::kColumnAlign); };
+  const auto W = [&](Index l) { return params_.data() + weight_offset(l); };
+  const auto b = [&](Index l) { return params_.data() + bias_offset(l); };
   const T* in = nullptr;
   for (Index l = 0; l < L; ++l) {
+    const Range c = mine(sizes_[l + 1]);
     T* z = ws.z[l].data();
     if (l == 0) {
-      first_layer(x, rows, z);
+      first_layer(x, rows, z, c);
     } else {
-      dense_forward(z, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                    sizes_[l + 1]);
+      dense_forward(z, in, W(l), b(l), rows, sizes_[l], sizes_[l + 1], c);
     }
     if (l + 1 < L) {
-      activation_forward(hidden_, slope_, z, ws.a[l].data(), rows, sizes_[l + 1]);
+      activation_forward(hidden_, slope_, z, ws.a[l].data(), rows, sizes_[l + 1], c);
       in = ws.a[l].data();
     }
+    parallel::barrier(team);  // the next product, or the loss, reads whole rows
   }
-  const double value = output_loss_grad(loss, output_, slope_, ws.z[L - 1].data(), y, ws.a[L - 1].data(),
-                                        ws.delta[L - 1].data(), rows, sizes_[L], scale);
+  // The loss needs whole rows of Z (softmax): each thread takes its rows.
+  const Range r = parallel::part(rows, t, team);
+  const Index k = sizes_[L];
+  LossScale<T> part_scale = scale;
+  if (scale.sample_weight != nullptr) part_scale.sample_weight += r.begin;
+  if (scale.total <= 0.0) part_scale.total = double(rows);
+  const double value =
+      r.size() > 0 ? output_loss_grad(loss, output_, slope_, ws.z[L - 1].data() + r.begin * k, y + r.begin * k,
+                                      ws.a[L - 1].data() + r.begin * k, ws.delta[L - 1].data() + r.begin * k,
+                                      r.size(), k, part_scale)
+                   : 0.0;
+  parallel::barrier(team);  // delta of the output layer is complete
   for (Index l = L - 1; l >= 1; --l) {
+    const Range c_out = mine(sizes_[l + 1]), c_in = mine(sizes_[l]);
+    dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), ws.a[l - 1].data(), rows,
+                           sizes_[l], sizes_[l + 1], c_out);
     T* d_in = ws.delta[l - 1].data();
-    dense_backward(d_in, g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), ws.a[l - 1].data(),
-                   params_.data() + weight_offset(l), rows, sizes_[l], sizes_[l + 1]);
-    activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l]);
+    dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in);
+    activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l], c_in);
+    parallel::barrier(team);  // the next layer's input gradient reads whole rows of delta
   }
   // Layer 0: no gradient with respect to the input is needed.
+  const Range c0 = mine(sizes_[1]);
   if (x.csr == nullptr) {
-    dense_backward<T>(nullptr, g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense,
-                      params_.data() + weight_offset(0), rows, sizes_[0], sizes_[1]);
+    dense_backward_weights(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense, rows, sizes_[0],
+                           sizes_[1], c0);
   } else {
     sparse_dense_backward(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), *x.csr, x.begin, rows,
-                          sizes_[0], sizes_[1]);
+                          sizes_[0], sizes_[1], c0);
   }
   return value;
 }
 
 template <class T>
-int Network<T>::prepare_slices(Index rows) {
-  const int slices = parallel::threads_for(double(rows) * double(n_params()), parallel::kMinStepWork, rows,
-                                           parallel::kMinSliceRows);
+parallel::StepPlan Network<T>::prepare_step(Index rows) {
+  const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
+  const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), width);
+  const int slices = plan.slices;
   const Index per_slice = (rows + slices - 1) / slices;
   // Checked before anything is resized: a batch of many rows through wide
   // layers must fail cleanly here, not be killed by the kernel mid-epoch.
@@ -219,11 +243,11 @@ int Network<T>::prepare_slices(Index rows) {
                            sizeof(T),
                        "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
   if (slices_.size() < std::size_t(slices)) slices_.resize(slices);
-  for (int t = 0; t < slices; ++t) slices_[t].reserve(sizes_, per_slice);
+  for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);
-  for (int t = 1; t < slices; ++t)
-    if (slice_grads_[t - 1].size() != n_params()) slice_grads_[t - 1].resize(n_params());
-  return slices;
+  for (int k = 1; k < slices; ++k)
+    if (slice_grads_[k - 1].size() != n_params()) slice_grads_[k - 1].resize(n_params());
+  return plan;
 }
 
 template class Network<float>;

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -25,7 +26,44 @@ void set_num_threads(int n) {
 // here, since it never went through set_num_threads' check.
 int get_num_threads() { return std::clamp(omp_get_max_threads(), 1, thread_limit()); }
 
-namespace parallel::detail {
+namespace parallel {
+
+namespace {
+
+// FASTMLP_STEP_SPLIT=slices|columns forces one design for every batch that
+// goes parallel (for measurements such as benchmarks/phases.py); unset or
+// anything else: the rule below.
+enum class Forced { None, Slices, Columns };
+Forced forced_split() {
+  static const Forced forced = [] {
+    const char* v = std::getenv("FASTMLP_STEP_SPLIT");
+    if (v == nullptr) return Forced::None;
+    const std::string s(v);
+    return s == "slices" ? Forced::Slices : s == "columns" ? Forced::Columns : Forced::None;
+  }();
+  return forced;
+}
+
+}  // namespace
+
+StepPlan plan_step(Index rows, Index n_params, Index width) {
+  (void)width;
+  const int threads = threads_for(double(rows) * double(n_params), kMinStepWork, rows);
+  if (threads <= 1) return {1, 1};
+  const bool can_slice = rows >= 2 * kMinSliceRows;
+  const int slices = int(std::min<Index>(threads, rows / kMinSliceRows));
+  switch (forced_split()) {
+    case Forced::Slices:
+      return can_slice ? StepPlan{slices, slices} : StepPlan{threads, 1};
+    case Forced::Columns:
+      return {threads, 1};
+    case Forced::None:
+      break;
+  }
+  return rows >= kMinSliceRows * threads ? StepPlan{threads, threads} : StepPlan{threads, 1};
+}
+
+namespace detail {
 
 namespace {
 
@@ -82,5 +120,6 @@ void relay(const std::function<void()>& region) {
   r.wake.wait(lock, [&r] { return r.done; });
 }
 
-}  // namespace parallel::detail
+}  // namespace detail
+}  // namespace parallel
 }  // namespace fastmlp

@@ -28,9 +28,9 @@ double weight_sum(const Batch<T>& b) {
   return s;
 }
 
-// Thread t's rows [r0, r1) of the batch as the network's input, its targets
-// and its weights — read in place, or gathered into ws when the batch is an
-// index (ws.csr_* already sized by size_csr_gather).
+// Rows [r0, r1) of the batch as the network's input, its targets and its
+// weights: read in place, or — when the batch is an index — gathered into ws
+// by gather() first (ws.csr_* sized by size_csr_gather).
 template <class T>
 struct Slice {
   Input<T> x;
@@ -38,36 +38,49 @@ struct Slice {
   const T* w;
 };
 
+// Gathers rows `own` (counted from r0) of the slice [r0, r1) into ws, so that
+// a team sharing one slice gathers it together, each thread its own rows. A
+// CSR slice is gathered whole by the thread whose `own` starts at 0 (its
+// row pointers are a running sum). Nothing to do for a batch read in place.
 template <class T>
-Slice<T> slice_of(const Batch<T>& b, Index r0, Index r1, Index n_in, Index n_out, Workspace<T>& ws) {
-  const Index rows = r1 - r0;
-  if (b.index == nullptr) {
-    const Index first = b.begin + r0;
-    Input<T> x = b.csr != nullptr ? Input<T>{nullptr, b.csr, first} : Input<T>{b.x + first * n_in};
-    return {x, b.y + first * n_out, b.w != nullptr ? b.w + first : nullptr};
-  }
+void gather(const Batch<T>& b, Index r0, Index r1, Index n_in, Index n_out, Workspace<T>& ws, Range own) {
+  if (b.index == nullptr) return;
   const std::int64_t* idx = b.index + r0;
-  for (Index r = 0; r < rows; ++r)
+  if (b.csr != nullptr) {
+    if (own.begin != 0 || own.size() == 0) return;
+    own = Range{0, r1 - r0};
+  }
+  for (Index r = own.begin; r < own.end; ++r)
     std::memcpy(ws.y.data() + r * n_out, b.y + idx[r] * n_out, sizeof(T) * std::size_t(n_out));
   if (b.w != nullptr)
-    for (Index r = 0; r < rows; ++r) ws.w[r] = b.w[idx[r]];
-  const T* w = b.w != nullptr ? ws.w.data() : nullptr;
+    for (Index r = own.begin; r < own.end; ++r) ws.w[r] = b.w[idx[r]];
   if (b.csr == nullptr) {
-    for (Index r = 0; r < rows; ++r)
+    for (Index r = own.begin; r < own.end; ++r)
       std::memcpy(ws.x.data() + r * n_in, b.x + idx[r] * n_in, sizeof(T) * std::size_t(n_in));
-    return {Input<T>{ws.x.data()}, ws.y.data(), w};
+    return;
   }
   const CsrView<T>& x = *b.csr;
   std::int64_t at = 0;
   ws.csr_indptr[0] = 0;
-  for (Index r = 0; r < rows; ++r) {
+  for (Index r = 0; r < r1 - r0; ++r) {
     const std::int64_t k0 = x.indptr[idx[r]], k1 = x.indptr[idx[r] + 1];
     std::copy(x.data + k0, x.data + k1, ws.csr_data.data() + at);
     std::copy(x.indices + k0, x.indices + k1, ws.csr_indices.data() + at);
     at += k1 - k0;
     ws.csr_indptr[r + 1] = at;
   }
-  ws.csr_view = CsrView<T>{ws.csr_data.data(), ws.csr_indices.data(), ws.csr_indptr.data(), rows, x.cols};
+  ws.csr_view = CsrView<T>{ws.csr_data.data(), ws.csr_indices.data(), ws.csr_indptr.data(), r1 - r0, x.cols};
+}
+
+template <class T>
+Slice<T> slice_of(const Batch<T>& b, Index r0, Index n_in, Index n_out, const Workspace<T>& ws) {
+  if (b.index == nullptr) {
+    const Index first = b.begin + r0;
+    Input<T> x = b.csr != nullptr ? Input<T>{nullptr, b.csr, first} : Input<T>{b.x + first * n_in};
+    return {x, b.y + first * n_out, b.w != nullptr ? b.w + first : nullptr};
+  }
+  const T* w = b.w != nullptr ? ws.w.data() : nullptr;
+  if (b.csr == nullptr) return {Input<T>{ws.x.data()}, ws.y.data(), w};
   return {Input<T>{nullptr, &ws.csr_view, 0}, ws.y.data(), w};
 }
 
@@ -77,7 +90,7 @@ template <class T>
 void size_csr_gather(Network<T>& net, const Batch<T>& b, int slices) {
   if (b.csr == nullptr || b.index == nullptr) return;
   for (int k = 0; k < slices; ++k) {
-    const parallel::Range rows = parallel::part(b.rows, k, slices);
+    const Range rows = parallel::part(b.rows, k, slices);
     std::int64_t nnz = 0;
     for (Index r = rows.begin; r < rows.end; ++r) nnz += b.csr->indptr[b.index[r] + 1] - b.csr->indptr[b.index[r]];
     Workspace<T>& ws = net.slice_workspace(k);
@@ -118,30 +131,35 @@ double add_penalties(const Network<T>& net, T* g, double l2, double l1, double s
 
 // One step over a batch (optimizer null: gradients only), in three phases:
 //
-//  A. slices    The batch's rows are cut into `slices` slices (how many:
-//               Network::prepare_slices, by parallel.hpp's rules). The team's
-//               thread t runs slices t, t + team, ...: gathers the rows, runs
-//               forward and backward into slice k's gradient buffer
-//               (slice 0's is net.grads()). Every slice is run whatever team
-//               OpenMP grants, so every buffer summed in B was written.
-//  B. reduce    net.grads() += slices 1.. , each thread over its own chunk of
-//               the parameters, in slice order (the sum does not depend on
-//               the team).
-//  C. finish    Over the same chunk: penalties, clip_value, clip_norm, the
-//               optimizer's update.
+//  A. gradients  Network::prepare_step plans it (parallel.hpp):
+//                - row slices: the batch's rows are cut into `slices` slices;
+//                  the team's thread t runs slices t, t + team, ...: gathers
+//                  the rows, runs forward and backward into slice k's
+//                  gradient buffer (slice 0's is net.grads()). Every slice
+//                  is run whatever team OpenMP grants, so every buffer summed
+//                  in B was written;
+//                - columns: the team shares one pass over the whole batch,
+//                  each thread computing its columns of every product into
+//                  net.grads() (no copies, nothing to sum);
+//                - serial: one thread.
+//  B. reduce     (slices only) net.grads() += slices 1.., each thread over
+//                its own chunk of the parameters, in slice order (the sum
+//                does not depend on the team).
+//  C. finish     Over the same chunk: penalties, clip_value, clip_norm, the
+//                optimizer's update.
 //
-// Barriers: one between A and B (B reads every slice's gradients), one inside
-// C for clip_norm (the norm needs every chunk's squares); none between B and
-// C (a thread finishes the chunk it reduced). With several slices and no hook
-// the three phases are one parallel region; a gradient hook (MPI allreduce)
-// runs between B and C, outside any region. A batch of one slice runs A on
-// the calling thread, its products split by columns (dense.hpp).
+// Barriers: between A and B/C (B and C read every thread's gradients), and
+// inside C for clip_norm (the norm needs every chunk's squares); none between
+// B and C (a thread finishes the chunk it reduced). Without a hook A, B and C
+// are one parallel region; a gradient hook (MPI allreduce) runs between B
+// and C, outside any region.
 template <class T>
 double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
             bool clip, const GradientHook<T>* hook) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const double W = weight_sum(batch);
-  const int slices = net.prepare_slices(rows);
+  const parallel::StepPlan plan = net.prepare_step(rows);
+  const int slices = plan.slices;
   size_csr_gather(net, batch, slices);
   const bool split = hook != nullptr && hook->reduce;
   const double penalty_scale = W * double(split ? hook->world_size : 1);
@@ -150,20 +168,31 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   // A step is counted (begin_step) only once it can no longer fail: here, or after
   // the hook returns — a hook that throws leaves the optimizer as it was.
   if (optimizer != nullptr && !split) optimizer->begin_step();
-  // Partial sums, added in index order afterwards: deterministic.
+  // Partial sums (per slice, or per thread of a shared pass), added in index
+  // order afterwards: deterministic for a given plan and team.
   double loss_part[kMaxThreads] = {}, penalty_part[kMaxThreads] = {}, norm_part[kMaxThreads] = {};
 
-  const auto run_slices = [&](int t, int team) {
+  const auto gradients = [&](int t, int team) {
+    if (slices == 1) {  // one pass, shared by the team
+      Workspace<T>& ws = net.slice_workspace(0);
+      gather(batch, 0, rows, n_in, n_out, ws, parallel::part(rows, t, team));
+      parallel::barrier(team);
+      const Slice<T> s = slice_of(batch, 0, n_in, n_out, ws);
+      loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
+                                          net.grads(), t, team);
+      return;
+    }
     for (int k = t; k < slices; k += team) {
-      const parallel::Range r = parallel::part(rows, k, slices);
+      const Range r = parallel::part(rows, k, slices);
       Workspace<T>& ws = net.slice_workspace(k);
-      const Slice<T> s = slice_of(batch, r.begin, r.end, n_in, n_out, ws);
+      gather(batch, r.begin, r.end, n_in, n_out, ws, Range{0, r.size()});
+      const Slice<T> s = slice_of(batch, r.begin, n_in, n_out, ws);
       loss_part[k] = net.forward_backward(s.x, s.y, r.size(), LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
                                           net.slice_grads(k));
     }
   };
   const auto reduce = [&](int t, int team) {
-    const parallel::Range c = parallel::part(P, t, team);
+    const Range c = parallel::part(P, t, team);
     T* g = net.grads();
     for (int k = 1; k < slices; ++k) {
       const T* part = net.slice_grads(k);
@@ -172,7 +201,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
     }
   };
   const auto finish = [&](int t, int team) {
-    const parallel::Range c = parallel::part(P, t, team);
+    const Range c = parallel::part(P, t, team);
     T* g = net.grads();
     if (penalize) penalty_part[t] = add_penalties(net, g, reg.l2, reg.l1, penalty_scale, c.begin, c.end);
     if (clip_value) {
@@ -197,37 +226,31 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
     }
     if (optimizer != nullptr) optimizer->update(net.params(), g, c.begin, c.end);
   };
-
   const auto batch_loss = [&] {
     double value = 0.0;
-    for (int k = 0; k < slices; ++k) value += loss_part[k];
+    for (int k = 0; k < kMaxThreads; ++k) value += loss_part[k];
     return value;
   };
+
   double value = 0.0;
-  if (slices > 1 && !split) {
-    parallel::run(slices, [&](int t, int team) {
-      run_slices(t, team);
+  if (!split) {
+    parallel::run(plan.threads, [&](int t, int team) {
+      gradients(t, team);
       parallel::barrier(team);
       reduce(t, team);
       finish(t, team);
     });
     value = batch_loss();
   } else {
-    if (slices > 1) {
-      parallel::run(slices, [&](int t, int team) {
-        run_slices(t, team);
-        parallel::barrier(team);
-        reduce(t, team);
-      });
-    } else {
-      run_slices(0, 1);
-    }
+    parallel::run(plan.threads, [&](int t, int team) {
+      gradients(t, team);
+      parallel::barrier(team);
+      reduce(t, team);
+    });
     value = batch_loss();
-    if (split) {
-      hook->reduce(net.grads(), P, &value);
-      if (optimizer != nullptr) optimizer->begin_step();
-    }
-    parallel::run(parallel::threads_for(double(P), double(parallel::kMinElements), P), finish);
+    hook->reduce(net.grads(), P, &value);
+    if (optimizer != nullptr) optimizer->begin_step();
+    parallel::run(plan.threads, finish);
   }
   double penalty = 0.0;
   for (int t = 0; t < kMaxThreads; ++t) penalty += penalty_part[t];

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <string>
 
-#include "fastmlp/parallel.hpp"
 #include "fastmlp/tensor.hpp"
 
 namespace fastmlp {
@@ -70,43 +69,40 @@ void softmax_row(const T* z, T* a, Index cols) {
   for (Index c = 0; c < cols; ++c) a[c] /= s;
 }
 
-// A[i,:] = f(Z[i,:]). A may alias Z (a backward pass of relu or leaky_relu
-// then needs Z kept elsewhere). Eigen's vectorized exp, tanh and logistic.
+// A[i,:] = f(Z[i,:]), serially (callers split rows or columns across
+// threads). A may alias Z (a backward pass of relu or leaky_relu then needs Z
+// kept elsewhere). Eigen's vectorized exp, tanh and logistic.
 template <class T>
 void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Index cols) {
-  const Index n = rows * cols;
   if (f == Activation::Softmax) {
-    parallel::for_range(rows, double(n), double(parallel::kMinElements), 1, [&](Index r0, Index r1) {
-      for (Index r = r0; r < r1; ++r) softmax_row(z + r * cols, a + r * cols, cols);
-    });
+    for (Index r = 0; r < rows; ++r) softmax_row(z + r * cols, a + r * cols, cols);
     return;
   }
-  parallel::for_elements(n, [&](Index b, Index e) {
-    ConstArrayMap<T> Z(z + b, e - b);
-    ArrayMap<T> A(a + b, e - b);
-    switch (f) {
-      case Activation::Identity:
-        if (a != z) A = Z;
-        break;
-      case Activation::Logistic:
-        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.logistic(); });
-        break;
-      case Activation::Tanh:
-        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.tanh(); });
-        break;
-      case Activation::Relu:
-        A = Z.max(T(0));
-        break;
-      case Activation::LeakyRelu:
-        A = (Z > T(0)).select(Z, slope * Z);
-        break;
-      case Activation::Exp:
-        map_aligned(z + b, a + b, e - b, [](const auto& x) { return x.exp(); });
-        break;
-      case Activation::Softmax:
-        break;
-    }
-  });
+  const Index n = rows * cols;
+  ConstArrayMap<T> Z(z, n);
+  ArrayMap<T> A(a, n);
+  switch (f) {
+    case Activation::Identity:
+      if (a != z) A = Z;
+      break;
+    case Activation::Logistic:
+      map_aligned(z, a, n, [](const auto& x) { return x.logistic(); });
+      break;
+    case Activation::Tanh:
+      map_aligned(z, a, n, [](const auto& x) { return x.tanh(); });
+      break;
+    case Activation::Relu:
+      A = Z.max(T(0));
+      break;
+    case Activation::LeakyRelu:
+      A = (Z > T(0)).select(Z, slope * Z);
+      break;
+    case Activation::Exp:
+      map_aligned(z, a, n, [](const auto& x) { return x.exp(); });
+      break;
+    case Activation::Softmax:
+      break;
+  }
 }
 
 // dZ = dA ⊙ f'(Z) for elementwise f; for softmax dZ = A ⊙ (dA − rowsum(dA ⊙ A)).
@@ -115,44 +111,60 @@ template <class T>
 void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz,
                          Index rows, Index cols) {
   if (f == Activation::Softmax) {
-    parallel::for_range(rows, double(rows * cols), double(parallel::kMinElements), 1, [&](Index r0, Index r1) {
-      for (Index r = r0; r < r1; ++r) {
-        const T* dar = da + r * cols;
-        const T* ar = a + r * cols;
-        T* dzr = dz + r * cols;
-        T s = T(0);  // in column order, as in softmax_row: independent of the address
-        for (Index c = 0; c < cols; ++c) s += dar[c] * ar[c];
-        for (Index c = 0; c < cols; ++c) dzr[c] = ar[c] * (dar[c] - s);
-      }
-    });
+    for (Index r = 0; r < rows; ++r) {
+      const T* dar = da + r * cols;
+      const T* ar = a + r * cols;
+      T* dzr = dz + r * cols;
+      T s = T(0);  // in column order, as in softmax_row: independent of the address
+      for (Index c = 0; c < cols; ++c) s += dar[c] * ar[c];
+      for (Index c = 0; c < cols; ++c) dzr[c] = ar[c] * (dar[c] - s);
+    }
     return;
   }
-  parallel::for_elements(rows * cols, [&](Index b, Index e) {
-    ConstArrayMap<T> dA(da + b, e - b), Z(z + b, e - b), A(a + b, e - b);
-    ArrayMap<T> dZ(dz + b, e - b);
-    switch (f) {
-      case Activation::Identity:
-        if (dz != da) dZ = dA;
-        break;
-      case Activation::Logistic:
-        dZ = dA * A * (T(1) - A);
-        break;
-      case Activation::Tanh:
-        dZ = dA * (T(1) - A * A);
-        break;
-      case Activation::Relu:
-        dZ = (Z > T(0)).select(dA, T(0));
-        break;
-      case Activation::LeakyRelu:
-        dZ = (Z > T(0)).select(dA, slope * dA);
-        break;
-      case Activation::Exp:
-        dZ = dA * A;
-        break;
-      case Activation::Softmax:
-        break;
-    }
-  });
+  const Index n = rows * cols;
+  ConstArrayMap<T> dA(da, n), Z(z, n), A(a, n);
+  ArrayMap<T> dZ(dz, n);
+  switch (f) {
+    case Activation::Identity:
+      if (dz != da) dZ = dA;
+      break;
+    case Activation::Logistic:
+      dZ = dA * A * (T(1) - A);
+      break;
+    case Activation::Tanh:
+      dZ = dA * (T(1) - A * A);
+      break;
+    case Activation::Relu:
+      dZ = (Z > T(0)).select(dA, T(0));
+      break;
+    case Activation::LeakyRelu:
+      dZ = (Z > T(0)).select(dA, slope * dA);
+      break;
+    case Activation::Exp:
+      dZ = dA * A;
+      break;
+    case Activation::Softmax:
+      break;
+  }
+}
+
+// The same over columns c of each row only (an elementwise f: a team that
+// shares a layer gives each thread the columns of its products).
+template <class T>
+void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Index cols, Range c) {
+  if (c.size() == cols) return activation_forward(f, slope, z, a, rows, cols);
+  for (Index r = 0; r < rows && c.size() > 0; ++r)
+    activation_forward(f, slope, z + r * cols + c.begin, a + r * cols + c.begin, 1, c.size());
+}
+
+template <class T>
+void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz, Index rows, Index cols,
+                         Range c) {
+  if (c.size() == cols) return activation_backward(f, slope, da, z, a, dz, rows, cols);
+  for (Index r = 0; r < rows && c.size() > 0; ++r) {
+    const Index at = r * cols + c.begin;
+    activation_backward(f, slope, da + at, z + at, a + at, dz + at, 1, c.size());
+  }
 }
 
 }  // namespace fastmlp

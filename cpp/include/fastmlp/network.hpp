@@ -15,6 +15,7 @@
 
 #include "fastmlp/activation.hpp"
 #include "fastmlp/loss.hpp"
+#include "fastmlp/parallel.hpp"
 #include "fastmlp/rng.hpp"
 #include "fastmlp/tensor.hpp"
 
@@ -98,17 +99,21 @@ class Network {
 
   // Forward and backward over `rows` rows of x (y: their targets) into the
   // gradient buffer g (params' layout), weighted and normalized by `scale`
-  // (loss.hpp); returns the slice's share of the batch's loss. Reads the
-  // parameters, writes ws and g only.
+  // (loss.hpp); returns this thread's share of the batch's loss. Reads the
+  // parameters, writes ws and g only. Run by thread t of a team of `team`
+  // threads that share the pass: each computes its own columns of every
+  // product and its own rows of the loss, with a barrier wherever a stage
+  // reads what others wrote (team = 1: the whole pass on this thread).
   double forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                          Workspace<T>& ws, T* g) const;
+                          Workspace<T>& ws, T* g, int t = 0, int team = 1) const;
 
-  // How many threads a batch of `rows` rows is split across (see network.cpp),
-  // with their workspaces and gradient buffers sized; allocates here only.
-  int prepare_slices(Index rows);
-  Workspace<T>& slice_workspace(int t) { return slices_[t]; }
-  // Thread t's gradient buffer: grads() for t = 0.
-  T* slice_grads(int t) { return t == 0 ? grads_.data() : slice_grads_[t - 1].data(); }
+  // How a batch of `rows` rows is split across threads (parallel.hpp:
+  // plan_step), with the slices' workspaces and gradient buffers sized;
+  // allocates here only.
+  parallel::StepPlan prepare_step(Index rows);
+  Workspace<T>& slice_workspace(int k) { return slices_[k]; }
+  // Slice k's gradient buffer: grads() for k = 0.
+  T* slice_grads(int k) { return k == 0 ? grads_.data() : slice_grads_[k - 1].data(); }
 
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
@@ -116,8 +121,8 @@ class Network {
   std::vector<std::int64_t>& epoch_order() { return order_; }
 
  private:
-  // Layer 0's Z = X·W_0 + b_0 for dense or sparse X.
-  void first_layer(const Input<T>& x, Index rows, T* z) const;
+  // Columns c of layer 0's Z = X·W_0 + b_0, for dense or sparse X.
+  void first_layer(const Input<T>& x, Index rows, T* z, Range c) const;
   void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const;
   template <class RowsOf>
   void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;

@@ -60,12 +60,22 @@ inline constexpr Index kMinSliceRows = 16;
 // Inference gives each thread at least this many rows.
 inline constexpr Index kMinForwardRows = 64;
 
-// --- Partitions
+// --- How a training step is split
 
-struct Range {
-  Index begin = 0, end = 0;
-  Index size() const { return end - begin; }
+// threads > 1 and slices = threads: row slices, one gradient buffer each,
+// summed afterwards; threads > 1 and slices = 1: one pass shared by the
+// team, every product split by columns (no gradient copies); threads = 1:
+// serial.
+struct StepPlan {
+  int threads = 1;
+  int slices = 1;
 };
+
+// The plan for a batch of `rows` rows through a network of n_params
+// parameters whose widest layer has `width` units (parallel.cpp says why).
+StepPlan plan_step(Index rows, Index n_params, Index width);
+
+// --- Partitions
 
 // Part k of `parts` contiguous parts of [0, n); inner boundaries are rounded
 // down to multiples of `align` (the last part takes the remainder).

@@ -20,33 +20,31 @@ SparseMap<T> map_csr(const CsrView<T>& x) {
   return SparseMap<T>(x.rows, x.cols, x.indptr[x.rows], x.indptr, x.indices, x.data);
 }
 
+// As dense_forward: columns c of the output only.
 template <class T>
 void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* weight, const T* bias, Index n,
-                          Index n_in, Index n_out) {
+                          Index n_in, Index n_out, Range c) {
+  if (c.size() <= 0) return;
   MatrixMap<T> o(out, n, n_out);
   ConstMatrixMap<T> w(weight, n_in, n_out);
   ConstRowVectorMap<T> b(bias, n_out);
   const auto xs = map_csr(x).middleRows(begin, n);
-  const double work = double(x.indptr[begin + n] - x.indptr[begin]) * double(n_out);
-  for_column_blocks(n_out, work, [&](Index c0, Index c1) {
-    auto oc = o.middleCols(c0, c1 - c0);
-    oc.noalias() = xs * w.middleCols(c0, c1 - c0);
-    oc.rowwise() += b.segment(c0, c1 - c0);
-  });
+  auto oc = o.middleCols(c.begin, c.size());
+  oc.noalias() = xs * w.middleCols(c.begin, c.size());
+  oc.rowwise() += b.segment(c.begin, c.size());
 }
 
+// As dense_backward_weights: columns c of dW and db only.
 template <class T>
 void sparse_dense_backward(T* dweight, T* dbias, const T* dout, const CsrView<T>& x, Index begin, Index n,
-                           Index n_in, Index n_out) {
+                           Index n_in, Index n_out, Range c) {
+  if (c.size() <= 0) return;
   ConstMatrixMap<T> d(dout, n, n_out);
   MatrixMap<T> dw(dweight, n_in, n_out);
   RowVectorMap<T> db(dbias, n_out);
   const auto xs = map_csr(x).middleRows(begin, n);
-  const double work = double(x.indptr[begin + n] - x.indptr[begin]) * double(n_out);
-  for_column_blocks(n_out, work, [&](Index c0, Index c1) {
-    dw.middleCols(c0, c1 - c0).noalias() = xs.transpose() * d.middleCols(c0, c1 - c0);
-    db.segment(c0, c1 - c0).noalias() = d.middleCols(c0, c1 - c0).colwise().sum();
-  });
+  dw.middleCols(c.begin, c.size()).noalias() = xs.transpose() * d.middleCols(c.begin, c.size());
+  db.segment(c.begin, c.size()).noalias() = d.middleCols(c.begin, c.size()).colwise().sum();
 }
 
 }  // namespace fastmlp

@@ -25,6 +25,13 @@ using RowVectorMap = Eigen::Map<RowVector<T>>;
 template <class T>
 using ConstRowVectorMap = Eigen::Map<const RowVector<T>>;
 
+// A half-open range [begin, end) of indices: a thread's share of rows,
+// columns or parameters (parallel.hpp decides the shares).
+struct Range {
+  Index begin = 0, end = 0;
+  Index size() const { return end - begin; }
+};
+
 // The most threads fastmlp asks for (parallel.hpp: thread_limit()).
 inline constexpr int kMaxThreads = 256;
 
