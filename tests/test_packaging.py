@@ -188,3 +188,12 @@ def test_distribution_metadata_is_complete():
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]
     assert any(c.startswith("License :: OSI Approved") for c in meta.get_all("Classifier"))
+
+
+def test_demo_plot_without_matplotlib_says_so_before_training(monkeypatch, capsys, tmp_path):
+    from fastmlp.__main__ import main
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    assert main(["demo", "--plot", str(tmp_path / "x.png")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "--plot needs matplotlib: pip install matplotlib"
+    assert captured.out == ""  # nothing trained

@@ -47,6 +47,14 @@ def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], mak
 
 
 def demo(plot: str | None) -> int:
+    if plot:  # before minutes of training, not after
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("--plot needs matplotlib: pip install matplotlib", file=sys.stderr)
+            return 1
     print(f"fastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads")
     Xs, ys = make_spiral(2000, n_classes=2, noise=0.1, seed=0, dtype="float32")
     spiral, spiral_curve = _problem("Two-class spiral", Xs, ys, [2, 64, 64, 2], lambda: fastmlp.Adam(0.01),
@@ -56,13 +64,6 @@ def demo(plot: str | None) -> int:
                              lambda: fastmlp.SGD(0.05, momentum=0.9, nesterov=True),
                              lambda: ref.SGD(0.05, momentum=0.9, nesterov=True), epochs=10, batch=128, every=1)
     if plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("--plot needs matplotlib: pip install matplotlib", file=sys.stderr)
-            return 1
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
         grid = np.linspace(-1.1, 1.1, 300, dtype=np.float32)
         gx, gy = np.meshgrid(grid, grid)
