@@ -28,20 +28,17 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 exec 3>&1 1>&2
 
-find_pythons() {
-  local v p root
-  root=$(pyenv root 2>/dev/null || true)
-  for v in 3.9 3.10 3.11 3.12 3.13; do
-    p=$(command -v "python$v" 2>/dev/null || true)
-    if [ -n "$p" ] && "$p" -c pass 2>/dev/null; then echo "$p"; continue; fi
-    if [ -n "$root" ]; then
-      p=$(ls -d "$root"/versions/"$v".*/bin/"python$v" 2>/dev/null | sort -V | tail -n 1 || true)
-      [ -n "$p" ] && echo "$p"
-    fi
-  done
-}
+source tools/pythons.sh
 
-if [ $# -gt 0 ]; then pythons=("$@"); else mapfile -t pythons < <(find_pythons); fi
+if [ $# -gt 0 ]; then
+  pythons=("$@")
+else
+  pythons=()
+  for v in "${SUPPORTED_PYTHONS[@]}"; do
+    p=$(find_python "$v")
+    if [ -n "$p" ]; then pythons+=("$p"); else echo "no python$v found: no wheel for it"; fi
+  done
+fi
 [ ${#pythons[@]} -gt 0 ] || { echo "no CPython 3.9-3.13 found"; exit 1; }
 
 tools=$repo/.whl/tools
