@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import re
 import shutil
 import threading
@@ -228,6 +229,16 @@ def test_download_fetches_verifies_and_caches(mirror, tmp_path, monkeypatch, dat
     assert sorted(handler.requests) == ["/mnist/t10k-images-idx3-ubyte.gz", "/mnist/t10k-labels-idx1-ubyte.gz"]
     datasets.load_mnist("mnist", "test", download=True)  # cached: nothing fetched again
     assert len(handler.requests) == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in folder.iterdir())  # not mkstemp's 0600
+
+
+def test_a_file_url_mirror_works(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("FASTMLP_DATA_MIRROR", data_dir.as_uri())
+    _, y = datasets.load_mnist("fashion-mnist", "test", tmp_path / "fm", download=True)
+    _, y_ref = datasets.load_mnist("fashion-mnist", "test", data_dir / "fashion-mnist")
+    np.testing.assert_array_equal(y, y_ref)
 
 
 def _assert_download_fails(folder, match, kept=()):

@@ -110,6 +110,9 @@ def _fetch(url: str, target: Path, md5: str) -> None:
         if digest.hexdigest() != md5:
             raise OSError(f"{url}: MD5 {digest.hexdigest()} differs from the published {md5} "
                           "(a corrupt or different file); nothing was saved")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared cache from others
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
