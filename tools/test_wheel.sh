@@ -14,15 +14,18 @@
 #      compare the compiled kernels with the NumPy reference (or finite
 #      differences, scikit-learn parity, sparse vs dense) plus the dispatch tests
 #      (FASTMLP_FULL_VARIANT_TESTS=1: the full suite for each instead).
-# On every other interpreter: `import fastmlp` time, then those kernel-vs-reference
-# and dispatch tests on the variant it picks.
+# On every other interpreter: `import fastmlp` time, then the kernel-vs-reference
+# and dispatch tests (not scikit-learn parity) on the variant it picks.
 #
 #   tools/test_wheel.sh dist/fastmlp-*.whl
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 source "$repo/tools/pythons.sh"
 full=${FULL_SUITE_PYTHON:-$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
-subset="reference or finite_differences or parity or sparse or dispatch or variant or chosen or build_info or stubs"
+subset="reference or finite_differences or sparse or dispatch or variant or chosen or build_info or stubs"
+# scikit-learn parity needs scikit-learn >= 1.7 (MLP sample_weight, loss='poisson'),
+# which no longer supports Python 3.9: it runs with the full suite.
+full_subset="$subset or parity"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export FASTMLP_TEST_INSTALLED=1
@@ -82,7 +85,7 @@ for whl in "$@"; do
     if [[ "${FASTMLP_FULL_VARIANT_TESTS:-0}" == 1 ]]; then
       FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests"
     else
-      FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests" -k "$subset"
+      FASTMLP_CPU=$variant "${pytest[@]}" "$repo/tests" -k "$full_subset"
     fi
   done
   echo "=== $tag: tested in $((SECONDS - start)) s"
