@@ -41,8 +41,9 @@ import_time() {
   echo "=== $1: import fastmlp: $((best / 1000)) ms"
 }
 
-for whl in "$@"; do
-  wheel=$(realpath "$whl")
+wheels=()
+for whl in "$@"; do wheels+=("$(realpath "$whl")"); done  # before any cd
+for wheel in "${wheels[@]}"; do
   tag=$(basename "$wheel" | cut -d- -f3)  # cp311
   version="${tag:2:1}.${tag:3}"
   python=$(find_python "$version")
