@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
+import os
 import re
 import shutil
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -151,10 +155,122 @@ def test_load_mnist_uses_fastmlp_data(fake_mnist, monkeypatch):
     np.testing.assert_array_equal(y, arrays["test"][1])
 
 
-def test_load_mnist_without_a_folder_says_what_to_do(monkeypatch):
+def test_load_mnist_without_files_says_where_it_looked_and_what_to_do(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTMLP_DATA", raising=False)
-    with pytest.raises(FileNotFoundError, match="pass path=.*FASTMLP_DATA"):
+    monkeypatch.setattr(datasets.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert datasets.data_home() == tmp_path / "cache" / "fastmlp"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "cache" / "fastmlp" / "mnist")) +
+                       r".*download=True"):
         datasets.load_mnist("mnist", "train")
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_published_checksums_are_those_of_the_shared_copies(data_dir):
+    for name, files in datasets.MNIST_MD5.items():
+        for file, md5 in files.items():
+            assert datasets._md5(data_dir / name / file) == md5, f"{name}/{file}"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the mirror folder; a file named in `truncate` is announced whole but cut in half."""
+    truncate: frozenset = frozenset()
+    requests: list
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.requests.append(self.path)
+        if self.path.lstrip("/") in self.truncate:
+            body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path, data_dir, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving copies of MNIST's test files as <base>/mnist/<file>,
+    set as $FASTMLP_DATA_MIRROR; yields (root folder, handler class). Stops when the test ends."""
+    root = tmp_path / "mirror"
+    (root / "mnist").mkdir(parents=True)
+    for file in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(data_dir / "mnist" / file, root / "mnist" / file)
+    handler = type("Handler", (_Handler,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("FASTMLP_DATA_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
+    monkeypatch.setattr(datasets, "_DOWNLOAD_TIMEOUT", 10.0)
+    try:
+        yield root, handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_download_fetches_verifies_and_caches(mirror, tmp_path, monkeypatch, data_dir):
+    _, handler = mirror
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "cache"))
+    X, y = datasets.load_mnist("mnist", "test", download=True)
+    folder = tmp_path / "cache" / "mnist"
+    assert sorted(p.name for p in folder.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    X_ref, y_ref = datasets.load_mnist("mnist", "test", data_dir / "mnist")
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert sorted(handler.requests) == ["/mnist/t10k-images-idx3-ubyte.gz", "/mnist/t10k-labels-idx1-ubyte.gz"]
+    datasets.load_mnist("mnist", "test", download=True)  # cached: nothing fetched again
+    assert len(handler.requests) == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in folder.iterdir())  # not mkstemp's 0600
+
+
+def test_a_file_url_mirror_works(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("FASTMLP_DATA_MIRROR", data_dir.as_uri())
+    _, y = datasets.load_mnist("fashion-mnist", "test", tmp_path / "fm", download=True)
+    _, y_ref = datasets.load_mnist("fashion-mnist", "test", data_dir / "fashion-mnist")
+    np.testing.assert_array_equal(y, y_ref)
+
+
+def _assert_download_fails(folder, match, kept=()):
+    """The download fails with `match`; only the files in `kept` (verified ones) are left behind:
+    nothing under the failed file's name, no temporary file."""
+    with pytest.raises(OSError, match=match):
+        datasets.load_mnist("mnist", "test", folder, download=True)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
+
+
+def test_a_corrupt_download_is_rejected_and_not_kept(mirror, tmp_path):
+    root, _ = mirror
+    images = root / "mnist" / "t10k-images-idx3-ubyte.gz"
+    corrupt = bytearray(images.read_bytes())
+    corrupt[1000] ^= 0xFF
+    images.write_bytes(bytes(corrupt))
+    _assert_download_fails(tmp_path / "out", r"t10k-images-idx3-ubyte.gz: MD5 [0-9a-f]{32} differs from the "
+                                              r"published 9fb629c4189551a2d022fa330f9573f3")
+
+
+def test_a_truncated_download_is_rejected_and_not_kept(mirror, tmp_path):
+    root, handler = mirror
+    handler.truncate = frozenset({"mnist/t10k-images-idx3-ubyte.gz"})
+    size = (root / "mnist" / "t10k-images-idx3-ubyte.gz").stat().st_size
+    _assert_download_fails(tmp_path / "out", rf"download truncated: got {size // 2} of {size} bytes")
+
+
+def test_a_missing_file_on_the_mirror_says_what_to_do(mirror, tmp_path):
+    root, _ = mirror
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    _assert_download_fails(tmp_path / "out", r"(?s)could not download t10k-labels-idx1-ubyte.gz of 'mnist'.*"
+                                              r"404.*FASTMLP_DATA_MIRROR", kept=["t10k-images-idx3-ubyte.gz"])
 
 
 def test_load_mnist_rejects_bad_arguments(fake_mnist, tmp_path):
@@ -240,11 +356,11 @@ def test_make_spiral_arms_interleave():
         assert np.ptp(angles) > 6
 
 
-def test_make_classification():
-    X, y = datasets.make_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
+def test_make_blobs_classification():
+    X, y = datasets.make_blobs_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
     assert X.shape == (1000, 20) and X.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(y), [100] * 10)
-    X2, y2 = datasets.make_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
+    X2, y2 = datasets.make_blobs_classification(1000, 20, 10, seed=0, dtype="float32", class_sep=3.0)
     np.testing.assert_array_equal(X, X2)
     np.testing.assert_array_equal(y, y2)
     # Learnable: the nearest class mean of the first half classifies the second half.
@@ -253,10 +369,18 @@ def test_make_classification():
     assert np.mean(distances.argmin(axis=1) == y[500:]) > 0.9
 
 
+def test_make_classification_is_a_deprecated_alias():
+    with pytest.warns(FutureWarning, match="make_blobs_classification"):
+        X, y = datasets.make_classification(50, 3, 2, seed=1)
+    X2, y2 = datasets.make_blobs_classification(50, 3, 2, seed=1)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+
+
 def test_synthetic_data_rejects_bad_sizes():
     with pytest.raises(ValueError, match="n_samples"):
         datasets.make_spiral(2, 3)
     with pytest.raises(ValueError, match="n_classes"):
-        datasets.make_classification(10, 2, 0)
+        datasets.make_blobs_classification(10, 2, 0)
     with pytest.raises(ValueError, match="n_features"):
-        datasets.make_classification(10, 0, 2)
+        datasets.make_blobs_classification(10, 0, 2)

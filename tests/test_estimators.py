@@ -131,6 +131,10 @@ def test_verbose_prints_scikit_learns_lines_and_a_progress_bar(blobs, capsys):
     _quiet_fit(MLPClassifier((4,), max_iter=2, verbose=2, random_state=0), X, y)
     captured = capsys.readouterr()
     assert "samples/s" in captured.err and "Iteration" not in captured.out
+    # stderr is not a terminal here: one plain line per epoch, no carriage returns, no tqdm bar.
+    lines = captured.err.splitlines()
+    assert "\r" not in captured.err and len(lines) == 2
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
 
 
 def test_tol_stopping_and_convergence_warning(blobs):

@@ -53,8 +53,36 @@ def test_show_config_names_version_variant_reason_build_threads_and_extras():
 
 def test_show_config_reports_a_missing_extra(monkeypatch):
     from fastmlp import _config
-    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    monkeypatch.setitem(_config.EXTRAS, "torch", "no-such-distribution-fastmlp-test")
     assert _config._extra("torch") == "not installed"
+
+
+HEAVY = ("sklearn", "scipy", "pandas", "matplotlib", "tqdm", "mpi4py", "torch", "onnx", "onnxruntime")
+
+
+def _modules_after(code: str) -> set[str]:
+    """The top-level packages imported, in a fresh interpreter, by `code`."""
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_import_fastmlp_imports_no_heavy_optional_package():
+    # Network, optimizers, show_config() and `python -m fastmlp info` need none of them.
+    loaded = _modules_after("import fastmlp; fastmlp.Network([2, 3, 1]); fastmlp.show_config()")
+    assert "fastmlp" in loaded and "numpy" in loaded
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_the_estimators_are_imported_on_first_use_and_are_sklearn_estimators():
+    loaded = _modules_after("import fastmlp; fastmlp.MLPClassifier")
+    assert "sklearn" in loaded  # a test requirement: the estimators then subclass its BaseEstimator
+    from sklearn.base import BaseEstimator
+    assert issubclass(fastmlp.MLPClassifier, BaseEstimator)
+    assert fastmlp.MLPRegressor.__module__ == "fastmlp.estimators"
+    assert {"MLPClassifier", "MLPRegressor", "ConvergenceWarning"} <= set(dir(fastmlp))
+    with pytest.raises(AttributeError, match="no attribute 'MLPClassifer'"):
+        fastmlp.MLPClassifer  # noqa: B018
 
 
 def test_python_m_fastmlp_info_prints_show_config(tmp_path):
@@ -156,7 +184,16 @@ def test_distribution_metadata_is_complete():
     assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
     assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
     assert meta["Description-Content-Type"] == "text/markdown"
-    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi"}
+    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi", "progress", "onnx", "torch"}
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]
     assert any(c.startswith("License :: OSI Approved") for c in meta.get_all("Classifier"))
+
+
+def test_demo_plot_without_matplotlib_says_so_before_training(monkeypatch, capsys, tmp_path):
+    from fastmlp.__main__ import main
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    assert main(["demo", "--plot", str(tmp_path / "x.png")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "--plot needs matplotlib: pip install matplotlib"
+    assert captured.out == ""  # nothing trained

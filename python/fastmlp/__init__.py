@@ -7,6 +7,7 @@ formulas.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import TYPE_CHECKING, Any
 
 # First of all: choose the compiled core this CPU can run and register it as
 # fastmlp._core, before any submodule does `from . import _core`.
@@ -19,9 +20,28 @@ from ._config import show_config  # noqa: E402
 from .network import Network  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from .schedules import Schedule  # noqa: E402
-from ._compat import ConvergenceWarning  # noqa: E402
-from .estimators import MLPClassifier, MLPRegressor  # noqa: E402
 from .io import load  # noqa: E402
+
+if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports them on first use
+    from ._compat import ConvergenceWarning
+    from .estimators import MLPClassifier, MLPRegressor
+
+# `import fastmlp` stays light (NumPy and the compiled core): the estimators, and
+# with them scikit-learn (when installed), are imported on first use of these names.
+_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators", "ConvergenceWarning": "_compat"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 try:
     __version__: str = _version("fastmlp")

@@ -10,7 +10,7 @@ import numpy as np
 
 import fastmlp
 from fastmlp import reference as ref
-from fastmlp.datasets import make_classification, make_spiral
+from fastmlp.datasets import make_blobs_classification, make_spiral
 
 
 def _train(name: str, epoch: Callable[[], float], predict: Callable[[], np.ndarray], y: np.ndarray,
@@ -47,15 +47,7 @@ def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], mak
 
 
 def demo(plot: str | None) -> int:
-    print(f"fastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads")
-    Xs, ys = make_spiral(2000, n_classes=2, noise=0.1, seed=0, dtype="float32")
-    spiral, spiral_curve = _problem("Two-class spiral", Xs, ys, [2, 64, 64, 2], lambda: fastmlp.Adam(0.01),
-                                    lambda: ref.Adam(0.01), epochs=100, batch=64, every=20)
-    Xc, yc = make_classification(20000, n_features=20, n_classes=10, seed=0, dtype="float32")
-    _, blob_curve = _problem("Ten-class problem", Xc, yc, [20, 128, 64, 10],
-                             lambda: fastmlp.SGD(0.05, momentum=0.9, nesterov=True),
-                             lambda: ref.SGD(0.05, momentum=0.9, nesterov=True), epochs=10, batch=128, every=1)
-    if plot:
+    if plot:  # before minutes of training, not after
         try:
             import matplotlib
             matplotlib.use("Agg")
@@ -63,6 +55,15 @@ def demo(plot: str | None) -> int:
         except ImportError:
             print("--plot needs matplotlib: pip install matplotlib", file=sys.stderr)
             return 1
+    print(f"fastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads")
+    Xs, ys = make_spiral(2000, n_classes=2, noise=0.1, seed=0, dtype="float32")
+    spiral, spiral_curve = _problem("Two-class spiral", Xs, ys, [2, 64, 64, 2], lambda: fastmlp.Adam(0.01),
+                                    lambda: ref.Adam(0.01), epochs=100, batch=64, every=20)
+    Xc, yc = make_blobs_classification(20000, n_features=20, n_classes=10, seed=0, dtype="float32")
+    _, blob_curve = _problem("Ten-class problem", Xc, yc, [20, 128, 64, 10],
+                             lambda: fastmlp.SGD(0.05, momentum=0.9, nesterov=True),
+                             lambda: ref.SGD(0.05, momentum=0.9, nesterov=True), epochs=10, batch=128, every=1)
+    if plot:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
         grid = np.linspace(-1.1, 1.1, 300, dtype=np.float32)
         gx, gy = np.meshgrid(grid, grid)

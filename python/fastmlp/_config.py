@@ -1,7 +1,7 @@
 """``fastmlp.show_config()``: what a bug report should start with."""
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import os
 import platform
 import sys
@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 # Optional packages that fastmlp works with: import name -> distribution (pip) name.
 EXTRAS = {"sklearn": "scikit-learn", "scipy": "scipy", "torch": "torch", "mpi4py": "mpi4py",
-          "matplotlib": "matplotlib"}
+          "matplotlib": "matplotlib", "tqdm": "tqdm", "onnx": "onnx", "onnxruntime": "onnxruntime"}
 
 
 def _openmp_version(date: int) -> str:
@@ -18,14 +18,12 @@ def _openmp_version(date: int) -> str:
 
 
 def _extra(module: str) -> str:
-    """The version of an optional package if it imports, else why not."""
+    """The installed version of an optional package, read from its distribution's metadata:
+    never imported (importing PyTorch alone takes seconds)."""
     try:
-        mod = importlib.import_module(module)
-    except ImportError:
+        return importlib.metadata.version(EXTRAS[module])
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
-    except Exception as exc:  # a broken install is worth reporting, not crashing over
-        return f"fails to import: {type(exc).__name__}: {exc}"
-    return str(getattr(mod, "__version__", "installed"))
 
 
 def config() -> dict[str, Any]:
@@ -69,7 +67,8 @@ def show_config(file: TextIO | None = None) -> None:
     in use, with the reason (``auto``, forced by ``FASTMLP_CPU``, or a build
     for one machine); compiler and flags; Eigen's version and SIMD level;
     OpenMP's version and the thread count; and which optional packages
-    (scikit-learn, SciPy, PyTorch, mpi4py, Matplotlib) import. Paste it into
+    (scikit-learn, SciPy, PyTorch, mpi4py, Matplotlib, tqdm, ONNX) are installed,
+    from their metadata, without importing them. Paste it into
     every bug report.
     """
     out = sys.stdout if file is None else file

@@ -1,4 +1,5 @@
-"""Datasets: MNIST-style IDX files and small seeded synthetic problems.
+"""Datasets: MNIST and Fashion-MNIST (downloaded on request, checksums verified),
+IDX files, and small seeded synthetic problems.
 
 Needs only NumPy and the standard library.
 """
@@ -6,14 +7,20 @@ Needs only NumPy and the standard library.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_idx", "load_mnist", "make_classification", "make_spiral"]
+__all__ = ["load_idx", "load_mnist", "data_home", "make_blobs_classification", "make_spiral"]
 
 # IDX element types: type byte -> big-endian NumPy dtype.
 _IDX_DTYPES = {
@@ -33,6 +40,107 @@ _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+# Where each data set is published, tried in order, and the MD5 of each file as
+# its publishers list it. MNIST's home page (yann.lecun.com) no longer serves the
+# files reliably; the two mirrors below are the ones TensorFlow and PyTorch use.
+MNIST_URLS = {
+    "mnist": ("https://storage.googleapis.com/cvdf-datasets/mnist/",
+              "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+}
+MNIST_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+_DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before a download is given up
+
+
+def data_home() -> Path:
+    """The folder that holds ``mnist/`` and ``fashion-mnist/``.
+
+    ``$FASTMLP_DATA`` if set, else the platform's user cache folder:
+    ``$XDG_CACHE_HOME/fastmlp`` (default ``~/.cache/fastmlp``) on Linux,
+    ``~/Library/Caches/fastmlp`` on macOS, ``%LOCALAPPDATA%\\fastmlp\\Cache``
+    on Windows.
+    """
+    root = os.environ.get("FASTMLP_DATA")
+    if root:
+        return Path(root)
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "fastmlp" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "fastmlp"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastmlp"
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, target: Path, md5: str) -> None:
+    """Downloads url to target: into a temporary file beside it, checked (length, MD5), then
+    renamed, so that target is either absent or complete and verified."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest, size = hashlib.md5(usedforsecurity=False), 0
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
+            declared = response.headers.get("Content-Length")
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                digest.update(block)
+                size += len(block)
+        if declared is not None and size != int(declared):
+            raise OSError(f"{url}: download truncated: got {size} of {declared} bytes; nothing was saved")
+        if digest.hexdigest() != md5:
+            raise OSError(f"{url}: MD5 {digest.hexdigest()} differs from the published {md5} "
+                          "(a corrupt or different file); nothing was saved")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared cache from others
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(name: str, files: tuple[str, ...], folder: Path) -> None:
+    """Fetches the missing ones of `files` into folder, from $FASTMLP_DATA_MIRROR/<name>/ when
+    that is set, else from the published locations (the next one when one fails)."""
+    mirror = os.environ.get("FASTMLP_DATA_MIRROR")
+    bases = (mirror.rstrip("/") + f"/{name}/",) if mirror else MNIST_URLS[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        target = folder / file
+        if target.is_file():
+            continue
+        errors = []
+        for base in bases:
+            url = base + file
+            print(f"fastmlp: downloading {url} to {folder}", file=sys.stderr)
+            try:
+                _fetch(url, target, MNIST_MD5[name][file])
+                break
+            except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+                errors.append(f"{url}: {exc}" if isinstance(exc, urllib.error.URLError) else str(exc))
+        else:
+            raise OSError(f"could not download {file} of {name!r}:\n  " + "\n  ".join(errors) +
+                          "\nSet FASTMLP_DATA_MIRROR to a base URL serving <name>/<file>, or put the files in "
+                          f"{folder} yourself")
 
 
 def load_idx(path: str | os.PathLike) -> np.ndarray:
@@ -109,18 +217,20 @@ def _find_idx_file(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"neither {stem}.gz nor {stem} found in {folder}")
+    raise FileNotFoundError(f"neither {stem}.gz nor {stem} found in {folder}; load_mnist(..., download=True) "
+                            "fetches them")
 
 
 def load_mnist(
     name: str = "mnist",
     split: str = "train",
     path: str | os.PathLike | None = None,
+    download: bool = False,
     *,
     dtype="float32",
     normalize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load MNIST or Fashion-MNIST from the original IDX files.
+    """Load MNIST or Fashion-MNIST from the original IDX files, downloading them if asked.
 
     Parameters
     ----------
@@ -131,7 +241,16 @@ def load_mnist(
         The folder holding the four files ``train-images-idx3-ubyte.gz``,
         ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
         ``t10k-labels-idx1-ubyte.gz`` (gzip-compressed or not). Defaults to
-        ``$FASTMLP_DATA/<name>``.
+        ``data_home()/<name>``: ``$FASTMLP_DATA/<name>``, else the user cache
+        folder (``~/.cache/fastmlp/<name>`` on Linux).
+    download : bool, default=False
+        Fetch the split's two files when they are missing: from
+        ``$FASTMLP_DATA_MIRROR/<name>/<file>`` when that base URL is set (a
+        proxy, or a local copy laid out as ``mnist/``, ``fashion-mnist/``),
+        else from the published locations (:data:`MNIST_URLS`). Each file is
+        written under a temporary name, its published MD5
+        (:data:`MNIST_MD5`) checked, and only then renamed: a truncated or
+        corrupt download raises ``OSError`` and leaves nothing behind.
     dtype : dtype, default="float32"
         The dtype of ``X``.
     normalize : bool, default=True
@@ -154,18 +273,12 @@ def load_mnist(
     dtype = np.dtype(dtype)
     if normalize and dtype.kind != "f":
         raise ValueError(f"normalize=True needs a floating dtype; got dtype {dtype}")
-    if path is None:
-        root = os.environ.get("FASTMLP_DATA")
-        if not root:
-            raise FileNotFoundError(
-                f"no folder given for {name!r}: pass path=<folder with the IDX files> "
-                "or set the environment variable FASTMLP_DATA to the folder that holds "
-                f"'{name}/'"
-            )
-        path = Path(root) / name
-    folder = Path(path)
-
+    folder = data_home() / name if path is None else Path(path)
     images_stem, labels_stem = _MNIST_FILES[split]
+    if download:
+        # (an uncompressed copy counts as present)
+        _download(name, tuple(f"{stem}.gz" for stem in (images_stem, labels_stem)
+                              if not (folder / stem).is_file()), folder)
     images_file = _find_idx_file(folder, images_stem)
     labels_file = _find_idx_file(folder, labels_stem)
     images = load_idx(images_file)
@@ -239,7 +352,7 @@ def make_spiral(
     return X[perm].astype(dtype), y[perm]
 
 
-def make_classification(
+def make_blobs_classification(
     n_samples: int = 1000,
     n_features: int = 20,
     n_classes: int = 10,
@@ -278,3 +391,12 @@ def make_classification(
     centres = class_sep * rng.standard_normal((n_classes, n_features))
     X = centres[y] + rng.standard_normal((n_samples, n_features))
     return X.astype(dtype), y
+
+
+def make_classification(*args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Deprecated: renamed :func:`make_blobs_classification` (same arguments), so as not to
+    be mistaken for scikit-learn's ``make_classification``, whose signature differs."""
+    warnings.warn("fastmlp.datasets.make_classification is deprecated: it is now make_blobs_classification "
+                  "(same arguments; scikit-learn's make_classification is a different function)",
+                  FutureWarning, stacklevel=2)
+    return make_blobs_classification(*args, **kwargs)

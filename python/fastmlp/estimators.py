@@ -807,6 +807,11 @@ class _BaseMLP(BaseEstimator):
         from .io import save
         save(self, path)
 
+    def summary(self, file: Any = None) -> None:
+        """Prints the fitted network's layers: shapes, parameters, activations (:meth:`Network.summary`)."""
+        self._check_fitted()
+        self._network().summary(file=file, title=f"{type(self).__name__} (fitted, dtype {self._network().dtype})")
+
     def to_sklearn(self) -> Any:
         """A fitted scikit-learn estimator with the same parameters and weights (needs scikit-learn)."""
         from .io import to_sklearn
@@ -814,15 +819,20 @@ class _BaseMLP(BaseEstimator):
 
 
 class _ProgressBar:
-    """verbose=2: tqdm over the epochs when installed, else one rewritten line on stderr."""
+    """verbose=2 on stderr: on a terminal, tqdm over the epochs (the ``fastmlp[progress]``
+    extra) or else one rewritten line; otherwise (a log file, a pipe, a notebook's
+    captured stream) one plain line per epoch."""
 
     def __init__(self, total: int, incremental: bool) -> None:
-        try:
-            from tqdm.auto import tqdm
+        self._bar = None
+        self._total = total
+        self._live = sys.stderr.isatty()
+        if self._live:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
             self._bar = tqdm(total=1 if incremental else total, unit="epoch")
-        except ImportError:
-            self._bar = None
-            self._total = total
 
     def update(self, m: dict[str, Any]) -> None:
         text = f"loss={m['loss']:.5g} samples/s={m['samples_per_second']:.3g}"
@@ -832,13 +842,14 @@ class _ProgressBar:
             self._bar.set_postfix_str(text, refresh=False)
             self._bar.update(1)
         else:
-            sys.stderr.write(f"\repoch {m['epoch']}/{self._total} {text}")
+            line = f"epoch {m['epoch']}/{self._total} {text}"
+            sys.stderr.write(f"\r{line}" if self._live else f"{line}\n")
             sys.stderr.flush()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self._live:
             sys.stderr.write("\n")
 
 
