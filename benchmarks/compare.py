@@ -679,8 +679,8 @@ except Exception:
     out["torch"] = "n/a"
 try:
     from threadpoolctl import threadpool_info
-    out["numpy"] = ", ".join(f"{i['internal_api']} {i.get('architecture')}"
-                             for i in threadpool_info() if i["user_api"] == "blas") or "?"
+    out["numpy"] = ", ".join(dict.fromkeys(f"{i['internal_api']} {i.get('architecture')}"
+                             for i in threadpool_info() if i["user_api"] == "blas")) or "?"
 except ImportError:
     out["numpy"] = "? (threadpoolctl not installed)"
 print(json.dumps(out))
