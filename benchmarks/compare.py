@@ -3,12 +3,18 @@
 
 Peers: fastmlp's Network and estimators, PyTorch eager, scikit-learn and
 fastmlp's NumPy reference.  Every (peer, workload, thread count) runs in a
-fresh worker subprocess; repetitions are interleaved across the peers of a
-workload because a shared machine's speed drifts.  The result is a markdown
-table on stdout; --json and --plot write the raw numbers and a chart.
+fresh worker subprocess, and the peers of a (workload, thread count) run one
+after another: a worker is started, warmed up, timed for all its repetitions
+and has exited before the next one starts, so no idle peer's threads spin
+beside the one being timed (--interleave: the old way, all peers' workers
+alive at once and their repetitions interleaved).  Each row of the markdown
+table is printed as soon as it is measured, and --json FILE is rewritten after
+every row, so a timeout or a kill loses nothing already measured.  --cpu avx2
+forces the AVX2 code paths of fastmlp, PyTorch and NumPy on an AVX-512 CPU.
 
     python benchmarks/compare.py --quick
     python benchmarks/compare.py --threads 1,2 --json out.json --plot out.png
+    python benchmarks/compare.py --cpu avx2 --json avx2.json
     python benchmarks/compare.py --worker torch mnist-sgd --threads 1   # one JSON line
 """
 from __future__ import annotations
@@ -38,6 +44,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 PEER_NAMES = ("fastmlp", "fastmlp-est", "torch", "sklearn", "numpy")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# --cpu CLASS: the environment that makes every peer run that instruction-set class.
+CPU_ENV = {"avx2": {"FASTMLP_CPU": "avx2",               # fastmlp's avx2 core (dispatch build)
+                    "ATEN_CPU_CAPABILITY": "avx2",       # PyTorch's own kernels
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2",   # PyTorch's MKL GEMM
+                    "OPENBLAS_CORETYPE": "Haswell"}}     # NumPy's OpenBLAS (an AVX2 core type)
+GEMM_LIBS = ("fastmlp", "numpy", "torch")   # one worker each, one after another
 SETTLE_S = 0.05  # pause between timed runs so the previous worker's threads go idle
 
 
@@ -116,6 +128,18 @@ def import_fastmlp(threads: int):
     return fastmlp
 
 
+def fastmlp_variant(fastmlp) -> str:
+    sel = getattr(fastmlp, "_selection", None)
+    return getattr(sel, "variant", "") or "?"
+
+
+def torch_capability(torch) -> str:
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # an old torch
+        return "?"
+
+
 def load_reference():
     """fastmlp.reference, or the file in this checkout when fastmlp is not importable."""
     try:
@@ -172,6 +196,9 @@ class TorchPeer(Peer):
 
     def prepare(self, X, y):
         return self.torch.from_numpy(X), self.torch.from_numpy(y)
+
+    def describe(self):
+        return {"cpu_capability": torch_capability(self.torch)}
 
     def train_epoch(self, X, y):
         perm = self.torch.randperm(len(X))
@@ -256,7 +283,8 @@ class FastmlpPeer(Peer):
 
     def describe(self):
         return {"dtype": str(getattr(self.net, "dtype", "?")),
-                "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)()}
+                "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)(),
+                "variant": fastmlp_variant(self.fastmlp)}
 
 
 class NumpyPeer(Peer):
@@ -360,18 +388,29 @@ def protocol_stream():
     return send
 
 
-def thread_env(threads: int) -> dict:
-    return {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+def worker_env(threads: int, cpu: str | None = None) -> dict:
+    """This environment plus the thread-count variables and --cpu's forcing variables."""
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    if cpu:
+        env.update(CPU_ENV[cpu])
+    return env
 
 
-def ensure_thread_env(threads: int):
-    """Re-exec with the thread variables set: BLAS reads them when numpy loads."""
-    if any(os.environ.get(v) != str(threads) for v in THREAD_VARS):
-        os.execve(sys.executable, [sys.executable, *sys.argv], thread_env(threads))
+def inherited_forcing() -> dict:
+    """Forcing variables already set in the caller's environment (they reach the workers)."""
+    names = sorted({n for forcing in CPU_ENV.values() for n in forcing})
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def ensure_worker_env(threads: int, cpu: str | None):
+    """Re-exec with the thread (and --cpu) variables set: BLAS reads them when numpy loads."""
+    env = worker_env(threads, cpu)
+    if any(os.environ.get(k) != env.get(k) for k in (*THREAD_VARS, *CPU_ENV.get(cpu or "", {}))):
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def worker_main(args) -> int:
-    ensure_thread_env(args.threads)
+    ensure_worker_env(args.threads, args.cpu)
     send = protocol_stream()
     peer, workload = args.worker
     try:
@@ -398,27 +437,64 @@ def worker_main(args) -> int:
 
 
 def gemm_worker_main(args) -> int:
-    """Best float32 GEMM GFLOP/s of torch.mm and numpy @ at 1024³ and 2048³."""
-    ensure_thread_env(args.threads)
+    """Best float32 GFLOP/s of one library's n×n product at n = 1024 and 2048.
+
+    numpy: ``a @ b``; torch: ``torch.mm``; fastmlp: ``Network([n, n]).forward(X)``
+    with identity activations (one n³ GEMM plus a bias add).  One library per
+    process, so no other library's idle threads spin beside it.
+    """
+    ensure_worker_env(args.threads, args.cpu)
     send = protocol_stream()
-    result = {}
-    libs = {"numpy": lambda a, b: a @ b}
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-        libs["torch"] = lambda a, b: torch.mm(torch.from_numpy(a), torch.from_numpy(b))
-    except ImportError:
-        pass
+    lib = args.gemm_worker
     rng = np.random.default_rng(0)
+    try:
+        if lib == "numpy":
+            def product(n):
+                b = rng.standard_normal((n, n), dtype=np.float32)
+                return lambda a: a @ b
+            info = {"version": np.__version__, "blas": blas_info()}
+        elif lib == "torch":
+            torch = require("torch")
+            torch.set_num_threads(args.threads)
+
+            def product(n):
+                b = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
+                return lambda a: torch.mm(a, b)
+            info = {"version": torch.__version__, "cpu_capability": torch_capability(torch)}
+        else:
+            fastmlp = import_fastmlp(args.threads)
+
+            def product(n):
+                net = fastmlp.Network([n, n], activation="identity", output_activation="identity",
+                                      dtype="float32", seed=0)
+                return net.forward
+            info = {"version": getattr(fastmlp, "__version__", ""),
+                    "variant": fastmlp_variant(fastmlp)}
+    except NotAvailable as e:
+        send({"status": "n/a", "reason": str(e)})
+        return 0
+    result = {}
     for n in (1024, 2048):
-        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-        for lib, mm in libs.items():
-            mm(a, b)
-            tries = (4 if n == 2048 else 12) // (2 if args.quick else 1)
-            best = min(timed(mm, a, b) for _ in range(tries))
-            result[f"{lib} {n}³"] = 2 * n**3 / best / 1e9
-    send(result)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        if lib == "torch":
+            a = torch.from_numpy(a)
+        mm = product(n)
+        mm(a)
+        tries = (4 if n == 2048 else 12) // (2 if args.quick else 1)
+        best = min(timed(mm, a) for _ in range(tries))
+        result[f"{lib} {n}³"] = 2 * n**3 / best / 1e9
+    send({"status": "ok", "gflops": result, "info": info})
     return 0
+
+
+def blas_info() -> list:
+    """threadpoolctl's view of the loaded BLAS (its architecture shows OPENBLAS_CORETYPE)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for i in threadpool_info()]
 
 
 def timed(fn, *args) -> float:
@@ -436,12 +512,13 @@ class WorkerError(Exception):
 class Worker:
     """A worker subprocess answering one JSON line per request, each within a timeout."""
 
-    def __init__(self, argv: list[str], threads: int, timeout: float):
+    def __init__(self, argv: list[str], threads: int, timeout: float, cpu: str | None = None):
         self.timeout = timeout
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        argv = [*argv, "--cpu", cpu] if cpu else argv
         self.proc = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     env=thread_env(threads))
+                                     env=worker_env(threads, cpu))
 
     def request(self, command: str | None = None) -> dict:
         try:
@@ -500,12 +577,17 @@ class Row:
                 "gflops": w.flops_per_sample * rate / 1e9}
 
 
-def run_workload(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
-    """Start the peers' workers, warm each up in turn, then interleave the repetitions."""
+def run_group(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
+    """Start the peers' workers, warm each up in turn, then interleave the repetitions.
+
+    With one peer (the default, see run_workload) this is: start its worker,
+    warm up, time all repetitions, wait for the worker to exit.
+    """
     rows = {p: Row(w.name, threads, p) for p in peers}
     flags = ["--threads", str(threads), "--wide-seconds", str(args.wide_seconds), "--serve"]
     flags += ["--quick"] if args.quick else []
-    workers = {p: Worker(["--worker", p, w.name, *flags], threads, args.timeout) for p in peers}
+    workers = {p: Worker(["--worker", p, w.name, *flags], threads, args.timeout, args.cpu)
+               for p in peers}
 
     def ask(p, command=None):
         try:
@@ -514,38 +596,106 @@ def run_workload(w: Workload, threads: int, peers: list[str], args) -> list[Row]
             rows[p].fail("error", str(e))
             workers.pop(p).close()
 
-    for p in peers:  # loading runs concurrently; warm-ups (which may calibrate) one by one
-        msg = ask(p)
-        if msg and msg["status"] == "n/a":
-            rows[p].fail("n/a", msg["reason"])
-            workers.pop(p).close()
-    for p in list(workers):
-        msg = ask(p, "warmup")
-        if msg:
-            rows[p].info = {k: v for k, v in msg.items() if k != "status"}
-    for rep in range(args.reps):  # rotate the order so no peer always runs first
-        alive = list(workers)
-        k = rep % len(alive) if alive else 0
-        for p in alive[k:] + alive[:k]:
-            time.sleep(SETTLE_S)
-            msg = ask(p, "run")
+    try:
+        for p in peers:  # loading runs concurrently; warm-ups (which may calibrate) one by one
+            msg = ask(p)
+            if msg and msg["status"] == "n/a":
+                rows[p].fail("n/a", msg["reason"])
+                workers.pop(p).close()
+        for p in list(workers):
+            msg = ask(p, "warmup")
             if msg:
-                rows[p].reps.append(msg)
-    for worker in workers.values():
-        worker.close()
+                rows[p].info = {k: v for k, v in msg.items() if k != "status"}
+        for rep in range(args.reps):  # rotate the order so no peer always runs first
+            alive = list(workers)
+            k = rep % len(alive) if alive else 0
+            for p in alive[k:] + alive[:k]:
+                time.sleep(SETTLE_S)
+                msg = ask(p, "run")
+                if msg:
+                    rows[p].reps.append(msg)
+    finally:  # also on KeyboardInterrupt: no worker outlives the driver
+        for worker in workers.values():
+            worker.close(kill=sys.exc_info()[0] is not None)
     return list(rows.values())
 
 
+def run_workload(w: Workload, threads: int, peers: list[str], args, emit) -> list[Row]:
+    """All peers on one (workload, thread count); emit(row) as each row is complete.
+
+    Default: the peers strictly one after another, each worker gone before the
+    next starts. --interleave: all workers at once, repetitions interleaved.
+    """
+    if args.interleave:
+        rows = run_group(w, threads, peers, args)
+        for row in rows:
+            emit(row)
+        return rows
+    rows = []
+    for p in peers:
+        time.sleep(SETTLE_S)
+        rows += run_group(w, threads, [p], args)
+        emit(rows[-1])
+    return rows
+
+
 def measure_gemm(threads: int, args) -> dict:
-    argv = ["--gemm-worker", "--threads", str(threads)] + (["--quick"] if args.quick else [])
-    worker = Worker(argv, threads, args.timeout)
+    """{"gflops": {"lib n³": GFLOP/s}, "info": {lib: ...}}; the libraries one after another."""
+    out = {"gflops": {}, "info": {}}
+    for lib in GEMM_LIBS:
+        argv = ["--gemm-worker", lib, "--threads", str(threads)] + (["--quick"] if args.quick else [])
+        worker = Worker(argv, threads, args.timeout, args.cpu)
+        try:
+            msg = worker.request()
+        except WorkerError as e:
+            print(f"GEMM peak ({lib}, {threads} threads): {e}", file=sys.stderr)
+            continue
+        finally:
+            worker.close()
+        if msg.get("status") == "ok":
+            out["gflops"].update(msg["gflops"])
+            out["info"][lib] = msg["info"]
+        else:
+            print(f"GEMM peak ({lib}, {threads} threads): {msg.get('reason')}", file=sys.stderr)
+    return out
+
+
+def check_cpu_forcing(cpu: str) -> dict:
+    """What --cpu's environment makes each library choose; SystemExit if fastmlp cannot comply."""
+    probe = r"""
+import json, sys
+out = {}
+try:
+    import fastmlp
+    out["fastmlp"] = fastmlp._selection.variant
+except ModuleNotFoundError:
+    out["fastmlp"] = "not installed"
+except ImportError as e:
+    print(json.dumps({"fastmlp_error": str(e)})); sys.exit(0)
+try:
+    import torch
+    out["torch"] = torch.backends.cpu.get_cpu_capability()
+except Exception:
+    out["torch"] = "n/a"
+try:
+    from threadpoolctl import threadpool_info
+    out["numpy"] = ", ".join(dict.fromkeys(f"{i['internal_api']} {i.get('architecture')}"
+                             for i in threadpool_info() if i["user_api"] == "blas")) or "?"
+except ImportError:
+    out["numpy"] = "? (threadpoolctl not installed)"
+print(json.dumps(out))
+"""
+    run = subprocess.run([sys.executable, "-c", probe], env=worker_env(1, cpu),
+                         capture_output=True, text=True, timeout=300)
     try:
-        return worker.request()
-    except WorkerError as e:
-        print(f"GEMM peak ({threads} threads): {e}", file=sys.stderr)
-        return {}
-    finally:
-        worker.close()
+        found = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        sys.exit(f"--cpu {cpu}: the probe of the forced environment failed: {run.stderr.strip()}")
+    if "fastmlp_error" in found:
+        sys.exit(f"--cpu {cpu}: the installed fastmlp has no {cpu} variant it can load "
+                 f"({found['fastmlp_error']}). Install a build with CPU variants: "
+                 "pip install . -C cmake.define.FASTMLP_DISPATCH=ON (or the wheel).")
+    return found
 
 
 # --------------------------------------------------------------------------- report
@@ -560,13 +710,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def versions(rows: list[Row]) -> dict:
+def versions() -> dict:
+    """Installed versions, as the driver sees them (the workers' own are in each row's info)."""
     found = {"python": platform.python_version(), "numpy": np.__version__}
-    for name, dist, peer in (("torch", "torch", "torch"), ("sklearn", "scikit-learn", "sklearn"),
-                             ("fastmlp", "fastmlp", "fastmlp")):
-        seen = [r.info.get("version") for r in rows if r.peer == peer and r.info.get("version")]
+    for name, dist in (("torch", "torch"), ("sklearn", "scikit-learn"), ("fastmlp", "fastmlp")):
         try:
-            found[name] = seen[0] if seen else importlib.metadata.version(dist)
+            found[name] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             found[name] = "n/a"
     return found
@@ -581,51 +730,84 @@ def fmt(x: float, digits: int = 3) -> str:
 
 
 def gemm_table(gemm: dict) -> list[str]:
-    kinds = sorted({k for g in gemm.values() for k in g})
+    """One line per thread count: each library's rate, the peers' peak, fastmlp's share of it."""
+    kinds = sorted({k for g in gemm.values() for k in g["gflops"]})
     if not kinds:
         return ["float32 GEMM peak: not measured (see stderr)"]
-    lines = ["float32 GEMM GFLOP/s (best of a few):", "",
-             "| threads | " + " | ".join(kinds) + " | peak |",
-             "|---:|" + "---:|" * (len(kinds) + 1)]
+    lines = ["float32 n×n·n×n products, GFLOP/s (best of a few; fastmlp: "
+             "`Network([n, n], identity).forward(X)`, one GEMM plus a bias add; "
+             "peak: the best of NumPy and PyTorch):", "",
+             "| threads | " + " | ".join(kinds) + " | peak | fastmlp 1024³ / 2048³ vs peak |",
+             "|---:|" + "---:|" * (len(kinds) + 2)]
     for t, g in gemm.items():
-        cells = [fmt(g[k]) if k in g else "–" for k in kinds] + [fmt(peak(gemm, t)) or "–"]
+        rates, top = g["gflops"], peak(gemm, t)
+        mine = [rates.get(f"fastmlp {n}³") for n in (1024, 2048)]
+        share = (" / ".join(f"{100 * m / top:.0f}%" if m else "–" for m in mine)
+                 if top and any(mine) else "–")
+        cells = [fmt(rates[k]) if k in rates else "–" for k in kinds] + [fmt(top) or "–", share]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return lines
 
 
 def peak(gemm: dict, threads: int) -> float:
-    return max(gemm.get(threads, {}).values(), default=0.0)
+    """The best float32 GEMM rate of the peers' BLAS (NumPy, PyTorch) at this thread count."""
+    rates = gemm.get(threads, {}).get("gflops", {})
+    return max((v for k, v in rates.items() if not k.startswith("fastmlp")), default=0.0)
+
+
+RESULTS_HEADER = ["| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
+                  "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+
+
+def result_line(gemm: dict, r: Row, ours: float | None) -> str:
+    """One table row; ours: fastmlp Network's samples/s on the same (workload, threads)."""
+    s = r.summary()
+    if not s:
+        return f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | |"
+    p = peak(gemm, r.threads)
+    pct = f"{100 * s['gflops'] / p:.0f}%" if p else "–"
+    ratio = f"{ours / s['samples_per_s']:.2f}×" if ours else "–"
+    return (f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
+            f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |")
 
 
 def results_table(gemm: dict, rows: list[Row]) -> list[str]:
-    lines = ["| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
-             "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    """The whole results table at once (rows are printed one by one during a run)."""
     ours = {(r.workload, r.threads): r.summary().get("samples_per_s")
             for r in rows if r.peer == "fastmlp"}
-    notes = []
-    for r in rows:
-        s = r.summary()
-        if not s:
-            lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | |")
-            notes.append(f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}")
-            continue
-        p, b = peak(gemm, r.threads), ours.get((r.workload, r.threads))
-        pct = f"{100 * s['gflops'] / p:.0f}%" if p else "–"
-        ratio = f"{b / s['samples_per_s']:.2f}×" if b else "–"
-        lines.append(f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
-                     f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |")
+    lines = list(RESULTS_HEADER)
+    lines += [result_line(gemm, r, ours.get((r.workload, r.threads))) for r in rows]
+    notes = failure_notes(rows)
     return lines + ([""] + notes if notes else [])
 
 
-def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
-    header = (f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs) — "
-              + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
-              + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}")
+def failure_notes(rows: list[Row]) -> list[str]:
+    return [f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}"
+            for r in rows if not r.summary()]
+
+
+def header(meta: dict) -> list[str]:
+    forced = meta.get("cpu_forced")
+    cpu = (f" — **forced {forced['class']}**: " + ", ".join(f"{k} {v}" for k, v in forced.items()
+                                                         if k != "class")
+           if forced else "")
+    line = (f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs){cpu} — "
+            + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
+            + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}, "
+            + ("peers interleaved" if meta["interleave"] else "peers one at a time"))
+    inherited = meta.get("inherited_env")
+    if inherited and not forced:
+        line += " — set in the environment: " + ", ".join(f"{k}={v}" for k, v in inherited.items())
     load = meta["load_average"][0]  # before the run, so none of it is ours
     busy = ([f"**Warning:** the load average was {load:.1f} on {meta['cpus']} CPUs when the run "
              "started: other processes compete for the cores; timings are unreliable.", ""]
             if load > meta["cpus"] / 2 else [])
-    return "\n".join([header, ""] + busy + gemm_table(gemm) + [""] + results_table(gemm, rows))
+    return [line, ""] + busy
+
+
+def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
+    """The complete report (what a run prints, piece by piece)."""
+    return "\n".join(header(meta) + gemm_table(gemm) + [""] + results_table(gemm, rows))
 
 
 def plot(path: str, rows: list[Row], threads: list[int]):
@@ -689,16 +871,38 @@ def parse_args(argv=None):
                    help="seconds a worker may take to start, warm up, or run one repetition")
     p.add_argument("--wide-seconds", type=float, default=10.0,
                    help="full run: time one 'wide' repetition may take (sets its sample count)")
-    p.add_argument("--json", metavar="FILE", help="write all raw results as JSON")
+    p.add_argument("--interleave", action="store_true",
+                   help="keep all peers' workers alive and interleave their repetitions (the old "
+                        "way; default: peers one at a time, each worker gone before the next)")
+    p.add_argument("--cpu", choices=sorted(CPU_ENV), default=None,
+                   help="force this instruction-set class on every peer (fastmlp: FASTMLP_CPU, "
+                        "PyTorch: ATEN_CPU_CAPABILITY + MKL_ENABLE_INSTRUCTIONS, NumPy: "
+                        "OPENBLAS_CORETYPE); fastmlp needs the dispatch build")
+    p.add_argument("--json", metavar="FILE",
+                   help="write all raw results as JSON (rewritten after every row)")
     p.add_argument("--plot", metavar="FILE.png", help="draw samples/s bars (needs matplotlib)")
     p.add_argument("--worker", nargs=2, metavar=("PEER", "WORKLOAD"),
                    help="run one peer on one workload and print one JSON line")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--gemm-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gemm-worker", choices=GEMM_LIBS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker and (args.worker[0] not in PEERS or args.worker[1] not in WORKLOADS):
         p.error(f"--worker PEER WORKLOAD: PEER in {list(PEERS)}, WORKLOAD in {list(WORKLOADS)}")
     return args
+
+
+def say(*lines: str):
+    """Print to stdout and flush at once: a killed run keeps what it printed."""
+    print("\n".join(lines), flush=True)
+
+
+def write_json(path: str, meta: dict, gemm: dict, rows: list[Row], workloads: list[str]):
+    """Rewrite the whole file (to a temporary name, then rename: never half-written)."""
+    raw = {"meta": meta, "gemm": gemm, "workloads": {n: asdict(WORKLOADS[n]) for n in workloads},
+           "results": [{**asdict(r), **r.summary()} for r in rows]}
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(raw, indent=2))
+    tmp.replace(path)
 
 
 def main(argv=None) -> int:
@@ -708,31 +912,60 @@ def main(argv=None) -> int:
         args.threads = int(args.threads)
         return worker_main(args) if args.worker else gemm_worker_main(args)
     threads = thread_list(args.threads)
+    # fastmlp first, so that every other row's ratio is known when that row is printed
+    peers = sorted(args.peers, key=lambda p: p != "fastmlp")
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    gemm = {t: measure_gemm(t, args) for t in threads}
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
+            "cpus": os.cpu_count(), "versions": versions(), "quick": args.quick,
+            "reps": args.reps, "threads": threads, "interleave": args.interleave,
+            "cpu_forced": None, "complete": False, "wall_s": 0.0,
+            "load_average": [load_before, load_before]}
+    meta["inherited_env"] = inherited_forcing()
+    if args.cpu:
+        meta["cpu_forced"] = {"class": args.cpu, **check_cpu_forcing(args.cpu)}
+        meta["cpu_env"] = CPU_ENV[args.cpu]
+    gemm, rows = {}, []
+
+    def save():
+        meta["wall_s"] = time.perf_counter() - start
+        meta["load_average"][1] = os.getloadavg()[0]
+        if args.json:
+            write_json(args.json, meta, gemm, rows, args.workloads)
+
+    say(*header(meta))
+    for t in threads:
+        gemm[t] = measure_gemm(t, args)
+        save()
     print(f"[{time.perf_counter() - start:6.1f} s] GEMM peak measured", file=sys.stderr)
-    rows = []
+    say(*gemm_table(gemm), "", *RESULTS_HEADER)
+    ours = {}
+
+    def emit(row: Row):
+        rows.append(row)
+        if row.peer == "fastmlp":
+            ours[(row.workload, row.threads)] = row.summary().get("samples_per_s")
+        say(result_line(gemm, row, ours.get((row.workload, row.threads))))
+        if not row.summary():
+            print(f"  {row.workload}, {row.threads} thread(s), {row.peer}: {row.status}: "
+                  f"{row.reason}", file=sys.stderr)
+        save()
+
     for name in args.workloads:
         for t in threads:
-            rows += run_workload(WORKLOADS[name], t, args.peers, args)
+            run_workload(WORKLOADS[name], t, peers, args, emit)
             print(f"[{time.perf_counter() - start:6.1f} s] {name}, {t} thread(s) done",
                   file=sys.stderr)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cpus": os.cpu_count(), "versions": versions(rows), "quick": args.quick,
-            "reps": args.reps, "threads": threads, "wall_s": time.perf_counter() - start,
-            "load_average": [load_before, os.getloadavg()[0]]}
-    print(render(meta, gemm, rows))
+    notes = failure_notes(rows)
+    if notes:
+        say("", *notes)
+    meta["complete"] = True
+    save()
     print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)
-    if args.json:
-        raw = {"meta": meta, "gemm": gemm,
-               "workloads": {n: asdict(WORKLOADS[n]) for n in args.workloads},
-               "results": [{**asdict(r), **r.summary()} for r in rows]}
-        Path(args.json).write_text(json.dumps(raw, indent=2))
     if args.plot:
         plot(args.plot, rows, threads)
-    ours = [r for r in rows if r.peer.startswith("fastmlp")]
-    return 1 if ours and all(r.status != "ok" for r in ours) else 0
+    ours_rows = [r for r in rows if r.peer.startswith("fastmlp")]
+    return 1 if ours_rows and all(r.status != "ok" for r in ours_rows) else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def test_compare_quick_run_reports_consistent_numbers(tmp_path):
     assert run.returncode == 0, run.stderr + run.stdout
     data = json.loads(out.read_text())
     assert data["meta"]["quick"] is True and data["meta"]["threads"] == [1]
+    assert data["meta"]["complete"] is True and data["meta"]["interleave"] is False  # written per row, then final
     rows = {(r["workload"], r["peer"]): r for r in data["results"]}
     assert set(rows) == {(w, p) for w in ("small", "inference") for p in ("fastmlp", "numpy")}
     batch = {"small": 32, "inference": 1024}
