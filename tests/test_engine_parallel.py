@@ -106,20 +106,28 @@ def _check_entry_points(mode: str, threads: int, env: dict[str, str]) -> None:
             assert diff <= _TOLERANCE[dtype], f"{dtype} {name}: {diff} ({mode}, {env})"
 
 
+# Both ways a step can split a batch (parallel.hpp: plan_step): row slices (what
+# this network gets by default) and the pass shared column by column (forced).
+SPLITS = [{}, {"FASTMLP_STEP_SPLIT": "columns"}]
+
+
+@pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
 @pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"},
                                  {"OMP_THREAD_LIMIT": "3", "OMP_NUM_THREADS": "2"}],
                          ids=["thread-limit-1", "dynamic", "thread-limit-3"])
-def test_results_do_not_depend_on_the_threads_openmp_grants(env):
+def test_results_do_not_depend_on_the_threads_openmp_grants(env, split):
     # 4 threads asked for: under OMP_THREAD_LIMIT=1 one is granted, under 3 three.
-    _check_entry_points("plain", 4, env)
+    _check_entry_points("plain", 4, {**env, **split})
 
 
-def test_called_from_inside_another_librarys_openmp_region():
-    _check_entry_points("openmp", 2, {})
+@pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
+def test_called_from_inside_another_librarys_openmp_region(split):
+    _check_entry_points("openmp", 2, split)
 
 
-def test_called_from_a_joblib_thread():
-    _check_entry_points("joblib", 2, {})
+@pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
+def test_called_from_a_joblib_thread(split):
+    _check_entry_points("joblib", 2, split)
 
 
 def test_the_openmp_region_helper_really_runs_inside_a_region():

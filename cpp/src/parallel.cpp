@@ -31,8 +31,7 @@ namespace parallel {
 namespace {
 
 // FASTMLP_STEP_SPLIT=slices|columns forces one design for every batch that
-// goes parallel (for measurements such as benchmarks/phases.py); unset or
-// anything else: the rule below.
+// goes parallel; unset or anything else: the rule of plan_step.
 enum class Forced { None, Slices, Columns };
 Forced forced_split() {
   static const Forced forced = [] {
@@ -46,21 +45,21 @@ Forced forced_split() {
 
 }  // namespace
 
-StepPlan plan_step(Index rows, Index n_params, Index width) {
-  (void)width;
+StepPlan plan_step(Index rows, Index n_params, std::size_t scalar_bytes) {
   const int threads = threads_for(double(rows) * double(n_params), kMinStepWork, rows);
   if (threads <= 1) return {1, 1};
-  const bool can_slice = rows >= 2 * kMinSliceRows;
-  const int slices = int(std::min<Index>(threads, rows / kMinSliceRows));
+  const StepPlan slices{threads, threads}, shared{threads, 1};
+  const bool can_slice = rows >= kMinSliceRows * threads;
   switch (forced_split()) {
     case Forced::Slices:
-      return can_slice ? StepPlan{slices, slices} : StepPlan{threads, 1};
+      return can_slice ? slices : shared;
     case Forced::Columns:
-      return {threads, 1};
+      return shared;
     case Forced::None:
       break;
   }
-  return rows >= kMinSliceRows * threads ? StepPlan{threads, threads} : StepPlan{threads, 1};
+  const double slice_bytes = double(threads) * double(n_params) * double(scalar_bytes);
+  return can_slice && slice_bytes <= kMaxSliceGradientBytes ? slices : shared;
 }
 
 namespace detail {

@@ -1,6 +1,6 @@
 // The engine's parallel runtime: the one place that decides whether and how
 // work is split across threads. No other file computes a partition or names
-// a thread count; they call run() or for_range() with the work they have.
+// a thread count; they call run() or for_elements() with the work they have.
 //
 // The rules, each the fix of a real defect:
 //  1. Work is partitioned over the team OpenMP actually grants
@@ -44,18 +44,16 @@ namespace parallel {
 // Elementwise loops (activations, optimizer steps): below this many values a
 // fork/join costs more than the loop (benchmarks/: "small", 32-64-64-1).
 inline constexpr Index kMinElements = Index(1) << 15;
-// A product of fewer multiply-adds runs on one thread.
-inline constexpr double kMinProductWork = 2.0e6;
-// Column blocks of a split product are whole cache lines (16 floats), so no
-// two threads write one line.
+// A team's shares of a product's columns are whole cache lines (16 floats),
+// so no two threads write one line.
 inline constexpr Index kColumnAlign = 16;
 // Training: a batch of fewer multiply-adds (rows × parameters) runs on one
 // thread (benchmarks/: "small" is never slower on 2 threads than on 1).
 inline constexpr double kMinStepWork = 4.0e6;
-// Training splits a batch's rows into slices of at least this many rows; a
-// batch too small for two slices runs as one, whose products split their
-// columns across the threads instead. Measured on 4 of 16 cores (Xeon, mnist
-// batch 128): 4 slices of 32 rows 130k samples/s, one column-split slice 72k.
+// Training splits a batch's rows into slices of at least this many rows
+// (else the team shares one pass, see plan_step). Measured on 4 of 16 cores
+// (Xeon, mnist batch 128, the engine before the shared pass): 4 slices of 32
+// rows 130k samples/s; one slice whose products forked a region each, 72k.
 inline constexpr Index kMinSliceRows = 16;
 // Inference gives each thread at least this many rows.
 inline constexpr Index kMinForwardRows = 64;
@@ -71,9 +69,17 @@ struct StepPlan {
   int slices = 1;
 };
 
+// Row slices only while their gradient buffers (one per thread, summed after
+// every step) stay in cache; beyond, the shared pass, which writes each
+// gradient once. Measured on 2 threads (AMD EPYC Zen 5, 32 MB L3, samples/s,
+// slices vs shared pass): mnist, 2 × 0.9 MB of slice gradients, 266k vs 261k;
+// wide, 2 × 84 MB, 1,902 vs 2,119.
+inline constexpr double kMaxSliceGradientBytes = 8.0 * (1 << 20);
+
 // The plan for a batch of `rows` rows through a network of n_params
-// parameters whose widest layer has `width` units (parallel.cpp says why).
-StepPlan plan_step(Index rows, Index n_params, Index width);
+// parameters of scalar_bytes each. FASTMLP_STEP_SPLIT=slices|columns forces
+// one design (for measurements such as benchmarks/phases.py).
+StepPlan plan_step(Index rows, Index n_params, std::size_t scalar_bytes);
 
 // --- Partitions
 
@@ -125,22 +131,15 @@ inline void barrier(int team) {
   }
 }
 
-// body(begin, end) over the parts of [0, n), one part per thread, when `work`
-// reaches min_work (else one call over all of it); inner boundaries are
-// multiples of `align`.
-template <class Body>
-void for_range(Index n, double work, double min_work, Index align, Body&& body) {
-  if (n <= 0) return;
-  run(threads_for(work, min_work, n, align), [&](int t, int team) {
-    const Range r = part(n, t, team, align);
-    if (r.size() > 0) body(r.begin, r.end);
-  });
-}
-
-// An elementwise loop over n values (one unit of work each).
+// body(begin, end) over one part of [0, n) per thread, when n values (one
+// unit of work each) reach kMinElements; else one call over all of them.
 template <class Body>
 void for_elements(Index n, Body&& body) {
-  for_range(n, double(n), double(kMinElements), 1, body);
+  if (n <= 0) return;
+  run(threads_for(double(n), double(kMinElements), n), [&](int t, int team) {
+    const Range r = part(n, t, team);
+    if (r.size() > 0) body(r.begin, r.end);
+  });
 }
 
 }  // namespace parallel

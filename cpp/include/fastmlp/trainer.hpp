@@ -1,11 +1,11 @@
 // Training: a step over one mini-batch, and an epoch of steps, entirely in C++.
 //
-// A step is one parallel pass: each thread gathers its slice of the batch and
-// runs forward and backward on it into its own gradient buffer; then each
-// thread takes a chunk of the parameters, sums the threads' gradients there,
-// adds the penalties, clips and applies the optimizer's update — one
-// fork/join per batch, every parameter read and written once (a gradient
-// hook, or clipping by the global norm, adds one synchronization).
+// A step is one parallel region (trainer.cpp: step): the gradients — by row
+// slices summed afterwards, or by one pass the threads share column by column
+// (parallel.hpp: plan_step decides) — then, each thread over its chunk of the
+// parameters, the penalties, clipping and the optimizer's update. Every
+// parameter is read and written once per step; a gradient hook (MPI) adds one
+// synchronization, clipping by the global norm one barrier.
 #pragma once
 
 #include <cstdint>
