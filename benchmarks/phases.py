@@ -43,7 +43,6 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -52,6 +51,8 @@ from itertools import pairwise  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from compare import cpu_model  # noqa: E402  (benchmarks/compare.py, this script's folder)
 
 COLUMN_BLOCK = 16  # float32 columns per block in the column-split model (one AVX-512 register)
 
@@ -171,16 +172,6 @@ def table(spec: Net, m: dict, rows: list) -> list[str]:
                      f"{r['row_slices_speedup']:.2f}× | {ms(r['column_split_step'])} | "
                      f"{r['column_split_speedup']:.2f}× |")
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
