@@ -231,7 +231,8 @@ double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, c
 
 template <class T>
 parallel::StepPlan Network<T>::prepare_step(Index rows) {
-  const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), sizeof(T));
+  const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
+  const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), width, sizeof(T));
   const int slices = plan.slices;
   const Index per_slice = (rows + slices - 1) / slices;
   // Checked before anything is resized: a batch of many rows through wide

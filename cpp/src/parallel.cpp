@@ -45,10 +45,11 @@ Forced forced_split() {
 
 }  // namespace
 
-StepPlan plan_step(Index rows, Index n_params, std::size_t scalar_bytes) {
+StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes) {
   const int threads = threads_for(double(rows) * double(n_params), kMinStepWork, rows);
   if (threads <= 1) return {1, 1};
-  const StepPlan slices{threads, threads}, shared{threads, 1};
+  const StepPlan slices{threads, threads};
+  const StepPlan shared{int(std::min<Index>(threads, std::max<Index>(1, width / kColumnAlign))), 1};
   const bool can_slice = rows >= kMinSliceRows * threads;
   switch (forced_split()) {
     case Forced::Slices:

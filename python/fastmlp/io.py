@@ -362,18 +362,9 @@ def load(path: Any) -> Any:
     try:
         with _open_regular(path) as f, zipfile.ZipFile(f) as zf:
             headers = _headers(zf, os.fstat(f.fileno()).st_size)
-            if "__fastmlp__" not in headers:
-                raise ValueError(f"{path!r} is not a fastmlp model file (no __fastmlp__ metadata)")
-            shape, dtype = headers["__fastmlp__"]
-            if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_BYTES:
-                raise ValueError(f"__fastmlp__ must be a 0-d string of at most {_MAX_META_BYTES} characters, "
-                                 f"got shape {shape} and dtype {dtype}")
+            meta = _metadata(path, f, headers, FORMAT, "model")
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
-                meta = json.loads(str(z["__fastmlp__"][()]))
-                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                    raise ValueError(f"{path!r} is not a fastmlp model file (format "
-                                     f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
                 version = meta.get("version")
                 if not isinstance(version, int) or isinstance(version, bool) or version < 1:
                     raise ValueError(f"{path!r} has an invalid format version {version!r}")
@@ -436,6 +427,61 @@ def _same_value(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - an uncomparable value is a changed one
         return False
+
+
+def _metadata(path: str, f: Any, headers: dict[str, Any], fmt: str, what: str) -> dict[str, Any]:
+    """The __fastmlp__ metadata of the open archive `f`: a JSON object of format `fmt`, read
+    only after its header says it is a 0-d string of bounded size."""
+    if "__fastmlp__" not in headers:
+        raise ValueError(f"{path!r} is not a fastmlp {what} file (no __fastmlp__ metadata)")
+    shape, dtype = headers["__fastmlp__"]
+    if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_BYTES:
+        raise ValueError(f"__fastmlp__ must be a 0-d string of at most {_MAX_META_BYTES} characters, "
+                         f"got shape {shape} and dtype {dtype}")
+    f.seek(0)
+    with np.load(f, allow_pickle=False) as z:
+        meta = json.loads(str(z["__fastmlp__"][()]))
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ValueError(f"{path!r} is not a fastmlp {what} file (format "
+                         f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
+    return meta
+
+
+NETWORK_FORMAT = "fastmlp.network"
+
+
+def save_network(path: Any, meta: dict[str, Any], params: np.ndarray) -> None:
+    """Writes a ``Network``'s file: `meta` (layer sizes, dtype, seed, configuration) as JSON
+    beside the flat `params`, atomically and with the modes and paths of :func:`save`."""
+    from . import __version__
+    meta = {"format": NETWORK_FORMAT, "version": 1, "fastmlp_version": __version__, **meta}
+    _atomic_savez(_path_str(path), {"__fastmlp__": np.array(json.dumps(meta)), "params": np.array(params)})
+
+
+def load_network(path: Any, build: Any) -> Any:
+    """Reads a file written by :func:`save_network`: ``build(meta)`` makes the network, and
+    ``params``' header is checked against it before the array is read; a damaged, forged or
+    foreign file raises ``ValueError`` (never unpickles, reads regular files only)."""
+    path = _path_str(path)
+    try:
+        with _open_regular(path) as f, zipfile.ZipFile(f) as zf:
+            headers = _headers(zf, os.fstat(f.fileno()).st_size)
+            meta = _metadata(path, f, headers, NETWORK_FORMAT, "network")
+            if meta.get("version") != 1:
+                raise ValueError(f"format version {meta.get('version')!r}; this fastmlp reads 1")
+            if set(headers) != {"__fastmlp__", "params"}:
+                raise ValueError(f"expected the arrays __fastmlp__ and params, found {sorted(headers)}")
+            net = build(meta)
+            if headers["params"] != ((net.n_params,), net.dtype):
+                raise ValueError(f"params is {headers['params']}, expected ({net.n_params},) of {net.dtype}")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                net.params[:] = z["params"]
+    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever parsing an untrusted file raises
+        raise ValueError(f"{path!r} is not a readable fastmlp network file: {type(exc).__name__}: {exc}") from None
+    return net
 
 
 def _open_regular(path: str) -> Any:

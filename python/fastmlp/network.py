@@ -63,7 +63,6 @@ HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_
 OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax", "exp")
 LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
 INITS = ("glorot", "he")
-NETWORK_FORMAT = "fastmlp.network"
 
 
 class Network:
@@ -404,48 +403,18 @@ class Network:
         """Writes the network to `path`: a NumPy ``.npz`` archive in the format of the
         estimators' files (:mod:`fastmlp.io`), ``format`` ``"fastmlp.network"``: JSON metadata
         (layer sizes, dtype, activations, seed) and the flat ``params``; written atomically."""
-        from . import __version__
-        from .io import _atomic_savez
-        meta = {"format": NETWORK_FORMAT, "version": 1, "fastmlp_version": __version__,
-                "layer_sizes": list(self.layer_sizes), "dtype": self._dtype.name, "seed": self._seed,
-                "config": dict(self._config)}
-        _atomic_savez(os.fspath(path), {"__fastmlp__": np.array(json.dumps(meta)), "params": np.array(self.params)})
+        from .io import save_network
+        save_network(path, {"layer_sizes": list(self.layer_sizes), "dtype": self._dtype.name, "seed": self._seed,
+                            "config": dict(self._config)}, self.params)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
         """Reads a network written by :meth:`save`; never unpickles. The metadata is checked
         (format, version, a valid network) and ``params``' header against it before any array
         is read: a damaged or forged file raises ``ValueError``."""
-        from .io import _MAX_META_BYTES, _headers
-        import zipfile
-        path = os.fspath(path)
-        try:
-            with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
-                headers = _headers(zf)
-                if "__fastmlp__" not in headers:
-                    raise ValueError("not a fastmlp network file (no __fastmlp__ metadata)")
-                shape, dtype = headers["__fastmlp__"]
-                if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_BYTES:
-                    raise ValueError(f"__fastmlp__ must be a short 0-d string, got shape {shape}, dtype {dtype}")
-                f.seek(0)
-                with np.load(f, allow_pickle=False) as z:
-                    meta = json.loads(str(z["__fastmlp__"][()]))
-                    if not isinstance(meta, dict) or meta.get("format") != NETWORK_FORMAT:
-                        raise ValueError("not a fastmlp network file (format "
-                                         f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
-                    if meta.get("version") != 1:
-                        raise ValueError(f"format version {meta.get('version')!r}; this fastmlp reads 1")
-                    if set(headers) != {"__fastmlp__", "params"}:
-                        raise ValueError(f"expected the arrays __fastmlp__ and params, found {sorted(headers)}")
-                    net = cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"], **meta["config"])
-                    if headers["params"] != ((net.n_params,), net.dtype):
-                        raise ValueError(f"params is {headers['params']}, expected ({net.n_params},) of {net.dtype}")
-                    net.params[:] = z["params"]
-        except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever parsing an untrusted file raises
-            raise ValueError(f"{path!r} is not a readable fastmlp network file: {type(exc).__name__}: {exc}") from None
-        return net
+        from .io import load_network
+        return load_network(path, lambda meta: cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"],
+                                                   **meta["config"]))
 
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -77,9 +77,10 @@ struct StepPlan {
 inline constexpr double kMaxSliceGradientBytes = 8.0 * (1 << 20);
 
 // The plan for a batch of `rows` rows through a network of n_params
-// parameters of scalar_bytes each. FASTMLP_STEP_SPLIT=slices|columns forces
-// one design (for measurements such as benchmarks/phases.py).
-StepPlan plan_step(Index rows, Index n_params, std::size_t scalar_bytes);
+// parameters of scalar_bytes each, whose widest layer has `width` units (a
+// shared pass uses at most one thread per kColumnAlign columns of it).
+// FASTMLP_STEP_SPLIT=slices|columns forces one design (for measurements).
+StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes);
 
 // --- Partitions
 
