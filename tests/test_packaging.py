@@ -41,7 +41,7 @@ def test_show_config_names_version_variant_reason_build_threads_and_extras():
     sel = fastmlp._selection
     for needle in (f"fastmlp {fastmlp.__version__}", f"variant:      {sel.variant} ({sel.module})",
                    f"why:        {sel.reason}", f"compiler:     {_core.build_info()['compiler']}",
-                   "cxx flags:", "eigen:        3.4.", "openmp:       OpenMP",
+                   "cxx flags:", "eigen:        3.4.", "openmp:       OpenMP", "gemm:         Eigen 3.4.",
                    f"threads:      {fastmlp.get_num_threads()} "):
         assert needle in text, f"{needle!r} not in:\n{text}"
     for extra in ("sklearn", "scipy", "torch", "mpi4py", "matplotlib"):

@@ -53,6 +53,11 @@ def config() -> dict[str, Any]:
         "cxx_flags": info.get("cxx_flags", ""),
         "eigen": f"{info['eigen']} (SIMD: {info['eigen_simd']}; alignment {info['eigen_max_align_bytes']} bytes)",
         "openmp": _openmp_version(int(info["openmp"])),
+        # Which GEMM runs: Eigen's own kernels for every product (no BLAS is linked), at
+        # the variant's SIMD level, on fastmlp's threads (cpp/include/fastmlp/parallel.hpp).
+        "gemm": f"Eigen {info['eigen']} ({info['eigen_simd'].split(',')[0]} kernels), one product per "
+                f"thread's share: row slices or columns (FASTMLP_STEP_SPLIT="
+                f"{os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
         "threads": fastmlp.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "cpu_count": os.cpu_count(),
@@ -66,6 +71,7 @@ def show_config(file: TextIO | None = None) -> None:
     The version; the CPU's x86-64 level and the variant of the compiled core
     in use, with the reason (``auto``, forced by ``FASTMLP_CPU``, or a build
     for one machine); compiler and flags; Eigen's version and SIMD level;
+    which GEMM runs the products and how a training step splits them;
     OpenMP's version and the thread count; and which optional packages
     (scikit-learn, SciPy, PyTorch, mpi4py, Matplotlib, tqdm, ONNX) are installed,
     from their metadata, without importing them. Paste it into
@@ -87,6 +93,7 @@ def show_config(file: TextIO | None = None) -> None:
         f"  cxx flags:    {c['cxx_flags']}",
         f"  eigen:        {c['eigen']}",
         f"  openmp:       {c['openmp']}",
+        f"  gemm:         {c['gemm']}",
         f"  threads:      {c['threads']} (OMP_NUM_THREADS={c['OMP_NUM_THREADS']}, {c['cpu_count']} CPUs)",
         "  extras:",
     ]
