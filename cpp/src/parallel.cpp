@@ -2,12 +2,9 @@
 
 #include <pthread.h>
 
-#include <condition_variable>
 #include <cstdlib>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 namespace fastmlp {
 
@@ -70,25 +67,51 @@ namespace {
 // The relay of a forked child: a thread made in the child, which starts the
 // regions asked for by the forking thread. Its own OpenMP pool is new, and
 // persists between regions (one hand-over per region, no thread creation).
+// POSIX threads directly, not std::thread/std::condition_variable: GCC 12's
+// condition_variable::wait needs GLIBCXX_3.4.30, which would raise the
+// wheel's manylinux tag from 2_34 to 2_35.
 struct Relay {
-  std::mutex mutex;
-  std::condition_variable wake;
+  pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
   const std::function<void()>* job = nullptr;
   bool done = false;
 
-  Relay() {
-    std::thread([this] {
-      std::unique_lock<std::mutex> lock(mutex);
-      for (;;) {
-        wake.wait(lock, [this] { return job != nullptr; });
-        (*job)();
-        job = nullptr;
-        done = true;
-        wake.notify_all();
-      }
-    }).detach();
+  static void* serve(void* self) {
+    Relay& r = *static_cast<Relay*>(self);
+    pthread_mutex_lock(&r.mutex);
+    for (;;) {
+      while (r.job == nullptr) pthread_cond_wait(&r.wake, &r.mutex);
+      (*r.job)();
+      r.job = nullptr;
+      r.done = true;
+      pthread_cond_broadcast(&r.wake);
+    }
+    return nullptr;
+  }
+
+  // Runs region on the relay thread and waits for it.
+  void run(const std::function<void()>& region) {
+    pthread_mutex_lock(&mutex);
+    job = &region;
+    done = false;
+    pthread_cond_broadcast(&wake);
+    while (!done) pthread_cond_wait(&wake, &mutex);
+    pthread_mutex_unlock(&mutex);
   }
 };
+
+// A relay with its thread started; nullptr if the thread could not be made
+// (the caller then runs the region single-threaded).
+Relay* start_relay() {
+  Relay* r = new Relay;
+  pthread_t thread;
+  if (pthread_create(&thread, nullptr, &Relay::serve, r) != 0) {
+    delete r;
+    return nullptr;
+  }
+  pthread_detach(thread);
+  return r;
+}
 
 bool forked = false;     // this process is a fork() child ...
 pthread_t forking_thread;  // ... and this is the thread that called fork()
@@ -109,15 +132,12 @@ const int atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_chi
 
 bool needs_relay() { return forked && pthread_equal(pthread_self(), forking_thread); }
 
-void relay(const std::function<void()>& region) {
+bool relay(const std::function<void()>& region) {
   (void)atfork_registered;
-  if (relay_of_child == nullptr) relay_of_child = new Relay;
-  Relay& r = *relay_of_child;
-  std::unique_lock<std::mutex> lock(r.mutex);
-  r.job = &region;
-  r.done = false;
-  r.wake.notify_all();
-  r.wake.wait(lock, [&r] { return r.done; });
+  if (relay_of_child == nullptr) relay_of_child = start_relay();
+  if (relay_of_child == nullptr) return false;
+  relay_of_child->run(region);
+  return true;
 }
 
 }  // namespace detail

@@ -100,8 +100,9 @@ inline int threads_for(double work, double min_work, Index items, Index min_item
 }
 
 namespace detail {
-bool needs_relay();                                  // this thread forked and its OpenMP pool is gone
-void relay(const std::function<void()>& region);     // runs region on the child's relay thread
+bool needs_relay();  // this thread forked and its OpenMP pool is gone
+// Runs region on the child's relay thread; false if no thread could be made.
+bool relay(const std::function<void()>& region);
 }  // namespace detail
 
 // body(t, team) for t in [0, team) on `team` threads, team ≤ threads being
@@ -117,10 +118,10 @@ void run(int threads, Body&& body) {
 #pragma omp parallel num_threads(threads)
     body(omp_get_thread_num(), omp_get_num_threads());
   };
-  if (detail::needs_relay()) {
-    detail::relay(region);
-  } else {
+  if (!detail::needs_relay()) {
     region();
+  } else if (!detail::relay(region)) {
+    body(0, 1);  // no thread could be made for the relay: this one does the work
   }
 }
 
