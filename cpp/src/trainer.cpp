@@ -226,28 +226,16 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
     }
     if (optimizer != nullptr) optimizer->update(net.params(), g, c.begin, c.end);
   };
-  const auto batch_loss = [&] {
-    double value = 0.0;
-    for (int k = 0; k < kMaxThreads; ++k) value += loss_part[k];
-    return value;
-  };
 
+  parallel::run(plan.threads, [&](int t, int team) {
+    gradients(t, team);
+    parallel::barrier(team);
+    reduce(t, team);
+    if (!split) finish(t, team);
+  });
   double value = 0.0;
-  if (!split) {
-    parallel::run(plan.threads, [&](int t, int team) {
-      gradients(t, team);
-      parallel::barrier(team);
-      reduce(t, team);
-      finish(t, team);
-    });
-    value = batch_loss();
-  } else {
-    parallel::run(plan.threads, [&](int t, int team) {
-      gradients(t, team);
-      parallel::barrier(team);
-      reduce(t, team);
-    });
-    value = batch_loss();
+  for (int k = 0; k < kMaxThreads; ++k) value += loss_part[k];
+  if (split) {
     hook->reduce(net.grads(), P, &value);
     if (optimizer != nullptr) optimizer->begin_step();
     parallel::run(plan.threads, finish);

@@ -107,7 +107,7 @@ bool relay(const std::function<void()>& region);
 
 // body(t, team) for t in [0, team) on `team` threads, team ≤ threads being
 // what OpenMP grants. With threads ≤ 1, or inside an active parallel region
-// (a slice of a batch, or a user's own OpenMP code), body(0, 1) runs here.
+// (fastmlp's own, or a user's OpenMP code), body(0, 1) runs here.
 template <class Body>
 void run(int threads, Body&& body) {
   if (threads <= 1 || omp_in_parallel()) {
