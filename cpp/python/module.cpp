@@ -263,16 +263,74 @@ template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
   py::class_<Net>(m, ("Network" + suffix).c_str())
-      .def(py::init([](std::vector<Index> sizes, const std::string& activation, const std::string& output,
-                       double slope, std::uint64_t seed, const std::string& init) {
-             return new Net(std::move(sizes), parse_activation(activation), parse_activation(output), slope, seed,
+      .def(py::init([](std::vector<Index> sizes, const std::vector<std::string>& activations,
+                       const std::string& output, double slope, std::uint64_t seed, const std::string& init) {
+             std::vector<Activation> hidden;
+             for (const std::string& name : activations) hidden.push_back(parse_activation(name));
+             return new Net(std::move(sizes), std::move(hidden), parse_activation(output), slope, seed,
                             parse_init(init));
            }),
            py::arg("layer_sizes"), py::arg("activation"), py::arg("output_activation"), py::arg("slope"),
            py::arg("seed"), py::arg("init"))
       .def_property_readonly("layer_sizes", &Net::layer_sizes)
       .def_property_readonly("n_params", &Net::n_params)
-      .def_property_readonly("activation", [](const Net& n) { return activation_name(n.hidden_activation()); })
+      .def_property_readonly("activations", [](const Net& n) {
+        std::vector<std::string> names;
+        for (Activation f : n.hidden_activations()) names.emplace_back(activation_name(f));
+        return names;
+      })
+      .def_property_readonly("seed", &Net::seed)
+      .def_property("steps", &Net::steps, [](Net& n, std::uint64_t steps) {
+        auto lock = claim(n.busy());
+        n.set_steps(steps);
+      })
+      .def_property_readonly("dropout", [](const Net& n) { return n.noise().dropout; })
+      .def_property_readonly("input_noise", [](const Net& n) { return n.noise().input_noise; })
+      .def_property_readonly("max_norm", [](const Net& n) { return n.noise().max_norm; })
+      .def("set_noise", [](Net& n, std::vector<double> dropout, double input_noise, double max_norm) {
+        TrainingNoise noise;
+        noise.dropout = std::move(dropout);
+        noise.input_noise = input_noise;
+        noise.max_norm = max_norm;
+        auto lock = claim(n.busy());
+        n.set_noise(std::move(noise));
+      }, py::arg("dropout"), py::arg("input_noise"), py::arg("max_norm"))
+      .def("draws", [](const Net& n, Index rows, std::uint64_t step) {
+        // What training step `step` draws for a batch of `rows` rows: the
+        // input noise σ·ε (rows × n_inputs, or None) and, per layer input, the
+        // keep mask m (rows × width, 0/1; None where the rate is 0).
+        if (rows < 1) throw std::invalid_argument("rows must be >= 1, got " + std::to_string(rows));
+        const TrainingNoise& noise = n.noise();
+        const DrawKey key{n.seed(), step, 0};
+        py::object eps = py::none();
+        if (noise.input_noise > 0.0) {
+          py::array_t<T> e = new_output<T>(rows, n.n_inputs());
+          T* d = e.mutable_data();
+          for (Index r = 0; r < rows; ++r) {
+            const std::uint64_t k = row_key(key.seed, key.step, kNoiseSite, std::uint64_t(r));
+            for (Index j = 0; j < n.n_inputs(); ++j)
+              d[r * n.n_inputs() + j] = T(noise.input_noise * gaussian(k, std::uint32_t(j)));
+          }
+          eps = e;
+        }
+        py::list masks;
+        for (Index l = 0; l < n.n_layers(); ++l) {
+          const double p = l < Index(noise.dropout.size()) ? noise.dropout[std::size_t(l)] : 0.0;
+          if (p <= 0.0) {
+            masks.append(py::none());
+            continue;
+          }
+          const Index width = n.layer_sizes()[std::size_t(l)];
+          py::array_t<T> m = new_output<T>(rows, width);
+          T* d = m.mutable_data();
+          for (Index r = 0; r < rows; ++r) {
+            const std::uint64_t k = row_key(key.seed, key.step, std::uint32_t(l), std::uint64_t(r));
+            for (Index j = 0; j < width; ++j) d[r * width + j] = unit_bits(k, std::uint32_t(j)) >= keep_threshold(p) ? T(1) : T(0);
+          }
+          masks.append(m);
+        }
+        return py::make_tuple(eps, masks);
+      }, py::arg("rows"), py::arg("step"))
       .def_property_readonly("output_activation", [](const Net& n) { return activation_name(n.output_activation()); })
       .def_property_readonly("slope", [](const Net& n) { return double(n.slope()); })
       .def_property_readonly("params", [](py::object self) {
@@ -325,14 +383,15 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return out;
       }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
       .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                               std::optional<InArray<T>> sample_weight) {
+                               std::optional<InArray<T>> sample_weight, std::optional<std::uint64_t> draw_step) {
         const Loss l = parse_loss(loss);
         check_xy(n, x, y);
         const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return loss_and_grad(n, batch, l);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none())
+        return loss_and_grad(n, batch, l, draw_step ? &*draw_step : nullptr);
+      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none(),
+         py::arg("draw_step") = py::none())
       .def("objective", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
                            std::optional<InArray<T>> sample_weight, const Regularization& reg) {
         const Loss l = parse_loss(loss);

@@ -40,28 +40,56 @@ void check_fits_in_memory(double bytes, const char* what) {
                             " GiB (use a smaller batch_size or narrower layers)");
 }
 
+bool TrainingNoise::perturbs() const {
+  return input_noise > 0.0 || std::any_of(dropout.begin(), dropout.end(), [](double p) { return p > 0.0; });
+}
+
+void TrainingNoise::check(Index n_layers) const {
+  if (!dropout.empty() && Index(dropout.size()) != n_layers)
+    throw std::invalid_argument("dropout must have one rate per layer input (the inputs, then each hidden layer): " +
+                                std::to_string(n_layers) + " values, got " + std::to_string(dropout.size()));
+  for (std::size_t l = 0; l < dropout.size(); ++l)
+    if (!(dropout[l] >= 0.0 && dropout[l] < 1.0))
+      throw std::invalid_argument("dropout[" + std::to_string(l) + "] must be in [0, 1), got " +
+                                  std::to_string(dropout[l]));
+  if (!(input_noise >= 0.0) || !std::isfinite(input_noise))
+    throw std::invalid_argument("input_noise must be a finite number >= 0, got " + std::to_string(input_noise));
+  if (!(max_norm >= 0.0) || !std::isfinite(max_norm))
+    throw std::invalid_argument("max_norm must be a finite number >= 0, got " + std::to_string(max_norm));
+}
+
 template <class T>
-void Workspace<T>::reserve(const std::vector<Index>& sizes, Index n) {
-  if (n <= rows && z.size() + 1 == sizes.size()) return;
+void Workspace<T>::reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index n) {
   const std::size_t layers = sizes.size() - 1;
+  const auto wants_dropped = [&](std::size_t l) { return l + 1 < dropout.size() && dropout[l + 1] > 0.0; };
+  bool ready = n <= rows && z.size() == layers && dropped.size() == layers;
+  for (std::size_t l = 0; ready && l < layers; ++l) ready = (dropped[l].size() > 0) == wants_dropped(l);
+  if (ready) return;
+  n = std::max(n, rows);
   x.resize(n, sizes.front());
   y.resize(n, sizes.back());
   w.resize(n);
   z.resize(layers);
   a.resize(layers);
   delta.resize(layers);
+  dropped.resize(layers);
   for (std::size_t l = 0; l < layers; ++l) {
     z[l].resize(n, sizes[l + 1]);
     a[l].resize(n, sizes[l + 1]);
     delta[l].resize(n, sizes[l + 1]);
+    if (wants_dropped(l)) {
+      dropped[l].resize(n, sizes[l + 1]);
+    } else {
+      dropped[l].resize(0, 0);
+    }
   }
   rows = n;
 }
 
 template <class T>
-Network<T>::Network(std::vector<Index> layer_sizes, Activation hidden, Activation output, double slope,
-                    std::uint64_t seed, Init init)
-    : sizes_(std::move(layer_sizes)), hidden_(hidden), output_(output), slope_(T(slope)) {
+Network<T>::Network(std::vector<Index> layer_sizes, std::vector<Activation> hidden, Activation output,
+                    double slope, std::uint64_t seed, Init init)
+    : sizes_(std::move(layer_sizes)), hidden_(std::move(hidden)), output_(output), slope_(T(slope)) {
   if (sizes_.size() < 2)
     throw std::invalid_argument("layer_sizes must have at least 2 entries (inputs and outputs), got " +
                                 std::to_string(sizes_.size()));
@@ -69,8 +97,15 @@ Network<T>::Network(std::vector<Index> layer_sizes, Activation hidden, Activatio
     if (sizes_[l] < 1)
       throw std::invalid_argument("layer_sizes[" + std::to_string(l) + "] must be >= 1, got " +
                                   std::to_string(sizes_[l]));
-  if (hidden == Activation::Softmax)
-    throw std::invalid_argument("activation 'softmax' is for the output layer only (output_activation)");
+  const std::size_t n_hidden = std::max<std::size_t>(sizes_.size() - 2, 1);
+  if (hidden_.size() == 1) hidden_.resize(n_hidden, hidden_.front());
+  if (hidden_.size() != n_hidden)
+    throw std::invalid_argument("activation must be one name or one per hidden layer (" +
+                                std::to_string(sizes_.size() - 2) + "), got " + std::to_string(hidden_.size()));
+  for (Activation f : hidden_)
+    if (f == Activation::Softmax || f == Activation::Exp)
+      throw std::invalid_argument(std::string("activation '") + activation_name(f) +
+                                  "' is for the output layer only (output_activation)");
   if (!std::isfinite(slope) || slope < 0.0)
     throw std::invalid_argument("leaky_relu slope must be a finite number >= 0, got " + std::to_string(slope));
   // Count in floating point first: a product of huge sizes must not wrap.
@@ -96,13 +131,17 @@ Network<T>::Network(std::vector<Index> layer_sizes, Activation hidden, Activatio
 template <class T>
 void Network<T>::initialize(std::uint64_t seed, Init init) {
   rng_.reseed(seed);
+  seed_ = seed;
+  steps_ = 0;
   for (Index l = 0; l < n_layers(); ++l) {
     const Index fan_in = sizes_[l], fan_out = sizes_[l + 1];
     T* w = params_.data() + weight_offset(l);
     T* b = params_.data() + bias_offset(l);
-    const double bound = init == Init::He
-                             ? std::sqrt(6.0 / double(fan_in))
-                             : std::sqrt((hidden_ == Activation::Logistic ? 2.0 : 6.0) / double(fan_in + fan_out));
+    // scikit-learn's factor follows the hidden activation; with one per hidden
+    // layer, layer l's own (the output layer: the last hidden layer's).
+    const Activation f = hidden_[std::min<std::size_t>(std::size_t(l), hidden_.size() - 1)];
+    const double bound = init == Init::He ? std::sqrt(6.0 / double(fan_in))
+                                          : std::sqrt((f == Activation::Logistic ? 2.0 : 6.0) / double(fan_in + fan_out));
     for (Index i = 0; i < fan_in * fan_out; ++i) w[i] = T(bound * (2.0 * rng_.uniform() - 1.0));
     for (Index i = 0; i < fan_out; ++i) b[i] = init == Init::He ? T(0) : T(bound * (2.0 * rng_.uniform() - 1.0));
   }
@@ -132,7 +171,7 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T*
       dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
                     sizes_[l + 1], all);
     }
-    activation_forward(last ? output_ : hidden_, slope_, dst, dst, rows, sizes_[l + 1]);
+    activation_forward(last ? output_ : hidden_[l], slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
   }
 }
@@ -171,8 +210,8 @@ void Network<T>::forward(const CsrView<T>& x, T* out) const {
 }
 
 template <class T>
-double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                                    Workspace<T>& ws, T* g, int t, int team) const {
+double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows, const LossScale<T>& scale,
+                                    Loss loss, Workspace<T>& ws, T* g, int t, int team, const DrawKey* draw) const {
   const Index L = n_layers();
   // This thread's columns of a layer of n units: the same share in the
   // forward and the backward pass, so a thread reads back the columns of Z,
@@ -181,18 +220,32 @@ double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, c
   const auto mine = [&](Index n) { return parallel::part(n, t, team, parallel::kColumnAlign); };
   const auto W = [&](Index l) { return params_.data() + weight_offset(l); };
   const auto b = [&](Index l) { return params_.data() + bias_offset(l); };
-  const T* in = nullptr;
+  // Dropout rate of layer l's input (0: none, or not a training pass).
+  const auto rate = [&](Index l) {
+    return draw != nullptr && std::size_t(l) < noise_.dropout.size() ? noise_.dropout[std::size_t(l)] : 0.0;
+  };
+  Input<T> x = x_in;
+  if (draw != nullptr && noise_.perturbs_inputs()) {  // X̃ into ws.x, each thread its rows (dense X only)
+    const Range r = parallel::part(rows, t, team);
+    perturb_inputs(ws.x.data(), x.dense, r.begin, r.end, sizes_[0], noise_.input_noise, rate(0), *draw);
+    x = Input<T>{ws.x.data()};
+    parallel::barrier(team);
+  }
+  // Layer l's input: X̃, A_{l-1}, or A_{l-1} after dropout.
+  const auto input_of = [&](Index l) -> const T* { return rate(l) > 0.0 ? ws.dropped[l - 1].data() : ws.a[l - 1].data(); };
   for (Index l = 0; l < L; ++l) {
     const Range c = mine(sizes_[l + 1]);
     T* z = ws.z[l].data();
     if (l == 0) {
       first_layer(x, rows, z, c);
     } else {
-      dense_forward(z, in, W(l), b(l), rows, sizes_[l], sizes_[l + 1], c);
+      dense_forward(z, input_of(l), W(l), b(l), rows, sizes_[l], sizes_[l + 1], c);
     }
     if (l + 1 < L) {
-      activation_forward(hidden_, slope_, z, ws.a[l].data(), rows, sizes_[l + 1], c);
-      in = ws.a[l].data();
+      activation_forward(hidden_[l], slope_, z, ws.a[l].data(), rows, sizes_[l + 1], c);
+      if (rate(l + 1) > 0.0)
+        dropout_columns(ws.dropped[l].data(), ws.a[l].data(), rows, sizes_[l + 1], c, rate(l + 1),
+                        std::uint32_t(l + 1), *draw);
     }
     parallel::barrier(team);  // the next product, or the loss, reads whole rows
   }
@@ -210,11 +263,14 @@ double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, c
   parallel::barrier(team);  // delta of the output layer is complete
   for (Index l = L - 1; l >= 1; --l) {
     const Range c_out = mine(sizes_[l + 1]), c_in = mine(sizes_[l]);
-    dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), ws.a[l - 1].data(), rows,
+    dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), input_of(l), rows,
                            sizes_[l], sizes_[l + 1], c_out);
     T* d_in = ws.delta[l - 1].data();
     dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in);
-    activation_backward(hidden_, slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l], c_in);
+    if (rate(l) > 0.0)  // dL/dA = dL/dÃ · m / (1 − p), the forward pass's mask
+      dropout_columns(d_in, d_in, rows, sizes_[l], c_in, rate(l), std::uint32_t(l), *draw);
+    activation_backward(hidden_[l - 1], slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l],
+                        c_in);
     parallel::barrier(team);  // the next layer's input gradient reads whole rows of delta
   }
   // Layer 0: no gradient with respect to the input is needed.
@@ -230,6 +286,40 @@ double Network<T>::forward_backward(const Input<T>& x, const T* y, Index rows, c
 }
 
 template <class T>
+void Network<T>::set_noise(TrainingNoise noise) {
+  noise.check(n_layers());
+  if (noise.dropout.empty()) noise.dropout.assign(std::size_t(n_layers()), 0.0);
+  noise_ = std::move(noise);
+}
+
+template <class T>
+void Network<T>::apply_max_norm(int t, int team) {
+  const double limit = noise_.max_norm;
+  constexpr Index kBlock = 64;  // columns whose norms are summed in one pass over the rows
+  for (Index l = 0; l + 1 < n_layers(); ++l) {
+    const Index n_in = sizes_[l], n_out = sizes_[l + 1];
+    T* w = params_.data() + weight_offset(l);
+    const Range c = parallel::part(n_out, t, team);
+    for (Index j0 = c.begin; j0 < c.end; j0 += kBlock) {
+      const Index j1 = std::min(c.end, j0 + kBlock);
+      double squares[kBlock] = {};
+      for (Index i = 0; i < n_in; ++i)
+        for (Index j = j0; j < j1; ++j) squares[j - j0] += double(w[i * n_out + j]) * double(w[i * n_out + j]);
+      T factor[kBlock];
+      bool any = false;
+      for (Index j = j0; j < j1; ++j) {
+        const double norm = std::sqrt(squares[j - j0]);
+        factor[j - j0] = norm > limit ? T(limit / norm) : T(1);
+        any = any || norm > limit;
+      }
+      if (!any) continue;
+      for (Index i = 0; i < n_in; ++i)
+        for (Index j = j0; j < j1; ++j) w[i * n_out + j] *= factor[j - j0];
+    }
+  }
+}
+
+template <class T>
 parallel::StepPlan Network<T>::prepare_step(Index rows) {
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), width, sizeof(T));
@@ -238,12 +328,15 @@ parallel::StepPlan Network<T>::prepare_step(Index rows) {
   // Checked before anything is resized: a batch of many rows through wide
   // layers must fail cleanly here, not be killed by the kernel mid-epoch.
   double per_row = double(n_inputs() + n_outputs());
-  for (Index l = 0; l < n_layers(); ++l) per_row += 3.0 * double(sizes_[l + 1]);  // z, a, delta
+  for (Index l = 0; l < n_layers(); ++l) {  // z, a, delta (and the dropped a)
+    const bool dropped = std::size_t(l + 1) < noise_.dropout.size() && noise_.dropout[std::size_t(l + 1)] > 0.0;
+    per_row += (dropped ? 4.0 : 3.0) * double(sizes_[l + 1]);
+  }
   check_fits_in_memory((double(slices) * double(per_slice) * per_row + double(slices - 1) * double(n_params())) *
                            sizeof(T),
                        "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
   if (slices_.size() < std::size_t(slices)) slices_.resize(slices);
-  for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, per_slice);
+  for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, noise_.dropout, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);
   for (int k = 1; k < slices; ++k)
     if (slice_grads_[k - 1].size() != n_params()) slice_grads_[k - 1].resize(n_params());

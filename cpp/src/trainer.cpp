@@ -147,6 +147,13 @@ double add_penalties(const Network<T>& net, T* g, double l2, double l1, double s
 //                does not depend on the team).
 //  C. finish     Over the same chunk: penalties, clip_value, clip_norm, the
 //                optimizer's update.
+//  D. max-norm   (noise().max_norm > 0) each thread over its columns of every
+//                hidden layer's W: scales a unit's incoming weights to the
+//                limit (a column needs every chunk updated: one barrier).
+//
+// A training step (optimizer given) with dropout or input noise draws them
+// with the key (seed, net.steps(), row in the batch) — the same masks for any
+// plan and team — and counts itself in net.steps() (every training step does).
 //
 // Barriers: between A and B/C (B and C read every thread's gradients), and
 // inside C for clip_norm (the norm needs every chunk's squares); none between
@@ -155,7 +162,7 @@ double add_penalties(const Network<T>& net, T* g, double l2, double l1, double s
 // and C, outside any region.
 template <class T>
 double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Loss loss, const Regularization& reg,
-            bool clip, const GradientHook<T>* hook) {
+            bool clip, const GradientHook<T>* hook, const std::uint64_t* draw_step = nullptr) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const double W = weight_sum(batch);
   const parallel::StepPlan plan = net.prepare_step(rows);
@@ -165,6 +172,11 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   const double penalty_scale = W * double(split ? hook->world_size : 1);
   const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
+  const bool max_norm = optimizer != nullptr && net.noise().max_norm > 0.0;
+  // The draws' key: a training step's own number, or the one asked for.
+  const bool perturb = (optimizer != nullptr || draw_step != nullptr) && net.noise().perturbs();
+  const std::uint64_t step_number = draw_step != nullptr ? *draw_step : net.steps();
+  const auto draw = [&](Index row0) { return DrawKey{net.seed(), step_number, row0}; };
   // A step is counted (begin_step) only once it can no longer fail: here, or after
   // the hook returns — a hook that throws leaves the optimizer as it was.
   if (optimizer != nullptr && !split) optimizer->begin_step();
@@ -178,8 +190,9 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       gather(batch, 0, rows, n_in, n_out, ws, parallel::part(rows, t, team));
       parallel::barrier(team);
       const Slice<T> s = slice_of(batch, 0, n_in, n_out, ws);
+      const DrawKey key = draw(0);
       loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
-                                          net.grads(), t, team);
+                                          net.grads(), t, team, perturb ? &key : nullptr);
       return;
     }
     for (int k = t; k < slices; k += team) {
@@ -187,8 +200,9 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       Workspace<T>& ws = net.slice_workspace(k);
       gather(batch, r.begin, r.end, n_in, n_out, ws, Range{0, r.size()});
       const Slice<T> s = slice_of(batch, r.begin, n_in, n_out, ws);
+      const DrawKey key = draw(r.begin);
       loss_part[k] = net.forward_backward(s.x, s.y, r.size(), LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
-                                          net.slice_grads(k));
+                                          net.slice_grads(k), 0, 1, perturb ? &key : nullptr);
     }
   };
   const auto reduce = [&](int t, int team) {
@@ -225,6 +239,10 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       }
     }
     if (optimizer != nullptr) optimizer->update(net.params(), g, c.begin, c.end);
+    if (max_norm) {
+      parallel::barrier(team);  // a unit's column spans every thread's chunk
+      net.apply_max_norm(t, team);
+    }
   };
 
   parallel::run(plan.threads, [&](int t, int team) {
@@ -240,6 +258,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
     if (optimizer != nullptr) optimizer->begin_step();
     parallel::run(plan.threads, finish);
   }
+  if (optimizer != nullptr) net.set_steps(net.steps() + 1);
   double penalty = 0.0;
   for (int t = 0; t < kMaxThreads; ++t) penalty += penalty_part[t];
   return value + penalty / penalty_scale;
@@ -252,6 +271,14 @@ void check_batch(const Network<T>& net, const Batch<T>& b, Loss loss) {
   if (b.csr != nullptr && b.csr->cols != net.n_inputs())
     throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
                                 std::to_string(b.csr->cols));
+}
+
+// Input noise and input dropout write a perturbed copy of X: dense X only.
+template <class T>
+void check_perturbable(const Network<T>& net, const Batch<T>& b) {
+  if (b.csr != nullptr && net.noise().perturbs_inputs())
+    throw std::invalid_argument(
+        "input_noise and input dropout (dropout[0]) need a dense X, got a sparse X (densify X, or set them to 0)");
 }
 
 }  // namespace
@@ -277,8 +304,13 @@ void LearningRateSchedule::check() const {
 }
 
 template <class T>
-double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss) {
-  return objective(net, batch, loss, Regularization{});
+double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss, const std::uint64_t* draw_step) {
+  if (draw_step == nullptr) return objective(net, batch, loss, Regularization{});
+  check_batch(net, batch, loss);
+  check_perturbable(net, batch);
+  const double W = weight_sum(batch);
+  if (!(W > 0.0)) throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(W));
+  return step<T>(net, nullptr, batch, loss, Regularization{}, false, nullptr, draw_step);
 }
 
 template <class T>
@@ -297,6 +329,7 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
   if (!lock.owns_lock())
     throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
   check_batch(net, data, loss);
+  check_perturbable(net, data);
   const Index n = data.rows;
   if (options.batch_size < 1)
     throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
@@ -354,7 +387,7 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
 }
 
 #define FASTMLP_INSTANTIATE(T)                                                                              \
-  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss);                                        \
+  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss, const std::uint64_t*);                  \
   template double objective(Network<T>&, const Batch<T>&, Loss, const Regularization&);                     \
   template double train_epoch(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, const EpochOptions&,       \
                               const GradientHook<T>*);

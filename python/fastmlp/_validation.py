@@ -199,3 +199,30 @@ def as_sample_weight(sample_weight: Any, n_samples: int, dtype: np.dtype) -> np.
     if not out.sum() > 0:
         raise ValueError("sample_weight must have a positive sum, got all zeros")
     return out
+
+
+def check_activations(name: str, value: Any, n_hidden: int, choices: Sequence[str]) -> list[str]:
+    """One activation name for every hidden layer (a str), or one per hidden layer (a sequence of str)."""
+    if isinstance(value, str):
+        return [check_choice(name, value, choices)] * max(n_hidden, 1)
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a str or a list of str (one per hidden layer), got {type(value).__name__}")
+    if len(value) != n_hidden:
+        raise ValueError(f"{name} must name one activation per hidden layer ({n_hidden}), got {len(value)}")
+    return [check_choice(f"{name}[{i}]", v, choices) for i, v in enumerate(value)]
+
+
+def check_dropout(value: Any, n_layers: int) -> list[float]:
+    """Dropout rates per layer input, ``[p_inputs, p_hidden_1, ...]`` (n_layers values), each in [0, 1).
+
+    A single number is the rate of every hidden layer (the inputs are kept); a sequence gives
+    the inputs' rate first, then one per hidden layer.
+    """
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != n_layers:
+            raise ValueError(f"dropout must be a number or a list of {n_layers} rates (the inputs', then one per "
+                             f"hidden layer), got {len(value)} values")
+        return [check_float(f"dropout[{i}]", p, minimum=0.0, maximum=1.0, open_max=True)
+                for i, p in enumerate(value)]
+    p = check_float("dropout", value, minimum=0.0, maximum=1.0, open_max=True)
+    return [0.0] + [p] * (n_layers - 1)

@@ -196,7 +196,14 @@ class _BaseMLP(BaseEstimator):
     # --- checks ------------------------------------------------------------
     def _check_params(self) -> list[int]:
         hidden = _hidden_sizes(self.hidden_layer_sizes)
-        _choice("activation", self.activation, ACTIVATIONS)
+        if isinstance(self.activation, (list, tuple)):  # fastmlp's extension: one per hidden layer
+            if len(self.activation) != len(hidden):
+                raise ValueError(f"The 'activation' parameter must be a str or a list of one activation per hidden "
+                                 f"layer ({len(hidden)}); got {self.activation!r}.")
+            for a in self.activation:
+                _choice("activation", a, ACTIVATIONS)
+        else:
+            _choice("activation", self.activation, ACTIVATIONS)
         _choice("solver", self.solver, SOLVERS)
         _real("alpha", self.alpha, 0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
@@ -241,10 +248,33 @@ class _BaseMLP(BaseEstimator):
         _real("lr_step_size", self.lr_step_size, 0, lo_open=True)
         _real("lr_min", self.lr_min, 0)
         _real("warmup_epochs", self.warmup_epochs, 0)
+        if isinstance(self.dropout, (list, tuple)):
+            if len(self.dropout) != len(hidden) + 1:
+                raise ValueError(f"The 'dropout' parameter must be a real number in [0, 1) or a list of "
+                                 f"{len(hidden) + 1} (the inputs' rate, then one per hidden layer); got "
+                                 f"{self.dropout!r}.")
+            for p in self.dropout:
+                _real("dropout", p, 0, 1, hi_open=True)
+        else:
+            _real("dropout", self.dropout, 0, 1, hi_open=True)
+        _real("input_noise", self.input_noise, 0)
+        if self.max_norm is not None:
+            _real("max_norm", self.max_norm, 0, lo_open=True)
+        if self.solver == "lbfgs" and self._perturbs():
+            raise ValueError("dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
+                             f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'")
         if self.callbacks is not None:
             if not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks):
                 raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
         return hidden
+
+    def _perturbs(self) -> bool:
+        """Whether dropout, input noise or max-norm is on (checked values)."""
+        rates = self.dropout if isinstance(self.dropout, (list, tuple)) else [self.dropout]
+        return any(p > 0 for p in rates) or self.input_noise > 0 or self.max_norm is not None
+
+    def _hidden_activations(self, n_hidden: int) -> list[str]:
+        return list(self.activation) if isinstance(self.activation, (list, tuple)) else [self.activation] * n_hidden
 
     def _data_dtype(self) -> Any:
         return (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
@@ -270,12 +300,20 @@ class _BaseMLP(BaseEstimator):
         dtype = np.dtype(getattr(self, "_fit_dtype", None) or np.asarray(coefs[0]).dtype)
         if dtype.name not in ("float32", "float64"):
             dtype = np.dtype(np.float64)
+        activation = self.activation if isinstance(self.activation, str) else list(self.activation)
+        training = dict(dropout=list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout),
+                        input_noise=float(self.input_noise),
+                        max_norm=None if self.max_norm is None else float(self.max_norm))
+        noise_seed = getattr(self, "_noise_seed", 0)
         if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
-                or net.activation != self.activation or net.output_activation != self.out_activation_
-                or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)):
-            net = Network(sizes, activation=self.activation, output_activation=self.out_activation_,
-                          dtype=dtype, seed=0, leaky_relu_slope=float(self.leaky_relu_slope))
+                or net.activation != activation or net.output_activation != self.out_activation_
+                or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)
+                or getattr(self, "_net_training", None) != (training, noise_seed)):
+            # The network's seed keys the dropout and noise draws only (its weights are replaced).
+            net = Network(sizes, activation=activation, output_activation=self.out_activation_,
+                          dtype=dtype, seed=noise_seed, leaky_relu_slope=float(self.leaky_relu_slope), **training)
             self._net = net
+            self._net_training = (training, noise_seed)
         views_w, views_b = net.weights, net.biases
         for i in range(len(coefs)):
             if coefs[i] is not views_w[i]:
@@ -291,13 +329,19 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(layer_units)
-        factor = 2.0 if self.activation == "logistic" else 6.0
+        # scikit-learn's factor follows the activation; with one per hidden layer, layer l's own
+        # (the output layer: the last hidden layer's), as fastmlp.Network draws them.
+        acts = self._hidden_activations(max(len(layer_units) - 2, 1))
         coefs, intercepts = [], []
-        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+        for l, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):
+            factor = 2.0 if acts[min(l, len(acts) - 1)] == "logistic" else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
             coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
             intercepts.append(rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
         self.coefs_, self.intercepts_ = coefs, intercepts
+        # The key of the dropout and noise draws, drawn after the weights (and only when used:
+        # without them the random stream is scikit-learn's).
+        self._noise_seed = int(rs.randint(np.iinfo(np.int32).max)) if self._perturbs() else 0
         self._reset_bookkeeping()
 
     def _reset_bookkeeping(self) -> None:
@@ -864,7 +908,7 @@ _SHARED_DOC = """
     max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         scikit-learn's, same names, defaults and meaning. ``activation`` also
-        takes ``'leaky_relu'``; ``solver`` also ``'adamw'``, ``'rmsprop'``,
+        takes ``'leaky_relu'``, or a list with one name per hidden layer; ``solver`` also ``'adamw'``, ``'rmsprop'``,
         ``'adagrad'``; ``learning_rate`` also ``'step'``, ``'exponential'``,
         ``'cosine'`` (see :mod:`fastmlp.schedules`; these act on every
         stochastic solver, while ``'invscaling'`` and ``'adaptive'`` act on
@@ -900,6 +944,16 @@ _SHARED_DOC = """
         model. ``classes_`` are the union of all ranks' labels. Stochastic
         solvers only; no ``sample_weight``, ``class_weight``,
         ``early_stopping`` or ``validation_data`` yet.
+    dropout : float or list of float, default=0.0
+        Inverted dropout during training (stochastic solvers): a number is the
+        rate of every hidden layer's output; a list gives the inputs' rate,
+        then one per hidden layer. Each in [0, 1); predictions use the whole
+        network. The masks depend on ``random_state``, never on the thread count.
+    input_noise : float, default=0.0
+        Standard deviation of Gaussian noise added to the inputs during training.
+    max_norm : float or None, default=None
+        After every update, each hidden unit's incoming weight vector is scaled
+        to L2 norm at most ``max_norm``.
 """
 
 
@@ -933,7 +987,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
                  weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
                  lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
-                 class_weight: Any = None, distributed: str | None = None) -> None:
+                 class_weight: Any = None, distributed: str | None = None, dropout: Any = 0.0,
+                 input_noise: float = 0.0, max_norm: float | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -972,6 +1027,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.warmup_epochs = warmup_epochs
         self.callbacks = callbacks
         self.class_weight = class_weight
+        self.dropout = dropout
+        self.input_noise = input_noise
+        self.max_norm = max_norm
 
     # --- labels --------------------------------------------------------------
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
@@ -1119,7 +1177,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
                  lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None) -> None:
+                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None, dropout: Any = 0.0,
+                 input_noise: float = 0.0, max_norm: float | None = None) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1158,6 +1217,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.lr_min = lr_min
         self.warmup_epochs = warmup_epochs
         self.callbacks = callbacks
+        self.dropout = dropout
+        self.input_noise = input_noise
+        self.max_norm = max_norm
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
         _choice("loss", self.loss, ("squared_error", "poisson"))

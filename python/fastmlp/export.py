@@ -51,9 +51,10 @@ def _layers(model: Any) -> _Layers:
                         f"got {type(model).__name__}")
     n = len(net.weights)
     out = "logistic" if net.output_activation == "sigmoid" else net.output_activation
-    hidden = "logistic" if net.activation == "sigmoid" else net.activation
+    hidden = ["logistic" if a == "sigmoid" else a for a in net.activations]  # dropout and noise: training only
+    assert len(hidden) == n - 1
     return _Layers([np.array(w) for w in net.weights], [np.array(b) for b in net.biases],
-                   [hidden] * (n - 1) + [out], float(net._config["leaky_relu_slope"]), binary, net.dtype)
+                   [*hidden, out], float(net._config["leaky_relu_slope"]), binary, net.dtype)
 
 
 def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:

@@ -45,7 +45,7 @@ FORMAT_VERSION = 2  # 2: typed params, optimizer state
 
 _SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
             "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
-            "_no_improvement_count", "_sgd_lr")
+            "_no_improvement_count", "_sgd_lr", "_noise_seed")
 _OPTIMIZER_ARRAYS = ("velocity", "m", "v", "G")
 _ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
 
@@ -227,7 +227,8 @@ class _suppress:
 
 # The largest metadata JSON accepted (a saved model's is a few KiB).
 _MAX_META_BYTES = 1 << 20
-_INT_ATTRS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "n_features_in_", "_epoch_clock", "_no_improvement_count")
+_INT_ATTRS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "n_features_in_", "_epoch_clock", "_no_improvement_count",
+              "_noise_seed")
 _FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_", "_sgd_lr")
 _STR_ATTRS = ("out_activation_", "_fit_dtype", "_loss_name")
 _Y_TYPES = ("binary", "multiclass", "multilabel-indicator")
@@ -523,7 +524,13 @@ def to_sklearn(est: Any) -> Any:
         raise ImportError("to_sklearn needs scikit-learn: pip install scikit-learn") from None
     if not hasattr(est, "coefs_"):
         raise ValueError(f"to_sklearn needs a fitted estimator; this {type(est).__name__} is not fitted yet")
-    if est.activation == "leaky_relu":
+    activation = est.activation
+    if isinstance(activation, (list, tuple)):  # one per hidden layer: scikit-learn has one for all
+        if len(set(activation)) != 1:
+            raise ValueError(f"activation={list(activation)!r} (one per hidden layer) has no scikit-learn "
+                             "equivalent: scikit-learn's MLP uses one activation for every hidden layer")
+        activation = activation[0]
+    if activation == "leaky_relu":
         raise ValueError("activation='leaky_relu' has no scikit-learn equivalent")
     cls = getattr(neural_network, type(est).__name__)
     known = cls().get_params()
@@ -533,6 +540,7 @@ def to_sklearn(est: Any) -> Any:
     dropped = [f"{k}={v!r}" for k, v in ours.items()
                if k not in known and k not in harmless and not _same_value(v, defaults[k])]
     params = {k: v for k, v in ours.items() if k in known}
+    params["activation"] = activation
     if params.get("solver") not in ("sgd", "adam", "lbfgs"):
         dropped.append(f"solver={params['solver']!r} (becomes 'adam')")
         params["solver"] = "adam"

@@ -14,8 +14,8 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from . import _core
-from ._validation import (_check_numeric, as_matrix, as_sample_weight, as_targets, check_choice, check_dtype,
-                          check_float, check_int, check_layer_sizes, check_seed)
+from ._validation import (_check_numeric, as_matrix, as_sample_weight, as_targets, check_activations, check_choice,
+                          check_dropout, check_dtype, check_float, check_int, check_layer_sizes, check_seed)
 from .optim import Optimizer
 
 
@@ -68,7 +68,7 @@ INITS = ("glorot", "he")
 class Network:
     r"""A multilayer perceptron whose math runs in C++.
 
-    Layer :math:`l` computes :math:`Z_l = A_{l-1} W_l + b_l`, :math:`A_l = f(Z_l)`,
+    Layer :math:`l` computes :math:`Z_l = A_{l-1} W_l + b_l`, :math:`A_l = f_l(Z_l)`,
     with :math:`W_l` of shape ``(n_in, n_out)``; hidden layers use `activation`,
     the last layer `output_activation`.
 
@@ -76,9 +76,10 @@ class Network:
     ----------
     layer_sizes : sequence of int
         ``[n_inputs, hidden..., n_outputs]``, each >= 1.
-    activation : str
+    activation : str or sequence of str
         Hidden activation: ``identity``, ``logistic`` (alias ``sigmoid``),
-        ``tanh``, ``relu``, ``leaky_relu``.
+        ``tanh``, ``relu``, ``leaky_relu``; one name for every hidden layer or
+        a list with one per hidden layer.
     output_activation : str
         One of the above, ``softmax`` or ``exp`` (for the ``poisson`` loss).
     dtype : {"float32", "float64"}
@@ -91,22 +92,53 @@ class Network:
         ``glorot``: :math:`W, b \sim U(-s, s)`, :math:`s=\sqrt{6/(n_{in}+n_{out})}`
         (2 instead of 6 for a logistic activation), scikit-learn's bounds;
         ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0`.
+        With one activation per hidden layer, layer :math:`l`'s Glorot factor
+        follows its own activation (the output layer's: the last hidden one).
+    dropout : float or sequence of float
+        Inverted dropout during training (:meth:`train_epoch`): each value
+        of a layer's input is kept with probability :math:`1-p` and scaled
+        by :math:`1/(1-p)`; inference is untouched. A number is the rate of
+        every hidden layer's output; a list gives ``[p_inputs, p_hidden_1,
+        ...]`` (one per layer). Each in ``[0, 1)``; 0 is off. The masks are
+        a function of (seed, training step, row in the batch, layer, unit)
+        only: the same seed trains the same weights on any thread count.
+    input_noise : float
+        Standard deviation :math:`\sigma` of Gaussian noise added to the
+        inputs during training (before input dropout); 0 is off.
+    max_norm : float or None
+        After every update, each hidden unit's incoming weights (a column of
+        :math:`W_l`, hidden layers only) are scaled to L2 norm at most
+        `max_norm` (Srivastava et al. 2014); None is off.
     """
 
-    def __init__(self, layer_sizes: Any, activation: str = "relu", output_activation: str = "identity",
+    def __init__(self, layer_sizes: Any, activation: Any = "relu", output_activation: str = "identity",
                  dtype: Any = "float32", seed: int | None = None, *, leaky_relu_slope: float = 0.01,
-                 init: str = "glorot") -> None:
+                 init: str = "glorot", dropout: Any = 0.0, input_noise: float = 0.0,
+                 max_norm: float | None = None) -> None:
         sizes = check_layer_sizes(layer_sizes)
-        check_choice("activation", activation, HIDDEN_ACTIVATIONS)
+        n_layers = len(sizes) - 1
+        activations = check_activations("activation", activation, n_layers - 1, HIDDEN_ACTIVATIONS)
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
         check_choice("init", init, INITS)
         self._dtype = check_dtype(dtype)
         slope = check_float("leaky_relu_slope", leaky_relu_slope, minimum=0.0)
+        rates = check_dropout(dropout, n_layers)
+        input_noise = check_float("input_noise", input_noise, minimum=0.0)
+        if max_norm is not None:
+            max_norm = check_float("max_norm", max_norm, minimum=0.0, open_min=True)
         self._seed = check_seed(seed)
         cls = getattr(_core, "Network_" + self._dtype.name)
-        self._net = cls(list(sizes), activation, output_activation, slope, self._seed, init)
-        self._config = dict(activation=activation, output_activation=output_activation,
-                            leaky_relu_slope=slope, init=init)
+        self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
+        self._net.set_noise(rates, input_noise, max_norm or 0.0)
+        self._config = dict(activation=activation if isinstance(activation, str) else list(activation),
+                            output_activation=output_activation, leaky_relu_slope=slope, init=init)
+        # Stored only when used: files and pickles of networks without them stay as they were.
+        if any(rates):
+            self._config["dropout"] = dropout if isinstance(dropout, (int, float)) else rates
+        if input_noise:
+            self._config["input_noise"] = input_noise
+        if max_norm is not None:
+            self._config["max_norm"] = max_norm
         self._make_views()
 
     def _make_views(self) -> None:
@@ -127,8 +159,43 @@ class Network:
         return int(self._net.n_params)
 
     @property
-    def activation(self) -> str:
+    def activation(self) -> str | list[str]:
+        """As given: one name, or a list with one per hidden layer."""
         return self._config["activation"]
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """The activation of each hidden layer."""
+        return tuple(self._net.activations)[: len(self.layer_sizes) - 2]
+
+    @property
+    def dropout(self) -> tuple[float, ...]:
+        """The dropout rate of each layer's input: ``(p_inputs, p_hidden_1, ...)``."""
+        return tuple(self._net.dropout)
+
+    @property
+    def input_noise(self) -> float:
+        return float(self._net.input_noise)
+
+    @property
+    def max_norm(self) -> float | None:
+        return float(self._net.max_norm) or None
+
+    @property
+    def training_steps(self) -> int:
+        """Training steps (mini-batches) taken since the parameters were drawn: the
+        ``step`` of the dropout and noise draws (see :meth:`draws`)."""
+        return int(self._net.steps)
+
+    def draws(self, rows: int, step: int) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+        """What training step `step` draws for a batch of `rows` rows: the input noise
+        :math:`\sigma\varepsilon` (``(rows, n_inputs)``, or None) and, per layer input,
+        the keep mask (0/1, ``(rows, width)``; None where its rate is 0) — the arguments
+        :func:`fastmlp.reference.loss_and_grad` takes to give the same gradients."""
+        rows = check_int("rows", rows, minimum=1)
+        step = check_int("step", step, minimum=0, maximum=2**64 - 1)
+        noise, masks = self._net.draws(rows, step)
+        return noise, list(masks)
 
     @property
     def output_activation(self) -> str:
@@ -216,7 +283,8 @@ class Network:
         if need is not None and out != need:
             raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
 
-    def loss_and_grad(self, X: Any, y: Any, loss: str, sample_weight: Any = None) -> float:
+    def loss_and_grad(self, X: Any, y: Any, loss: str, sample_weight: Any = None, *,
+                      training_step: int | None = None) -> float:
         r"""Mean loss over the batch (no regularization); fills the gradient views.
 
         With sample weights :math:`w_i` (all 1 by default), :math:`W=\sum_i w_i`
@@ -230,14 +298,23 @@ class Network:
         one-hot (2-D). X and y are accepted as in :meth:`forward`. A failed
         call (bad input, or another thread training this network:
         ``RuntimeError``) changes nothing. X may be a scipy.sparse matrix.
+
+        ``training_step``, when given, evaluates the batch as training step
+        number `training_step` sees it: with this network's dropout and
+        input noise drawn for that step (:meth:`draws`); nothing else
+        changes (dense X only).
         """
         self._check_loss(loss)
-        if _is_sparse(X):  # the objective without penalties is this loss
+        if training_step is not None:
+            training_step = check_int("training_step", training_step, minimum=0, maximum=2**64 - 1)
+            if _is_sparse(X):
+                raise TypeError("training_step needs a dense X, got a scipy.sparse X")
+        elif _is_sparse(X):  # the objective without penalties is this loss
             return self.objective(X, y, loss, sample_weight=sample_weight)
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         Y = self._targets(y, loss, X.shape[0])
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
-        return float(self._net.loss_and_grad(X, Y, loss, w))
+        return float(self._net.loss_and_grad(X, Y, loss, w, training_step))
 
     def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
                     shuffle: bool = True, *, l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
@@ -388,16 +465,23 @@ class Network:
     # --- describing, saving, loading ----------------------------------------
     def summary(self, file: TextIO | None = None, *, title: str | None = None) -> None:
         """Prints one line per layer: its shape ``n_in -> n_out``, its parameters
-        (``n_in * n_out + n_out``) and its activation; then the total."""
+        (``n_in * n_out + n_out``), its activation and the dropout rate of its input
+        (when any layer has one); then the total and the training-only settings."""
         sizes = self.layer_sizes
-        rows = [(f"dense {i}", f"{a} -> {b}", f"{a * b + b:,}", self.output_activation if i == len(sizes) - 2
-                 else self.activation) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
-        head = ("layer", "shape", "parameters", "activation")
-        widths = [max(len(r[k]) for r in [head, *rows]) for k in range(4)]
-        fmt = "  ".join(f"{{:<{w}}}" if k != 2 else f"{{:>{w}}}" for k, w in enumerate(widths))
-        lines = [title or f"Network ({self._dtype.name})", fmt.format(*head), *(fmt.format(*r) for r in rows),
-                 f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"]
-        print("\n".join(lines), file=sys.stdout if file is None else file)
+        acts = (*self.activations, self.output_activation)
+        rows = [(f"dense {i}", f"{a} -> {b}", f"{a * b + b:,}", acts[i], f"{self.dropout[i]:g}")
+                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+        head = ("layer", "shape", "parameters", "activation", "input dropout")
+        k = 5 if any(self.dropout) else 4
+        widths = [max(len(r[c]) for r in [head, *rows]) for c in range(k)]
+        fmt = "  ".join(f"{{:<{w}}}" if c != 2 else f"{{:>{w}}}" for c, w in enumerate(widths))
+        extras = [f"{name}={value:g}" for name, value in (("input_noise", self.input_noise),
+                                                          ("max_norm", self.max_norm or 0.0)) if value]
+        lines = [title or f"Network ({self._dtype.name})", fmt.format(*head[:k]),
+                 *(fmt.format(*r[:k]) for r in rows),
+                 f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"
+                 + (f"; training: {', '.join(extras)}" if extras else "")]
+        print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the network to `path`: a NumPy ``.npz`` archive in the format of the
@@ -419,7 +503,7 @@ class Network:
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         return dict(layer_sizes=self.layer_sizes, dtype=self._dtype.name, seed=self._seed,
-                    config=dict(self._config), params=np.array(self.params))
+                    config=dict(self._config), params=np.array(self.params), training_steps=self.training_steps)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
@@ -427,7 +511,11 @@ class Network:
         if params.shape != (self.n_params,):
             raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")
         self.params[:] = params
+        self._net.steps = check_int("training_steps", state.get("training_steps", 0), minimum=0,
+                                    maximum=2**64 - 1)
 
     def __repr__(self) -> str:
+        extras = "".join(f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm")
+                         if k in self._config)
         return (f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r})")
+                f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r}{extras})")

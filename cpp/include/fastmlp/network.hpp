@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fastmlp/activation.hpp"
+#include "fastmlp/dropout.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/parallel.hpp"
 #include "fastmlp/rng.hpp"
@@ -53,31 +54,58 @@ Init parse_init(const std::string& name);
 void check_fits_in_memory(double bytes, const char* what);
 
 // What one thread needs for a forward/backward pass over its slice of a
-// batch: the gathered rows, and every layer's Z, A and delta.
+// batch: the gathered rows, and every layer's Z, A and delta (and, for a
+// hidden layer whose output is dropped out, the dropped A).
 template <class T>
 struct Workspace {
   Index rows = 0;
-  Matrix<T> x, y;                      // the slice's rows, when gathered
+  Matrix<T> x, y;                      // the slice's rows, when gathered or perturbed
   Vector<T> w;                         // their sample weights
   std::vector<T> csr_data;             // the slice's rows of a sparse X, gathered
   std::vector<std::int64_t> csr_indices, csr_indptr;
   CsrView<T> csr_view;                 // ... and viewed
   std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
-  void reserve(const std::vector<Index>& sizes, Index rows);
+  std::vector<Matrix<T>> dropped;      // per layer: A after dropout (empty where the next layer's input has none)
+  // Sized for `rows` rows; dropout[l] > 0 for l >= 1 sizes dropped[l - 1].
+  void reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index rows);
+};
+
+// The regularizers that act during training only (inference and objective()
+// never apply them):
+//   dropout[l]   inverted dropout of layer l's input: l = 0 the network's
+//                inputs, l >= 1 hidden layer l's output; each in [0, 1)
+//   input_noise  σ of Gaussian noise added to the inputs (before dropout)
+//   max_norm     > 0: after every update, each hidden unit's incoming weights
+//                w (a column of W_l, l < L − 1) are scaled to ‖w‖₂ <= max_norm
+// (dropout.hpp has the draws' formulas.)
+struct TrainingNoise {
+  std::vector<double> dropout;
+  double input_noise = 0.0;
+  double max_norm = 0.0;
+  bool perturbs() const;  // dropout or input noise anywhere
+  bool perturbs_inputs() const { return input_noise > 0.0 || (!dropout.empty() && dropout[0] > 0.0); }
+  void check(Index n_layers) const;  // throws std::invalid_argument
 };
 
 template <class T>
 class Network {
  public:
-  Network(std::vector<Index> layer_sizes, Activation hidden, Activation output, double slope,
+  // hidden: one activation for every hidden layer, or one per hidden layer.
+  Network(std::vector<Index> layer_sizes, std::vector<Activation> hidden, Activation output, double slope,
           std::uint64_t seed, Init init);
+  Network(std::vector<Index> layer_sizes, Activation hidden, Activation output, double slope, std::uint64_t seed,
+          Init init)
+      : Network(std::move(layer_sizes), std::vector<Activation>{hidden}, output, slope, seed, init) {}
 
   const std::vector<Index>& layer_sizes() const { return sizes_; }
   Index n_layers() const { return Index(sizes_.size()) - 1; }
   Index n_inputs() const { return sizes_.front(); }
   Index n_outputs() const { return sizes_.back(); }
   Index n_params() const { return params_.size(); }
-  Activation hidden_activation() const { return hidden_; }
+  // Hidden layer l's activation (l < n_layers() - 1); for a network without
+  // hidden layers, hidden_activations() holds the one its Glorot bound uses.
+  Activation hidden_activation(Index l) const { return hidden_[std::size_t(l)]; }
+  const std::vector<Activation>& hidden_activations() const { return hidden_; }
   Activation output_activation() const { return output_; }
   T slope() const { return slope_; }
 
@@ -88,9 +116,20 @@ class Network {
   Index weight_offset(Index layer) const { return weight_offset_[layer]; }
   Index bias_offset(Index layer) const { return weight_offset_[layer] + sizes_[layer] * sizes_[layer + 1]; }
 
-  // Draws new parameters; reseeds the shuffling generator from the same seed.
+  // Draws new parameters; reseeds the shuffling generator from the same seed
+  // and restarts the step count.
   void initialize(std::uint64_t seed, Init init);
   Rng& rng() { return rng_; }
+  std::uint64_t seed() const { return seed_; }
+  // Training steps taken since initialize(): the `step` of the dropout and
+  // noise draws (dropout.hpp).
+  std::uint64_t steps() const { return steps_; }
+  void set_steps(std::uint64_t steps) { steps_ = steps; }
+  const TrainingNoise& noise() const { return noise_; }
+  void set_noise(TrainingNoise noise);  // checked; the caller holds busy()
+  // Scales each hidden unit's incoming weights to norm <= noise().max_norm,
+  // on thread t of a team (each its own columns).
+  void apply_max_norm(int t, int team);
 
   // out (n, n_outputs) = the network's output for x (n, n_inputs), dense or
   // sparse. Reads the parameters only: safe to call from several threads.
@@ -104,8 +143,12 @@ class Network {
   // threads that share the pass: each computes its own columns of every
   // product and its own rows of the loss, with a barrier wherever a stage
   // reads what others wrote (team = 1: the whole pass on this thread).
+  //
+  // With `draw` (a training step's key and the position in the batch of
+  // row 0), noise() perturbs the pass: input noise and dropout as in
+  // dropout.hpp, the same masks in the backward pass.
   double forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                          Workspace<T>& ws, T* g, int t = 0, int team = 1) const;
+                          Workspace<T>& ws, T* g, int t = 0, int team = 1, const DrawKey* draw = nullptr) const;
 
   // How a batch of `rows` rows is split across threads (parallel.hpp:
   // plan_step), with the slices' workspaces and gradient buffers sized;
@@ -129,8 +172,11 @@ class Network {
 
   std::vector<Index> sizes_;
   std::vector<Index> weight_offset_;
-  Activation hidden_, output_;
+  std::vector<Activation> hidden_;
+  Activation output_;
   T slope_;
+  std::uint64_t seed_ = 0, steps_ = 0;
+  TrainingNoise noise_;
   Vector<T> params_, grads_;
   Rng rng_;
   std::vector<Workspace<T>> slices_;

@@ -60,9 +60,11 @@ struct GradientHook {
 };
 
 // Gradients of the batch's mean loss into net.grads() (no regularization);
-// returns that loss. The caller holds net.busy().
+// returns that loss. With draw_step, as a training step numbered *draw_step
+// sees it: with net.noise()'s dropout and input noise (no step is taken or
+// counted). The caller holds net.busy().
 template <class T>
-double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss);
+double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss, const std::uint64_t* draw_step = nullptr);
 
 // The full objective of one batch, without a step: fills net.grads() with
 // ∇(mean loss + penalties) (clipping excluded) and returns its value — what
