@@ -489,7 +489,7 @@ class Network:
         (layer sizes, dtype, activations, seed) and the flat ``params``; written atomically."""
         from .io import save_network
         save_network(path, {"layer_sizes": list(self.layer_sizes), "dtype": self._dtype.name, "seed": self._seed,
-                            "config": dict(self._config)}, self.params)
+                            "config": dict(self._config), "training_steps": self.training_steps}, self.params)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
@@ -497,8 +497,13 @@ class Network:
         (format, version, a valid network) and ``params``' header against it before any array
         is read: a damaged or forged file raises ``ValueError``."""
         from .io import load_network
-        return load_network(path, lambda meta: cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"],
-                                                   **meta["config"]))
+
+        def build(meta: dict[str, Any]) -> Network:
+            net = cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"], **meta["config"])
+            net._net.steps = check_int("training_steps", meta.get("training_steps", 0), minimum=0,
+                                       maximum=2**64 - 1)
+            return net
+        return load_network(path, build)
 
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

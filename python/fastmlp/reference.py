@@ -36,6 +36,8 @@ __all__ = [
     "RMSprop",
     "Adagrad",
     "objective",
+    "apply_dropout",
+    "max_norm",
     "activation_backward",
     "activation_forward",
     "forward",
@@ -345,21 +347,54 @@ def output_loss_and_grad(
 # ---------------------------------------------------------------------------
 
 
-def _check_network(weights: Sequence, biases: Sequence, activation: str, output_activation: str):
+def _check_network(weights: Sequence, biases: Sequence, activation, output_activation: str) -> list[str]:
+    """Checks the network's description; returns the activation of each hidden layer."""
     if len(weights) == 0 or len(weights) != len(biases):
         raise ValueError(
             "weights and biases must be non-empty lists of the same length; "
             f"got {len(weights)} weights and {len(biases)} biases"
         )
-    _check_name("activation", activation, HIDDEN_ACTIVATIONS)
+    n_hidden = len(weights) - 1
+    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if len(names) != n_hidden and not isinstance(activation, str):
+        raise ValueError(f"activation must be a name or one name per hidden layer ({n_hidden}); got {len(names)}")
+    for name in names:
+        _check_name("activation", name, HIDDEN_ACTIVATIONS)
     _check_name("output_activation", output_activation, ACTIVATIONS)
+    return names
+
+
+def apply_dropout(A: np.ndarray, mask: np.ndarray, rate: float) -> np.ndarray:
+    """Inverted dropout with the keep mask given: ``A * mask / (1 - rate)`` (0 where dropped),
+    the scale rounded to A's dtype first."""
+    A = np.asarray(A)
+    scale = A.dtype.type(1.0 / (1.0 - rate))
+    return np.where(np.asarray(mask) != 0, A * scale, A.dtype.type(0))
+
+
+def _layer_input(A: np.ndarray, l: int, rates, masks, noise=None) -> np.ndarray:
+    """Layer l's input during training: A (X at l = 0) with noise added (l = 0) and dropout at site l."""
+    if l == 0 and noise is not None:
+        A = A + np.asarray(noise, dtype=A.dtype)
+    if masks is not None and masks[l] is not None:
+        A = apply_dropout(A, masks[l], rates[l])
+    return A
+
+
+def max_norm(weights: Sequence[np.ndarray], limit: float) -> None:
+    """In place: each hidden unit's incoming weights (a column of ``W_l``, every layer but the last)
+    scaled to L2 norm at most `limit`: ``W[:, j] *= min(1, limit / ||W[:, j]||)`` (norm in float64)."""
+    for W in weights[:-1]:
+        norms = np.sqrt(np.sum(W.astype(np.float64) ** 2, axis=0))
+        over = norms > limit
+        W[:, over] *= (limit / norms[over]).astype(W.dtype)
 
 
 def forward(
     weights: Sequence[np.ndarray],
     biases: Sequence[np.ndarray],
     X,
-    activation: str = "relu",
+    activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -374,8 +409,9 @@ def forward(
     weights : list of ndarray of shape (n_in, n_out)
     biases : list of ndarray of shape (n_out,)
     X : array_like of shape (n, n_features)
-    activation : str, default="relu"
-        Hidden-layer activation (any of :data:`ACTIVATIONS` but softmax).
+    activation : str or sequence of str, default="relu"
+        Hidden-layer activation (any of :data:`ACTIVATIONS` but softmax), or
+        one per hidden layer.
     output_activation : str, default="identity"
     slope : float, default=0.01
         Slope of ``leaky_relu`` for ``z <= 0``.
@@ -388,13 +424,13 @@ def forward(
         ``L + 1`` activations: ``As[0]`` is ``X`` and ``As[l + 1] = f_l(Zs[l])``;
         ``As[-1]`` is the network's output.
     """
-    _check_network(weights, biases, activation, output_activation)
+    hidden = _check_network(weights, biases, activation, output_activation)
     As = [_as_float_array(X)]
     Zs = []
     n_layers = len(weights)
     for l, (W, b) in enumerate(zip(weights, biases)):
         Z = As[-1] @ W + b
-        f = activation if l < n_layers - 1 else output_activation
+        f = hidden[l] if l < n_layers - 1 else output_activation
         Zs.append(Z)
         As.append(activation_forward(f, Z, slope))
     return Zs, As
@@ -404,7 +440,7 @@ def predict(
     weights: Sequence[np.ndarray],
     biases: Sequence[np.ndarray],
     X,
-    activation: str = "relu",
+    activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
 ) -> np.ndarray:
@@ -419,21 +455,29 @@ def loss_and_grad(
     X,
     Y,
     loss: str,
-    activation: str = "relu",
+    activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
     sample_weight=None,
     grad_scale: float = 1.0,
+    *,
+    dropout: Sequence[float] | None = None,
+    masks: Sequence[np.ndarray | None] | None = None,
+    noise: np.ndarray | None = None,
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
     """(Weighted) mean loss over a batch and its gradients, by backpropagation.
 
-    Starting from ``dZ_{L-1}`` given by :func:`output_loss_and_grad`, for
-    ``l = L-1 .. 0``::
+    Layer ``l``'s input is ``I_l``: ``I_0 = X``, ``I_l = A_{l-1}``; during
+    training (``masks`` given) ``I_0 = apply_dropout(X + noise, m_0, p_0)`` and
+    ``I_l = apply_dropout(A_{l-1}, m_l, p_l)`` (:func:`apply_dropout`; a ``None`` mask
+    is no dropout there). Starting from ``dZ_{L-1}`` given by
+    :func:`output_loss_and_grad`, for ``l = L-1 .. 0``::
 
-        dW_l     = A_{l-1}^T dZ_l
+        dW_l     = I_l^T dZ_l
         db_l     = sum over rows of dZ_l
-        dA_{l-1} = dZ_l W_l^T
-        dZ_{l-1} = activation_backward(activation, dA_{l-1}, Z_{l-1}, A_{l-1})
+        dI_l     = dZ_l W_l^T
+        dA_{l-1} = apply_dropout(dI_l, m_l, p_l)   (dI_l when no mask)
+        dZ_{l-1} = activation_backward(f_{l-1}, dA_{l-1}, Z_{l-1}, A_{l-1})
 
     No regularization term is included (see :func:`train_epoch`).
 
@@ -447,6 +491,12 @@ def loss_and_grad(
         One of :data:`LOSSES`.
     sample_weight, grad_scale
         As in :func:`output_loss_and_grad`.
+    dropout : sequence of float, optional
+        The rate ``p_l`` of each layer's input (``L`` values).
+    masks : sequence of (ndarray or None), optional
+        The keep mask ``m_l`` (0/1, shaped like ``I_l``) of each layer's input.
+    noise : ndarray of shape (n, n_features), optional
+        Added to X before input dropout (``sigma * epsilon``).
 
     Returns
     -------
@@ -457,15 +507,28 @@ def loss_and_grad(
     bias_grads : list of ndarray
         ``dL/db_l``, shaped like ``biases``.
     """
-    Zs, As = forward(weights, biases, X, activation, output_activation, slope)
+    hidden = _check_network(weights, biases, activation, output_activation)
+    if masks is not None and (dropout is None or len(masks) != len(weights) or len(dropout) != len(weights)):
+        raise ValueError(f"masks and dropout must have one entry per layer ({len(weights)})")
+    inputs, Zs, As = [], [], []
+    A = _as_float_array(X)
+    L = len(weights)
+    for l, (W, b) in enumerate(zip(weights, biases)):
+        inputs.append(_layer_input(A, l, dropout, masks, noise))
+        Z = inputs[l] @ W + b
+        A = activation_forward(hidden[l] if l < L - 1 else output_activation, Z, slope)
+        Zs.append(Z)
+        As.append(A)
     value, dZ = output_loss_and_grad(loss, output_activation, Zs[-1], Y, slope, sample_weight, grad_scale)
     weight_grads, bias_grads = [], []
-    for l in reversed(range(len(weights))):
-        weight_grads.append(As[l].T @ dZ)
+    for l in reversed(range(L)):
+        weight_grads.append(inputs[l].T @ dZ)
         bias_grads.append(np.sum(dZ, axis=0))
         if l > 0:
             dA = dZ @ weights[l].T
-            dZ = activation_backward(activation, dA, Zs[l - 1], As[l], slope)
+            if masks is not None and masks[l] is not None:
+                dA = apply_dropout(dA, masks[l], dropout[l])
+            dZ = activation_backward(hidden[l - 1], dA, Zs[l - 1], As[l - 1], slope)
     return value, weight_grads[::-1], bias_grads[::-1]
 
 
@@ -714,8 +777,13 @@ def objective(
     l1: float = 0.0,
     sample_weight=None,
     grad_scale: float = 1.0,
+    *,
+    dropout: Sequence[float] | None = None,
+    masks: Sequence[np.ndarray | None] | None = None,
+    noise: np.ndarray | None = None,
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
-    """The regularized batch objective, scikit-learn's form extended by an L1 term.
+    """The regularized batch objective, scikit-learn's form extended by an L1 term
+    (``dropout``, ``masks``, ``noise``: as in :func:`loss_and_grad`).
 
     With ``W = sum(sample_weight)`` (the row count without weights)::
 
@@ -723,7 +791,7 @@ def objective(
         dW_l = dW_l(loss) + (l2 * W_l + l1 * sign(W_l)) / W       (biases: no penalty)
     """
     value, gW, gb = loss_and_grad(weights, biases, X, Y, loss, activation, output_activation, slope,
-                                  sample_weight, grad_scale)
+                                  sample_weight, grad_scale, dropout=dropout, masks=masks, noise=noise)
     W = float(len(X) if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
     if l2 or l1:
         value += (0.5 * l2 * sum(float(np.sum(Wl.astype(np.float64) ** 2)) for Wl in weights)
@@ -767,6 +835,10 @@ def train_epoch(
     grad_scale: float = 1.0,
     schedule: Callable[[float, float], float] | None = None,
     epoch: float = 0.0,
+    *,
+    dropout: Sequence[float] | None = None,
+    draws: Callable[[int, int], tuple] | None = None,
+    max_norm_limit: float | None = None,
 ) -> float:
     """One pass over the data in mini-batches; updates the parameters in place.
 
@@ -779,7 +851,11 @@ def train_epoch(
        weights sum to 0 counts 0 and takes no step);
     2. :func:`clip_gradients`;
     3. ``optimizer.lr = schedule(epoch + b / n_b, 1 / n_b)`` when a schedule is given;
-    4. ``optimizer.step([W_0, b_0, W_1, b_1, ...], [dW_0, db_0, ...])``.
+    4. ``optimizer.step([W_0, b_0, W_1, b_1, ...], [dW_0, db_0, ...])``;
+    5. :func:`max_norm` when `max_norm_limit` is given.
+
+    With `draws`, step 1 sees batch ``b``'s ``noise, masks = draws(b, |B|)``
+    (as :func:`loss_and_grad` takes them, with the rates `dropout`).
 
     Parameters
     ----------
@@ -822,8 +898,10 @@ def train_epoch(
         w = None if sample_weight is None else np.asarray(sample_weight)[idx]
         if w is not None and not np.sum(w, dtype=np.float64) > 0:
             continue
+        noise, masks = draws(b, len(idx)) if draws is not None else (None, None)
         value, weight_grads, bias_grads = objective(
-            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope, l2, l1, w, grad_scale
+            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope, l2, l1, w, grad_scale,
+            dropout=dropout, masks=masks, noise=noise,
         )
         total += value * len(idx)
         grads = [g for gW, gb in zip(weight_grads, bias_grads) for g in (gW, gb)]
@@ -832,6 +910,8 @@ def train_epoch(
             optimizer.lr = schedule(epoch + b / n_batches, 1 / n_batches)
         params = [p for W, bias in zip(weights, biases) for p in (W, bias)]
         optimizer.step(params, grads)
+        if max_norm_limit:
+            max_norm(weights, max_norm_limit)
     return total / n
 
 
