@@ -155,8 +155,9 @@ def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
     out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for f in cls.body:
-            if isinstance(f, ast.FunctionDef) and not any(
-                    isinstance(d, ast.Name) and d.id == "property" for d in f.decorator_list):
+            if isinstance(f, ast.FunctionDef) and not any(  # properties and their setters
+                    (isinstance(d, ast.Name) and d.id == "property")
+                    or (isinstance(d, ast.Attribute) and d.attr == "setter") for d in f.decorator_list):
                 out[f"{cls.name}.{f.name}"] = params(f)
     return out
 
