@@ -179,7 +179,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     truncate: frozenset = frozenset()
     requests: list
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         self.requests.append(self.path)
         if self.path.lstrip("/") in self.truncate:
             body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()

@@ -255,7 +255,7 @@ def test_forward_out_is_checked():
     before = net.params.copy()
     with pytest.raises(TypeError, match="out must have dtype float32, got float64"):
         net.forward(X, out=np.empty((5, 2)))
-    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"out must be a numpy.ndarray"):
         net.forward(X, out=[[0.0, 0.0]] * 5)
     with pytest.raises(ValueError, match=r"out must have shape \(5, 2\), got \(5, 3\)"):
         net.forward(X, out=np.empty((5, 3), dtype=np.float32))

@@ -15,8 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fuzz_cases as fc
 
@@ -36,10 +35,7 @@ def network_specs(draw):
 @st.composite
 def array_specs(draw, rows, cols, numeric_only=False):
     """Mostly well-shaped (rows, cols) arrays; sometimes any shape of 0-3 dimensions."""
-    if draw(st.integers(0, 9)) < 8:
-        shape = [rows, cols]
-    else:
-        shape = draw(st.lists(st.integers(0, 6), max_size=3))
+    shape = [rows, cols] if draw(st.integers(0, 9)) < 8 else draw(st.lists(st.integers(0, 6), max_size=3))
     dtypes = fc.NUMERIC_DTYPES if numeric_only or draw(st.integers(0, 9)) < 8 else fc.REFUSED_DTYPES
     inject = draw(st.sampled_from(fc.INJECT)) if draw(st.integers(0, 4)) == 0 else None
     return dict(shape=shape, dtype=draw(st.sampled_from(dtypes)), layout=draw(st.sampled_from(fc.LAYOUTS)),

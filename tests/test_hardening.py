@@ -164,7 +164,7 @@ def test_save_and_load_take_str_bytes_and_pathlike(tmp_path):
     for path in (str(tmp_path / "a.npz"), os.fsencode(tmp_path / "b.npz"), tmp_path / "c.npz"):
         est.save(path)
         np.testing.assert_array_equal(fastmlp.load(path).predict(X), est.predict(X))
-    with pytest.raises(TypeError, match="path must be a str, bytes or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be a str, bytes or os.PathLike"):
         est.save(3.5)
 
 

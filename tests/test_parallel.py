@@ -17,7 +17,6 @@ import pytest
 import fastmlp
 
 
-
 def _require(module: str):
     """Imports `module` (in the "test" extra); skips without it, but fails under CI=true."""
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_idx", "load_mnist", "data_home", "make_blobs_classification", "make_spiral"]
+__all__ = ["data_home", "load_idx", "load_mnist", "make_blobs_classification", "make_spiral"]
 
 # IDX element types: type byte -> big-endian NumPy dtype.
 _IDX_DTYPES = {

@@ -40,12 +40,13 @@ import threading
 import time
 import types
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _compat
-from ._compat import (BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state)
+from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from .network import Network, as_csr, make_regularization
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -241,9 +242,9 @@ class _BaseMLP(BaseEstimator):
         _real("lr_step_size", self.lr_step_size, 0, lo_open=True)
         _real("lr_min", self.lr_min, 0)
         _real("warmup_epochs", self.warmup_epochs, 0)
-        if self.callbacks is not None:
-            if not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks):
-                raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
+        if self.callbacks is not None and (
+                not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks)):
+            raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
         return hidden
 
     def _data_dtype(self) -> Any:
@@ -347,19 +348,19 @@ class _BaseMLP(BaseEstimator):
                 self.__dict__.pop("_epochs_started", None)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
-             validation_data: Any = None) -> "_BaseMLP":
+             validation_data: Any = None) -> _BaseMLP:
         if self.distributed is not None and getattr(self, "_mpi", None) is None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
         return self._fit_checked(X, y, sample_weight, incremental, validation_data)
 
     def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                     validation_data: Any) -> "_BaseMLP":
+                     validation_data: Any) -> _BaseMLP:
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         dtype = np.dtype(X.dtype)
         sw = self._sample_weight(sample_weight, X, y, dtype)
         layer_units = [n_features] + hidden + [Y.shape[1]]
@@ -396,7 +397,7 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                         validation_data: Any) -> "_BaseMLP":
+                         validation_data: Any) -> _BaseMLP:
         """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
 
         Two agreements keep the ranks in step: here, on the parameters and
@@ -1012,7 +1013,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_coder.decode(Y)
 
     # --- API -------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPClassifier":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> MLPClassifier:
         """Fits the model to X and the labels y (1-D labels or a 0/1 multilabel matrix).
 
         Parameters
@@ -1028,11 +1029,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
                                                    validation_data=validation_data))
 
-    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> "MLPClassifier":
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
         """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
         return self._transaction(lambda: self._partial_fit_classes(X, y, sample_weight, classes))
 
-    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> "MLPClassifier":
+    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> MLPClassifier:
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -1179,7 +1180,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _targets_to_y(self, Y: np.ndarray) -> np.ndarray:
         return Y.ravel() if Y.shape[1] == 1 else Y
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPRegressor":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> MLPRegressor:
         """Fits the model to X and the targets y ((n_samples,) or (n_samples, n_outputs)).
 
         See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
@@ -1187,7 +1188,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
                                                    validation_data=validation_data))
 
-    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over X, y."""
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=True))
 

@@ -6,7 +6,6 @@ the memory alive after the Network object is gone.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Callable, TextIO
@@ -14,8 +13,18 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from . import _core
-from ._validation import (_check_numeric, as_matrix, as_sample_weight, as_targets, check_choice, check_dtype,
-                          check_float, check_int, check_layer_sizes, check_seed)
+from ._validation import (
+    _check_numeric,
+    as_matrix,
+    as_sample_weight,
+    as_targets,
+    check_choice,
+    check_dtype,
+    check_float,
+    check_int,
+    check_layer_sizes,
+    check_seed,
+)
 from .optim import Optimizer
 
 
@@ -408,7 +417,7 @@ class Network:
                             "config": dict(self._config)}, self.params)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Network":
+    def load(cls, path: str | os.PathLike) -> Network:
         """Reads a network written by :meth:`save`; never unpickles. The metadata is checked
         (format, version, a valid network) and ``params``' header against it before any array
         is read: a damaged or forged file raises ``ValueError``."""
