@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,8 +29,9 @@ def _train(name: str, epoch: Callable[[], float], predict: Callable[[], np.ndarr
     return losses, rate
 
 
-def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], make_opt: Callable,
-             make_ref_opt: Callable, epochs: int, batch: int, every: int):
+def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], make_opt: Callable[[], fastmlp.Optimizer],
+             make_ref_opt: Callable[[], Any], epochs: int, batch: int,
+             every: int) -> tuple[fastmlp.Network, list[float]]:
     print(f"\n{title}: {X.shape[0]} samples, network {list(sizes)}, relu, softmax + log_loss, batch {batch}")
     net = fastmlp.Network(sizes, activation="relu", output_activation="softmax", dtype="float32", seed=0)
     W, b = [w.copy() for w in net.weights], [c.copy() for c in net.biases]

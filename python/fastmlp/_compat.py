@@ -234,8 +234,8 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
     if HAVE_SKLEARN:
         from sklearn.model_selection import train_test_split
         idx = np.arange(n)
-        train, test = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
-        return np.asarray(train), np.asarray(test)
+        train_idx, test_idx = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
+        return np.asarray(train_idx), np.asarray(test_idx)
     n_test = int(np.ceil(test_fraction * n))
     n_train = n - n_test
     if stratify is None:

@@ -179,7 +179,7 @@ def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
     return hook
 
 
-def _optimizer_config(optimizer: Any) -> tuple:
+def _optimizer_config(optimizer: Any) -> tuple[Any, ...]:
     if not isinstance(optimizer, Optimizer):
         return (type(optimizer).__name__,)
     public = sorted((k, v) for k, v in vars(optimizer).items() if not k.startswith("_"))

@@ -49,7 +49,7 @@ from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from .network import Network, as_csr, make_regularization
-from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .schedules import Schedule
 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -124,7 +124,7 @@ def _hidden_sizes(h: Any) -> list[int]:
 class _AvailableIf:
     """A method that exists only while check(instance) holds (scikit-learn's available_if)."""
 
-    def __init__(self, fn: Callable, check: Callable[[Any], bool]) -> None:
+    def __init__(self, fn: Callable[..., Any], check: Callable[[Any], bool]) -> None:
         self.fn, self.check = fn, check
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
@@ -193,6 +193,19 @@ class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not for direct use."""
 
     _loss_name: str  # set per fit: the C++ loss
+    # Fitted state, set by fit/partial_fit (declared for type checkers; absent before a fit).
+    # As in scikit-learn, the last four are None in the mode that does not use them
+    # (_init_state); each is read only in the mode that does, hence not Optional here.
+    coefs_: list[np.ndarray]
+    intercepts_: list[np.ndarray]
+    loss_curve_: list[float]
+    validation_scores_: list[float]
+    validation_loss_curve_: list[float]
+    best_loss_: float
+    best_validation_score_: float
+    _optimizer: Optimizer | None
+    _best_params: np.ndarray | None
+    _mpi: types.SimpleNamespace | None
 
     # --- checks ------------------------------------------------------------
     def _check_params(self) -> list[int]:
@@ -305,18 +318,18 @@ class _BaseMLP(BaseEstimator):
         self._optimizer = None
         self._best_params = None
         self._epoch_clock = 0
-        self.validation_loss_curve_ = None
+        self.validation_loss_curve_ = None  # type: ignore[assignment]  # (see the declarations)
         if self.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
+                self.best_loss_ = None  # type: ignore[assignment]
             else:
                 self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+                self.validation_scores_ = None  # type: ignore[assignment]
+                self.best_validation_score_ = None  # type: ignore[assignment]
 
     # --- fitting -----------------------------------------------------------
     def _transaction(self, call: Callable[[], Any]) -> Any:
@@ -341,7 +354,7 @@ class _BaseMLP(BaseEstimator):
                 if not self.__dict__.get("_epochs_started", False):
                     self.__dict__.clear()
                     self.__dict__.update(state)
-                    if params is not None:
+                    if net is not None and params is not None:  # (params is None when net is)
                         net.params[...] = params
                 raise
             finally:
@@ -488,7 +501,7 @@ class _BaseMLP(BaseEstimator):
             return RMSprop(lr, float(self.rho), float(self.epsilon))
         return Adagrad(lr, float(self.epsilon))
 
-    def _fit_stochastic(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None,
+    def _fit_stochastic(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
                         incremental: bool, validation_data: Any) -> None:
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
@@ -519,6 +532,7 @@ class _BaseMLP(BaseEstimator):
         X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
         Y = np.ascontiguousarray(Y)
         batch_size = self._batch_size(n_samples)
+        assert self._optimizer is not None  # made above
         impl = self._optimizer._bind(net)
         reg = self._regularization()
         sample_idx = np.arange(n_samples, dtype=np.int64)
@@ -544,8 +558,8 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 impl.lr = self._current_lr()
-                schedule = self._schedule()
-                schedule = None if schedule is None else schedule._impl
+                sched = self._schedule()
+                schedule = None if sched is None else sched._impl
                 start = time.perf_counter()
                 np.copyto(before_epoch, net.params)
                 if mpi is None:
@@ -688,7 +702,7 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    def _fit_lbfgs(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None) -> None:
+    def _fit_lbfgs(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None) -> None:
         try:
             import scipy.optimize
         except ImportError:
@@ -736,7 +750,7 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = float(res.fun)
         params[:] = res.x
 
-    def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple:
+    def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple[Any, ...]:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val); "
                             f"got {type(validation_data).__name__}")
@@ -933,7 +947,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  dtype: Any = None, n_threads: int | None = None, leaky_relu_slope: float = 0.01,
                  l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
                  weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
-                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
+                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable[..., Any]] | None = None,
                  class_weight: Any = None, distributed: str | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1120,7 +1134,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
                  lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None) -> None:
+                 callbacks: Sequence[Callable[..., Any]] | None = None, distributed: str | None = None) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation

@@ -201,7 +201,7 @@ def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays with allow_pickle: bool too
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

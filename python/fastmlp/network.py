@@ -38,7 +38,7 @@ def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | No
         grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
 
 
-def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple:
+def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple[Any, ...]:
     """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
 
     CSC (or any other format) is converted to CSR; the values are never densified. Values are
@@ -114,7 +114,7 @@ class Network:
         self._seed = check_seed(seed)
         cls = getattr(_core, "Network_" + self._dtype.name)
         self._net = cls(list(sizes), activation, output_activation, slope, self._seed, init)
-        self._config = dict(activation=activation, output_activation=output_activation,
+        self._config: dict[str, Any] = dict(activation=activation, output_activation=output_activation,
                             leaky_relu_slope=slope, init=init)
         self._make_views()
 
@@ -408,7 +408,7 @@ class Network:
                  f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"]
         print("\n".join(lines), file=sys.stdout if file is None else file)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the network to `path`: a NumPy ``.npz`` archive in the format of the
         estimators' files (:mod:`fastmlp.io`), ``format`` ``"fastmlp.network"``: JSON metadata
         (layer sizes, dtype, activations, seed) and the flat ``params``; written atomically."""
@@ -417,7 +417,7 @@ class Network:
                             "config": dict(self._config)}, self.params)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Network:
+    def load(cls, path: str | os.PathLike[str]) -> Network:
         """Reads a network written by :meth:`save`; never unpickles. The metadata is checked
         (format, version, a valid network) and ``params``' header against it before any array
         is read: a damaged or forged file raises ``ValueError``."""
@@ -431,7 +431,8 @@ class Network:
                     config=dict(self._config), params=np.array(self.params))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
+        self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"],  # type: ignore[misc]
+                      **state["config"])  # (a subclass's own __init__, as pickle's protocol means)
         params = np.asarray(state["params"], dtype=self._dtype)
         if params.shape != (self.n_params,):
             raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")

@@ -139,7 +139,7 @@ def _exp_backward(dA, z, a, slope):
     return dA * a
 
 
-_ACTIVATION_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+_ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]] = {
     "identity": (_identity, _identity_backward),
     "logistic": (_logistic, _logistic_backward),
     "sigmoid": (_logistic, _logistic_backward),
@@ -345,7 +345,8 @@ def output_loss_and_grad(
 # ---------------------------------------------------------------------------
 
 
-def _check_network(weights: Sequence, biases: Sequence, activation: str, output_activation: str):
+def _check_network(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str,
+                   output_activation: str) -> None:
     if len(weights) == 0 or len(weights) != len(biases):
         raise ValueError(
             "weights and biases must be non-empty lists of the same length; "
@@ -628,6 +629,7 @@ class Adam:
         _check_state("moments", self.ms, params)
         self.t += 1
         lr_t = self.lr * math.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
+        assert self.vs is not None  # made with self.ms
         for p, g, m, v in zip(params, grads, self.ms, self.vs):
             m *= self.beta1
             m += (1 - self.beta1) * g
