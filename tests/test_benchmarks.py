@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # a subprocess that runs the benchmark script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 

@@ -300,6 +300,7 @@ def test_load_mnist_rejects_mismatched_files(fake_mnist):
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_real_mnist_train(data_dir):
     X, y = datasets.load_mnist("mnist", "train", data_dir / "mnist")
     assert X.shape == (60000, 784) and X.dtype == np.float32
@@ -310,6 +311,7 @@ def test_real_mnist_train(data_dir):
     )
 
 
+@pytest.mark.slow
 def test_real_mnist_test(data_dir):
     X, y = datasets.load_mnist("mnist", "test", data_dir / "mnist")
     assert X.shape == (10000, 784)
@@ -318,6 +320,7 @@ def test_real_mnist_test(data_dir):
     )
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_test(data_dir):
     X, y = datasets.load_mnist("fashion-mnist", "test", data_dir / "fashion-mnist")
     assert X.shape == (10000, 784)

@@ -491,6 +491,7 @@ def test_forged_baseline_loads(tmp_path):
     assert est.predict(X0).tobytes() == _EST.predict(X0).tobytes()
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_load_fuzz_mutated_files(tmp_path, data):
@@ -527,6 +528,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      max_leaves=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=st.sampled_from(["params", "attributes", "class", "version", "format"]), path_key=st.text(max_size=24),
        value=_json, data=st.data())
@@ -553,6 +555,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_soak_fit_predict_save_load_does_not_leak(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 3))

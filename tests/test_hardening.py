@@ -54,6 +54,7 @@ def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 # --- files --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_load_reads_only_regular_files(tmp_path):
     """/dev/zero was read without end (OOM at 23 GB); a FIFO blocked. Now both are a ValueError at once
     (in a child under an address-space limit, so a regression fails instead of exhausting memory)."""

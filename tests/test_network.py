@@ -260,6 +260,7 @@ def test_spiral_is_learned(dtype):
     assert accuracy >= 0.97
 
 
+@pytest.mark.slow
 def test_fashion_mnist_one_epoch(data_dir):
     from fastmlp.datasets import load_mnist
     X, y = load_mnist("fashion-mnist", "train", path=data_dir / "fashion-mnist")

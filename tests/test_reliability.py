@@ -350,6 +350,7 @@ def _asan_allowance():
     return int(opts.get("quarantine_size_mb", 256)) * 2**20
 
 
+@pytest.mark.slow
 def test_soak_network_cycles_do_not_leak():
     rng = np.random.default_rng(0)
     X, Y = make_data(rng, 256, 16, 4, "log_loss", "float32")
