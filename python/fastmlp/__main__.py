@@ -40,8 +40,10 @@ def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], mak
     rng = np.random.default_rng(0)
     curve, fast = _train("fastmlp", lambda: net.train_epoch(X, y, "log_loss", opt, batch), lambda: net.forward(X),
                          y, epochs, len(X), every)
-    ref_epoch = lambda: ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, batch, rng.permutation(len(X)),  # noqa: E731
-                                        "relu", "softmax")
+
+    def ref_epoch() -> float:
+        return ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, batch, rng.permutation(len(X)), "relu", "softmax")
+
     _, slow = _train("reference", ref_epoch, lambda: ref.predict(W, b, X, "relu", "softmax"), y, epochs,
                      len(X), every)
     print(f"  fastmlp is {fast / slow:.1f}x the NumPy reference's samples/s")

@@ -431,8 +431,8 @@ class Network:
                     config=dict(self._config), params=np.array(self.params))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"],  # type: ignore[misc]
-                      **state["config"])  # (a subclass's own __init__, as pickle's protocol means)
+        init = self.__init__  # type: ignore[misc]  # a subclass's own __init__, as pickle's protocol means
+        init(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
         params = np.asarray(state["params"], dtype=self._dtype)
         if params.shape != (self.n_params,):
             raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")
