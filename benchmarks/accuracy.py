@@ -102,7 +102,7 @@ def main() -> None:
             shared, extras = CONFIGS[config]
             for seed in seeds:
                 params = dict(shared, max_iter=args.epochs, random_state=seed, shuffle=True)
-                libs = [("fastmlp", lambda p=params: fastmlp.MLPClassifier(**p, **(extras or {})))]
+                libs = [("fastmlp", lambda p=params, e=extras: fastmlp.MLPClassifier(**p, **(e or {})))]
                 if sklearn is not None and extras is None:
                     libs.append(("scikit-learn", lambda p=params: sklearn(**p)))
                 for lib, make in libs:

@@ -136,7 +136,7 @@ def fastmlp_variant(fastmlp) -> str:
 def torch_capability(torch) -> str:
     try:
         return torch.backends.cpu.get_cpu_capability()
-    except Exception:  # an old torch
+    except Exception:  # noqa: BLE001 - an old torch
         return "?"
 
 
@@ -145,7 +145,7 @@ def load_reference():
     try:
         from fastmlp import reference
         return reference
-    except Exception:  # not installed, or its compiled core is broken: the file still works
+    except Exception:  # noqa: BLE001 - not installed, or its compiled core is broken: the file still works
         pass
     path = REPO / "python" / "fastmlp" / "reference.py"
     if not path.exists():

@@ -128,7 +128,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for w in args.workloads:
         base = statistics.median(x["samples_per_s"] for x in results[(w, "per-rank", 1)])
-        for (w2, c, r), runs in results.items():
+        for (w2, _c, r), runs in results.items():
             if w2 != w:
                 continue
             rates = [x["samples_per_s"] for x in runs]

@@ -51,7 +51,6 @@ from itertools import pairwise  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
 from compare import cpu_model  # noqa: E402  (benchmarks/compare.py, this script's folder)
 
 COLUMN_BLOCK = 16  # float32 columns per block in the column-split model (one AVX-512 register)

@@ -67,6 +67,7 @@ def pytest_configure(config):
     if os.environ.get("FASTMLP_TEST_INSTALLED") != "1":
         return
     import sysconfig
+
     import fastmlp
     where = Path(fastmlp.__file__).resolve().parent
     site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}

@@ -332,7 +332,7 @@ def test_step_on_the_wrong_network_changes_nothing(opt):
     with pytest.raises(TypeError) as excinfo:
         m.opt.step("net")
     assert_clear(excinfo, "net.*Network.*str")
-    with pytest.raises(TypeError, match="net must be a fastmlp.Network, got Network_float64"):
+    with pytest.raises(TypeError, match=r"net must be a fastmlp.Network, got Network_float64"):
         m.opt.step(m.net._net)
     np.testing.assert_array_equal(other_size.params, before[0])
     np.testing.assert_array_equal(other_dtype.params, before[1])

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # a subprocess that runs the benchmark script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 
@@ -24,7 +27,7 @@ def test_compare_quick_run_reports_consistent_numbers(tmp_path):
     rows = {(r["workload"], r["peer"]): r for r in data["results"]}
     assert set(rows) == {(w, p) for w in ("small", "inference") for p in ("fastmlp", "numpy")}
     batch = {"small": 32, "inference": 1024}
-    for (workload, peer), r in rows.items():
+    for (workload, _peer), r in rows.items():
         assert r["status"] == "ok", r
         seconds = [rep["seconds"] for rep in r["reps"]]
         samples = r["reps"][0]["samples"]

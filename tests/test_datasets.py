@@ -179,7 +179,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     truncate: frozenset = frozenset()
     requests: list
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         self.requests.append(self.path)
         if self.path.lstrip("/") in self.truncate:
             body = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
@@ -300,6 +300,7 @@ def test_load_mnist_rejects_mismatched_files(fake_mnist):
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_real_mnist_train(data_dir):
     X, y = datasets.load_mnist("mnist", "train", data_dir / "mnist")
     assert X.shape == (60000, 784) and X.dtype == np.float32
@@ -310,6 +311,7 @@ def test_real_mnist_train(data_dir):
     )
 
 
+@pytest.mark.slow
 def test_real_mnist_test(data_dir):
     X, y = datasets.load_mnist("mnist", "test", data_dir / "mnist")
     assert X.shape == (10000, 784)
@@ -318,6 +320,7 @@ def test_real_mnist_test(data_dir):
     )
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_test(data_dir):
     X, y = datasets.load_mnist("fashion-mnist", "test", data_dir / "fashion-mnist")
     assert X.shape == (10000, 784)

@@ -60,7 +60,7 @@ def test_draws_are_a_function_of_seed_step_and_row_only():
     c = fastmlp.Network([20, 30, 3], dropout=[0.2, 0.5], input_noise=0.3, seed=43)
     na, ma = a.draws(50, 3)
     nb, mb = b.draws(50, 3)
-    nc, mc = c.draws(50, 3)
+    _, mc = c.draws(50, 3)
     for x, y in zip(ma, mb):
         np.testing.assert_array_equal(x, y)  # same draws in either dtype
     np.testing.assert_allclose(na, nb, rtol=1e-6)

@@ -111,6 +111,7 @@ def _check_entry_points(mode: str, threads: int, env: dict[str, str]) -> None:
 SPLITS = [{}, {"FASTMLP_STEP_SPLIT": "columns"}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
 @pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"},
                                  {"OMP_THREAD_LIMIT": "3", "OMP_NUM_THREADS": "2"}],
@@ -120,11 +121,13 @@ def test_results_do_not_depend_on_the_threads_openmp_grants(env, split):
     _check_entry_points("plain", 4, {**env, **split})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
 def test_called_from_inside_another_librarys_openmp_region(split):
     _check_entry_points("openmp", 2, split)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
 def test_called_from_a_joblib_thread(split):
     _check_entry_points("joblib", 2, split)
@@ -196,6 +199,7 @@ _FORK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["os.fork", "pool", "joblib", "twice"])
 def test_a_forked_child_trains_and_predicts(mode):
     done = _child(_FORK, mode, timeout=TIMEOUT)
@@ -203,6 +207,7 @@ def test_a_forked_child_trains_and_predicts(mode):
     assert done.stdout.strip().endswith("ok")
 
 
+@pytest.mark.slow
 def test_an_absurd_omp_num_threads_neither_aborts_nor_hangs():
     script = textwrap.dedent("""
         import resource, numpy as np, fastmlp
@@ -255,7 +260,7 @@ def test_forward_out_is_checked():
     before = net.params.copy()
     with pytest.raises(TypeError, match="out must have dtype float32, got float64"):
         net.forward(X, out=np.empty((5, 2)))
-    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"out must be a numpy.ndarray"):
         net.forward(X, out=[[0.0, 0.0]] * 5)
     with pytest.raises(ValueError, match=r"out must have shape \(5, 2\), got \(5, 3\)"):
         net.forward(X, out=np.empty((5, 3), dtype=np.float32))

@@ -139,6 +139,11 @@ HYPER = [
 ]
 
 
+def _calling(method, *args, **kwargs):
+    """est -> est.<method>(*args, **kwargs), with the arguments bound now (not at the loop's end)."""
+    return lambda est: getattr(est, method)(*args, **kwargs)
+
+
 def _cases(kind):
     """(id, call(est), pattern the message must match)."""
     y = _y(kind)
@@ -148,19 +153,14 @@ def _cases(kind):
         for m in methods:
             if m == "fit" and name == "wrong-n-features":
                 continue  # a new fit may change the number of features
-            if m in ("predict", "predict_proba"):
-                call = (lambda m, X: lambda est: getattr(est, m)(X))(m, X)
-            else:
-                call = (lambda m, X: lambda est: getattr(est, m)(X, y))(m, X)
+            call = _calling(m, X) if m in ("predict", "predict_proba") else _calling(m, X, y)
             cases.append((f"{m}-X-{name}", call, r"\bX\b"))
     for name, yb in _y_cases(kind):
         for m in ("fit", "partial_fit", "score"):
-            cases.append((f"{m}-y-{name}", (lambda m, yb: lambda est: getattr(est, m)(X0, yb))(m, yb), r"\by\b"))
+            cases.append((f"{m}-y-{name}", _calling(m, X0, yb), r"\by\b"))
     for name, sw in SW_CASES:
         for m in ("fit", "partial_fit", "score"):
-            cases.append((f"{m}-sample_weight-{name}",
-                          (lambda m, sw: lambda est: getattr(est, m)(X0, y, sample_weight=sw))(m, sw),
-                          "sample_weight"))
+            cases.append((f"{m}-sample_weight-{name}", _calling(m, X0, y, sample_weight=sw), "sample_weight"))
     if kind == "clf":
         cases.append(("partial_fit-unknown-label", lambda est: est.partial_fit(X0, np.where(Y_CLF == 3, 7, Y_CLF)),
                       "classes"))
@@ -238,7 +238,7 @@ def _diverging_data():
 def test_divergence_stops_and_keeps_the_last_finite_epoch(dtype):
     X, y = _diverging_data()
     est = MLPRegressor(learning_rate_init=0.03, dtype=dtype, **DIVERGE)
-    with pytest.raises(ValueError, match="non-finite parameter weights.*epoch"):
+    with pytest.raises(ValueError, match=r"non-finite parameter weights.*epoch"):
         est.fit(X, y)
     k = est.n_iter_
     assert k >= 1, "choose a rate that diverges after at least one finite epoch"
@@ -491,6 +491,7 @@ def test_forged_baseline_loads(tmp_path):
     assert est.predict(X0).tobytes() == _EST.predict(X0).tobytes()
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_load_fuzz_mutated_files(tmp_path, data):
@@ -527,6 +528,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      max_leaves=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=st.sampled_from(["params", "attributes", "class", "version", "format"]), path_key=st.text(max_size=24),
        value=_json, data=st.data())
@@ -553,6 +555,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 def test_soak_fit_predict_save_load_does_not_leak(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 3))

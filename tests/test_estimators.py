@@ -219,7 +219,7 @@ def test_bad_parameters_name_themselves_and_change_nothing(params, error, match,
 
 
 def test_bad_data(blobs):
-    X, y = blobs
+    X, _ = blobs
     est = _quiet_fit(MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0), X, X[:, 0])
     with pytest.raises(ValueError, match="X has 4 features, but MLPRegressor is expecting 5"):
         est.predict(X[:, :4])
@@ -326,7 +326,8 @@ def test_to_sklearn_gives_the_same_predictions(kind, blobs, rng):
     X, y = blobs
     if kind == "multilabel":
         y = (rng.random((len(X), 3)) < 0.5).astype(int)
-    est = MLPRegressor(hidden_layer_sizes=(5,), loss="poisson", max_iter=3) if kind == "poisson" else MLPClassifier((5,), max_iter=3)
+    est = (MLPRegressor(hidden_layer_sizes=(5,), loss="poisson", max_iter=3) if kind == "poisson"
+           else MLPClassifier((5,), max_iter=3))
     _quiet_fit(est.set_params(random_state=0, solver="adamw"), X, np.abs(X[:, 0]) if kind == "poisson" else y)
     with pytest.warns(UserWarning, match="solver='adamw'"):  # dropped: scikit-learn has no adamw
         sk = est.to_sklearn()

@@ -67,7 +67,8 @@ def test_onnx_equals_forward(hidden, output, X, tmp_path):
 def test_onnx_equals_predict_proba_and_predict(classes, X, tmp_path):
     need("onnx")
     y = np.arange(len(X)) % classes
-    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=30, dtype="float32", random_state=0)
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=30, dtype="float32",
+                                random_state=0)
     fit(clf, X, y)
     got = run_onnx(clf, X, tmp_path)
     assert got.shape == (len(X), classes)  # binary: the two columns [1 - p, p]
@@ -110,7 +111,7 @@ def test_torch_equals_predict_proba_of_a_binary_classifier(X):
 
 
 def test_export_rejects_what_is_not_a_model():
-    with pytest.raises(TypeError, match="fastmlp.Network or a fitted MLPClassifier"):
+    with pytest.raises(TypeError, match=r"fastmlp.Network or a fitted MLPClassifier"):
         export._layers(object())
     with pytest.raises(Exception, match="not fitted"):
         export._layers(fastmlp.MLPRegressor())

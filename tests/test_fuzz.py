@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fuzz_cases as fc
 
@@ -36,10 +36,7 @@ def network_specs(draw):
 @st.composite
 def array_specs(draw, rows, cols, numeric_only=False):
     """Mostly well-shaped (rows, cols) arrays; sometimes any shape of 0-3 dimensions."""
-    if draw(st.integers(0, 9)) < 8:
-        shape = [rows, cols]
-    else:
-        shape = draw(st.lists(st.integers(0, 6), max_size=3))
+    shape = [rows, cols] if draw(st.integers(0, 9)) < 8 else draw(st.lists(st.integers(0, 6), max_size=3))
     dtypes = fc.NUMERIC_DTYPES if numeric_only or draw(st.integers(0, 9)) < 8 else fc.REFUSED_DTYPES
     inject = draw(st.sampled_from(fc.INJECT)) if draw(st.integers(0, 4)) == 0 else None
     return dict(shape=shape, dtype=draw(st.sampled_from(dtypes)), layout=draw(st.sampled_from(fc.LAYOUTS)),
@@ -82,6 +79,7 @@ def case_specs(draw):
 COUNTS: dict[str, int] = {}
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case_specs())
 def test_random_calls_in_process(spec):
@@ -89,6 +87,7 @@ def test_random_calls_in_process(spec):
     COUNTS[outcome] = COUNTS.get(outcome, 0) + 1
 
 
+@pytest.mark.slow  # alone, it runs the 1000-example search above itself
 def test_fuzz_reached_both_outcomes():
     """The generator is not degenerate: the in-process run above saw both errors and results."""
     if not COUNTS:  # run alone: generate a fresh sample
@@ -96,6 +95,7 @@ def test_fuzz_reached_both_outcomes():
     assert COUNTS.get("ok", 0) >= 50 and COUNTS.get("error", 0) >= 50, COUNTS
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(case_specs(), min_size=30, max_size=30))
 def test_random_calls_in_a_subprocess(tmp_path_factory, specs):

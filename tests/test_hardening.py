@@ -54,6 +54,7 @@ def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 # --- files --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_load_reads_only_regular_files(tmp_path):
     """/dev/zero was read without end (OOM at 23 GB); a FIFO blocked. Now both are a ValueError at once
     (in a child under an address-space limit, so a regression fails instead of exhausting memory)."""
@@ -164,7 +165,7 @@ def test_save_and_load_take_str_bytes_and_pathlike(tmp_path):
     for path in (str(tmp_path / "a.npz"), os.fsencode(tmp_path / "b.npz"), tmp_path / "c.npz"):
         est.save(path)
         np.testing.assert_array_equal(fastmlp.load(path).predict(X), est.predict(X))
-    with pytest.raises(TypeError, match="path must be a str, bytes or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be a str, bytes or os.PathLike"):
         est.save(3.5)
 
 

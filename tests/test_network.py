@@ -166,7 +166,7 @@ def test_three_epochs_with_fixed_order_match_reference(loss, output, kind, dtype
     X, Y = make_data(rng, 103, 6, 3, loss, dtype)  # 103 = 4 batches of 25 + 3
     opt, ref_opt = _optimizer_pair(kind)
     W, b = copy_params(net)
-    for epoch in range(3):
+    for _epoch in range(3):
         order = rng.permutation(103)
         got = net.train_epoch(X, Y, loss, opt, batch_size=25, order=order, l2=1e-3)
         want = ref.train_epoch(W, b, X, Y, loss, ref_opt, 25, order, "relu", output, l2=1e-3)
@@ -260,6 +260,7 @@ def test_spiral_is_learned(dtype):
     assert accuracy >= 0.97
 
 
+@pytest.mark.slow
 def test_fashion_mnist_one_epoch(data_dir):
     from fastmlp.datasets import load_mnist
     X, y = load_mnist("fashion-mnist", "train", path=data_dir / "fashion-mnist")

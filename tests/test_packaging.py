@@ -74,6 +74,7 @@ def test_import_fastmlp_imports_no_heavy_optional_package():
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 
 
+@pytest.mark.slow
 def test_the_estimators_are_imported_on_first_use_and_are_sklearn_estimators():
     loaded = _modules_after("import fastmlp; fastmlp.MLPClassifier")
     assert "sklearn" in loaded  # a test requirement: the estimators then subclass its BaseEstimator

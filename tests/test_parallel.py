@@ -17,7 +17,6 @@ import pytest
 import fastmlp
 
 
-
 def _require(module: str):
     """Imports `module` (in the "test" extra); skips without it, but fails under CI=true."""
     try:
@@ -67,6 +66,7 @@ def _train_and_report(lr: float) -> dict:
 LRS = [0.001, 0.01, 0.03, 0.1]
 
 
+@pytest.mark.slow
 def test_loky_workers_share_the_cores():
     """n_jobs workers × fastmlp threads each <= cores, and the results are the sequential ones."""
     cores = os.cpu_count() or 1

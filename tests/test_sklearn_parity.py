@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier as SkClassifier
-from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.neural_network import MLPClassifier as SkClassifier, MLPRegressor as SkRegressor
 
 import fastmlp
 

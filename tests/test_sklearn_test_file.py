@@ -13,6 +13,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 SKLEARN_IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor\n"
 FASTMLP_IMPORT = "from fastmlp import MLPClassifier, MLPRegressor\n"
 
@@ -45,6 +47,7 @@ def _sklearn_test_file() -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow  # scikit-learn's whole test_mlp.py, in a child pytest
 def test_scikit_learns_test_mlp_passes_against_fastmlp(tmp_path):
     source = _sklearn_test_file().read_text()
     assert source.count(SKLEARN_IMPORT) == 1, "scikit-learn's test file no longer imports the estimators in one line"

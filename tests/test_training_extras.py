@@ -121,7 +121,7 @@ def test_grad_scale_multiplies_the_gradient_only(rng):
     net = fastmlp.Network([4, 3], "relu", "identity", dtype="float64", seed=0)
     X, Y = rng.standard_normal((6, 4)), rng.standard_normal((6, 3))
     W, b = copy_params(net)
-    v1, gW, gb = ref.loss_and_grad(W, b, X, Y, "squared_error", "relu", "identity", grad_scale=3.0)
+    v1, gW, _ = ref.loss_and_grad(W, b, X, Y, "squared_error", "relu", "identity", grad_scale=3.0)
     v0, gW0, _ = ref.loss_and_grad(W, b, X, Y, "squared_error", "relu", "identity")
     assert v1 == v0
     np.testing.assert_allclose(gW[0], 3 * gW0[0], rtol=1e-14)

@@ -14,9 +14,11 @@ namespace {
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FASTMLP_X86 1
 // One entry per feature that show_config() reports.
+// clang-format off
 #define FASTMLP_FEATURES(X) \
   X("sse4.2") X("popcnt") X("avx") X("avx2") X("fma") X("bmi2") \
   X("avx512f") X("avx512bw") X("avx512cd") X("avx512dq") X("avx512vl")
+// clang-format on
 #endif
 
 // 0: not x86-64; 1: x86-64 (SSE2); 2: x86-64-v2 (SSE4.2, POPCNT);

@@ -17,10 +17,10 @@ _selection = _load_core()
 
 from . import _core  # noqa: E402  (the variant just chosen; typed by _core.pyi)
 from ._config import show_config  # noqa: E402
+from .io import load  # noqa: E402
 from .network import Network  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from .schedules import Schedule  # noqa: E402
-from .io import load  # noqa: E402
 
 if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports them on first use
     from ._compat import ConvergenceWarning
@@ -73,6 +73,21 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-__all__ = ["MLPClassifier", "MLPRegressor", "load", "ConvergenceWarning", "Network", "SGD", "Adam", "AdamW",
-           "RMSprop", "Adagrad", "Optimizer", "Schedule", "set_num_threads", "get_num_threads", "show_config",
-           "__version__"]
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "ConvergenceWarning",
+    "MLPClassifier",
+    "MLPRegressor",
+    "Network",
+    "Optimizer",
+    "RMSprop",
+    "Schedule",
+    "__version__",
+    "get_num_threads",
+    "load",
+    "set_num_threads",
+    "show_config",
+]

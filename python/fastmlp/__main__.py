@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,8 +29,9 @@ def _train(name: str, epoch: Callable[[], float], predict: Callable[[], np.ndarr
     return losses, rate
 
 
-def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], make_opt: Callable,
-             make_ref_opt: Callable, epochs: int, batch: int, every: int):
+def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], make_opt: Callable[[], fastmlp.Optimizer],
+             make_ref_opt: Callable[[], Any], epochs: int, batch: int,
+             every: int) -> tuple[fastmlp.Network, list[float]]:
     print(f"\n{title}: {X.shape[0]} samples, network {list(sizes)}, relu, softmax + log_loss, batch {batch}")
     net = fastmlp.Network(sizes, activation="relu", output_activation="softmax", dtype="float32", seed=0)
     W, b = [w.copy() for w in net.weights], [c.copy() for c in net.biases]
@@ -38,8 +40,10 @@ def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], mak
     rng = np.random.default_rng(0)
     curve, fast = _train("fastmlp", lambda: net.train_epoch(X, y, "log_loss", opt, batch), lambda: net.forward(X),
                          y, epochs, len(X), every)
-    ref_epoch = lambda: ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, batch, rng.permutation(len(X)),  # noqa: E731
-                                        "relu", "softmax")
+
+    def ref_epoch() -> float:
+        return ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, batch, rng.permutation(len(X)), "relu", "softmax")
+
     _, slow = _train("reference", ref_epoch, lambda: ref.predict(W, b, X, "relu", "softmax"), y, epochs,
                      len(X), every)
     print(f"  fastmlp is {fast / slow:.1f}x the NumPy reference's samples/s")

@@ -42,7 +42,7 @@ except ImportError:
         def get_params(self, deep: bool = True) -> dict[str, Any]:
             return {name: getattr(self, name) for name in self._get_param_names()}
 
-        def set_params(self, **params: Any) -> "BaseEstimator":
+        def set_params(self, **params: Any) -> BaseEstimator:
             valid = self._get_param_names()
             for key, value in params.items():
                 if key not in valid:
@@ -234,8 +234,8 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
     if HAVE_SKLEARN:
         from sklearn.model_selection import train_test_split
         idx = np.arange(n)
-        train, test = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
-        return np.asarray(train), np.asarray(test)
+        train_idx, test_idx = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
+        return np.asarray(train_idx), np.asarray(test_idx)
     n_test = int(np.ceil(test_fraction * n))
     n_train = n - n_test
     if stratify is None:
@@ -283,6 +283,18 @@ def _approximate_mode(class_counts: np.ndarray, n_draws: int, rs: np.random.Rand
     return floored.astype(int)
 
 
-__all__ = ["HAVE_SKLEARN", "BaseEstimator", "ClassifierMixin", "RegressorMixin", "ConvergenceWarning",
-           "DataConversionWarning", "NotFittedError", "check_random_state", "validate_X", "validate_Xy", "is_sparse",
-           "column_or_1d_warn", "train_test_split_indices"]
+__all__ = [
+    "HAVE_SKLEARN",
+    "BaseEstimator",
+    "ClassifierMixin",
+    "ConvergenceWarning",
+    "DataConversionWarning",
+    "NotFittedError",
+    "RegressorMixin",
+    "check_random_state",
+    "column_or_1d_warn",
+    "is_sparse",
+    "train_test_split_indices",
+    "validate_X",
+    "validate_Xy",
+]

@@ -18,7 +18,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 # Best first. Each variant's x86-64 level and the -march it was compiled with.
 VARIANTS = ("avx512", "avx2", "baseline")

@@ -41,14 +41,14 @@ class LabelCoder:
         self.y_type_ = y_type
 
     @classmethod
-    def from_y(cls, y: np.ndarray) -> "LabelCoder":
+    def from_y(cls, y: np.ndarray) -> LabelCoder:
         y_type = type_of_labels(y)
         if y_type == "multilabel-indicator":
             return cls(np.arange(y.shape[1]), y_type)
         return cls(np.unique(y.ravel()), y_type)
 
     @classmethod
-    def from_classes(cls, classes: Any) -> "LabelCoder":
+    def from_classes(cls, classes: Any) -> LabelCoder:
         classes = np.asarray(classes)
         if classes.ndim != 1 or classes.size == 0:
             raise ValueError(f"classes must be a non-empty 1-D array of labels, got shape {classes.shape}")
@@ -67,7 +67,8 @@ class LabelCoder:
         """ValueError when y holds a label that is not among classes_."""
         if self.y_type_ == "multilabel-indicator":
             if y.ndim != 2 or y.shape[1] != len(self.classes_) or type_of_labels(y) != "multilabel-indicator":
-                raise ValueError(f"y must be a 0/1 indicator matrix of {len(self.classes_)} columns, got shape {y.shape}")
+                raise ValueError(f"y must be a 0/1 indicator matrix of {len(self.classes_)} columns, "
+                                 f"got shape {y.shape}")
             return
         if y.ndim == 2 and y.shape[1] > 1:
             raise ValueError(f"y must be 1-D class labels like the ones this model was fitted on, got shape {y.shape}")

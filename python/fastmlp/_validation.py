@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numbers
 import operator
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def _convert(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def check_finite(name: str, a: np.ndarray) -> None:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = "NaN" if np.isnan(a).any() else "infinity"
-        raise ValueError(f"{name} must be finite, got {bad} at index {tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])}")
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(f"{name} must be finite, got {bad} at index {at}")
 
 
 def as_matrix(name: str, x: Any, n_cols: int, dtype: np.dtype, what: str = "features") -> np.ndarray:

@@ -17,13 +17,15 @@ import urllib.request
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-__all__ = ["load_idx", "load_mnist", "data_home", "make_blobs_classification", "make_spiral"]
+__all__ = ["data_home", "load_idx", "load_mnist", "make_blobs_classification", "make_spiral"]
 
 # IDX element types: type byte -> big-endian NumPy dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -143,7 +145,7 @@ def _download(name: str, files: tuple[str, ...], folder: Path) -> None:
                           f"{folder} yourself")
 
 
-def load_idx(path: str | os.PathLike) -> np.ndarray:
+def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (the format of MNIST), gzip-compressed or plain.
 
     The layout is: two zero bytes, a type byte, a byte ``ndim``, then
@@ -224,10 +226,10 @@ def _find_idx_file(folder: Path, stem: str) -> Path:
 def load_mnist(
     name: str = "mnist",
     split: str = "train",
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike[str] | None = None,
     download: bool = False,
     *,
-    dtype="float32",
+    dtype: DTypeLike = "float32",
     normalize: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load MNIST or Fashion-MNIST from the original IDX files, downloading them if asked.
@@ -313,7 +315,7 @@ def make_spiral(
     n_classes: int = 2,
     noise: float = 0.2,
     seed: int | None = 0,
-    dtype="float64",
+    dtype: DTypeLike = "float64",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interleaved spiral arms, one per class, in the plane.
 
@@ -357,7 +359,7 @@ def make_blobs_classification(
     n_features: int = 20,
     n_classes: int = 10,
     seed: int | None = 0,
-    dtype="float64",
+    dtype: DTypeLike = "float64",
     *,
     class_sep: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +395,7 @@ def make_blobs_classification(
     return X.astype(dtype), y
 
 
-def make_classification(*args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def make_classification(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Deprecated: renamed :func:`make_blobs_classification` (same arguments), so as not to
     be mistaken for scikit-learn's ``make_classification``, whose signature differs."""
     warnings.warn("fastmlp.datasets.make_classification is deprecated: it is now make_blobs_classification "

@@ -32,15 +32,24 @@ script with ``mpiexec -n 4 python script.py``; see ``docs/distributed.md``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from ._validation import check_int, check_seed
 from .optim import Optimizer
 
-__all__ = ["shard", "shard_indices", "global_order", "broadcast_parameters", "allreduce_hook", "train_epoch",
-           "agree", "run_epoch"]
+__all__ = [
+    "agree",
+    "allreduce_hook",
+    "broadcast_parameters",
+    "global_order",
+    "run_epoch",
+    "shard",
+    "shard_indices",
+    "train_epoch",
+]
 
 
 def _mpi() -> Any:
@@ -170,7 +179,7 @@ def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
     return hook
 
 
-def _optimizer_config(optimizer: Any) -> tuple:
+def _optimizer_config(optimizer: Any) -> tuple[Any, ...]:
     if not isinstance(optimizer, Optimizer):
         return (type(optimizer).__name__,)
     public = sorted((k, v) for k, v in vars(optimizer).items() if not k.startswith("_"))

@@ -40,15 +40,16 @@ import threading
 import time
 import types
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from . import _compat
-from ._compat import (BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state)
+from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from .network import Network, as_csr, make_regularization
-from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from .schedules import Schedule
 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -123,7 +124,7 @@ def _hidden_sizes(h: Any) -> list[int]:
 class _AvailableIf:
     """A method that exists only while check(instance) holds (scikit-learn's available_if)."""
 
-    def __init__(self, fn: Callable, check: Callable[[Any], bool]) -> None:
+    def __init__(self, fn: Callable[..., Any], check: Callable[[Any], bool]) -> None:
         self.fn, self.check = fn, check
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
@@ -192,6 +193,19 @@ class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not for direct use."""
 
     _loss_name: str  # set per fit: the C++ loss
+    # Fitted state, set by fit/partial_fit (declared for type checkers; absent before a fit).
+    # As in scikit-learn, the last four are None in the mode that does not use them
+    # (_init_state); each is read only in the mode that does, hence not Optional here.
+    coefs_: list[np.ndarray]
+    intercepts_: list[np.ndarray]
+    loss_curve_: list[float]
+    validation_scores_: list[float]
+    validation_loss_curve_: list[float]
+    best_loss_: float
+    best_validation_score_: float
+    _optimizer: Optimizer | None
+    _best_params: np.ndarray | None
+    _mpi: types.SimpleNamespace | None
 
     # --- checks ------------------------------------------------------------
     def _check_params(self) -> list[int]:
@@ -263,9 +277,9 @@ class _BaseMLP(BaseEstimator):
         if self.solver == "lbfgs" and self._perturbs():
             raise ValueError("dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
                              f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'")
-        if self.callbacks is not None:
-            if not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks):
-                raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
+        if self.callbacks is not None and (
+                not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks)):
+            raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
         return hidden
 
     def _perturbs(self) -> bool:
@@ -301,17 +315,19 @@ class _BaseMLP(BaseEstimator):
         if dtype.name not in ("float32", "float64"):
             dtype = np.dtype(np.float64)
         activation = self.activation if isinstance(self.activation, str) else list(self.activation)
-        training = dict(dropout=list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout),
-                        input_noise=float(self.input_noise),
-                        max_norm=None if self.max_norm is None else float(self.max_norm))
+        dropout = list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout)
+        input_noise = float(self.input_noise)
+        max_norm = None if self.max_norm is None else float(self.max_norm)
+        training = (dropout, input_noise, max_norm)
         noise_seed = getattr(self, "_noise_seed", 0)
         if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
                 or net.activation != activation or net.output_activation != self.out_activation_
                 or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)
                 or getattr(self, "_net_training", None) != (training, noise_seed)):
             # The network's seed keys the dropout and noise draws only (its weights are replaced).
-            net = Network(sizes, activation=activation, output_activation=self.out_activation_,
-                          dtype=dtype, seed=noise_seed, leaky_relu_slope=float(self.leaky_relu_slope), **training)
+            net = Network(sizes, activation=activation, output_activation=self.out_activation_, dtype=dtype,
+                          seed=noise_seed, leaky_relu_slope=float(self.leaky_relu_slope), dropout=dropout,
+                          input_noise=input_noise, max_norm=max_norm)
             self._net = net
             self._net_training = (training, noise_seed)
         views_w, views_b = net.weights, net.biases
@@ -348,18 +364,18 @@ class _BaseMLP(BaseEstimator):
         self._optimizer = None
         self._best_params = None
         self._epoch_clock = 0
-        self.validation_loss_curve_ = None
+        self.validation_loss_curve_ = None  # type: ignore[assignment]  # (see the declarations)
         if self.solver in STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
                 self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
+                self.best_loss_ = None  # type: ignore[assignment]
             else:
                 self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+                self.validation_scores_ = None  # type: ignore[assignment]
+                self.best_validation_score_ = None  # type: ignore[assignment]
 
     # --- fitting -----------------------------------------------------------
     def _transaction(self, call: Callable[[], Any]) -> Any:
@@ -384,26 +400,26 @@ class _BaseMLP(BaseEstimator):
                 if not self.__dict__.get("_epochs_started", False):
                     self.__dict__.clear()
                     self.__dict__.update(state)
-                    if params is not None:
+                    if net is not None and params is not None:  # (params is None when net is)
                         net.params[...] = params
                 raise
             finally:
                 self.__dict__.pop("_epochs_started", None)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
-             validation_data: Any = None) -> "_BaseMLP":
+             validation_data: Any = None) -> _BaseMLP:
         if self.distributed is not None and getattr(self, "_mpi", None) is None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
         return self._fit_checked(X, y, sample_weight, incremental, validation_data)
 
     def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                     validation_data: Any) -> "_BaseMLP":
+                     validation_data: Any) -> _BaseMLP:
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         dtype = np.dtype(X.dtype)
         sw = self._sample_weight(sample_weight, X, y, dtype)
         layer_units = [n_features] + hidden + [Y.shape[1]]
@@ -440,7 +456,7 @@ class _BaseMLP(BaseEstimator):
         return self
 
     def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                         validation_data: Any) -> "_BaseMLP":
+                         validation_data: Any) -> _BaseMLP:
         """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
 
         Two agreements keep the ranks in step: here, on the parameters and
@@ -531,7 +547,7 @@ class _BaseMLP(BaseEstimator):
             return RMSprop(lr, float(self.rho), float(self.epsilon))
         return Adagrad(lr, float(self.epsilon))
 
-    def _fit_stochastic(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None,
+    def _fit_stochastic(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
                         incremental: bool, validation_data: Any) -> None:
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
@@ -562,6 +578,7 @@ class _BaseMLP(BaseEstimator):
         X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
         Y = np.ascontiguousarray(Y)
         batch_size = self._batch_size(n_samples)
+        assert self._optimizer is not None  # made above
         impl = self._optimizer._bind(net)
         reg = self._regularization()
         sample_idx = np.arange(n_samples, dtype=np.int64)
@@ -587,8 +604,8 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 impl.lr = self._current_lr()
-                schedule = self._schedule()
-                schedule = None if schedule is None else schedule._impl
+                sched = self._schedule()
+                schedule = None if sched is None else sched._impl
                 start = time.perf_counter()
                 np.copyto(before_epoch, net.params)
                 if mpi is None:
@@ -731,7 +748,7 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    def _fit_lbfgs(self, net: Network, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None) -> None:
+    def _fit_lbfgs(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None) -> None:
         try:
             import scipy.optimize
         except ImportError:
@@ -779,7 +796,7 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = float(res.fun)
         params[:] = res.x
 
-    def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple:
+    def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple[Any, ...]:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val); "
                             f"got {type(validation_data).__name__}")
@@ -986,7 +1003,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  dtype: Any = None, n_threads: int | None = None, leaky_relu_slope: float = 0.01,
                  l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
                  weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
-                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable] | None = None,
+                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable[..., Any]] | None = None,
                  class_weight: Any = None, distributed: str | None = None, dropout: Any = 0.0,
                  input_noise: float = 0.0, max_norm: float | None = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1070,7 +1087,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._label_coder.decode(Y)
 
     # --- API -------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPClassifier":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> MLPClassifier:
         """Fits the model to X and the labels y (1-D labels or a 0/1 multilabel matrix).
 
         Parameters
@@ -1086,11 +1103,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
                                                    validation_data=validation_data))
 
-    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> "MLPClassifier":
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
         """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
         return self._transaction(lambda: self._partial_fit_classes(X, y, sample_weight, classes))
 
-    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> "MLPClassifier":
+    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> MLPClassifier:
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -1177,8 +1194,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
                  lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable] | None = None, distributed: str | None = None, dropout: Any = 0.0,
-                 input_noise: float = 0.0, max_norm: float | None = None) -> None:
+                 callbacks: Sequence[Callable[..., Any]] | None = None, distributed: str | None = None,
+                 dropout: Any = 0.0, input_noise: float = 0.0, max_norm: float | None = None) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1241,7 +1258,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _targets_to_y(self, Y: np.ndarray) -> np.ndarray:
         return Y.ravel() if Y.shape[1] == 1 else Y
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> "MLPRegressor":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, validation_data: Any = None) -> MLPRegressor:
         """Fits the model to X and the targets y ((n_samples,) or (n_samples, n_outputs)).
 
         See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
@@ -1249,7 +1266,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
                                                    validation_data=validation_data))
 
-    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over X, y."""
         return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=True))
 

@@ -57,7 +57,7 @@ def _layers(model: Any) -> _Layers:
                    [*hidden, out], float(net._config["leaky_relu_slope"]), binary, net.dtype)
 
 
-def to_onnx(model: Any, path: str | os.PathLike | None = None) -> Any:
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
     """The model as an ONNX graph; written to `path` when given.
 
     Input ``X`` of shape ``(N, n_features)``, output ``Y`` of shape ``(N, n_outputs)``

@@ -55,7 +55,7 @@ def _jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, (np.floating,)):
         return float(value)
-    if isinstance(value, np.dtype) or isinstance(value, type):
+    if isinstance(value, (np.dtype, type)):
         return np.dtype(value).name
     if isinstance(value, tuple):
         return list(value)
@@ -201,7 +201,7 @@ def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays with allow_pickle: bool too
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -258,9 +258,9 @@ def _headers(zf: zipfile.ZipFile, file_size: int) -> dict[str, tuple[tuple[int, 
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
             elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"member {info.filename!r} has .npy version {version}")
             offset = f.tell()
@@ -321,16 +321,16 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"{name} must be 1-D of kind {optional[name]!r}, got shape {shape} and dtype {dtype}")
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
     opt = attrs.get("optimizer")
-    if opt is not None:
-        if (not isinstance(opt, dict) or not isinstance(opt.get("kind"), str) or opt.get("dtype") != fit_dtype.name
-                or not isinstance(opt.get("t", 0), int) or isinstance(opt.get("t", 0), bool) or opt.get("t", 0) < 0):
-            raise ValueError(f"attribute optimizer must be {{kind, dtype: {fit_dtype.name!r}[, t >= 0]}}, got {opt!r}")
+    if opt is not None and (
+            not isinstance(opt, dict) or not isinstance(opt.get("kind"), str) or opt.get("dtype") != fit_dtype.name
+            or not isinstance(opt.get("t", 0), int) or isinstance(opt.get("t", 0), bool) or opt.get("t", 0) < 0):
+        raise ValueError(f"attribute optimizer must be {{kind, dtype: {fit_dtype.name!r}[, t >= 0]}}, got {opt!r}")
     for name in _OPTIMIZER_ARRAYS:
         key = f"optimizer_{name}"
-        if key in headers:
-            if opt is None or headers[key][1] != fit_dtype or headers[key][0] not in ((n_params,), (0,)):
-                raise ValueError(f"{key} must be of shape ({n_params},) or (0,) and dtype {fit_dtype} beside an "
-                                 f"optimizer attribute, got {headers[key]}")
+        if key in headers and (
+                opt is None or headers[key][1] != fit_dtype or headers[key][0] not in ((n_params,), (0,))):
+            raise ValueError(f"{key} must be of shape ({n_params},) or (0,) and dtype {fit_dtype} beside an "
+                             f"optimizer attribute, got {headers[key]}")
     if "feature_names_in_" in headers and headers["feature_names_in_"][0] != (units[0],):
         raise ValueError(f"feature_names_in_ has shape {headers['feature_names_in_'][0]}, expected ({units[0]},)")
     if meta.get("class") == "MLPClassifier":
@@ -357,8 +357,8 @@ def load(path: Any) -> Any:
         If `path` is not a fastmlp model file, is damaged, or was written by a
         newer format version.
     """
-    from .estimators import MLPClassifier, MLPRegressor
     from ._labels import LabelCoder
+    from .estimators import MLPClassifier, MLPRegressor
     path = _path_str(path)
     try:
         with _open_regular(path) as f, zipfile.ZipFile(f) as zf:

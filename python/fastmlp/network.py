@@ -6,7 +6,6 @@ the memory alive after the Network object is gone.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Callable, TextIO
@@ -14,8 +13,20 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from . import _core
-from ._validation import (_check_numeric, as_matrix, as_sample_weight, as_targets, check_activations, check_choice,
-                          check_dropout, check_dtype, check_float, check_int, check_layer_sizes, check_seed)
+from ._validation import (
+    _check_numeric,
+    as_matrix,
+    as_sample_weight,
+    as_targets,
+    check_activations,
+    check_choice,
+    check_dropout,
+    check_dtype,
+    check_float,
+    check_int,
+    check_layer_sizes,
+    check_seed,
+)
 from .optim import Optimizer
 
 
@@ -29,7 +40,7 @@ def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | No
         grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
 
 
-def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple:
+def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple[Any, ...]:
     """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
 
     CSC (or any other format) is converted to CSR; the values are never densified. Values are
@@ -130,7 +141,7 @@ class Network:
         cls = getattr(_core, "Network_" + self._dtype.name)
         self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
         self._net.set_noise(rates, input_noise, max_norm or 0.0)
-        self._config = dict(activation=activation if isinstance(activation, str) else list(activation),
+        self._config: dict[str, Any] = dict(activation=activation if isinstance(activation, str) else list(activation),
                             output_activation=output_activation, leaky_relu_slope=slope, init=init)
         # Stored only when used: files and pickles of networks without them stay as they were.
         if any(rates):
@@ -188,7 +199,7 @@ class Network:
         return int(self._net.steps)
 
     def draws(self, rows: int, step: int) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
-        """What training step `step` draws for a batch of `rows` rows: the input noise
+        r"""What training step `step` draws for a batch of `rows` rows: the input noise
         :math:`\sigma\varepsilon` (``(rows, n_inputs)``, or None) and, per layer input,
         the keep mask (0/1, ``(rows, width)``; None where its rate is 0) — the arguments
         :func:`fastmlp.reference.loss_and_grad` takes to give the same gradients."""
@@ -483,7 +494,7 @@ class Network:
                  + (f"; training: {', '.join(extras)}" if extras else "")]
         print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the network to `path`: a NumPy ``.npz`` archive in the format of the
         estimators' files (:mod:`fastmlp.io`), ``format`` ``"fastmlp.network"``: JSON metadata
         (layer sizes, dtype, activations, seed) and the flat ``params``; written atomically."""
@@ -492,7 +503,7 @@ class Network:
                             "config": dict(self._config), "training_steps": self.training_steps}, self.params)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Network":
+    def load(cls, path: str | os.PathLike[str]) -> Network:
         """Reads a network written by :meth:`save`; never unpickles. The metadata is checked
         (format, version, a valid network) and ``params``' header against it before any array
         is read: a damaged or forged file raises ``ValueError``."""
@@ -511,7 +522,8 @@ class Network:
                     config=dict(self._config), params=np.array(self.params), training_steps=self.training_steps)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
+        init = self.__init__  # type: ignore[misc]  # a subclass's own __init__, as pickle's protocol means
+        init(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
         params = np.asarray(state["params"], dtype=self._dtype)
         if params.shape != (self.n_params,):
             raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")

@@ -31,18 +31,18 @@ __all__ = [
     "ACTIVATIONS",
     "LOSSES",
     "SGD",
+    "Adagrad",
     "Adam",
     "AdamW",
     "RMSprop",
-    "Adagrad",
-    "objective",
-    "apply_dropout",
-    "max_norm",
     "activation_backward",
     "activation_forward",
+    "apply_dropout",
     "forward",
     "glorot_bound",
     "loss_and_grad",
+    "max_norm",
+    "objective",
     "output_loss_and_grad",
     "predict",
     "to_targets",
@@ -141,7 +141,7 @@ def _exp_backward(dA, z, a, slope):
     return dA * a
 
 
-_ACTIVATION_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+_ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]] = {
     "identity": (_identity, _identity_backward),
     "logistic": (_logistic, _logistic_backward),
     "sigmoid": (_logistic, _logistic_backward),
@@ -347,7 +347,8 @@ def output_loss_and_grad(
 # ---------------------------------------------------------------------------
 
 
-def _check_network(weights: Sequence, biases: Sequence, activation, output_activation: str) -> list[str]:
+def _check_network(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str | Sequence[str],
+                   output_activation: str) -> list[str]:
     """Checks the network's description; returns the activation of each hidden layer."""
     if len(weights) == 0 or len(weights) != len(biases):
         raise ValueError(
@@ -526,8 +527,9 @@ def loss_and_grad(
         bias_grads.append(np.sum(dZ, axis=0))
         if l > 0:
             dA = dZ @ weights[l].T
-            if masks is not None and masks[l] is not None:
-                dA = apply_dropout(dA, masks[l], dropout[l])
+            mask = None if masks is None else masks[l]
+            if mask is not None and dropout is not None:
+                dA = apply_dropout(dA, mask, dropout[l])
             dZ = activation_backward(hidden[l - 1], dA, Zs[l - 1], As[l - 1], slope)
     return value, weight_grads[::-1], bias_grads[::-1]
 
@@ -691,6 +693,7 @@ class Adam:
         _check_state("moments", self.ms, params)
         self.t += 1
         lr_t = self.lr * math.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
+        assert self.vs is not None  # made with self.ms
         for p, g, m, v in zip(params, grads, self.ms, self.vs):
             m *= self.beta1
             m += (1 - self.beta1) * g
@@ -837,7 +840,7 @@ def train_epoch(
     epoch: float = 0.0,
     *,
     dropout: Sequence[float] | None = None,
-    draws: Callable[[int, int], tuple] | None = None,
+    draws: Callable[[int, int], tuple[np.ndarray | None, Sequence[np.ndarray | None]]] | None = None,
     max_norm_limit: float | None = None,
 ) -> float:
     """One pass over the data in mini-batches; updates the parameters in place.

@@ -61,8 +61,9 @@ class Schedule:
         return float(self._impl.at(float(p), float(delta)))
 
     def __repr__(self) -> str:
-        return (f"Schedule({self.kind!r}, base_lr={self.base_lr!r}, gamma={self.gamma!r}, step_size={self.step_size!r}, "
-                f"total_epochs={self.total_epochs!r}, min_lr={self.min_lr!r}, warmup_epochs={self.warmup_epochs!r})")
+        return (f"Schedule({self.kind!r}, base_lr={self.base_lr!r}, gamma={self.gamma!r}, "
+                f"step_size={self.step_size!r}, total_epochs={self.total_epochs!r}, min_lr={self.min_lr!r}, "
+                f"warmup_epochs={self.warmup_epochs!r})")
 
 
 def schedule_lr(kind: str, base_lr: float, p: float, delta: float, *, gamma: float = 0.1, step_size: float = 10.0,

@@ -6,10 +6,9 @@ import pytest
 
 import fastmlp
 import fastmlp.schedules
+from conftest import need_ranks
 from fastmlp import distributed
 from helpers import TOL, make_data
-
-from conftest import MPI, need_ranks
 
 M, B, EPOCHS = 45, 8, 3   # per-rank shard of 45 rows: 6 batches, the last one of 5 rows
 
@@ -83,7 +82,7 @@ def test_explicit_local_orders_and_sequential(comm, shuffle):
 
 def test_penalties_clipping_and_schedule_act_on_the_global_batch(comm):
     """L1 and L2 divide by R·b, clipping and the schedule see the averaged gradient: as one process."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+    size = comm.Get_size()
     X, Y = global_data(size, "squared_error", "float64")
     Xr, Yr = distributed.shard(X, Y, comm)
     sched = fastmlp.schedules.Schedule("cosine", 0.05, total_epochs=EPOCHS, warmup_epochs=1.0)
@@ -176,7 +175,7 @@ def test_bad_input_on_one_rank_raises_on_every_rank(comm):
         _train(net, Xr, Yr, comm, loss="hinge" if last else "squared_error")
     with pytest.raises(TypeError, match="batch_size must be an int"):
         _train(net, Xr, Yr, comm, batch_size=2.5 if last else B)
-    with pytest.raises(ValueError, match="X must have 6 columns|X.*6"):
+    with pytest.raises(ValueError, match=r"X must have 6 columns|X.*6"):
         _train(net, Xr[:, :5] if last else Xr, Yr, comm)
     np.testing.assert_array_equal(net.params, before)
     assert np.isfinite(_train(net, Xr, Yr, comm))  # still in step: no message was left over

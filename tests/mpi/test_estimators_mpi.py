@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 import fastmlp
+from conftest import need_ranks
 from fastmlp import distributed
 from fastmlp.estimators import ConvergenceWarning
 from helpers import TOL
-
-from conftest import need_ranks
 
 M, B = 40, 8  # rows per rank, batch per rank
 
@@ -116,7 +115,7 @@ def test_bad_input_raises_on_every_rank(comm):
     # One rank's bad data, found between the two agreements: every rank raises.
     X_bad = Xr.copy()
     X_bad[0, 0] = np.nan if last else X_bad[0, 0]
-    with pytest.raises(ValueError, match="NaN|nan|infinity"):
+    with pytest.raises(ValueError, match=r"NaN|nan|infinity"):
         _fit(fastmlp.MLPClassifier(distributed="mpi", **COMMON), X_bad, yr)
     est = _fit(fastmlp.MLPClassifier(distributed="mpi", batch_size=B, **COMMON), Xr, yr)  # still in step
     assert est.n_iter_ == 4
