@@ -151,7 +151,7 @@ def _runtime_params(func) -> list[str]:
 def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
     """'name' or 'Class.name' -> parameter names (without self) of every stubbed function."""
     def params(f: ast.FunctionDef) -> list[str]:
-        return [a.arg for a in f.args.args if a.arg != "self"]
+        return [a.arg for a in f.args.args if a.arg != "self"] + ([f"**{f.args.kwarg.arg}"] if f.args.kwarg else [])
     out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for f in cls.body:

@@ -47,7 +47,8 @@ import numpy as np
 from . import _compat
 from ._compat import (BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state)
 from ._labels import LabelCoder
-from .network import Network, as_csr, make_regularization
+from .epoch import epoch_options, make_regularization
+from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from .schedules import Schedule
 
@@ -406,7 +407,7 @@ class _BaseMLP(BaseEstimator):
         """
         _choice("distributed", self.distributed, ("mpi",))
         from . import distributed as dist
-        comm = dist._check_comm(dist._mpi().COMM_WORLD)
+        comm = dist.check_comm(dist.world())
 
         def check() -> dict[str, Any]:
             self._check_params()
@@ -515,15 +516,16 @@ class _BaseMLP(BaseEstimator):
                 sw, sw_val = sw[train], sw[val]
             y_val = self._targets_to_y(Y_val)
         n_samples = X.shape[0]
-        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
-        Y = np.ascontiguousarray(Y)
         batch_size = self._batch_size(n_samples)
-        impl = self._optimizer._bind(net)
-        reg = self._regularization()
+        request = net.prepare_epoch(X, Y, self._loss_name, self._optimizer,
+                                    epoch_options(batch_size, False, regularization=self._regularization()),
+                                    sample_weight=sw)
+        impl = request.optimizer
         sample_idx = np.arange(n_samples, dtype=np.int64)
         mpi = getattr(self, "_mpi", None)
         if mpi is not None:  # the second agreement (see _fit_distributed): shapes
             from . import distributed as dist
+            mpi_epoch = dist.MPIEpoch(mpi.comm)
             mpi.agreed = True
             dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
                                           "network": tuple(net.layer_sizes)})
@@ -544,18 +546,16 @@ class _BaseMLP(BaseEstimator):
                     sample_idx = sample_idx[perm]
                 impl.lr = self._current_lr()
                 schedule = self._schedule()
-                schedule = None if schedule is None else schedule._impl
+                request.options.schedule = None if schedule is None else schedule.record
+                request.options.epoch = float(self._epoch_clock)
                 start = time.perf_counter()
                 np.copyto(before_epoch, net.params)
                 if mpi is None:
-                    loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
-                                                    sample_idx if self.shuffle else None, sw,
-                                                    schedule, float(self._epoch_clock))
+                    request.rows.order = sample_idx if self.shuffle else None
+                    loss = net.run_epoch(request)
                 else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
-                    order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
-                    loss = dist.run_epoch(net, mpi.comm, dict(
-                        X=X, Y=Y, loss=self._loss_name, impl=impl, batch_size=batch_size, shuffle=False, reg=reg,
-                        order=order, w=None, schedule=schedule, epoch=float(self._epoch_clock)))
+                    request.rows.order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
+                    loss = net.run_epoch(request, hook=mpi_epoch)
                 seconds = time.perf_counter() - start
                 if not (np.isfinite(loss) and np.isfinite(net.params).all()):
                     diverged = loss
@@ -694,12 +694,11 @@ class _BaseMLP(BaseEstimator):
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
         params, grads, loss = net.params, net.grads, self._loss_name
-        Y = np.ascontiguousarray(Y)
-        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
+        rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = net._objective_checked(X, Y, loss, sw, reg)
+            value = net.run_objective(rows, loss, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         last: dict[str, Any] = {"x": None, "nit": 0}
@@ -720,7 +719,7 @@ class _BaseMLP(BaseEstimator):
                 raise
             params[:] = last["x"]
             self.n_iter_ = last["nit"]
-            self.loss_ = net._objective_checked(X, Y, loss, sw, reg)
+            self.loss_ = net.run_objective(rows, loss, reg)
             self._epochs_started = True
             warnings.warn("Training interrupted by user.", stacklevel=3)
             return

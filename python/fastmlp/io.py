@@ -415,7 +415,7 @@ def load(path: Any) -> Any:
             if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
                 state = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
                 optimizer.load_state_dict({"dtype": opt["dtype"], **state, **({"t": opt["t"]} if "t" in opt else {})})
-                optimizer._bind(net)
+                optimizer.bind(net)
                 est._optimizer = optimizer
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path!r} is a damaged fastmlp model file: {type(exc).__name__}: {exc}") from None
