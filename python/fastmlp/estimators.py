@@ -273,7 +273,7 @@ class _BaseMLP(BaseEstimator):
             dtype = np.dtype(np.float64)
         if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
                 or net.activation != self.activation or net.output_activation != self.out_activation_
-                or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)):
+                or net.leaky_relu_slope != float(self.leaky_relu_slope)):
             net = Network(sizes, activation=self.activation, output_activation=self.out_activation_,
                           dtype=dtype, seed=0, leaky_relu_slope=float(self.leaky_relu_slope))
             self._net = net
@@ -783,6 +783,79 @@ class _BaseMLP(BaseEstimator):
                    "before using this estimator.")
             raise _compat.NotFittedError(msg)
 
+    # --- the saved state (fastmlp.io lays it out in a file; the names are the file format's) ---
+    _STATE_SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
+                      "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
+                      "_no_improvement_count", "_sgd_lr")
+    _STATE_ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
+
+    def get_model_state(self) -> dict[str, Any]:
+        """The fitted model as data: ``params`` (:meth:`get_params`), ``attributes`` (scalars, the label
+        type, the optimizer's kind and step count) and ``arrays`` (weights, curves, classes, the
+        optimizer's moments), under the names of :mod:`fastmlp.io`'s format; see :meth:`set_model_state`."""
+        self._network()  # coefs_ set by hand are checked here
+        attributes = {name: getattr(self, name) for name in self._STATE_SCALARS if hasattr(self, name)}
+        arrays: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+            arrays[f"coefs_{i}"] = np.array(w)
+            arrays[f"intercepts_{i}"] = np.array(b)
+        for name in self._STATE_ARRAYS:
+            value = getattr(self, name, None)
+            if value is not None:
+                arrays[name] = np.asarray(value, dtype=str if name == "feature_names_in_" else None)
+        if hasattr(self, "classes_"):
+            classes = np.asarray(self.classes_)
+            if classes.dtype.kind == "O":
+                if not all(isinstance(c, str) for c in classes):
+                    raise ValueError("cannot save classes_ of mixed or non-string Python objects")
+                classes = classes.astype(str)
+            arrays["classes_"] = classes
+            attributes["y_type"] = self._label_coder.y_type_
+            attributes["classes_dtype"] = str(np.asarray(self.classes_).dtype)
+        opt = getattr(self, "_optimizer", None)
+        opt_state = None if opt is None else opt.state_dict()
+        if opt_state is not None:  # the stochastic optimizer, once it has stepped
+            meta = {"kind": type(opt).__name__, "dtype": opt_state.pop("dtype")}
+            if "t" in opt_state:
+                meta["t"] = int(opt_state.pop("t"))
+            attributes["optimizer"] = meta
+            arrays.update({f"optimizer_{k}": np.asarray(v) for k, v in opt_state.items()})
+        return {"params": self.get_params(deep=False), "attributes": attributes, "arrays": arrays}
+
+    def set_model_state(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`get_model_state` returned (``attributes`` and ``arrays``; the
+        parameters are the constructor's) onto this estimator; a file's damage raises
+        ``KeyError``, ``TypeError`` or ``ValueError``."""
+        self._check_params()
+        attrs, data = state["attributes"], state["arrays"]
+        for name in self._STATE_SCALARS:
+            if name in attrs:
+                setattr(self, name, attrs[name])
+        n = sum(1 for k in data if k.startswith("coefs_"))
+        self.coefs_ = [data[f"coefs_{i}"] for i in range(n)]
+        self.intercepts_ = [data[f"intercepts_{i}"] for i in range(n)]
+        for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
+            setattr(self, name, data[name].tolist() if name in data else None)
+        if "feature_names_in_" in data:
+            self.feature_names_in_ = data["feature_names_in_"].astype(object)
+        if "classes_" in data:
+            cls = data["classes_"]
+            if attrs.get("classes_dtype") == "object":
+                cls = cls.astype(object)
+            self._label_coder = LabelCoder(cls, attrs["y_type"])
+            self.classes_ = self._label_coder.classes_
+        if self.solver not in ("lbfgs",) and getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+        net = self._network()  # checks that the weights chain
+        opt = attrs.get("optimizer")
+        if opt is not None and self.solver != "lbfgs":
+            optimizer = self._make_optimizer()
+            if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
+                kept = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
+                optimizer.load_state_dict({"dtype": opt["dtype"], **kept, **({"t": opt["t"]} if "t" in opt else {})})
+                optimizer.bind(net)
+                self._optimizer = optimizer
+
     # --- pickling: the C++ network is rebuilt on demand; the optimizer pickles its state ---
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -805,6 +878,12 @@ class _BaseMLP(BaseEstimator):
         """Writes the fitted model to `path` (a ``.npz`` readable by NumPy alone; see :func:`fastmlp.load`)."""
         from .io import save
         save(self, path)
+
+    def fitted_network(self) -> Network:
+        """The fitted :class:`fastmlp.Network` whose views ``coefs_`` and ``intercepts_`` are
+        (``NotFittedError`` before fit)."""
+        self._check_fitted()
+        return self._network()
 
     def summary(self, file: Any = None) -> None:
         """Prints the fitted network's layers: shapes, parameters, activations (:meth:`Network.summary`)."""

@@ -106,6 +106,14 @@ class Network:
         return self._config["output_activation"]
 
     @property
+    def leaky_relu_slope(self) -> float:
+        return self._config["leaky_relu_slope"]
+
+    @property
+    def init(self) -> str:
+        return self._config["init"]
+
+    @property
     def n_inputs(self) -> int:
         return self.layer_sizes[0]
 
