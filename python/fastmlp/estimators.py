@@ -106,6 +106,93 @@ def _bool(name: str, v: Any) -> None:
         raise TypeError(f"The '{name}' parameter must be a bool; got {v!r} of type {type(v).__name__}.")
 
 
+def _real_check(lo: float, hi: float = np.inf, *, lo_open: bool = False, hi_open: bool = False,
+                allow_inf: bool = False, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not (optional and v is None):
+            _real(name, v, lo, hi, lo_open=lo_open, hi_open=hi_open, allow_inf=allow_inf)
+    return check
+
+
+def _int_check(lo: int, *, optional: bool = False, inf_ok: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not ((optional and v is None) or (inf_ok and _is_real(v) and v == np.inf)):
+            _int(name, v, lo)
+    return check
+
+
+def _choice_check(options: Sequence[str], *, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not (optional and v is None):
+            _choice(name, v, options)
+    return check
+
+
+def _check_batch_size(name: str, v: Any) -> None:
+    if not (isinstance(v, str) and v == "auto"):
+        if isinstance(v, str):
+            raise ValueError(f"The '{name}' parameter must be 'auto' or an int >= 1; got {v!r}.")
+        _int(name, v, 1)
+
+
+def _check_verbose(name: str, v: Any) -> None:
+    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
+        raise TypeError(f"The '{name}' parameter must be a bool or an int; got {v!r}.")
+
+
+def _check_dtype(name: str, v: Any) -> None:
+    if v is not None and (not isinstance(v, (str, type, np.dtype)) or np.dtype(v).name not in ("float32", "float64")):
+        raise ValueError(f"The '{name}' parameter must be None, 'float32' or 'float64'; got {v!r}.")
+
+
+def _check_callbacks(name: str, v: Any) -> None:
+    if v is not None and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
+        raise TypeError(f"The '{name}' parameter must be None or a list of callables; got {v!r}.")
+
+
+# Every estimator parameter (but hidden_layer_sizes) and what it must be, checked in this order by
+# _BaseMLP._check_params: adding a parameter is one line here. Names of activations and solvers
+# are the module's ACTIVATIONS / SOLVERS; `class_weight` is the classifier's own.
+PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
+    "activation": _choice_check(ACTIVATIONS),
+    "solver": _choice_check(SOLVERS),
+    "alpha": _real_check(0),
+    "batch_size": _check_batch_size,
+    "learning_rate": _choice_check(LEARNING_RATES),
+    "learning_rate_init": _real_check(0, lo_open=True),
+    "power_t": _real_check(0),
+    "max_iter": _int_check(1),
+    "shuffle": _bool,
+    "random_state": lambda name, v: check_random_state(v) and None,
+    "tol": _real_check(0, allow_inf=True),
+    "verbose": _check_verbose,
+    "warm_start": _bool,
+    "momentum": _real_check(0, 1, hi_open=True),
+    "nesterovs_momentum": _bool,
+    "early_stopping": _bool,
+    "validation_fraction": _real_check(0, 1, hi_open=True),
+    "beta_1": _real_check(0, 1, hi_open=True),
+    "beta_2": _real_check(0, 1, hi_open=True),
+    "epsilon": _real_check(0, lo_open=True),
+    "n_iter_no_change": _int_check(1, inf_ok=True),
+    "max_fun": _int_check(1),
+    "dtype": _check_dtype,
+    "n_threads": _int_check(1, optional=True),
+    "distributed": _choice_check(("mpi",), optional=True),
+    "leaky_relu_slope": _real_check(0),
+    "l1": _real_check(0),
+    "clip_norm": _real_check(0, lo_open=True, optional=True),
+    "clip_value": _real_check(0, lo_open=True, optional=True),
+    "weight_decay": _real_check(0),
+    "rho": _real_check(0, 1, hi_open=True),
+    "lr_gamma": _real_check(0),
+    "lr_step_size": _real_check(0, lo_open=True),
+    "lr_min": _real_check(0),
+    "warmup_epochs": _real_check(0),
+    "callbacks": _check_callbacks,
+}
+
+
 def _hidden_sizes(h: Any) -> list[int]:
     sizes = list(h) if hasattr(h, "__iter__") and not isinstance(h, str) else [h]
     for s in sizes:
@@ -196,55 +283,10 @@ class _BaseMLP(BaseEstimator):
 
     # --- checks ------------------------------------------------------------
     def _check_params(self) -> list[int]:
+        """Checks every constructor parameter against PARAMETER_CONSTRAINTS (in its order); returns the hidden sizes."""
         hidden = _hidden_sizes(self.hidden_layer_sizes)
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("solver", self.solver, SOLVERS)
-        _real("alpha", self.alpha, 0)
-        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            if isinstance(self.batch_size, str):
-                raise ValueError(f"The 'batch_size' parameter must be 'auto' or an int >= 1; got {self.batch_size!r}.")
-            _int("batch_size", self.batch_size, 1)
-        _choice("learning_rate", self.learning_rate, LEARNING_RATES)
-        _real("learning_rate_init", self.learning_rate_init, 0, lo_open=True)
-        _real("power_t", self.power_t, 0)
-        _int("max_iter", self.max_iter, 1)
-        _bool("shuffle", self.shuffle)
-        check_random_state(self.random_state)
-        _real("tol", self.tol, 0, allow_inf=True)
-        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
-            raise TypeError(f"The 'verbose' parameter must be a bool or an int; got {self.verbose!r}.")
-        _bool("warm_start", self.warm_start)
-        _real("momentum", self.momentum, 0, 1, hi_open=True)
-        _bool("nesterovs_momentum", self.nesterovs_momentum)
-        _bool("early_stopping", self.early_stopping)
-        _real("validation_fraction", self.validation_fraction, 0, 1, hi_open=True)
-        _real("beta_1", self.beta_1, 0, 1, hi_open=True)
-        _real("beta_2", self.beta_2, 0, 1, hi_open=True)
-        _real("epsilon", self.epsilon, 0, lo_open=True)
-        if not (_is_real(self.n_iter_no_change) and self.n_iter_no_change == np.inf):
-            _int("n_iter_no_change", self.n_iter_no_change, 1)
-        _int("max_fun", self.max_fun, 1)
-        if self.dtype is not None and (not isinstance(self.dtype, (str, type, np.dtype)) or
-                                       np.dtype(self.dtype).name not in ("float32", "float64")):
-            raise ValueError(f"The 'dtype' parameter must be None, 'float32' or 'float64'; got {self.dtype!r}.")
-        if self.n_threads is not None:
-            _int("n_threads", self.n_threads, 1)
-        if self.distributed is not None:
-            _choice("distributed", self.distributed, ("mpi",))
-        _real("leaky_relu_slope", self.leaky_relu_slope, 0)
-        _real("l1", self.l1, 0)
-        for name in ("clip_norm", "clip_value"):
-            if getattr(self, name) is not None:
-                _real(name, getattr(self, name), 0, lo_open=True)
-        _real("weight_decay", self.weight_decay, 0)
-        _real("rho", self.rho, 0, 1, hi_open=True)
-        _real("lr_gamma", self.lr_gamma, 0)
-        _real("lr_step_size", self.lr_step_size, 0, lo_open=True)
-        _real("lr_min", self.lr_min, 0)
-        _real("warmup_epochs", self.warmup_epochs, 0)
-        if self.callbacks is not None:
-            if not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks):
-                raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
+        for name, check in PARAMETER_CONSTRAINTS.items():
+            check(name, getattr(self, name))
         return hidden
 
     def _data_dtype(self) -> Any:
