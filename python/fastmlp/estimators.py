@@ -391,7 +391,7 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> "_BaseMLP":
-        if self.distributed is not None and getattr(self, "_mpi", None) is None:
+        if self.distributed is not None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
         return self._fit_checked(X, y, sample_weight, incremental, validation_data)
 
@@ -482,7 +482,7 @@ class _BaseMLP(BaseEstimator):
         self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
                                           rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
         try:
-            return self._fit(X, y, sample_weight, incremental, validation_data)
+            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
         except Exception as e:
             if not self._mpi.agreed:  # the other ranks wait in the second agreement: let them raise too
                 dist.agree(comm, error=e)
