@@ -616,10 +616,18 @@ def test_fit_in_one_thread_while_another_estimator_predicts():
     X = rng.standard_normal((2000, 10))
     y = (X[:, 0] > 0).astype(int)
     kw = dict(hidden_layer_sizes=(32,), max_iter=30, tol=0, n_iter_no_change=10**6, random_state=0)
-    a = MLPClassifier(**kw)
     b = _fitted("reg")
     Xb = rng.standard_normal((300, F))
     want = b.predict(Xb)
+    predicted = threading.Semaphore(0)
+
+    def after_epoch(metrics):
+        # Each epoch ends only once the other thread has predicted again: the two really
+        # interleave however the threads are scheduled (a loaded machine once ran the whole
+        # fit before the predicting thread got the CPU).
+        assert predicted.acquire(timeout=60)
+
+    a = MLPClassifier(**kw, callbacks=[after_epoch])
     ref = MLPClassifier(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmlp.estimators.ConvergenceWarning)
@@ -637,9 +645,10 @@ def test_fit_in_one_thread_while_another_estimator_predicts():
             while not done.is_set():
                 assert b.predict(Xb).tobytes() == want.tobytes()
                 n += 1
+                predicted.release()
             return n
         n_predictions = _run_threads([fit, predict])[1]
-    assert n_predictions >= 1  # predictions ran while the other estimator trained
+    assert n_predictions >= 30  # at least one prediction per epoch of the other estimator's fit
     assert _weights(a) == _weights(ref)
 
 

@@ -385,14 +385,14 @@ def test_sparse_X_with_a_billion_columns_is_a_value_error_before_allocating():
 
 def _interrupt_objective(monkeypatch, at_call):
     calls = [0]
-    original = Network._objective_checked
+    original = Network.run_objective
 
     def objective(self, *args):
         calls[0] += 1
         if calls[0] == at_call:
             raise KeyboardInterrupt
         return original(self, *args)
-    monkeypatch.setattr(Network, "_objective_checked", objective)
+    monkeypatch.setattr(Network, "run_objective", objective)
 
 
 def test_lbfgs_ctrl_c_keeps_the_last_iterate(monkeypatch):

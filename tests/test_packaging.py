@@ -152,7 +152,7 @@ def _runtime_params(func) -> list[str]:
 def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
     """'name' or 'Class.name' -> parameter names (without self) of every stubbed function."""
     def params(f: ast.FunctionDef) -> list[str]:
-        return [a.arg for a in f.args.args if a.arg != "self"]
+        return [a.arg for a in f.args.args if a.arg != "self"] + ([f"**{f.args.kwarg.arg}"] if f.args.kwarg else [])
     out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for f in cls.body:
@@ -186,7 +186,7 @@ def test_distribution_metadata_is_complete():
     assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
     assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
     assert meta["Description-Content-Type"] == "text/markdown"
-    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi", "progress", "onnx", "torch"}
+    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi", "progress", "onnx", "torch", "dev"}
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]
     assert any(c.startswith("License :: OSI Approved") for c in meta.get_all("Classifier"))

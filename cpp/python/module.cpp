@@ -205,25 +205,88 @@ void check_rows_y(const Network<T>& n, const InArray<T>& y, Index rows) {
                                 std::to_string(y.shape(0)));
 }
 
+// One epoch's settings from Python, filled by field name
+// (_core.EpochOptions(batch_size=..., shuffle=..., ...)); translated field by
+// field into the core's EpochOptions by run_epoch.
+struct EpochSettings {
+  Index batch_size = 200;
+  bool shuffle = true;  // ignored when the rows carry an order
+  Regularization regularization;
+  std::optional<LearningRateSchedule> schedule;
+  double epoch = 0.0;
+  Index world_size = 1;  // how many processes' batches one step stands for (data parallel)
+};
+
+// The rows of an epoch or an objective, filled by field name
+// (_core.Rows_float32(x=..., y=..., ...)): dense `x`, or scipy's CSR arrays
+// (data, indices, indptr, n_rows, n_cols); targets `y`; optional
+// `sample_weight` and visiting `order` (one index per row).
+template <class T>
+struct Rows {
+  std::optional<InArray<T>> x;
+  std::optional<InArray<T>> data;
+  std::optional<InArray<std::int64_t>> indices;
+  std::optional<InArray<std::int64_t>> indptr;
+  Index n_rows = 0;
+  Index n_cols = 0;
+  std::optional<InArray<T>> y;
+  std::optional<InArray<T>> sample_weight;
+  std::optional<InArray<std::int64_t>> order;
+};
+
+// A Rows checked against a network, as the core's Batch (which points into
+// `rows` and into `csr`: keep both alive and in place while it is used).
+template <class T>
+struct CheckedRows {
+  std::optional<CsrView<T>> csr;
+  Batch<T> batch;
+  CheckedRows(const CheckedRows&) = delete;
+  CheckedRows& operator=(const CheckedRows&) = delete;
+
+  CheckedRows(const Network<T>& n, const Rows<T>& rows) {
+    if (!rows.y) throw std::invalid_argument("rows.y must be given");
+    Index count;
+    if (rows.x) {
+      if (rows.data) throw std::invalid_argument("rows must hold either x (dense) or data (CSR), not both");
+      check_xy(n, *rows.x, *rows.y);
+      count = rows.x->shape(0);
+      batch.x = rows.x->data();
+    } else {
+      if (!rows.data || !rows.indices || !rows.indptr)
+        throw std::invalid_argument("rows must hold x (dense) or data, indices and indptr (CSR)");
+      if (rows.n_cols != n.n_inputs())
+        throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " +
+                                    std::to_string(rows.n_cols));
+      csr = csr_of(*rows.data, *rows.indices, *rows.indptr, rows.n_rows, rows.n_cols);
+      check_rows_y(n, *rows.y, rows.n_rows);
+      count = rows.n_rows;
+      batch.csr = &*csr;
+    }
+    batch.y = rows.y->data();
+    batch.w = weights_of(rows.sample_weight, count);
+    batch.rows = count;
+  }
+};
+
 // One epoch from Python: the options, Ctrl-C polling, the gradient hook, and
 // the GIL released around the C++ loop.
 template <class T>
-double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& optimizer, Index batch_size,
-                 bool shuffle, const Regularization& reg, const std::optional<InArray<std::int64_t>>& order,
-                 const std::optional<LearningRateSchedule>& schedule, double epoch, const py::object& gradient_hook,
-                 Index world_size) {
+double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& optimizer,
+                 const EpochSettings& settings, const py::object& gradient_hook) {
+  const CheckedRows<T> data(n, rows);
   EpochOptions options;
-  options.batch_size = batch_size;
-  options.shuffle = shuffle;
-  options.regularization = reg;
-  if (order) {
-    if (order->ndim() != 1 || order->shape(0) != data.rows)
-      throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(data.rows) +
-                                  "), got " + std::to_string(order->size()) + " elements");
-    options.order = order->data();
+  options.batch_size = settings.batch_size;
+  options.shuffle = settings.shuffle;
+  options.regularization = settings.regularization;
+  if (rows.order) {
+    const auto& order = *rows.order;
+    if (order.ndim() != 1 || order.shape(0) != data.batch.rows)
+      throw std::invalid_argument("order must be 1-D with one index per sample (" + std::to_string(data.batch.rows) +
+                                  "), got " + std::to_string(order.size()) + " elements");
+    options.order = order.data();
   }
-  if (schedule) options.schedule = &*schedule;
-  options.epoch = epoch;
+  if (settings.schedule) options.schedule = &*settings.schedule;
+  options.epoch = settings.epoch;
   // Ctrl-C: Python's handler only sets a flag; look at it between batches.
   bool interrupted = false;
   options.should_stop = [&interrupted]() {
@@ -233,9 +296,10 @@ double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& o
   };
   // gradient_hook(grads, loss) -> loss, called with the GIL held and a view
   // of the gradient buffer, which it may change in place.
-  if (world_size < 1) throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(world_size));
+  if (settings.world_size < 1)
+    throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(settings.world_size));
   GradientHook<T> hook;
-  hook.world_size = world_size;
+  hook.world_size = settings.world_size;
   if (!gradient_hook.is_none()) {
     hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss_value) {
       py::gil_scoped_acquire acquire;
@@ -253,10 +317,23 @@ double run_epoch(Network<T>& n, const Batch<T>& data, Loss loss, Optimizer<T>& o
   {
     py::gil_scoped_release release;
     auto busy = claim_optimizer(optimizer);
-    value = train_epoch(n, optimizer, data, loss, options, &hook);
+    value = train_epoch(n, optimizer, data.batch, loss, options, &hook);
   }
   if (interrupted) throw py::error_already_set();
   return value;
+}
+
+// A record's constructor that sets its fields by keyword (an unknown name is
+// an AttributeError, a wrong type a TypeError): swapping two values cannot
+// compile into a silent mistake, as a positional constructor could.
+template <class Record, class Class>
+void keyword_init(Class& cls) {
+  cls.def(py::init([](const py::kwargs& fields) {
+    auto record = std::make_unique<Record>();
+    py::object self = py::cast(record.get(), py::return_value_policy::reference);
+    for (const auto& field : fields) py::setattr(self, field.first, field.second);
+    return record;
+  }));
 }
 
 template <class T>
@@ -392,57 +469,30 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return loss_and_grad(n, batch, l, draw_step ? &*draw_step : nullptr);
       }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none(),
          py::arg("draw_step") = py::none())
-      .def("objective", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                           std::optional<InArray<T>> sample_weight, const Regularization& reg) {
+      .def("objective", [](Net& n, const Rows<T>& rows, const std::string& loss, const Regularization& reg) {
         const Loss l = parse_loss(loss);
-        check_xy(n, x, y);
-        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
+        const CheckedRows<T> data(n, rows);
         py::gil_scoped_release release;
         auto lock = claim(n.busy());
-        return objective(n, batch, l, reg);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
-      .def("objective_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
-                               const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
-                               const std::string& loss, std::optional<InArray<T>> sample_weight, const Regularization& reg) {
-        const Loss l = parse_loss(loss);
-        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        check_rows_y(n, y, rows);
-        const Batch<T> batch{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
-        py::gil_scoped_release release;
-        auto lock = claim(n.busy());
-        return objective(n, batch, l, reg);
-      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
-         py::arg("loss"), py::arg("sample_weight"), py::arg("regularization"))
-      .def("train_epoch", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                             Optimizer<T>& optimizer, Index batch_size, bool shuffle, const Regularization& reg,
-                             std::optional<InArray<std::int64_t>> order, std::optional<InArray<T>> sample_weight,
-                             std::optional<LearningRateSchedule> schedule, double epoch, py::object gradient_hook,
-                             Index world_size) {
-        const Loss l = parse_loss(loss);
-        check_xy(n, x, y);
-        const Batch<T> data{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
-        return run_epoch(n, data, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
-                         world_size);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"),
-         py::arg("shuffle"), py::arg("regularization"), py::arg("order"), py::arg("sample_weight") = py::none(),
-         py::arg("schedule") = py::none(), py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(),
-         py::arg("world_size") = 1)
-      .def("train_epoch_csr", [](Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
-                                 const InArray<std::int64_t>& indptr, Index rows, Index cols, const InArray<T>& y,
-                                 const std::string& loss, Optimizer<T>& optimizer, Index batch_size, bool shuffle,
-                                 const Regularization& reg, std::optional<InArray<std::int64_t>> order,
-                                 std::optional<InArray<T>> sample_weight, std::optional<LearningRateSchedule> schedule,
-                                 double epoch, py::object gradient_hook, Index world_size) {
-        const Loss l = parse_loss(loss);
-        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        check_rows_y(n, y, rows);
-        const Batch<T> all{nullptr, &x, y.data(), weights_of(sample_weight, rows), rows};
-        return run_epoch(n, all, l, optimizer, batch_size, shuffle, reg, order, schedule, epoch, gradient_hook,
-                         world_size);
-      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"), py::arg("y"),
-         py::arg("loss"), py::arg("optimizer"), py::arg("batch_size"), py::arg("shuffle"), py::arg("regularization"),
-         py::arg("order"), py::arg("sample_weight") = py::none(), py::arg("schedule") = py::none(),
-         py::arg("epoch") = 0.0, py::arg("gradient_hook") = py::none(), py::arg("world_size") = 1);
+        return objective(n, data.batch, l, reg);
+      }, py::arg("rows"), py::arg("loss"), py::arg("regularization"))
+      .def("train_epoch", [](Net& n, const Rows<T>& rows, const std::string& loss, Optimizer<T>& optimizer,
+                             const EpochSettings& options, const py::object& gradient_hook) {
+        return run_epoch(n, rows, parse_loss(loss), optimizer, options, gradient_hook);
+      }, py::arg("rows"), py::arg("loss"), py::arg("optimizer"), py::arg("options"),
+         py::arg("gradient_hook") = py::none());
+
+  py::class_<Rows<T>> rows(m, ("Rows" + suffix).c_str());
+  keyword_init<Rows<T>>(rows);
+  rows.def_readwrite("x", &Rows<T>::x)
+      .def_readwrite("data", &Rows<T>::data)
+      .def_readwrite("indices", &Rows<T>::indices)
+      .def_readwrite("indptr", &Rows<T>::indptr)
+      .def_readwrite("n_rows", &Rows<T>::n_rows)
+      .def_readwrite("n_cols", &Rows<T>::n_cols)
+      .def_readwrite("y", &Rows<T>::y)
+      .def_readwrite("sample_weight", &Rows<T>::sample_weight)
+      .def_readwrite("order", &Rows<T>::order);
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)
@@ -512,7 +562,12 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   m.doc() = "fastmlp's compiled core (C++17, Eigen, OpenMP). Use the fastmlp package, not this module.";
   py::class_<Regularization>(m, "Regularization")
       .def(py::init([](double l2, double l1, double clip_value, double clip_norm, double grad_scale) {
-             Regularization r{l2, l1, clip_value, clip_norm, grad_scale};
+             Regularization r;
+             r.l2 = l2;
+             r.l1 = l1;
+             r.clip_value = clip_value;
+             r.clip_norm = clip_norm;
+             r.grad_scale = grad_scale;
              r.check();
              return r;
            }),
@@ -526,13 +581,28 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   py::class_<LearningRateSchedule>(m, "LearningRateSchedule")
       .def(py::init([](const std::string& kind, double base_lr, double gamma, double step_size, double total_epochs,
                        double min_lr, double warmup_epochs) {
-             LearningRateSchedule s{parse_schedule(kind), base_lr, gamma, step_size, total_epochs, min_lr, warmup_epochs};
+             LearningRateSchedule s;
+             s.kind = parse_schedule(kind);
+             s.base_lr = base_lr;
+             s.gamma = gamma;
+             s.step_size = step_size;
+             s.total_epochs = total_epochs;
+             s.min_lr = min_lr;
+             s.warmup_epochs = warmup_epochs;
              s.check();
              return s;
            }),
            py::arg("kind"), py::arg("base_lr"), py::arg("gamma") = 0.1, py::arg("step_size") = 10.0,
            py::arg("total_epochs") = 200.0, py::arg("min_lr") = 0.0, py::arg("warmup_epochs") = 0.0)
       .def("at", &LearningRateSchedule::at, py::arg("p"), py::arg("delta"));
+  py::class_<EpochSettings> epoch_options(m, "EpochOptions");
+  keyword_init<EpochSettings>(epoch_options);
+  epoch_options.def_readwrite("batch_size", &EpochSettings::batch_size)
+      .def_readwrite("shuffle", &EpochSettings::shuffle)
+      .def_readwrite("regularization", &EpochSettings::regularization)
+      .def_readwrite("schedule", &EpochSettings::schedule)
+      .def_readwrite("epoch", &EpochSettings::epoch)
+      .def_readwrite("world_size", &EpochSettings::world_size);
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

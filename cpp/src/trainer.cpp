@@ -293,7 +293,9 @@ void Regularization::check() const {
 }
 
 void LearningRateSchedule::check() const {
-  check_nonnegative("base_lr", base_lr);
+  // > 0, as fastmlp.schedules.Schedule says: a schedule of rate 0 trains nothing.
+  if (!(base_lr > 0.0) || !std::isfinite(base_lr))
+    throw std::invalid_argument("base_lr must be a finite number > 0, got " + std::to_string(base_lr));
   check_nonnegative("gamma", gamma);
   check_nonnegative("min_lr", min_lr);
   check_nonnegative("warmup_epochs", warmup_epochs);

@@ -31,10 +31,11 @@ def config() -> dict[str, Any]:
     import numpy
 
     import fastmlp
-    from fastmlp import _core, _cpu
+    from fastmlp import _core, _cpu, _dispatch
     from fastmlp._dispatch import LEVEL_NAMES
 
-    sel = fastmlp._selection
+    sel = _dispatch.selected
+    assert sel is not None  # importing fastmlp loaded the core
     info = dict(_core.build_info())
     features = _cpu.features()
     return {

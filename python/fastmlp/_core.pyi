@@ -36,6 +36,16 @@ class LearningRateSchedule:
                  total_epochs: float = 200.0, min_lr: float = 0.0, warmup_epochs: float = 0.0) -> None: ...
     def at(self, p: float, delta: float) -> float: ...
 
+class EpochOptions:
+    """One epoch's settings, set by keyword (an unknown field is an AttributeError)."""
+    def __init__(self, **kwargs: Any) -> None: ...
+    batch_size: int
+    shuffle: bool
+    regularization: Regularization
+    schedule: LearningRateSchedule | None
+    epoch: float
+    world_size: int
+
 class Network_float32:
     def __init__(self, layer_sizes: Sequence[int], activation: Sequence[str], output_activation: str, slope: float,
                  seed: int, init: str) -> None: ...
@@ -75,24 +85,22 @@ class Network_float32:
                     rows: int, cols: int) -> npt.NDArray[np.float32]: ...
     def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str,
                       sample_weight: npt.ArrayLike | None = None, draw_step: int | None = None) -> float: ...
-    def objective(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, sample_weight: npt.ArrayLike | None,
-                  regularization: Regularization) -> float: ...
-    def objective_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                      rows: int, cols: int, y: npt.ArrayLike, loss: str, sample_weight: npt.ArrayLike | None,
-                      regularization: Regularization) -> float: ...
-    def train_epoch(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float32,
-                    batch_size: int, shuffle: bool, regularization: Regularization,
-                    order: npt.NDArray[np.int64] | None, sample_weight: npt.ArrayLike | None = None,
-                    schedule: LearningRateSchedule | None = None, epoch: float = 0.0,
-                    gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
-                    world_size: int = 1) -> float: ...
-    def train_epoch_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                        rows: int, cols: int, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float32,
-                        batch_size: int, shuffle: bool, regularization: Regularization,
-                        order: npt.NDArray[np.int64] | None, sample_weight: npt.ArrayLike | None = None,
-                        schedule: LearningRateSchedule | None = None, epoch: float = 0.0,
-                        gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
-                        world_size: int = 1) -> float: ...
+    def objective(self, rows: Rows_float32, loss: str, regularization: Regularization) -> float: ...
+    def train_epoch(self, rows: Rows_float32, loss: str, optimizer: Optimizer_float32, options: EpochOptions,
+                    gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None) -> float: ...
+
+class Rows_float32:
+    """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""
+    def __init__(self, **kwargs: Any) -> None: ...
+    x: npt.NDArray[np.float32] | None
+    data: npt.NDArray[np.float32] | None
+    indices: npt.NDArray[np.int64] | None
+    indptr: npt.NDArray[np.int64] | None
+    n_rows: int
+    n_cols: int
+    y: npt.NDArray[np.float32] | None
+    sample_weight: npt.NDArray[np.float32] | None
+    order: npt.NDArray[np.int64] | None
 
 class Optimizer_float32:
     lr: float
@@ -191,24 +199,22 @@ class Network_float64:
                     rows: int, cols: int) -> npt.NDArray[np.float64]: ...
     def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str,
                       sample_weight: npt.ArrayLike | None = None, draw_step: int | None = None) -> float: ...
-    def objective(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, sample_weight: npt.ArrayLike | None,
-                  regularization: Regularization) -> float: ...
-    def objective_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                      rows: int, cols: int, y: npt.ArrayLike, loss: str, sample_weight: npt.ArrayLike | None,
-                      regularization: Regularization) -> float: ...
-    def train_epoch(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float64,
-                    batch_size: int, shuffle: bool, regularization: Regularization,
-                    order: npt.NDArray[np.int64] | None, sample_weight: npt.ArrayLike | None = None,
-                    schedule: LearningRateSchedule | None = None, epoch: float = 0.0,
-                    gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,
-                    world_size: int = 1) -> float: ...
-    def train_epoch_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                        rows: int, cols: int, y: npt.ArrayLike, loss: str, optimizer: Optimizer_float64,
-                        batch_size: int, shuffle: bool, regularization: Regularization,
-                        order: npt.NDArray[np.int64] | None, sample_weight: npt.ArrayLike | None = None,
-                        schedule: LearningRateSchedule | None = None, epoch: float = 0.0,
-                        gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,
-                        world_size: int = 1) -> float: ...
+    def objective(self, rows: Rows_float64, loss: str, regularization: Regularization) -> float: ...
+    def train_epoch(self, rows: Rows_float64, loss: str, optimizer: Optimizer_float64, options: EpochOptions,
+                    gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None) -> float: ...
+
+class Rows_float64:
+    """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""
+    def __init__(self, **kwargs: Any) -> None: ...
+    x: npt.NDArray[np.float64] | None
+    data: npt.NDArray[np.float64] | None
+    indices: npt.NDArray[np.int64] | None
+    indptr: npt.NDArray[np.int64] | None
+    n_rows: int
+    n_cols: int
+    y: npt.NDArray[np.float64] | None
+    sample_weight: npt.NDArray[np.float64] | None
+    order: npt.NDArray[np.int64] | None
 
 class Optimizer_float64:
     lr: float

@@ -78,11 +78,20 @@ def _exists(name: str) -> bool:
     return importlib.util.find_spec(f"{__package__}.{name}") is not None
 
 
+selected: Selection | None = None  # what load() chose (show_config reports it)
+
+
 def load() -> Selection:
     """Imports the right core, registers it as ``fastmlp._core`` and says which and why.
 
     Called by ``fastmlp/__init__.py`` before any module does ``from . import _core``.
     """
+    global selected
+    selected = _load()
+    return selected
+
+
+def _load() -> Selection:
     from . import _cpu
     level = int(_cpu.level())
     forced = os.environ.get(ENV)

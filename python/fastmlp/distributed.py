@@ -32,23 +32,26 @@ script with ``mpiexec -n 4 python script.py``; see ``docs/distributed.md``.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 
 from ._validation import check_int, check_seed
-from .optim import Optimizer
+from .epoch import epoch_options, make_regularization
 
 __all__ = [
+    "MPIEpoch",
     "agree",
     "allreduce_hook",
     "broadcast_parameters",
+    "check_comm",
     "global_order",
-    "run_epoch",
     "shard",
     "shard_indices",
     "train_epoch",
+    "world",
 ]
 
 
@@ -61,13 +64,18 @@ def _mpi() -> Any:
     return MPI
 
 
-def _check_comm(comm: Any) -> Any:
+def check_comm(comm: Any) -> Any:
     """`comm` itself when it is an mpi4py intracommunicator; else TypeError."""
     MPI = _mpi()
     if not isinstance(comm, MPI.Intracomm):
         raise TypeError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD), "
                         f"got {type(comm).__name__}")
     return comm
+
+
+def world() -> Any:
+    """``MPI.COMM_WORLD`` (ImportError naming the ``mpi`` extra without mpi4py)."""
+    return _mpi().COMM_WORLD
 
 
 # --------------------------------------------------------------------------- data
@@ -102,7 +110,7 @@ def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple
     a sequence. `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
     every epoch re-deals the samples among the ranks: a global shuffle.
     """
-    comm = _check_comm(_mpi().COMM_WORLD if comm is None else comm)
+    comm = check_comm(_mpi().COMM_WORLD if comm is None else comm)
 
     def n_rows(name: str, a: Any) -> int:
         shape = getattr(a, "shape", None)  # arrays, scipy.sparse matrices, DataFrames
@@ -153,7 +161,7 @@ def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:
 
 def broadcast_parameters(net: Any, comm: Any, root: int = 0) -> None:
     """Overwrites every rank's parameters with rank `root`'s, in place (one ``Bcast``)."""
-    comm = _check_comm(comm)
+    comm = check_comm(comm)
     root = check_int("root", root, minimum=0, maximum=comm.Get_size() - 1)
     comm.Bcast(net.params, root=root)
 
@@ -167,7 +175,7 @@ def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
     (:func:`train_epoch` averages the epoch's loss once at the end). Pass
     ``world_size=comm.size`` with it.
     """
-    comm = _check_comm(comm)
+    comm = check_comm(comm)
     MPI = _mpi()
     size = comm.Get_size()
 
@@ -180,7 +188,7 @@ def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
 
 
 def _optimizer_config(optimizer: Any) -> tuple[Any, ...]:
-    if not isinstance(optimizer, Optimizer):
+    if not callable(getattr(optimizer, "bind", None)):  # not a fastmlp optimizer (duck-typed)
         return (type(optimizer).__name__,)
     public = sorted((k, v) for k, v in vars(optimizer).items() if not k.startswith("_"))
     return (type(optimizer).__name__, optimizer.lr, tuple(public))
@@ -229,34 +237,49 @@ def agree(comm: Any, check: Callable[[], dict[str, Any]] | None = None, *, error
     return [rep[1] for rep in reports]
 
 
-def run_epoch(net: Any, comm: Any, args: dict[str, Any]) -> float:
-    """One epoch on arguments checked and agreed on (``Network._epoch_args``'s dict, local `order`).
+class MPIEpoch:
+    """The MPI strategy of an epoch: ``net.run_epoch(request, hook=MPIEpoch(comm))``.
 
-    Broadcasts rank 0's parameters, trains with :func:`allreduce_hook`
-    (``world_size = R``) and returns the loss averaged over the ranks.
+    On a request checked and agreed on (local ``rows.order``): before the epoch, rank 0's
+    parameters are broadcast and each batch's gradients are set to be averaged over the ranks
+    (:func:`allreduce_hook`, ``world_size = R``, no shuffling but the order's); after it, the
+    loss is averaged over the ranks.
     """
-    MPI = _mpi()
-    size = comm.Get_size()
-    if size > 1:
-        comm.Bcast(net.params, root=0)
-    args = dict(args, shuffle=False, gradient_hook=allreduce_hook(comm) if size > 1 else None, world_size=size)
-    value = net._train_epoch_checked(**args)
-    total = np.array([value], dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-    return float(total[0]) / size
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = check_comm(comm)
+        self.size = comm.Get_size()
+        self._reduce = allreduce_hook(comm) if self.size > 1 else None
+
+    def before_epoch(self, net: Any, request: Any) -> None:
+        if self.size > 1:
+            self.comm.Bcast(net.params, root=0)
+        request.options.shuffle = False
+        request.options.world_size = self.size
+        request.gradient_hook = self._reduce
+
+    def after_epoch(self, net: Any, request: Any, loss: float) -> float:
+        total = np.array([loss], dtype=np.float64)
+        self.comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
+        return float(total[0]) / self.size
+
+
+# Each network's shuffling generator for its ranks' local orders, keyed (seed, rank): kept here,
+# not on the network, so that fastmlp.Network knows nothing of MPI.
+_SHUFFLERS: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 
 
 def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
     """The next local order from rank `rank`'s generator ``default_rng([seed, rank])``."""
     key = (seed, rank)
-    state = getattr(net, "_mpi_shuffle", None)
+    state = _SHUFFLERS.get(net)
     if state is None or state[0] != key:
         state = (key, np.random.default_rng([seed, rank]))
-        net._mpi_shuffle = state
+        _SHUFFLERS[net] = state
     return state[1].permutation(m).astype(np.int64)
 
 
-def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
+def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Any, batch_size: int = 200,
                 shuffle: bool = True, *, comm: Any, l2: float = 0.0, l1: float = 0.0,
                 clip_value: float | None = None, clip_norm: float | None = None, order: Any = None,
                 sample_weight: Any = None, schedule: Any = None, epoch: float = 0.0,
@@ -292,7 +315,7 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         :math:`\frac1R\sum_r \frac1m \sum_b n_b L_b^{(r)}` — the value one
         process with batch :math:`R b` would return.
     """
-    comm = _check_comm(comm)
+    comm = check_comm(comm)
     size = comm.Get_size()
     checked: dict[str, Any] = {}
 
@@ -305,20 +328,21 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Optimizer, batch
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
                              f"got {world_size}")
-        checked.update(net._epoch_args(X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1,
-                                       clip_value=clip_value, clip_norm=clip_norm, order=order,
-                                       sample_weight=None, schedule=schedule, epoch=epoch, gradient_hook=None,
-                                       world_size=1))
+        options = epoch_options(batch_size, shuffle, epoch=epoch, schedule=schedule,
+                                regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value,
+                                                                   clip_norm=clip_norm))
+        request = checked["request"] = net.prepare_epoch(X, y, loss, optimizer, options, order=order)
         return {
-            "X": checked["Y"].shape[0], "batch_size": checked["batch_size"], "loss": loss, "l2": l2, "l1": l1,
+            "X": request.n_samples, "batch_size": options.batch_size, "loss": loss, "l2": l2, "l1": l1,
             "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
-            "shuffle": checked["shuffle"], "order": order is not None,
+            "shuffle": options.shuffle, "order": order is not None,
             "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation),
             "optimizer": _optimizer_config(optimizer),
         }
 
     agree(comm, check)
-    seed = comm.bcast(net._seed, root=0)  # one seed: rank 0's
-    if checked["order"] is None and checked["shuffle"]:
-        checked["order"] = _shuffled_order(net, seed, comm.Get_rank(), checked["Y"].shape[0])
-    return run_epoch(net, comm, checked)
+    seed = comm.bcast(net.seed, root=0)  # one seed: rank 0's
+    request = checked["request"]
+    if request.rows.order is None and request.options.shuffle:
+        request.rows.order = _shuffled_order(net, seed, comm.Get_rank(), request.n_samples)
+    return net.run_epoch(request, hook=MPIEpoch(comm))

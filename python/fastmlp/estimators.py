@@ -41,16 +41,20 @@ import time
 import types
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
-from .network import Network, as_csr, make_regularization
-from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .epoch import epoch_options, make_regularization
+from .network import Network
+from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from .schedules import Schedule
+
+if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at run time
+    from .optim import Optimizer
 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
@@ -104,6 +108,116 @@ def _choice(name: str, v: Any, options: Sequence[str]) -> None:
 def _bool(name: str, v: Any) -> None:
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"The '{name}' parameter must be a bool; got {v!r} of type {type(v).__name__}.")
+
+
+def _real_check(lo: float, hi: float = np.inf, *, lo_open: bool = False, hi_open: bool = False,
+                allow_inf: bool = False, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not (optional and v is None):
+            _real(name, v, lo, hi, lo_open=lo_open, hi_open=hi_open, allow_inf=allow_inf)
+    return check
+
+
+def _int_check(lo: int, *, optional: bool = False, inf_ok: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not ((optional and v is None) or (inf_ok and _is_real(v) and v == np.inf)):
+            _int(name, v, lo)
+    return check
+
+
+def _choice_check(options: Sequence[str], *, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if not (optional and v is None):
+            _choice(name, v, options)
+    return check
+
+
+def _check_batch_size(name: str, v: Any) -> None:
+    if not (isinstance(v, str) and v == "auto"):
+        if isinstance(v, str):
+            raise ValueError(f"The '{name}' parameter must be 'auto' or an int >= 1; got {v!r}.")
+        _int(name, v, 1)
+
+
+def _check_verbose(name: str, v: Any) -> None:
+    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
+        raise TypeError(f"The '{name}' parameter must be a bool or an int; got {v!r}.")
+
+
+def _check_dtype(name: str, v: Any) -> None:
+    if v is not None and (not isinstance(v, (str, type, np.dtype)) or np.dtype(v).name not in ("float32", "float64")):
+        raise ValueError(f"The '{name}' parameter must be None, 'float32' or 'float64'; got {v!r}.")
+
+
+def _check_activation(name: str, v: Any) -> None:
+    """One of ACTIVATIONS, or (fastmlp's extension) a list of them, one per hidden layer."""
+    if isinstance(v, (list, tuple)):
+        for a in v:
+            _choice(name, a, ACTIVATIONS)
+    else:
+        _choice(name, v, ACTIVATIONS)
+
+
+def _check_dropout(name: str, v: Any) -> None:
+    """A rate in [0, 1), or a list of them (the inputs', then one per hidden layer)."""
+    for p in (v if isinstance(v, (list, tuple)) else [v]):
+        _real(name, p, 0, 1, hi_open=True)
+
+
+def _check_random_state(name: str, v: Any) -> None:
+    check_random_state(v)  # scikit-learn's own message
+
+
+def _check_callbacks(name: str, v: Any) -> None:
+    if v is not None and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
+        raise TypeError(f"The '{name}' parameter must be None or a list of callables; got {v!r}.")
+
+
+# Every estimator parameter (but hidden_layer_sizes) and what it must be, checked in this order by
+# _BaseMLP._check_params: adding a parameter is one line here. Names of activations and solvers
+# are the module's ACTIVATIONS / SOLVERS; `class_weight` is the classifier's own.
+PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
+    "activation": _check_activation,
+    "solver": _choice_check(SOLVERS),
+    "alpha": _real_check(0),
+    "batch_size": _check_batch_size,
+    "learning_rate": _choice_check(LEARNING_RATES),
+    "learning_rate_init": _real_check(0, lo_open=True),
+    "power_t": _real_check(0),
+    "max_iter": _int_check(1),
+    "shuffle": _bool,
+    "random_state": _check_random_state,
+    "tol": _real_check(0, allow_inf=True),
+    "verbose": _check_verbose,
+    "warm_start": _bool,
+    "momentum": _real_check(0, 1, hi_open=True),
+    "nesterovs_momentum": _bool,
+    "early_stopping": _bool,
+    "validation_fraction": _real_check(0, 1, hi_open=True),
+    "beta_1": _real_check(0, 1, hi_open=True),
+    "beta_2": _real_check(0, 1, hi_open=True),
+    "epsilon": _real_check(0, lo_open=True),
+    "n_iter_no_change": _int_check(1, inf_ok=True),
+    "max_fun": _int_check(1),
+    "dtype": _check_dtype,
+    "n_threads": _int_check(1, optional=True),
+    "distributed": _choice_check(("mpi",), optional=True),
+    "leaky_relu_slope": _real_check(0),
+    "l1": _real_check(0),
+    "clip_norm": _real_check(0, lo_open=True, optional=True),
+    "clip_value": _real_check(0, lo_open=True, optional=True),
+    "weight_decay": _real_check(0),
+    "rho": _real_check(0, 1, hi_open=True),
+    "lr_gamma": _real_check(0),
+    "lr_step_size": _real_check(0, lo_open=True),
+    "lr_min": _real_check(0),
+    "warmup_epochs": _real_check(0),
+    "callbacks": _check_callbacks,
+    # fastmlp's extensions; the lengths of the lists are checked against hidden_layer_sizes afterwards
+    "dropout": _check_dropout,
+    "input_noise": _real_check(0),
+    "max_norm": _real_check(0, lo_open=True, optional=True),
+}
 
 
 def _hidden_sizes(h: Any) -> list[int]:
@@ -209,78 +323,24 @@ class _BaseMLP(BaseEstimator):
 
     # --- checks ------------------------------------------------------------
     def _check_params(self) -> list[int]:
+        """Checks every constructor parameter against PARAMETER_CONSTRAINTS (in its order); returns the hidden sizes."""
         hidden = _hidden_sizes(self.hidden_layer_sizes)
-        if isinstance(self.activation, (list, tuple)):  # fastmlp's extension: one per hidden layer
-            if len(self.activation) != len(hidden):
-                raise ValueError(f"The 'activation' parameter must be a str or a list of one activation per hidden "
-                                 f"layer ({len(hidden)}); got {self.activation!r}.")
-            for a in self.activation:
-                _choice("activation", a, ACTIVATIONS)
-        else:
-            _choice("activation", self.activation, ACTIVATIONS)
-        _choice("solver", self.solver, SOLVERS)
-        _real("alpha", self.alpha, 0)
-        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            if isinstance(self.batch_size, str):
-                raise ValueError(f"The 'batch_size' parameter must be 'auto' or an int >= 1; got {self.batch_size!r}.")
-            _int("batch_size", self.batch_size, 1)
-        _choice("learning_rate", self.learning_rate, LEARNING_RATES)
-        _real("learning_rate_init", self.learning_rate_init, 0, lo_open=True)
-        _real("power_t", self.power_t, 0)
-        _int("max_iter", self.max_iter, 1)
-        _bool("shuffle", self.shuffle)
-        check_random_state(self.random_state)
-        _real("tol", self.tol, 0, allow_inf=True)
-        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
-            raise TypeError(f"The 'verbose' parameter must be a bool or an int; got {self.verbose!r}.")
-        _bool("warm_start", self.warm_start)
-        _real("momentum", self.momentum, 0, 1, hi_open=True)
-        _bool("nesterovs_momentum", self.nesterovs_momentum)
-        _bool("early_stopping", self.early_stopping)
-        _real("validation_fraction", self.validation_fraction, 0, 1, hi_open=True)
-        _real("beta_1", self.beta_1, 0, 1, hi_open=True)
-        _real("beta_2", self.beta_2, 0, 1, hi_open=True)
-        _real("epsilon", self.epsilon, 0, lo_open=True)
-        if not (_is_real(self.n_iter_no_change) and self.n_iter_no_change == np.inf):
-            _int("n_iter_no_change", self.n_iter_no_change, 1)
-        _int("max_fun", self.max_fun, 1)
-        if self.dtype is not None and (not isinstance(self.dtype, (str, type, np.dtype)) or
-                                       np.dtype(self.dtype).name not in ("float32", "float64")):
-            raise ValueError(f"The 'dtype' parameter must be None, 'float32' or 'float64'; got {self.dtype!r}.")
-        if self.n_threads is not None:
-            _int("n_threads", self.n_threads, 1)
-        if self.distributed is not None:
-            _choice("distributed", self.distributed, ("mpi",))
-        _real("leaky_relu_slope", self.leaky_relu_slope, 0)
-        _real("l1", self.l1, 0)
-        for name in ("clip_norm", "clip_value"):
-            if getattr(self, name) is not None:
-                _real(name, getattr(self, name), 0, lo_open=True)
-        _real("weight_decay", self.weight_decay, 0)
-        _real("rho", self.rho, 0, 1, hi_open=True)
-        _real("lr_gamma", self.lr_gamma, 0)
-        _real("lr_step_size", self.lr_step_size, 0, lo_open=True)
-        _real("lr_min", self.lr_min, 0)
-        _real("warmup_epochs", self.warmup_epochs, 0)
-        if isinstance(self.dropout, (list, tuple)):
-            if len(self.dropout) != len(hidden) + 1:
-                raise ValueError(f"The 'dropout' parameter must be a real number in [0, 1) or a list of "
-                                 f"{len(hidden) + 1} (the inputs' rate, then one per hidden layer); got "
-                                 f"{self.dropout!r}.")
-            for p in self.dropout:
-                _real("dropout", p, 0, 1, hi_open=True)
-        else:
-            _real("dropout", self.dropout, 0, 1, hi_open=True)
-        _real("input_noise", self.input_noise, 0)
-        if self.max_norm is not None:
-            _real("max_norm", self.max_norm, 0, lo_open=True)
+        for name, check in PARAMETER_CONSTRAINTS.items():
+            check(name, getattr(self, name))
+        self._check_training_extensions(hidden)
+        return hidden
+
+    def _check_training_extensions(self, hidden: list[int]) -> None:
+        """What the table cannot see: the lengths of list-valued activation and dropout, and the solver."""
+        if isinstance(self.activation, (list, tuple)) and len(self.activation) != len(hidden):
+            raise ValueError(f"The 'activation' parameter must be a str or a list of one activation per hidden "
+                             f"layer ({len(hidden)}); got {self.activation!r}.")
+        if isinstance(self.dropout, (list, tuple)) and len(self.dropout) != len(hidden) + 1:
+            raise ValueError(f"The 'dropout' parameter must be a real number in [0, 1) or a list of "
+                             f"{len(hidden) + 1} (the inputs' rate, then one per hidden layer); got {self.dropout!r}.")
         if self.solver == "lbfgs" and self._perturbs():
             raise ValueError("dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
                              f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'")
-        if self.callbacks is not None and (
-                not isinstance(self.callbacks, (list, tuple)) or not all(callable(c) for c in self.callbacks)):
-            raise TypeError(f"The 'callbacks' parameter must be None or a list of callables; got {self.callbacks!r}.")
-        return hidden
 
     def _perturbs(self) -> bool:
         """Whether dropout, input noise or max-norm is on (checked values)."""
@@ -322,7 +382,7 @@ class _BaseMLP(BaseEstimator):
         noise_seed = getattr(self, "_noise_seed", 0)
         if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
                 or net.activation != activation or net.output_activation != self.out_activation_
-                or net._config["leaky_relu_slope"] != float(self.leaky_relu_slope)
+                or net.leaky_relu_slope != float(self.leaky_relu_slope)
                 or getattr(self, "_net_training", None) != (training, noise_seed)):
             # The network's seed keys the dropout and noise draws only (its weights are replaced).
             net = Network(sizes, activation=activation, output_activation=self.out_activation_, dtype=dtype,
@@ -408,7 +468,7 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> _BaseMLP:
-        if self.distributed is not None and getattr(self, "_mpi", None) is None:
+        if self.distributed is not None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
         return self._fit_checked(X, y, sample_weight, incremental, validation_data)
 
@@ -466,7 +526,7 @@ class _BaseMLP(BaseEstimator):
         """
         _choice("distributed", self.distributed, ("mpi",))
         from . import distributed as dist
-        comm = dist._check_comm(dist._mpi().COMM_WORLD)
+        comm = dist.check_comm(dist.world())
 
         def check() -> dict[str, Any]:
             self._check_params()
@@ -499,7 +559,7 @@ class _BaseMLP(BaseEstimator):
         self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
                                           rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
         try:
-            return self._fit(X, y, sample_weight, incremental, validation_data)
+            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
         except Exception as e:
             if not self._mpi.agreed:  # the other ranks wait in the second agreement: let them raise too
                 dist.agree(comm, error=e)
@@ -575,16 +635,16 @@ class _BaseMLP(BaseEstimator):
                 sw, sw_val = sw[train], sw[val]
             y_val = self._targets_to_y(Y_val)
         n_samples = X.shape[0]
-        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
-        Y = np.ascontiguousarray(Y)
         batch_size = self._batch_size(n_samples)
-        assert self._optimizer is not None  # made above
-        impl = self._optimizer._bind(net)
-        reg = self._regularization()
+        request = net.prepare_epoch(X, Y, self._loss_name, self._optimizer,
+                                    epoch_options(batch_size, False, regularization=self._regularization()),
+                                    sample_weight=sw)
+        impl = request.optimizer
         sample_idx = np.arange(n_samples, dtype=np.int64)
         mpi = getattr(self, "_mpi", None)
         if mpi is not None:  # the second agreement (see _fit_distributed): shapes
             from . import distributed as dist
+            mpi_epoch = dist.MPIEpoch(mpi.comm)
             mpi.agreed = True
             dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
                                           "network": tuple(net.layer_sizes)})
@@ -604,19 +664,17 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 impl.lr = self._current_lr()
-                sched = self._schedule()
-                schedule = None if sched is None else sched._impl
+                schedule = self._schedule()
+                request.options.schedule = None if schedule is None else schedule.record
+                request.options.epoch = float(self._epoch_clock)
                 start = time.perf_counter()
                 np.copyto(before_epoch, net.params)
                 if mpi is None:
-                    loss = net._train_epoch_checked(X, Y, self._loss_name, impl, batch_size, False, reg,
-                                                    sample_idx if self.shuffle else None, sw,
-                                                    schedule, float(self._epoch_clock))
+                    request.rows.order = sample_idx if self.shuffle else None
+                    loss = net.run_epoch(request)
                 else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
-                    order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
-                    loss = dist.run_epoch(net, mpi.comm, dict(
-                        X=X, Y=Y, loss=self._loss_name, impl=impl, batch_size=batch_size, shuffle=False, reg=reg,
-                        order=order, w=None, schedule=schedule, epoch=float(self._epoch_clock)))
+                    request.rows.order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
+                    loss = net.run_epoch(request, hook=mpi_epoch)
                 seconds = time.perf_counter() - start
                 if not (np.isfinite(loss) and np.isfinite(net.params).all()):
                     diverged = loss
@@ -755,12 +813,11 @@ class _BaseMLP(BaseEstimator):
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
         reg = self._regularization()
         params, grads, loss = net.params, net.grads, self._loss_name
-        Y = np.ascontiguousarray(Y)
-        X = as_csr("X", X, X.shape[1], net.dtype) if _compat.is_sparse(X) else np.ascontiguousarray(X)
+        rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = net._objective_checked(X, Y, loss, sw, reg)
+            value = net.run_objective(rows, loss, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         last: dict[str, Any] = {"x": None, "nit": 0}
@@ -781,7 +838,7 @@ class _BaseMLP(BaseEstimator):
                 raise
             params[:] = last["x"]
             self.n_iter_ = last["nit"]
-            self.loss_ = net._objective_checked(X, Y, loss, sw, reg)
+            self.loss_ = net.run_objective(rows, loss, reg)
             self._epochs_started = True
             warnings.warn("Training interrupted by user.", stacklevel=3)
             return
@@ -845,6 +902,79 @@ class _BaseMLP(BaseEstimator):
                    "before using this estimator.")
             raise _compat.NotFittedError(msg)
 
+    # --- the saved state (fastmlp.io lays it out in a file; the names are the file format's) ---
+    _STATE_SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
+                      "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
+                      "_no_improvement_count", "_sgd_lr", "_noise_seed")
+    _STATE_ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
+
+    def get_model_state(self) -> dict[str, Any]:
+        """The fitted model as data: ``params`` (:meth:`get_params`), ``attributes`` (scalars, the label
+        type, the optimizer's kind and step count) and ``arrays`` (weights, curves, classes, the
+        optimizer's moments), under the names of :mod:`fastmlp.io`'s format; see :meth:`set_model_state`."""
+        self._network()  # coefs_ set by hand are checked here
+        attributes = {name: getattr(self, name) for name in self._STATE_SCALARS if hasattr(self, name)}
+        arrays: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+            arrays[f"coefs_{i}"] = np.array(w)
+            arrays[f"intercepts_{i}"] = np.array(b)
+        for name in self._STATE_ARRAYS:
+            value = getattr(self, name, None)
+            if value is not None:
+                arrays[name] = np.asarray(value, dtype=str if name == "feature_names_in_" else None)
+        if hasattr(self, "classes_"):
+            classes = np.asarray(self.classes_)
+            if classes.dtype.kind == "O":
+                if not all(isinstance(c, str) for c in classes):
+                    raise ValueError("cannot save classes_ of mixed or non-string Python objects")
+                classes = classes.astype(str)
+            arrays["classes_"] = classes
+            attributes["y_type"] = self._label_coder.y_type_
+            attributes["classes_dtype"] = str(np.asarray(self.classes_).dtype)
+        opt = getattr(self, "_optimizer", None)
+        opt_state = None if opt is None else opt.state_dict()
+        if opt_state is not None:  # the stochastic optimizer, once it has stepped
+            meta = {"kind": type(opt).__name__, "dtype": opt_state.pop("dtype")}
+            if "t" in opt_state:
+                meta["t"] = int(opt_state.pop("t"))
+            attributes["optimizer"] = meta
+            arrays.update({f"optimizer_{k}": np.asarray(v) for k, v in opt_state.items()})
+        return {"params": self.get_params(deep=False), "attributes": attributes, "arrays": arrays}
+
+    def set_model_state(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`get_model_state` returned (``attributes`` and ``arrays``; the
+        parameters are the constructor's) onto this estimator; a file's damage raises
+        ``KeyError``, ``TypeError`` or ``ValueError``."""
+        self._check_params()
+        attrs, data = state["attributes"], state["arrays"]
+        for name in self._STATE_SCALARS:
+            if name in attrs:
+                setattr(self, name, attrs[name])
+        n = sum(1 for k in data if k.startswith("coefs_"))
+        self.coefs_ = [data[f"coefs_{i}"] for i in range(n)]
+        self.intercepts_ = [data[f"intercepts_{i}"] for i in range(n)]
+        for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
+            setattr(self, name, data[name].tolist() if name in data else None)
+        if "feature_names_in_" in data:
+            self.feature_names_in_ = data["feature_names_in_"].astype(object)
+        if "classes_" in data:
+            cls = data["classes_"]
+            if attrs.get("classes_dtype") == "object":
+                cls = cls.astype(object)
+            self._label_coder = LabelCoder(cls, attrs["y_type"])
+            self.classes_ = self._label_coder.classes_
+        if self.solver not in ("lbfgs",) and getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+        net = self._network()  # checks that the weights chain
+        opt = attrs.get("optimizer")
+        if opt is not None and self.solver != "lbfgs":
+            optimizer = self._make_optimizer()
+            if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
+                kept = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
+                optimizer.load_state_dict({"dtype": opt["dtype"], **kept, **({"t": opt["t"]} if "t" in opt else {})})
+                optimizer.bind(net)
+                self._optimizer = optimizer
+
     # --- pickling: the C++ network is rebuilt on demand; the optimizer pickles its state ---
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -867,6 +997,12 @@ class _BaseMLP(BaseEstimator):
         """Writes the fitted model to `path` (a ``.npz`` readable by NumPy alone; see :func:`fastmlp.load`)."""
         from .io import save
         save(self, path)
+
+    def fitted_network(self) -> Network:
+        """The fitted :class:`fastmlp.Network` whose views ``coefs_`` and ``intercepts_`` are
+        (``NotFittedError`` before fit)."""
+        self._check_fitted()
+        return self._network()
 
     def summary(self, file: Any = None) -> None:
         """Prints the fitted network's layers: shapes, parameters, activations (:meth:`Network.summary`)."""

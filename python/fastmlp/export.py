@@ -41,11 +41,9 @@ def _layers(model: Any) -> _Layers:
     binary = False
     if isinstance(model, Network):
         net = model
-    elif hasattr(model, "_network") and hasattr(model, "_check_fitted"):  # an estimator
-        model._check_fitted()
-        net = model._network()
-        coder = getattr(model, "_label_coder", None)
-        binary = coder is not None and coder.y_type_ == "binary"
+    elif hasattr(model, "get_model_state") and hasattr(model, "fitted_network"):  # an estimator
+        net = model.fitted_network()
+        binary = model.get_model_state()["attributes"].get("y_type") == "binary"
     else:
         raise TypeError(f"model must be a fastmlp.Network or a fitted MLPClassifier/MLPRegressor, "
                         f"got {type(model).__name__}")
@@ -54,7 +52,7 @@ def _layers(model: Any) -> _Layers:
     hidden = ["logistic" if a == "sigmoid" else a for a in net.activations]  # dropout and noise: training only
     assert len(hidden) == n - 1
     return _Layers([np.array(w) for w in net.weights], [np.array(b) for b in net.biases],
-                   [*hidden, out], float(net._config["leaky_relu_slope"]), binary, net.dtype)
+                   [*hidden, out], float(net.leaky_relu_slope), binary, net.dtype)
 
 
 def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:

@@ -43,11 +43,7 @@ import numpy as np
 FORMAT = "fastmlp.estimator"
 FORMAT_VERSION = 2  # 2: typed params, optimizer state
 
-_SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
-            "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
-            "_no_improvement_count", "_sgd_lr", "_noise_seed")
 _OPTIMIZER_ARRAYS = ("velocity", "m", "v", "G")
-_ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
 
 
 def _jsonable(value: Any) -> Any:
@@ -106,9 +102,9 @@ def _decode(value: Any) -> Any:
     raise ValueError(f"unknown typed parameter value {value!r}")
 
 
-def _params(est: Any) -> dict[str, Any]:
+def _params(est_params: dict[str, Any]) -> dict[str, Any]:
     params = {}
-    for key, value in est.get_params(deep=False).items():
+    for key, value in est_params.items():
         if key == "callbacks":
             value = None  # code is not data: callbacks are not saved
         elif key == "random_state" and not isinstance(value, (int, np.integer, type(None))):
@@ -120,51 +116,21 @@ def _params(est: Any) -> dict[str, Any]:
     return params
 
 
-def _optimizer_state(est: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The stochastic optimizer's metadata (kind, dtype, step count) and arrays, if it has stepped."""
-    opt = getattr(est, "_optimizer", None)
-    state = None if opt is None else opt.state_dict()
-    if state is None:
-        return {}, {}
-    meta = {"kind": type(opt).__name__, "dtype": state.pop("dtype")}
-    if "t" in state:
-        meta["t"] = int(state.pop("t"))
-    return meta, {f"optimizer_{k}": np.asarray(v) for k, v in state.items()}
-
-
 def save(est: Any, path: Any) -> None:
-    """Writes the fitted estimator `est` to `path` (see the module docstring for the format)."""
+    """Writes the fitted estimator `est` to `path` (see the module docstring for the format).
+
+    What is written is ``est.get_model_state()`` (the estimator decides what its state is); this
+    module only knows how it is laid out in the file.
+    """
     if not hasattr(est, "coefs_"):
         raise ValueError(f"save needs a fitted estimator; this {type(est).__name__} is not fitted yet")
-    est._network()  # coefs_ set by hand are checked here
+    state = est.get_model_state()  # coefs_ set by hand are checked here
     meta: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(est).__name__,
-                            "params": _params(est), "attributes": {}}
+                            "params": _params(state["params"]), "attributes": {}}
     from . import __version__
     meta["fastmlp_version"] = __version__
-    for name in _SCALARS:
-        if hasattr(est, name):
-            meta["attributes"][name] = _jsonable(getattr(est, name))
-    arrays: dict[str, np.ndarray] = {}
-    for i, (w, b) in enumerate(zip(est.coefs_, est.intercepts_)):
-        arrays[f"coefs_{i}"] = np.array(w)
-        arrays[f"intercepts_{i}"] = np.array(b)
-    for name in _ARRAYS:
-        value = getattr(est, name, None)
-        if value is not None:
-            arrays[name] = np.asarray(value, dtype=str if name == "feature_names_in_" else None)
-    if hasattr(est, "classes_"):
-        classes = np.asarray(est.classes_)
-        if classes.dtype.kind == "O":
-            if not all(isinstance(c, str) for c in classes):
-                raise ValueError("cannot save classes_ of mixed or non-string Python objects")
-            classes = classes.astype(str)
-        arrays["classes_"] = classes
-        meta["attributes"]["y_type"] = est._label_coder.y_type_
-        meta["attributes"]["classes_dtype"] = str(np.asarray(est.classes_).dtype)
-    opt_meta, opt_arrays = _optimizer_state(est)
-    if opt_meta:
-        meta["attributes"]["optimizer"] = opt_meta
-        arrays.update(opt_arrays)
+    meta["attributes"] = {name: _jsonable(value) for name, value in state["attributes"].items()}
+    arrays: dict[str, np.ndarray] = dict(state["arrays"])
     arrays["__fastmlp__"] = np.array(json.dumps(meta))
     _atomic_savez(_path_str(path), arrays)
 
@@ -357,8 +323,7 @@ def load(path: Any) -> Any:
         If `path` is not a fastmlp model file, is damaged, or was written by a
         newer format version.
     """
-    from ._labels import LabelCoder
-    from .estimators import MLPClassifier, MLPRegressor
+    from .estimators import MLPClassifier, MLPRegressor  # lazy: the estimators import scikit-learn
     path = _path_str(path)
     try:
         with _open_regular(path) as f, zipfile.ZipFile(f) as zf:
@@ -389,35 +354,7 @@ def load(path: Any) -> Any:
         raise ValueError(f"{path!r} holds an unknown estimator class {meta.get('class')!r}")
     try:
         est = classes[meta["class"]](**meta["params"])
-        est._check_params()
-        attrs = meta["attributes"]
-        for name in _SCALARS:
-            if name in attrs:
-                setattr(est, name, attrs[name])
-        n = sum(1 for k in data if k.startswith("coefs_"))
-        est.coefs_ = [data[f"coefs_{i}"] for i in range(n)]
-        est.intercepts_ = [data[f"intercepts_{i}"] for i in range(n)]
-        for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
-            setattr(est, name, data[name].tolist() if name in data else None)
-        if "feature_names_in_" in data:
-            est.feature_names_in_ = data["feature_names_in_"].astype(object)
-        if "classes_" in data:
-            cls = data["classes_"]
-            if attrs.get("classes_dtype") == "object":
-                cls = cls.astype(object)
-            est._label_coder = LabelCoder(cls, attrs["y_type"])
-            est.classes_ = est._label_coder.classes_
-        if est.solver not in ("lbfgs",) and getattr(est, "loss_curve_", None) is None:
-            est.loss_curve_ = []
-        net = est._network()  # checks that the weights chain
-        opt = attrs.get("optimizer")
-        if opt is not None and est.solver != "lbfgs":
-            optimizer = est._make_optimizer()
-            if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
-                state = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
-                optimizer.load_state_dict({"dtype": opt["dtype"], **state, **({"t": opt["t"]} if "t" in opt else {})})
-                optimizer._bind(net)
-                est._optimizer = optimizer
+        est.set_model_state({"attributes": meta["attributes"], "arrays": data})
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{path!r} is a damaged fastmlp model file: {type(exc).__name__}: {exc}") from None
     return est
@@ -553,7 +490,7 @@ def to_sklearn(est: Any) -> Any:
         warnings.warn(f"to_sklearn: scikit-learn's {cls.__name__} lacks {', '.join(dropped)}; predictions are "
                       "the same, but further training (fit, partial_fit) would differ", UserWarning, stacklevel=3)
     sk = cls(**params)
-    est._network()
+    y_type = est.get_model_state()["attributes"].get("y_type")  # checks coefs_ set by hand
     sk.coefs_ = [np.array(c) for c in est.coefs_]
     sk.intercepts_ = [np.array(b) for b in est.intercepts_]
     for name in ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
@@ -563,7 +500,7 @@ def to_sklearn(est: Any) -> Any:
             setattr(sk, name, list(value) if isinstance(value, list) else value)
     if hasattr(est, "classes_"):
         lb = LabelBinarizer()
-        if est._label_coder.y_type_ == "multilabel-indicator":
+        if y_type == "multilabel-indicator":
             lb.fit(np.eye(len(est.classes_), dtype=int))
         else:
             lb.fit(est.classes_)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
 from . import _core
 from ._validation import (
-    _check_numeric,
     as_matrix,
     as_sample_weight,
     as_targets,
@@ -27,48 +26,18 @@ from ._validation import (
     check_layer_sizes,
     check_seed,
 )
-from .optim import Optimizer
+from .epoch import EpochRequest, as_csr, epoch_options, make_regularization
 
+if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at run time
+    from .optim import Optimizer
 
-def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
-                        clip_norm: float | None = None, grad_scale: float = 1.0) -> Any:
-    """The C++ Regularization record, each value checked (None: no clipping)."""
-    return _core.Regularization(
-        l2=check_float("l2", l2, minimum=0.0), l1=check_float("l1", l1, minimum=0.0),
-        clip_value=0.0 if clip_value is None else check_float("clip_value", clip_value, minimum=0.0, open_min=True),
-        clip_norm=0.0 if clip_norm is None else check_float("clip_norm", clip_norm, minimum=0.0, open_min=True),
-        grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
-
-
-def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple[Any, ...]:
-    """A scipy.sparse matrix as the arguments of the C++ CSR calls: (data, indices, indptr, rows, cols).
-
-    CSC (or any other format) is converted to CSR; the values are never densified. Values are
-    checked as a dense array's are: complex, object or string values are a ``TypeError``.
-    """
-    if X.ndim != 2 or X.shape[0] < 1:
-        raise ValueError(f"{name} must be a 2-D sparse matrix with at least one row, got shape {X.shape}")
-    if X.shape[1] != n_cols:
-        raise ValueError(f"{name} must have {n_cols} features (columns), got shape {X.shape}")
-    X = X.tocsr()
-    _check_numeric(name, X.data)
-    data = np.ascontiguousarray(X.data, dtype=dtype)
-    if not np.isfinite(data).all():
-        raise ValueError(f"{name} must be finite, got NaN or infinity")
-    return (data, np.ascontiguousarray(X.indices, dtype=np.int64), np.ascontiguousarray(X.indptr, dtype=np.int64),
-            int(X.shape[0]), int(X.shape[1]))
+__all__ = ["EpochRequest", "Network", "as_csr", "epoch_options", "make_regularization"]
 
 
 def _is_sparse(X: Any) -> bool:
     from ._compat import is_sparse
     return is_sparse(X)
 
-
-def _schedule_impl(schedule: Any) -> Any:
-    from .schedules import Schedule
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a fastmlp.schedules.Schedule, got {type(schedule).__name__}")
-    return schedule._impl
 
 HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
 OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax", "exp")
@@ -166,6 +135,11 @@ class Network:
         return self._dtype
 
     @property
+    def seed(self) -> int:
+        """The seed of the initial weights and of the shuffling (:meth:`initialize` changes it)."""
+        return self._seed
+
+    @property
     def n_params(self) -> int:
         return int(self._net.n_params)
 
@@ -198,6 +172,11 @@ class Network:
         ``step`` of the dropout and noise draws (see :meth:`draws`)."""
         return int(self._net.steps)
 
+    @training_steps.setter
+    def training_steps(self, steps: int) -> None:
+        """Sets the step count (the key of the next step's draws), e.g. to resume a run."""
+        self._net.steps = check_int("training_steps", steps, minimum=0, maximum=2**64 - 1)
+
     def draws(self, rows: int, step: int) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
         r"""What training step `step` draws for a batch of `rows` rows: the input noise
         :math:`\sigma\varepsilon` (``(rows, n_inputs)``, or None) and, per layer input,
@@ -211,6 +190,14 @@ class Network:
     @property
     def output_activation(self) -> str:
         return self._config["output_activation"]
+
+    @property
+    def leaky_relu_slope(self) -> float:
+        return self._config["leaky_relu_slope"]
+
+    @property
+    def init(self) -> str:
+        return self._config["init"]
 
     @property
     def n_inputs(self) -> int:
@@ -385,36 +372,40 @@ class Network:
             Ctrl-C, seen between batches: the parameters are those after the
             last complete batch.
         """
-        if comm is not None:
-            from . import distributed
-            return distributed.train_epoch(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
-                                           clip_value=clip_value, clip_norm=clip_norm, order=order,
-                                           sample_weight=sample_weight, schedule=schedule, epoch=epoch,
-                                           gradient_hook=gradient_hook, world_size=world_size)
-        return self._train_epoch_checked(**self._epoch_args(
-            X, y, loss, optimizer, batch_size, shuffle, l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm,
-            order=order, sample_weight=sample_weight, schedule=schedule, epoch=epoch, gradient_hook=gradient_hook,
-            world_size=world_size))
-
-    def _epoch_args(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int, shuffle: bool, *,
-                    l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
-                    clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
-                    schedule: Any = None, epoch: float = 0.0, gradient_hook: Any = None,
-                    world_size: int = 1) -> dict[str, Any]:
-        """Checks train_epoch's arguments; returns them converted, as _train_epoch_checked's keywords."""
+        if comm is not None:  # the MPI strategy lives in fastmlp.distributed, which uses prepare/run_epoch
+            from .distributed import train_epoch as train_epoch_mpi
+            return train_epoch_mpi(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
+                                   clip_value=clip_value, clip_norm=clip_norm, order=order,
+                                   sample_weight=sample_weight, schedule=schedule, epoch=epoch,
+                                   gradient_hook=gradient_hook, world_size=world_size)
         self._check_loss(loss)
-        if not isinstance(optimizer, Optimizer):
+        self._check_optimizer(optimizer)
+        options = epoch_options(batch_size, shuffle, epoch=epoch, world_size=world_size, schedule=schedule,
+                                regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value,
+                                                                   clip_norm=clip_norm))
+        request = self.prepare_epoch(X, y, loss, optimizer, options, sample_weight=sample_weight, order=order,
+                                     gradient_hook=gradient_hook)
+        return self.run_epoch(request)
+
+    @staticmethod
+    def _check_optimizer(optimizer: Any) -> None:
+        if not callable(getattr(optimizer, "bind", None)):  # duck-typed: fastmlp.optim's optimizers
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
-        reg = make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm)
-        epoch = check_float("epoch", epoch, minimum=0.0)
-        X = as_csr("X", X, self.n_inputs, self._dtype) if _is_sparse(X) else as_matrix("X", X, self.n_inputs,
-                                                                                        self._dtype)
-        n = X[3] if isinstance(X, tuple) else X.shape[0]
-        Y = self._targets(y, loss, n)
-        w = as_sample_weight(sample_weight, n, self._dtype)
+
+    def prepare_rows(self, X: Any, y: Any, loss: str, *, sample_weight: Any = None, order: Any = None) -> Any:
+        """X, y (and sample weights, visiting order) checked and converted as :meth:`train_epoch`
+        checks them: the C++ Rows record of this network's dtype (dense ``x`` or CSR arrays)."""
+        self._check_loss(loss)
+        rows = getattr(_core, "Rows_" + self._dtype.name)()
+        if _is_sparse(X):
+            rows.data, rows.indices, rows.indptr, rows.n_rows, rows.n_cols = as_csr("X", X, self.n_inputs,
+                                                                                    self._dtype)
+            n = rows.n_rows
+        else:
+            rows.x = as_matrix("X", X, self.n_inputs, self._dtype)
+            n = rows.x.shape[0]
+        rows.y = self._targets(y, loss, n)
+        rows.sample_weight = as_sample_weight(sample_weight, n, self._dtype)
         if order is not None:
             order = np.asarray(order)
             if order.dtype.kind not in "iu" or order.shape != (n,):
@@ -423,23 +414,39 @@ class Network:
             if order.size and (order.min() < 0 or order.max() >= n):
                 bad = int(order[(order < 0) | (order >= n)][0])
                 raise ValueError(f"order must hold sample indices in [0, {n}), got {bad}")
-            order = np.ascontiguousarray(order, dtype=np.int64)
+            rows.order = np.ascontiguousarray(order, dtype=np.int64)
+        return rows
+
+    def prepare_epoch(self, X: Any, y: Any, loss: str, optimizer: Any, options: Any = None, *,
+                      sample_weight: Any = None, order: Any = None,
+                      gradient_hook: Callable[[np.ndarray, float], float] | None = None) -> EpochRequest:
+        """One epoch's work checked and converted, for :meth:`run_epoch` (which may run it many times).
+
+        `options` is an :func:`epoch_options` record (None: the defaults); X, y, `sample_weight`,
+        `order` and `gradient_hook` are as in :meth:`train_epoch`. Raises as :meth:`train_epoch` does,
+        before anything changes.
+        """
+        self._check_loss(loss)
+        self._check_optimizer(optimizer)
+        rows = self.prepare_rows(X, y, loss, sample_weight=sample_weight, order=order)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
-        world_size = check_int("world_size", world_size, minimum=1)
-        return dict(X=X, Y=Y, loss=loss, impl=optimizer._bind(self), batch_size=batch_size, shuffle=bool(shuffle),
-                    reg=reg, order=order, w=w, schedule=None if schedule is None else _schedule_impl(schedule),
-                    epoch=epoch, gradient_hook=gradient_hook, world_size=world_size)
+        return EpochRequest(rows=rows, loss=loss, optimizer=optimizer.bind(self),
+                            options=epoch_options() if options is None else options, gradient_hook=gradient_hook)
 
-    def _train_epoch_checked(self, X: np.ndarray, Y: np.ndarray, loss: str, impl: Any, batch_size: int,
-                             shuffle: bool, reg: Any, order: np.ndarray | None, w: np.ndarray | None,
-                             schedule: Any, epoch: float, gradient_hook: Any = None, world_size: int = 1) -> float:
-        """train_epoch on arguments already checked and converted (for the estimators); X may be as_csr's tuple."""
-        if isinstance(X, tuple):
-            return float(self._net.train_epoch_csr(*X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule,
-                                                   epoch, gradient_hook, world_size))
-        return float(self._net.train_epoch(X, Y, loss, impl, batch_size, shuffle, reg, order, w, schedule, epoch,
-                                           gradient_hook, world_size))
+    def run_epoch(self, request: EpochRequest, hook: Any = None) -> float:
+        """Runs one epoch of `request` (see :meth:`train_epoch`); returns its loss.
+
+        `hook`, if given, is an epoch strategy: ``hook.before_epoch(net, request)`` runs first (it may
+        change the request: e.g. :class:`fastmlp.distributed.MPIEpoch` broadcasts the parameters and
+        sets the gradient allreduce), then the epoch, then ``hook.after_epoch(net, request, loss)``
+        returns the loss to report.
+        """
+        if hook is not None:
+            hook.before_epoch(self, request)
+        value = float(self._net.train_epoch(request.rows, request.loss, request.optimizer, request.options,
+                                            request.gradient_hook))
+        return value if hook is None else float(hook.after_epoch(self, request, value))
 
     def objective(self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0,
                   sample_weight: Any = None) -> float:
@@ -449,23 +456,18 @@ class Network:
         :math:`(\tfrac12 l_2 \sum\|W_l\|^2 + l_1 \sum |W_l|) / W` of
         :meth:`train_epoch`: what L-BFGS minimizes.
         """
-        self._check_loss(loss)
         reg = make_regularization(l2=l2, l1=l1)
-        if _is_sparse(X):
-            Xc = as_csr("X", X, self.n_inputs, self._dtype)
-            Y = self._targets(y, loss, Xc[3])
-            return float(self._net.objective_csr(*Xc, Y, loss, as_sample_weight(sample_weight, Xc[3], self._dtype),
-                                                 reg))
-        X = as_matrix("X", X, self.n_inputs, self._dtype)
-        Y = self._targets(y, loss, X.shape[0])
-        w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
-        return float(self._net.objective(X, Y, loss, w, reg))
+        return self.run_objective(self.prepare_rows(X, y, loss, sample_weight=sample_weight), loss, reg)
 
-    def _objective_checked(self, X: Any, Y: np.ndarray, loss: str, w: np.ndarray | None, reg: Any) -> float:
-        """objective on arguments already checked and converted (for L-BFGS); X may be as_csr's tuple."""
-        if isinstance(X, tuple):
-            return float(self._net.objective_csr(*X, Y, loss, w, reg))
-        return float(self._net.objective(X, Y, loss, w, reg))
+    def run_objective(self, rows: Any, loss: str, regularization: Any) -> float:
+        """:meth:`objective` on rows from :meth:`prepare_rows` and a :func:`make_regularization`
+        record (what L-BFGS calls at every iteration, the conversion done once)."""
+        return float(self._net.objective(rows, loss, regularization))
+
+    def apply_step(self, optimizer: Any) -> None:
+        """One update of :attr:`params` from :attr:`grads` by `optimizer` (what ``optimizer.step(net)`` does)."""
+        self._check_optimizer(optimizer)
+        optimizer.bind(self).step(self._net)
 
     def initialize(self, seed: int | None = None) -> None:
         """Draws new parameters (and reseeds the shuffling) from `seed`."""
@@ -511,8 +513,7 @@ class Network:
 
         def build(meta: dict[str, Any]) -> Network:
             net = cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"], **meta["config"])
-            net._net.steps = check_int("training_steps", meta.get("training_steps", 0), minimum=0,
-                                       maximum=2**64 - 1)
+            net.training_steps = meta.get("training_steps", 0)
             return net
         return load_network(path, build)
 
@@ -528,8 +529,7 @@ class Network:
         if params.shape != (self.n_params,):
             raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")
         self.params[:] = params
-        self._net.steps = check_int("training_steps", state.get("training_steps", 0), minimum=0,
-                                    maximum=2**64 - 1)
+        self.training_steps = state.get("training_steps", 0)
 
     def __repr__(self) -> str:
         extras = "".join(f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm")

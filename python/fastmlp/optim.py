@@ -36,8 +36,9 @@ class Optimizer:
     def _make(self, suffix: str) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _bind(self, net: Any) -> Any:
-        """The C++ optimizer for `net`'s dtype, created on first use."""
+    def bind(self, net: Any) -> Any:
+        """The C++ optimizer for `net`'s dtype (a :class:`fastmlp.Network`), created on first use;
+        ``ValueError`` if this optimizer holds state of another dtype."""
         dtype = net.dtype.name
         if self._impl is None:
             self._impl = self._make("_" + dtype)
@@ -56,10 +57,10 @@ class Optimizer:
         thread trains `net` or uses this optimizer; a failed step changes
         neither the parameters nor the optimizer's state.
         """
-        from .network import Network
-        if not isinstance(net, Network):
+        apply_step = getattr(net, "apply_step", None)  # duck-typed: optim does not import network
+        if not callable(apply_step):
             raise TypeError(f"net must be a fastmlp.Network, got {type(net).__name__}")
-        self._bind(net).step(net._net)
+        apply_step(self)
 
     def reset(self) -> None:
         """Forgets all state (velocity, moments, step count) and the bound network."""

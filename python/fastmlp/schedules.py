@@ -53,8 +53,14 @@ class Schedule:
         self.total_epochs = check_float("total_epochs", total_epochs, minimum=0.0, open_min=True)
         self.min_lr = check_float("min_lr", min_lr, minimum=0.0)
         self.warmup_epochs = check_float("warmup_epochs", warmup_epochs, minimum=0.0)
-        self._impl = _core.LearningRateSchedule(self.kind, self.base_lr, self.gamma, self.step_size,
-                                                self.total_epochs, self.min_lr, self.warmup_epochs)
+        self._impl = _core.LearningRateSchedule(kind=self.kind, base_lr=self.base_lr, gamma=self.gamma,
+                                                step_size=self.step_size, total_epochs=self.total_epochs,
+                                                min_lr=self.min_lr, warmup_epochs=self.warmup_epochs)
+
+    @property
+    def record(self) -> _core.LearningRateSchedule:
+        """The C++ schedule record that the training loop reads (:func:`fastmlp.network.epoch_options`)."""
+        return self._impl
 
     def at(self, p: float, delta: float = 0.0) -> float:
         """The rate of the step that starts at clock `p` (``delta`` = 1 / batches per epoch), from C++."""
