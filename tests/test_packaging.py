@@ -186,7 +186,8 @@ def test_distribution_metadata_is_complete():
     assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
     assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
     assert meta["Description-Content-Type"] == "text/markdown"
-    assert set(meta.get_all("Provides-Extra")) == {"sklearn", "test", "bench", "mpi", "progress", "onnx", "torch", "dev"}
+    extras = {"sklearn", "test", "bench", "mpi", "progress", "onnx", "torch", "dev"}
+    assert set(meta.get_all("Provides-Extra")) == extras
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]
     assert any(c.startswith("License :: OSI Approved") for c in meta.get_all("Classifier"))
