@@ -215,6 +215,7 @@ struct EpochSettings {
   std::optional<LearningRateSchedule> schedule;
   double epoch = 0.0;
   Index world_size = 1;  // how many processes' batches one step stands for (data parallel)
+  Index rank = 0;        // which of them this one is (its rows' place in the global batch)
 };
 
 // The rows of an epoch or an objective, filled by field name
@@ -298,8 +299,11 @@ double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& op
   // of the gradient buffer, which it may change in place.
   if (settings.world_size < 1)
     throw std::invalid_argument("world_size must be >= 1, got " + std::to_string(settings.world_size));
+  if (settings.rank < 0 || settings.rank >= settings.world_size)
+    throw std::invalid_argument("rank must be in [0, world_size), got " + std::to_string(settings.rank));
   GradientHook<T> hook;
   hook.world_size = settings.world_size;
+  hook.rank = settings.rank;
   if (!gradient_hook.is_none()) {
     hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss_value) {
       py::gil_scoped_acquire acquire;
@@ -602,7 +606,8 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
       .def_readwrite("regularization", &EpochSettings::regularization)
       .def_readwrite("schedule", &EpochSettings::schedule)
       .def_readwrite("epoch", &EpochSettings::epoch)
-      .def_readwrite("world_size", &EpochSettings::world_size);
+      .def_readwrite("world_size", &EpochSettings::world_size)
+      .def_readwrite("rank", &EpochSettings::rank);
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

@@ -176,7 +176,10 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   // The draws' key: a training step's own number, or the one asked for.
   const bool perturb = (optimizer != nullptr || draw_step != nullptr) && net.noise().perturbs();
   const std::uint64_t step_number = draw_step != nullptr ? *draw_step : net.steps();
-  const auto draw = [&](Index row0) { return DrawKey{net.seed(), step_number, row0}; };
+  // Row r of this batch is row rank·rows + r of the global batch (data parallel: every process
+  // has `rows` rows in this step), so R processes draw what one process with R·rows would.
+  const Index row_base = hook != nullptr ? hook->rank * rows : 0;
+  const auto draw = [&](Index row0) { return DrawKey{net.seed(), step_number, row_base + row0}; };
   // A step is counted (begin_step) only once it can no longer fail: here, or after
   // the hook returns — a hook that throws leaves the optimizer as it was.
   if (optimizer != nullptr && !split) optimizer->begin_step();

@@ -45,6 +45,7 @@ class EpochOptions:
     schedule: LearningRateSchedule | None
     epoch: float
     world_size: int
+    rank: int
 
 class Network_float32:
     def __init__(self, layer_sizes: Sequence[int], activation: Sequence[str], output_activation: str, slope: float,

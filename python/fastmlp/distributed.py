@@ -197,7 +197,8 @@ def _optimizer_config(optimizer: Any) -> tuple[Any, ...]:
 _EXPLAIN = {
     "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
     "order": "order must be given on every rank or on none",
-    "network": "the network must have the same layer_sizes, dtype and activations on every rank",
+    "network": "the network must have the same layer_sizes, dtype, activations, dropout, input_noise and max_norm "
+               "on every rank (and, with dropout or input noise, the same seed: it keys the masks)",
     "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
 }
 
@@ -256,6 +257,7 @@ class MPIEpoch:
             self.comm.Bcast(net.params, root=0)
         request.options.shuffle = False
         request.options.world_size = self.size
+        request.options.rank = self.comm.Get_rank()  # its rows' place in each global batch (dropout masks)
         request.gradient_hook = self._reduce
 
     def after_epoch(self, net: Any, request: Any, loss: float) -> float:
@@ -336,7 +338,9 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Any, batch_size:
             "X": request.n_samples, "batch_size": options.batch_size, "loss": loss, "l2": l2, "l1": l1,
             "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
             "shuffle": options.shuffle, "order": order is not None,
-            "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation),
+            "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation, net.dropout,
+                        net.input_noise, net.max_norm,
+                        net.seed if any(net.dropout) or net.input_noise else None),
             "optimizer": _optimizer_config(optimizer),
         }
 

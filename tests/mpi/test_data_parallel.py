@@ -230,3 +230,31 @@ def test_sparse_shards_train_like_dense(comm):
     params = comm.allgather(nets)
     np.testing.assert_allclose(params[0][1], params[0][0], **TOL["float64"])
     np.testing.assert_array_equal(params[-1][1], params[0][1])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dropout_ranks_draw_the_global_batch_rows(comm, dtype):
+    """With dropout, input noise and max-norm, rank r's rows are rows [r·b, (r+1)·b) of each global
+    batch, masks included: R ranks still equal one process with batch R·b, and no two ranks share
+    a mask."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    need_ranks(comm, 2)
+    X, Y = global_data(size, "log_loss", dtype)
+    Xr, Yr = distributed.shard(X, Y, comm)
+    kw = dict(dtype=dtype, seed=7, dropout=[0.2, 0.5], input_noise=0.1, max_norm=1.0)
+    net = fastmlp.Network([6, 9, 4], "relu", "softmax", **kw)
+    opt = make_opt("adam")
+    curve = [net.train_epoch(Xr, Yr, "log_loss", opt, B, comm=comm) for _ in range(2)]
+    params = comm.allgather(np.array(net.params))
+    curves = comm.allgather(curve)
+
+    gens = [np.random.default_rng([7, r]) for r in range(size)]
+    orders = [distributed.global_order([g.permutation(M) for g in gens], B) for _ in range(2)]
+    one = fastmlp.Network([6, 9, 4], "relu", "softmax", **kw)
+    one_opt = make_opt("adam")
+    want_curve = [one.train_epoch(X, Y, "log_loss", one_opt, B * size, order=o) for o in orders]
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_array_equal(params[-1], params[0])
+    np.testing.assert_allclose(params[0], np.array(one.params), **tol)
+    np.testing.assert_allclose(curves[0], want_curve, **tol)
+    assert net.training_steps == one.training_steps

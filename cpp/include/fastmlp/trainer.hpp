@@ -52,11 +52,14 @@ struct Batch {
 // (summed over threads, n_params values) and its mean loss, before the
 // penalties and the update — e.g. to average both over processes with an
 // allreduce, in place. `world_size` is how many such batches the result
-// stands for (the penalties then divide by world_size × W).
+// stands for (the penalties then divide by world_size × W); `rank` is which
+// of them this process's is: its rows are rows [rank·b, (rank+1)·b) of the
+// global batch (b rows each), the rows whose dropout masks it draws.
 template <class T>
 struct GradientHook {
   std::function<void(T* grads, Index n, double* loss)> reduce;
   Index world_size = 1;
+  Index rank = 0;
 };
 
 // Gradients of the batch's mean loss into net.grads() (no regularization);
