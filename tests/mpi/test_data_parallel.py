@@ -237,7 +237,7 @@ def test_dropout_ranks_draw_the_global_batch_rows(comm, dtype):
     """With dropout, input noise and max-norm, rank r's rows are rows [r·b, (r+1)·b) of each global
     batch, masks included: R ranks still equal one process with batch R·b, and no two ranks share
     a mask."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+    size = comm.Get_size()
     need_ranks(comm, 2)
     X, Y = global_data(size, "log_loss", dtype)
     Xr, Yr = distributed.shard(X, Y, comm)
