@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fuzz_cases as fc
 
@@ -79,9 +79,22 @@ def case_specs(draw):
 COUNTS: dict[str, int] = {}
 
 
+# Found by the search: float32 Adam (lr 0.1, batch 1) on a saturated tanh output, whose epoch
+# loss inherits the parameters' rounding drift (fuzz_cases._compare explains the allowance).
+ADAM_FLOAT32_DRIFT = {
+    "net": {"sizes": [1, 1, 1], "activation": "identity", "output": "tanh", "dtype": "float32", "seed": 19958399},
+    "method": "train_epoch", "loss": "squared_error",
+    "X": {"shape": [4, 1], "dtype": "float64", "layout": "c", "seed": 13, "scale": 10.0, "inject": None},
+    "y": {"kind": "values", "rows": 4, "dtype": "float64", "seed": 0, "cols": None, "out_of_range": True,
+          "inject": None, "layout": "c"},
+    "train": {"opt": "adam", "lr": 0.1, "momentum": 0.0, "batch_size": 1, "l2": 0.0, "seed": 1},
+}
+
+
 @pytest.mark.slow
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case_specs())
+@example(ADAM_FLOAT32_DRIFT)
 def test_random_calls_in_process(spec):
     outcome = fc.run_case(spec)
     COUNTS[outcome] = COUNTS.get(outcome, 0) + 1
