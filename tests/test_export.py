@@ -11,9 +11,7 @@ import pytest
 
 import fastmlp
 from fastmlp import export
-from helpers import HIDDEN
-
-OUTPUTS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "softmax", "exp")
+from helpers import HIDDEN, OUTPUTS
 
 
 def need(module: str):
@@ -168,3 +166,10 @@ def test_summary_of_a_network_and_of_a_fitted_estimator():
     assert lines[0] == "MLPClassifier (fitted, dtype float64)"
     assert [line.split()[-1] for line in lines[2:4]] == ["relu", "softmax"]
     assert lines[-1].startswith(f"total: {4 * 5 + 5 + 5 * 3 + 3} parameters")
+
+
+def test_an_activation_without_an_export_mapping_is_a_clear_error():
+    """A new activation of the core that export does not map yet: a ValueError naming it, not a KeyError."""
+    with pytest.raises(ValueError, match="activation 'gelu' has no ONNX operator"):
+        export._mapped(export._ONNX_OPS, "gelu", "ONNX operator")
+    assert set(export._ONNX_OPS) == set(OUTPUTS)  # today every activation of the core is mapped

@@ -48,6 +48,7 @@ import numpy as np
 from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
+from ._names import HIDDEN
 from .epoch import epoch_options, make_regularization
 from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -58,7 +59,7 @@ if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at 
 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
+ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (scikit-learn's list, extended)
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
 # scikit-learn's sentence, which its users' code and tests match; details follow it.
