@@ -20,10 +20,8 @@ import numpy as np
 
 import fastmlp
 from fastmlp import reference as ref
+from helpers import HIDDEN, LOSS_OUTPUT  # noqa: F401  (the core's names; test_fuzz.py draws from them)
 
-HIDDEN = ("identity", "logistic", "tanh", "relu", "leaky_relu")
-LOSS_OUTPUT = [("squared_error", f) for f in HIDDEN + ("softmax",)] + [("log_loss", "softmax"),
-                                                                     ("binary_log_loss", "logistic")]
 # dtypes X or y may come in; the last ones are refused with TypeError.
 NUMERIC_DTYPES = ("float64", "float32", "float16", "longdouble", ">f8", ">f4", "int8", "int32", "int64",
                   ">i4", "uint8", "uint16", "bool")

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastmlp import _names
+
 # float64: the C++ result equals the reference's to rounding; float32: loosely.
 TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-6)}
 
-HIDDEN = ("identity", "logistic", "tanh", "relu", "leaky_relu")
-# Every valid (loss, output activation) pair.
-LOSS_OUTPUT = (
-    [("squared_error", f) for f in HIDDEN + ("softmax",)]
-    + [("log_loss", "softmax"), ("binary_log_loss", "logistic")]
-)
+# The core's names (its tables in activation.hpp and loss.hpp): a new activation or loss is
+# tested by every test parametrized with these, with no edit here.
+HIDDEN = _names.HIDDEN  # every hidden-layer activation (no aliases)
+OUTPUTS = _names.HIDDEN + _names.OUTPUT_ONLY  # every output activation
+# Every valid (loss, output activation) pair: a loss fused with one output takes only that one.
+LOSS_OUTPUT = [(loss, f) for loss, need in _names.LOSS_OUTPUT.items() for f in (OUTPUTS if need is None else (need,))]
 
 
 def make_data(rng: np.random.Generator, n: int, n_in: int, n_out: int, loss: str, dtype: str):
@@ -21,6 +23,8 @@ def make_data(rng: np.random.Generator, n: int, n_in: int, n_out: int, loss: str
         Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
     elif loss == "binary_log_loss":
         Y = (rng.random((n, n_out)) < 0.5).astype(dtype)
+    elif loss == "poisson":
+        Y = rng.poisson(1.0, (n, n_out)).astype(dtype)
     else:
         Y = rng.standard_normal((n, n_out)).astype(dtype)
     return X, Y

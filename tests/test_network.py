@@ -9,7 +9,7 @@ import pytest
 
 import fastmlp
 from fastmlp import reference as ref
-from helpers import HIDDEN, LOSS_OUTPUT, TOL, copy_params, make_data
+from helpers import HIDDEN, LOSS_OUTPUT, OUTPUTS, TOL, copy_params, make_data
 
 DTYPES = ("float64", "float32")
 SIZES = [5, 7, 6, 4]
@@ -20,7 +20,7 @@ def make_net(hidden, output, dtype, sizes=SIZES, seed=0, **kw):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("output", HIDDEN + ("softmax",))
+@pytest.mark.parametrize("output", OUTPUTS)
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_forward_matches_reference(hidden, output, dtype, rng):
     net = make_net(hidden, output, dtype)

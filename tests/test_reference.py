@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 
 from fastmlp import reference as ref
+from helpers import HIDDEN, LOSS_OUTPUT
 
-HIDDEN = ("identity", "logistic", "tanh", "relu", "leaky_relu")
-# Every (loss, output activation) pair the library accepts.
-LOSS_OUTPUTS = [
-    ("squared_error", "identity"),
-    ("squared_error", "logistic"),
-    ("squared_error", "tanh"),
-    ("squared_error", "relu"),
-    ("squared_error", "leaky_relu"),
-    ("squared_error", "softmax"),
-    ("log_loss", "softmax"),
-    ("binary_log_loss", "logistic"),
-]
+# The core's names (helpers.py); test_names_match_the_core checks the reference has the same.
+LOSS_OUTPUTS = LOSS_OUTPUT
 KINKED = ("relu", "leaky_relu")
 
 
@@ -49,6 +40,8 @@ def make_targets(loss: str, rng: np.random.Generator, n: int, k: int) -> np.ndar
         return ref.to_targets(rng.integers(0, k, n), loss, k)
     if loss == "binary_log_loss":
         return rng.integers(0, 2, (n, k)).astype(np.float64)
+    if loss == "poisson":
+        return rng.poisson(1.0, (n, k)).astype(np.float64)
     return rng.normal(size=(n, k))
 
 
@@ -468,3 +461,16 @@ def test_train_epoch_rejects_bad_arguments():
         ref.train_epoch(
             weights, biases, X, Y, "log_loss", ref.SGD(0.1), 0, np.arange(10), "tanh", "softmax"
         )
+
+
+def test_names_match_the_core():
+    """The reference's lists of names are its own (it imports no compiled code); they equal the core's."""
+    from fastmlp import _names
+
+    assert ref.ACTIVATIONS == _names.OUTPUT_ACTIVATIONS
+    assert ref.HIDDEN_ACTIVATIONS == _names.HIDDEN_ACTIVATIONS
+    assert ref.LOSSES == _names.LOSSES
+    z = np.linspace(-3, 3, 7)
+    for name in _names.OUTPUT_ACTIVATIONS:  # an alias computes what its activation computes
+        np.testing.assert_array_equal(ref.activation_forward(name, z),
+                                      ref.activation_forward(_names.canonical_activation(name), z))

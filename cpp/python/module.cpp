@@ -13,6 +13,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fastmlp/network.hpp"
 #include "fastmlp/optimizer.hpp"
@@ -610,6 +612,35 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
       .def_readwrite("rank", &EpochSettings::rank);
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
+  // The names the core accepts, from its tables (activation.hpp, loss.hpp,
+  // network.hpp, schedule.hpp): the Python package's lists are made from these.
+  m.def("activations", []() {
+    std::vector<std::pair<std::string, bool>> out;
+    for (const ActivationInfo& row : kActivations) out.emplace_back(row.name, row.hidden);
+    return out;
+  });
+  m.def("activation_aliases", []() {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const ActivationAlias& row : kActivationAliases) out.emplace_back(row.alias, activation_name(row.value));
+    return out;
+  });
+  m.def("losses", []() {
+    std::vector<std::pair<std::string, std::optional<std::string>>> out;
+    for (const LossInfo& row : kLosses)
+      out.emplace_back(row.name, row.needs_output ? std::optional<std::string>(activation_name(row.output))
+                                                  : std::nullopt);
+    return out;
+  });
+  m.def("inits", []() {
+    std::vector<std::string> out;
+    for (const InitInfo& row : kInits) out.emplace_back(row.name);
+    return out;
+  });
+  m.def("schedules", []() {
+    std::vector<std::string> out;
+    for (const ScheduleInfo& row : kSchedules) out.emplace_back(row.name);
+    return out;
+  });
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
   m.def("thread_limit", &thread_limit);

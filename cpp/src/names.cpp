@@ -1,5 +1,7 @@
-// Name ↔ enum for activations, losses and initializations, and which loss
-// goes with which output activation.
+// Name ↔ enum for activations, losses, initializations and schedules, and which
+// loss goes with which output activation — all read from the tables in the
+// headers (kActivations, kActivationAliases, kLosses, kInits, kSchedules):
+// nothing here changes when a row is added there.
 #include <stdexcept>
 #include <string>
 
@@ -10,76 +12,67 @@
 
 namespace fastmlp {
 
+namespace {
+
+// "'a', 'b', 'c'"
+template <class Table, class Name>
+std::string quoted_list(const Table& table, Name name_of) {
+  std::string out;
+  for (const auto& row : table) out += std::string(out.empty() ? "'" : ", '") + name_of(row) + "'";
+  return out;
+}
+
+template <class Table>
+auto parse_name(const Table& table, const std::string& what, const std::string& name) {
+  for (const auto& row : table)
+    if (name == row.name) return row.value;
+  throw std::invalid_argument(what + " must be one of " + quoted_list(table, [](const auto& r) { return r.name; }) +
+                              "; got '" + name + "'");
+}
+
+template <class Table, class E>
+const auto& find_row(const Table& table, E value) {
+  for (const auto& row : table)
+    if (row.value == value) return row;
+  throw std::logic_error("an enum value missing from its name table");
+}
+
+}  // namespace
+
 Activation parse_activation(const std::string& name) {
-  if (name == "identity") return Activation::Identity;
-  if (name == "logistic" || name == "sigmoid") return Activation::Logistic;
-  if (name == "tanh") return Activation::Tanh;
-  if (name == "relu") return Activation::Relu;
-  if (name == "leaky_relu") return Activation::LeakyRelu;
-  if (name == "softmax") return Activation::Softmax;
-  if (name == "exp") return Activation::Exp;
-  throw std::invalid_argument("activation must be one of 'identity', 'logistic', 'sigmoid', 'tanh', "
-                              "'relu', 'leaky_relu', 'softmax', 'exp'; got '" + name + "'");
-}
-
-const char* activation_name(Activation f) {
-  switch (f) {
-    case Activation::Identity: return "identity";
-    case Activation::Logistic: return "logistic";
-    case Activation::Tanh: return "tanh";
-    case Activation::Relu: return "relu";
-    case Activation::LeakyRelu: return "leaky_relu";
-    case Activation::Softmax: return "softmax";
-    case Activation::Exp: return "exp";
+  for (const ActivationInfo& row : kActivations)
+    if (name == row.name) return row.value;
+  for (const ActivationAlias& row : kActivationAliases)
+    if (name == row.alias) return row.value;
+  // Each name followed by its aliases: 'identity', 'logistic', 'sigmoid', 'tanh', ...
+  std::string names;
+  for (const ActivationInfo& row : kActivations) {
+    names += std::string(names.empty() ? "'" : ", '") + row.name + "'";
+    for (const ActivationAlias& alias : kActivationAliases)
+      if (alias.value == row.value) names += std::string(", '") + alias.alias + "'";
   }
-  return "?";
+  throw std::invalid_argument("activation must be one of " + names + "; got '" + name + "'");
 }
 
-Loss parse_loss(const std::string& name) {
-  if (name == "squared_error") return Loss::SquaredError;
-  if (name == "log_loss") return Loss::LogLoss;
-  if (name == "binary_log_loss") return Loss::BinaryLogLoss;
-  if (name == "poisson") return Loss::Poisson;
-  throw std::invalid_argument("loss must be one of 'squared_error', 'log_loss', 'binary_log_loss', 'poisson'; got '" +
-                              name + "'");
-}
+const ActivationInfo& activation_info(Activation f) { return find_row(kActivations, f); }
 
-const char* loss_name(Loss loss) {
-  switch (loss) {
-    case Loss::SquaredError: return "squared_error";
-    case Loss::LogLoss: return "log_loss";
-    case Loss::BinaryLogLoss: return "binary_log_loss";
-    case Loss::Poisson: return "poisson";
-  }
-  return "?";
-}
+const char* activation_name(Activation f) { return activation_info(f).name; }
+
+Loss parse_loss(const std::string& name) { return parse_name(kLosses, "loss", name); }
+
+const LossInfo& loss_info(Loss loss) { return find_row(kLosses, loss); }
+
+const char* loss_name(Loss loss) { return loss_info(loss).name; }
 
 void check_loss_output(Loss loss, Activation output) {
-  if (loss == Loss::LogLoss && output != Activation::Softmax)
-    throw std::invalid_argument(std::string("loss 'log_loss' needs output_activation 'softmax', got '") +
-                                activation_name(output) + "'");
-  if (loss == Loss::BinaryLogLoss && output != Activation::Logistic)
-    throw std::invalid_argument(
-        std::string("loss 'binary_log_loss' needs output_activation 'logistic', got '") +
-        activation_name(output) + "'");
-  if (loss == Loss::Poisson && output != Activation::Exp)
-    throw std::invalid_argument(std::string("loss 'poisson' needs output_activation 'exp', got '") +
-                                activation_name(output) + "'");
+  const LossInfo& info = loss_info(loss);
+  if (info.needs_output && output != info.output)
+    throw std::invalid_argument(std::string("loss '") + info.name + "' needs output_activation '" +
+                                activation_name(info.output) + "', got '" + activation_name(output) + "'");
 }
 
-Schedule parse_schedule(const std::string& name) {
-  if (name == "constant") return Schedule::Constant;
-  if (name == "step") return Schedule::Step;
-  if (name == "exponential") return Schedule::Exponential;
-  if (name == "cosine") return Schedule::Cosine;
-  throw std::invalid_argument("schedule must be one of 'constant', 'step', 'exponential', 'cosine'; got '" +
-                              name + "'");
-}
+Schedule parse_schedule(const std::string& name) { return parse_name(kSchedules, "schedule", name); }
 
-Init parse_init(const std::string& name) {
-  if (name == "glorot") return Init::Glorot;
-  if (name == "he") return Init::He;
-  throw std::invalid_argument("init must be one of 'glorot', 'he'; got '" + name + "'");
-}
+Init parse_init(const std::string& name) { return parse_name(kInits, "init", name); }
 
 }  // namespace fastmlp

@@ -103,7 +103,7 @@ Network<T>::Network(std::vector<Index> layer_sizes, std::vector<Activation> hidd
     throw std::invalid_argument("activation must be one name or one per hidden layer (" +
                                 std::to_string(sizes_.size() - 2) + "), got " + std::to_string(hidden_.size()));
   for (Activation f : hidden_)
-    if (f == Activation::Softmax || f == Activation::Exp)
+    if (!activation_info(f).hidden)
       throw std::invalid_argument(std::string("activation '") + activation_name(f) +
                                   "' is for the output layer only (output_activation)");
   if (!std::isfinite(slope) || slope < 0.0)
@@ -141,7 +141,7 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
     // layer, layer l's own (the output layer: the last hidden layer's).
     const Activation f = hidden_[std::min<std::size_t>(std::size_t(l), hidden_.size() - 1)];
     const double bound = init == Init::He ? std::sqrt(6.0 / double(fan_in))
-                                          : std::sqrt((f == Activation::Logistic ? 2.0 : 6.0) / double(fan_in + fan_out));
+                                          : std::sqrt(activation_info(f).glorot_factor / double(fan_in + fan_out));
     for (Index i = 0; i < fan_in * fan_out; ++i) w[i] = T(bound * (2.0 * rng_.uniform() - 1.0));
     for (Index i = 0; i < fan_out; ++i) b[i] = init == Init::He ? T(0) : T(bound * (2.0 * rng_.uniform() - 1.0));
   }

@@ -340,6 +340,9 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
     throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
   options.regularization.check();
   if (options.schedule != nullptr) options.schedule->check();
+  // The schedule's clock: a negative one would make the warm-up factor, and the rate, negative.
+  if (!(options.epoch >= 0.0) || !std::isfinite(options.epoch))
+    throw std::invalid_argument("epoch must be a finite number >= 0, got " + std::to_string(options.epoch));
   if (options.order != nullptr)
     for (Index i = 0; i < n; ++i)
       if (options.order[i] < 0 || options.order[i] >= n)

@@ -14,10 +14,11 @@ zero samples.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,7 +36,28 @@ def check_dtype(dtype: Any) -> np.dtype:
     return np.dtype(dt.name)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+# One set of argument checks for the whole package, in two voices: "plain" (Network, the
+# optimizers, schedules: "lr must be ...") and "sklearn" (the estimators' parameters, in
+# scikit-learn's words, which its users' code and tests match: "The 'alpha' parameter must
+# be ..."). The bounds are the C++ check()s' (trainer.cpp, optimizer.cpp, network.cpp), which
+# stay as the last line of defence; a check here is never looser than the one there.
+Style = Literal["plain", "sklearn"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str], *, style: Style = "plain") -> str:
+    if style == "sklearn":
+        if not isinstance(value, str) or value not in choices:
+            kind = ValueError if isinstance(value, str) else TypeError
+            raise kind(f"The '{name}' parameter must be one of {list(choices)}; got {value!r}.")
+        return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, one of {list(choices)}; got {type(value).__name__}")
     if value not in choices:
@@ -43,11 +65,27 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+def check_bool(name: str, value: Any, *, style: Style = "plain") -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        if style == "sklearn":
+            raise TypeError(f"The '{name}' parameter must be a bool; got {value!r} of type {type(value).__name__}.")
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 INT64_MAX = 2**63 - 1
 
 
-def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = INT64_MAX) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = INT64_MAX, *,
+              style: Style = "plain") -> int:
+    if style == "sklearn":  # scikit-learn's parameters have a lower bound only
+        if not _is_int(value):
+            raise TypeError(f"The '{name}' parameter must be an int >= {minimum}; got {value!r} of type "
+                            f"{type(value).__name__}.")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ValueError(f"The '{name}' parameter must be an int >= {minimum}; got {value!r}.")
+        return operator.index(value)
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     value = operator.index(value)
     if minimum is not None and value < minimum:
@@ -58,22 +96,35 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
 
 
 def check_float(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
-                *, open_min: bool = False, open_max: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                *, open_min: bool = False, open_max: bool = False, allow_inf: bool = False,
+                style: Style = "plain") -> float:
+    """A real number in the interval (open or closed at each end; None: unbounded), finite unless
+    `allow_inf` (+inf accepted then: scikit-learn's tol)."""
+    if not _is_real(value):
+        if style == "sklearn":
+            raise TypeError(f"The '{name}' parameter must be a real number; got {value!r} of type "
+                            f"{type(value).__name__}.")
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    overflow = False
     try:
-        value = float(value)
+        x = float(value)
     except OverflowError:  # an int beyond float's range
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
-    low_ok = minimum is None or (value > minimum if open_min else value >= minimum)
-    high_ok = maximum is None or (value < maximum if open_max else value <= maximum)
-    if not np.isfinite(value) or not (low_ok and high_ok):
-        lo = "-inf" if minimum is None else f"{minimum:g}"
-        hi = "inf" if maximum is None else f"{maximum:g}"
-        interval = ("(" if open_min or minimum is None else "[") + f"{lo}, {hi}" + (
-            ")" if open_max or maximum is None else "]")
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return value
+        x, overflow = math.inf, True
+    ok = math.isfinite(x) or (allow_inf and x == math.inf)
+    ok = ok and (minimum is None or (x > minimum if open_min else x >= minimum))
+    ok = ok and (maximum is None or (x < maximum if open_max else x <= maximum))
+    if ok:
+        return x
+    if overflow and style == "plain":
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    def bound(b: float | None, unbounded: str) -> str:  # the plain voice prints 0 and 1 as %g, scikit-learn's as given
+        return unbounded if b is None else f"{b:g}" if style == "plain" else f"{b}"
+    interval = (f"{'(' if open_min or minimum is None else '['}{bound(minimum, '-inf')}, "
+                f"{bound(maximum, 'inf')}{')' if open_max or maximum is None else ']'}")
+    if style == "sklearn":
+        finite = "" if allow_inf else " and finite"
+        raise ValueError(f"The '{name}' parameter must be a real number in {interval}{finite}; got {value!r}.")
+    raise ValueError(f"{name} must be a finite number in {interval}, got {x!r}")
 
 
 def check_layer_sizes(layer_sizes: Iterable[Any]) -> tuple[int, ...]:

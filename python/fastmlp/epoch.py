@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._validation import _check_numeric, check_float, check_int
+from ._validation import _check_numeric, check_bool, check_float, check_int
 from .schedules import Schedule
 
 
@@ -59,8 +59,7 @@ def epoch_options(batch_size: int = 200, shuffle: bool = True, *, regularization
     :class:`fastmlp.schedules.Schedule` or None; see :meth:`Network.train_epoch` for the rest.
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
+    shuffle = check_bool("shuffle", shuffle)
     epoch = check_float("epoch", epoch, minimum=0.0)
     world_size = check_int("world_size", world_size, minimum=1)
     if schedule is not None and not isinstance(schedule, Schedule):

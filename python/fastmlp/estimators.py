@@ -48,6 +48,8 @@ import numpy as np
 from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
+from ._names import HIDDEN
+from ._validation import _is_int, _is_real, check_bool, check_choice, check_float, check_int
 from .epoch import epoch_options, make_regularization
 from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -58,7 +60,7 @@ if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at 
 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
+ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (scikit-learn's list, extended)
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
 # scikit-learn's sentence, which its users' code and tests match; details follow it.
@@ -71,72 +73,41 @@ NON_FINITE = ("Solver produced non-finite parameter weights. The input data may 
 # ---------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _real(name: str, v: Any, lo: float, hi: float = np.inf, lo_open: bool = False, hi_open: bool = False,
-          allow_inf: bool = False) -> None:
-    """A real number in the interval, finite unless `allow_inf` (the engine takes no infinite rates or sizes)."""
-    if not _is_real(v):
-        raise TypeError(f"The '{name}' parameter must be a real number; got {v!r} of type {type(v).__name__}.")
-    ok = np.isfinite(v) or (allow_inf and v == np.inf)
-    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open or hi == np.inf else ']'}"
-        finite = "" if allow_inf else " and finite"
-        raise ValueError(f"The '{name}' parameter must be a real number in {interval}{finite}; got {v!r}.")
-
-
-def _int(name: str, v: Any, lo: int) -> None:
-    if not _is_int(v):
-        raise TypeError(f"The '{name}' parameter must be an int >= {lo}; got {v!r} of type {type(v).__name__}.")
-    if v < lo:
-        raise ValueError(f"The '{name}' parameter must be an int >= {lo}; got {v!r}.")
-
-
-def _choice(name: str, v: Any, options: Sequence[str]) -> None:
-    if not isinstance(v, str) or v not in options:
-        kind = ValueError if isinstance(v, str) else TypeError
-        raise kind(f"The '{name}' parameter must be one of {list(options)}; got {v!r}.")
-
-
-def _bool(name: str, v: Any) -> None:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"The '{name}' parameter must be a bool; got {v!r} of type {type(v).__name__}.")
-
-
-def _real_check(lo: float, hi: float = np.inf, *, lo_open: bool = False, hi_open: bool = False,
+# The checks are _validation's, in scikit-learn's voice (style="sklearn"); these factories
+# give the table below one callable per parameter.
+def _real_check(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
                 allow_inf: bool = False, optional: bool = False) -> Callable[[str, Any], None]:
+    """A real number in the interval (hi None: unbounded), finite unless `allow_inf` (the engine
+    takes no infinite rates or sizes)."""
     def check(name: str, v: Any) -> None:
         if not (optional and v is None):
-            _real(name, v, lo, hi, lo_open=lo_open, hi_open=hi_open, allow_inf=allow_inf)
+            check_float(name, v, lo, hi, open_min=lo_open, open_max=hi_open, allow_inf=allow_inf, style="sklearn")
     return check
 
 
 def _int_check(lo: int, *, optional: bool = False, inf_ok: bool = False) -> Callable[[str, Any], None]:
     def check(name: str, v: Any) -> None:
         if not ((optional and v is None) or (inf_ok and _is_real(v) and v == np.inf)):
-            _int(name, v, lo)
+            check_int(name, v, lo, None, style="sklearn")
     return check
 
 
 def _choice_check(options: Sequence[str], *, optional: bool = False) -> Callable[[str, Any], None]:
     def check(name: str, v: Any) -> None:
         if not (optional and v is None):
-            _choice(name, v, options)
+            check_choice(name, v, options, style="sklearn")
     return check
+
+
+def _bool(name: str, v: Any) -> None:
+    check_bool(name, v, style="sklearn")
 
 
 def _check_batch_size(name: str, v: Any) -> None:
     if not (isinstance(v, str) and v == "auto"):
         if isinstance(v, str):
             raise ValueError(f"The '{name}' parameter must be 'auto' or an int >= 1; got {v!r}.")
-        _int(name, v, 1)
+        check_int(name, v, 1, None, style="sklearn")
 
 
 def _check_verbose(name: str, v: Any) -> None:
@@ -153,15 +124,15 @@ def _check_activation(name: str, v: Any) -> None:
     """One of ACTIVATIONS, or (fastmlp's extension) a list of them, one per hidden layer."""
     if isinstance(v, (list, tuple)):
         for a in v:
-            _choice(name, a, ACTIVATIONS)
+            check_choice(name, a, ACTIVATIONS, style="sklearn")
     else:
-        _choice(name, v, ACTIVATIONS)
+        check_choice(name, v, ACTIVATIONS, style="sklearn")
 
 
 def _check_dropout(name: str, v: Any) -> None:
     """A rate in [0, 1), or a list of them (the inputs', then one per hidden layer)."""
     for p in (v if isinstance(v, (list, tuple)) else [v]):
-        _real(name, p, 0, 1, hi_open=True)
+        check_float(name, p, 0, 1, open_max=True, style="sklearn")
 
 
 def _check_random_state(name: str, v: Any) -> None:
@@ -524,7 +495,7 @@ class _BaseMLP(BaseEstimator):
         :meth:`_fit_stochastic`, on the shapes. A rank that fails in between
         reports its error to the second agreement, so every rank raises.
         """
-        _choice("distributed", self.distributed, ("mpi",))
+        check_choice("distributed", self.distributed, ("mpi",), style="sklearn")
         from . import distributed as dist
         comm = dist.check_comm(dist.world())
 
@@ -1375,7 +1346,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_norm = max_norm
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
-        _choice("loss", self.loss, ("squared_error", "poisson"))
+        check_choice("loss", self.loss, ("squared_error", "poisson"), style="sklearn")
         X, y = _compat.validate_Xy(self, X, y, reset=reset, dtype=self._data_dtype(), y_numeric=True)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:

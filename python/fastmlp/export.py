@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._names import canonical_activation
+
 __all__ = ["to_onnx", "to_torch"]
 
 # The ONNX operator set written: every operator used exists unchanged since 13;
@@ -48,11 +50,24 @@ def _layers(model: Any) -> _Layers:
         raise TypeError(f"model must be a fastmlp.Network or a fitted MLPClassifier/MLPRegressor, "
                         f"got {type(model).__name__}")
     n = len(net.weights)
-    out = "logistic" if net.output_activation == "sigmoid" else net.output_activation
-    hidden = ["logistic" if a == "sigmoid" else a for a in net.activations]  # dropout and noise: training only
+    out = canonical_activation(net.output_activation)
+    hidden = [canonical_activation(a) for a in net.activations]  # dropout and noise: training only
     assert len(hidden) == n - 1
     return _Layers([np.array(w) for w in net.weights], [np.array(b) for b in net.biases],
                    [*hidden, out], float(net.leaky_relu_slope), binary, net.dtype)
+
+
+# Each activation's ONNX operator (None: identity, no node). An activation of the core without an
+# entry here (or in to_torch's table) cannot be exported: _mapped says so with a ValueError.
+_ONNX_OPS: dict[str, str | None] = {"identity": None, "relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid",
+                                    "leaky_relu": "LeakyRelu", "softmax": "Softmax", "exp": "Exp"}
+
+
+def _mapped(table: dict[str, Any], activation: str, what: str) -> Any:
+    if activation not in table:
+        raise ValueError(f"activation {activation!r} has no {what} in fastmlp.export yet; this model cannot be "
+                         "exported")
+    return table[activation]
 
 
 def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
@@ -82,8 +97,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
         inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
         nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"b{i}"], [f"Z{i}"], name=f"dense{i}"))
         x = f"Z{i}"
-        op = {"identity": None, "relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "leaky_relu": "LeakyRelu",
-              "softmax": "Softmax", "exp": "Exp"}[act]
+        op = _mapped(_ONNX_OPS, act, "ONNX operator")
         if op is not None:
             attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
             nodes.append(helper.make_node(op, [x], [f"A{i}"], name=f"{act}{i}", **attrs))
@@ -134,9 +148,9 @@ def to_torch(model: Any) -> Any:
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
             linear.bias.copy_(torch.from_numpy(b))
         modules.append(linear)
-        activation = {"identity": None, "relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid,
-                      "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
-                      "softmax": lambda: nn.Softmax(dim=1), "exp": Exp}[act]
+        activation = _mapped({"identity": None, "relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid,
+                              "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
+                              "softmax": lambda: nn.Softmax(dim=1), "exp": Exp}, act, "torch.nn module")
         if activation is not None:
             modules.append(activation())
     if layers.binary_proba:

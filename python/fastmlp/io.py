@@ -441,6 +441,10 @@ def _open_regular(path: str) -> Any:
         raise
 
 
+# scikit-learn's MLP activations (its ACTIVATIONS); fastmlp's others have no equivalent there.
+_SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+
+
 def to_sklearn(est: Any) -> Any:
     """A fitted scikit-learn MLPClassifier/MLPRegressor with `est`'s weights and attributes.
 
@@ -451,8 +455,8 @@ def to_sklearn(est: Any) -> Any:
     scikit-learn lacks (it becomes ``'adam'`` / ``'constant'``). ``dtype``,
     ``n_threads`` and ``verbose=2``, which do not change what training
     computes beyond rounding, are dropped silently.
-    ``activation='leaky_relu'`` has no scikit-learn equivalent and raises
-    ``ValueError``.
+    An activation scikit-learn lacks (``'leaky_relu'``) has no equivalent and
+    raises ``ValueError``.
     """
     try:
         from sklearn import neural_network
@@ -467,8 +471,8 @@ def to_sklearn(est: Any) -> Any:
             raise ValueError(f"activation={list(activation)!r} (one per hidden layer) has no scikit-learn "
                              "equivalent: scikit-learn's MLP uses one activation for every hidden layer")
         activation = activation[0]
-    if activation == "leaky_relu":
-        raise ValueError("activation='leaky_relu' has no scikit-learn equivalent")
+    if activation not in _SKLEARN_ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} has no scikit-learn equivalent")
     cls = getattr(neural_network, type(est).__name__)
     known = cls().get_params()
     ours = est.get_params(deep=False)

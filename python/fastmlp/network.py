@@ -13,6 +13,16 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 import numpy as np
 
 from . import _core
+
+# The core's names (HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, LOSSES, INITS stay importable from here).
+from ._names import (
+    HIDDEN_ACTIVATIONS as HIDDEN_ACTIVATIONS,
+    INITS as INITS,
+    LOSS_OUTPUT,
+    LOSSES as LOSSES,
+    OUTPUT_ACTIVATIONS as OUTPUT_ACTIVATIONS,
+    canonical_activation,
+)
 from ._validation import (
     as_matrix,
     as_sample_weight,
@@ -39,10 +49,6 @@ def _is_sparse(X: Any) -> bool:
     return is_sparse(X)
 
 
-HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
-OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax", "exp")
-LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
-INITS = ("glorot", "he")
 
 
 class Network:
@@ -276,8 +282,8 @@ class Network:
 
     def _check_loss(self, loss: str) -> None:
         check_choice("loss", loss, LOSSES)
-        need = {"log_loss": "softmax", "binary_log_loss": "logistic", "poisson": "exp"}.get(loss)
-        out = "logistic" if self.output_activation == "sigmoid" else self.output_activation
+        need = LOSS_OUTPUT[loss]
+        out = canonical_activation(self.output_activation)
         if need is not None and out != need:
             raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
 

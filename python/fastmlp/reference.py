@@ -49,11 +49,10 @@ __all__ = [
     "train_epoch",
 ]
 
-ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "exp")
 LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
-
-# Activations that may be used in hidden layers (softmax is output-only).
-HIDDEN_ACTIVATIONS = ("identity", "logistic", "sigmoid", "tanh", "relu", "leaky_relu")
+# ACTIVATIONS (every name, aliases included) and HIDDEN_ACTIVATIONS are made from
+# _ACTIVATION_FUNCTIONS below. These lists are the reference's own (it imports nothing
+# of the compiled core); tests/test_reference.py checks they equal the core's.
 
 
 def _as_float_array(x) -> np.ndarray:
@@ -151,6 +150,9 @@ _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., 
     "softmax": (_softmax, _softmax_backward),
     "exp": (_exp, _exp_backward),
 }
+ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
+_OUTPUT_ONLY = ("softmax", "exp")  # not allowed in hidden layers
+HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in _OUTPUT_ONLY)
 
 
 def activation_forward(name: str, z, slope: float = 0.01) -> np.ndarray:

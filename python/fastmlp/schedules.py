@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 
 from . import _core
+from ._names import SCHEDULES
 from ._validation import check_choice, check_float
 
-KINDS = ("constant", "step", "exponential", "cosine")
+KINDS = SCHEDULES  # the core's schedules (schedule.hpp's kSchedules)
 
 
 class Schedule:

@@ -15,11 +15,41 @@ namespace fastmlp {
 
 enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax, Exp };
 
-// "identity", "logistic" (alias "sigmoid"), "tanh", "relu", "leaky_relu",
-// "softmax", "exp" (the output of Poisson regression); throws
-// std::invalid_argument listing the valid names otherwise.
+// Every activation, in the order the names are listed everywhere (Python's
+// lists, error messages): its name, whether a hidden layer may use it (softmax
+// and exp are for the output layer only), and its Glorot initialization
+// factor s² · (n_in + n_out) — scikit-learn's: 2 for logistic, 6 otherwise.
+// Parsing, naming, the hidden-layer check and fastmlp._core.activations() are
+// made from this table: a new activation is a row here plus its cases in
+// activation_forward and activation_backward below.
+struct ActivationInfo {
+  Activation value;
+  const char* name;
+  bool hidden;
+  double glorot_factor;
+};
+inline constexpr ActivationInfo kActivations[] = {
+    {Activation::Identity, "identity", true, 6.0},
+    {Activation::Logistic, "logistic", true, 2.0},
+    {Activation::Tanh, "tanh", true, 6.0},
+    {Activation::Relu, "relu", true, 6.0},
+    {Activation::LeakyRelu, "leaky_relu", true, 6.0},
+    {Activation::Softmax, "softmax", false, 6.0},
+    {Activation::Exp, "exp", false, 6.0},  // the output of Poisson regression
+};
+
+// Other names accepted for an activation (listed right after it).
+struct ActivationAlias {
+  const char* alias;
+  Activation value;
+};
+inline constexpr ActivationAlias kActivationAliases[] = {{"sigmoid", Activation::Logistic}};
+
+// A name or alias of kActivations; throws std::invalid_argument listing the
+// valid names otherwise.
 Activation parse_activation(const std::string& name);
 const char* activation_name(Activation f);
+const ActivationInfo& activation_info(Activation f);
 
 // Numerically stable logistic: never evaluates exp of a large positive number.
 template <class T>

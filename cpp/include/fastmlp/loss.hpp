@@ -22,13 +22,30 @@ namespace fastmlp {
 
 enum class Loss { SquaredError, LogLoss, BinaryLogLoss, Poisson };
 
-// "squared_error", "log_loss", "binary_log_loss", "poisson"; throws std::invalid_argument.
+// Every loss, in the order the names are listed everywhere, and the output
+// activation it is fused with (needs_output), when it needs one: squared_error
+// takes any. Parsing, naming, check_loss_output and fastmlp._core.losses()
+// are made from this table.
+struct LossInfo {
+  Loss value;
+  const char* name;
+  bool needs_output;
+  Activation output;  // meaningful when needs_output
+};
+inline constexpr LossInfo kLosses[] = {
+    {Loss::SquaredError, "squared_error", false, Activation::Identity},
+    {Loss::LogLoss, "log_loss", true, Activation::Softmax},
+    {Loss::BinaryLogLoss, "binary_log_loss", true, Activation::Logistic},
+    {Loss::Poisson, "poisson", true, Activation::Exp},
+};
+
+// A name of kLosses; throws std::invalid_argument listing the valid names.
 Loss parse_loss(const std::string& name);
 const char* loss_name(Loss loss);
+const LossInfo& loss_info(Loss loss);
 
-// Throws std::invalid_argument unless the pair is valid: log_loss needs a
-// softmax output, binary_log_loss a logistic one, poisson an exp one,
-// squared_error takes any.
+// Throws std::invalid_argument unless `output` is the activation `loss` is
+// fused with (kLosses).
 void check_loss_output(Loss loss, Activation output);
 
 // How a slice of a batch is weighted and normalized.

@@ -42,11 +42,17 @@ struct Input {
   Index begin = 0;
 };
 
-// glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c = 2 for a logistic
-//         hidden activation and 6 otherwise (scikit-learn's bounds);
+// glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c the hidden
+//         activation's glorot_factor (scikit-learn's bounds: 2 for logistic,
+//         6 otherwise);
 // he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
 enum class Init { Glorot, He };
-Init parse_init(const std::string& name);
+struct InitInfo {
+  Init value;
+  const char* name;
+};
+inline constexpr InitInfo kInits[] = {{Init::Glorot, "glorot"}, {Init::He, "he"}};
+Init parse_init(const std::string& name);  // a name of kInits; throws std::invalid_argument
 
 // Throws std::length_error (Python: ValueError) when `bytes` exceed the
 // machine's physical memory: such a request could only fail or, with the

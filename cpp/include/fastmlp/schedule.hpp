@@ -22,8 +22,15 @@ namespace fastmlp {
 
 enum class Schedule { Constant, Step, Exponential, Cosine };
 
-// "constant", "step", "exponential", "cosine"; throws std::invalid_argument.
-Schedule parse_schedule(const std::string& name);
+struct ScheduleInfo {
+  Schedule value;
+  const char* name;
+};
+inline constexpr ScheduleInfo kSchedules[] = {{Schedule::Constant, "constant"},
+                                              {Schedule::Step, "step"},
+                                              {Schedule::Exponential, "exponential"},
+                                              {Schedule::Cosine, "cosine"}};
+Schedule parse_schedule(const std::string& name);  // a name of kSchedules; throws std::invalid_argument
 
 struct LearningRateSchedule {
   Schedule kind = Schedule::Constant;
