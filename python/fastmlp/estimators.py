@@ -627,21 +627,7 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
         if not self.early_stopping and getattr(self, "best_loss_", None) is None:
             self.best_loss_ = np.inf
-        X_val = y_val = sw_val = Y_val = None
-        if validation_data is not None:
-            X_val, y_val, sw_val, Y_val = self._validation_set(validation_data, net.dtype)
-        elif self.early_stopping:
-            # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
-            stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
-            train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
-                                                          self._random_state, stratify)
-            if len(val) < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                                 "your dataset.")
-            X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
-            if sw is not None:
-                sw, sw_val = sw[train], sw[val]
-            y_val = self._targets_to_y(Y_val)
+        X, Y, sw, (X_val, y_val, sw_val, Y_val) = self._split_validation(net, X, Y, sw, validation_data)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         request = net.prepare_epoch(X, Y, self._loss_name, self._optimizer,
@@ -661,24 +647,49 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         diverged = loop.run()
         if diverged is not None:
-            self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
-            if not self.early_stopping:
-                what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
-                        else "a parameter became non-finite")
-                raise ValueError(
-                    f"{NON_FINITE} Here {what} in epoch {self.n_iter_ + 1} of this call, so training stopped there. "
-                    f"The model keeps the weights of the last finite epoch ({self.n_iter_} epoch(s) of this call). "
-                    f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data.")
-            # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
-            # and the best weights are kept without an error; here training also stops at that epoch.
-            self._record_epoch(float(diverged), n_samples)
-            self.validation_scores_.append(np.nan)
-            warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
-                          "the weights of the best validation score. Lower learning_rate_init "
-                          f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
-                          stacklevel=3)
+            self._after_divergence(diverged, n_samples)
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
+
+    def _split_validation(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
+                          validation_data: Any) -> tuple[Any, np.ndarray, np.ndarray | None, tuple[Any, ...]]:
+        """(X, Y, sw) to train on and (X_val, y_val, sw_val, Y_val): `validation_data`, or with
+        early_stopping scikit-learn's split of validation_fraction of X, or all None."""
+        if validation_data is not None:
+            return X, Y, sw, self._validation_set(validation_data, net.dtype)
+        if not self.early_stopping:
+            return X, Y, sw, (None, None, None, None)
+        # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
+        stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
+        train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
+                                                      self._random_state, stratify)
+        if len(val) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                             "your dataset.")
+        X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+        sw_val = None
+        if sw is not None:
+            sw, sw_val = sw[train], sw[val]
+        return X, Y, sw, (X_val, self._targets_to_y(Y_val), sw_val, Y_val)
+
+    def _after_divergence(self, diverged: float, n_samples: int) -> None:
+        """The epoch loop rolled the diverged epoch back: scikit-learn's error, or with early_stopping its record."""
+        self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
+        if not self.early_stopping:
+            what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
+                    else "a parameter became non-finite")
+            raise ValueError(
+                f"{NON_FINITE} Here {what} in epoch {self.n_iter_ + 1} of this call, so training stopped there. "
+                f"The model keeps the weights of the last finite epoch ({self.n_iter_} epoch(s) of this call). "
+                f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data.")
+        # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
+        # and the best weights are kept without an error; here training also stops at that epoch.
+        self._record_epoch(float(diverged), n_samples)
+        self.validation_scores_.append(np.nan)
+        warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
+                      "the weights of the best validation score. Lower learning_rate_init "
+                      f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
+                      stacklevel=4)
 
     def _epoch_strategy(self, net: Network, n_samples: int, batch_size: int) -> EpochStrategy:
         """How the epochs run: locally, or (distributed='mpi') data-parallel after the second agreement."""
