@@ -244,7 +244,8 @@ class MPIEpoch:
     On a request checked and agreed on (local ``rows.order``): before the epoch, rank 0's
     parameters are broadcast and each batch's gradients are set to be averaged over the ranks
     (:func:`allreduce_hook`, ``world_size = R``, no shuffling but the order's); after it, the
-    loss is averaged over the ranks.
+    loss is averaged over the ranks. :meth:`any_stop` ORs a stop flag over the ranks (the
+    estimators' epoch loop, :mod:`fastmlp._training`).
     """
 
     def __init__(self, comm: Any) -> None:
@@ -264,6 +265,10 @@ class MPIEpoch:
         total = np.array([loss], dtype=np.float64)
         self.comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
         return float(total[0]) / self.size
+
+    def any_stop(self, stop: bool) -> bool:
+        """Whether any rank asks to stop (a collective call): one rank's callback stops them all."""
+        return any(self.comm.allgather(stop))
 
 
 # Each network's shuffling generator for its ranks' local orders, keyed (seed, rank): kept here,

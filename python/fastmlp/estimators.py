@@ -35,9 +35,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import sys
 import threading
-import time
 import types
 import warnings
 from collections.abc import Iterator, Sequence
@@ -49,8 +47,19 @@ from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from ._names import HIDDEN
+from ._training import (
+    Callbacks,
+    DataParallelEpochs,
+    EarlyStopping,
+    EpochLoop,
+    EpochStrategy,
+    FitProgress,
+    LearningRatePolicy,
+    LocalEpochs,
+    ProgressBar,
+)
 from ._validation import _is_int, _is_real, check_bool, check_choice, check_float, check_int
-from .epoch import epoch_options, make_regularization
+from .epoch import EpochRequest, epoch_options, make_regularization
 from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from .schedules import Schedule
@@ -409,42 +418,41 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None  # type: ignore[assignment]
 
     # --- fitting -----------------------------------------------------------
-    def _transaction(self, call: Callable[[], Any]) -> Any:
+    def _transaction(self, call: Callable[[FitProgress], Any]) -> Any:
         """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first epoch.
 
         The refusal (RuntimeError) comes before anything is read or changed.
         On failure the attributes are restored from a shallow copy and the
         parameters from one copy of the flat buffer (the checks may already
-        have re-initialized a reused network). Once epochs have run, a failure
-        keeps what they did: KeyboardInterrupt is caught between epochs,
-        divergence keeps the last finite epoch (see _fit_stochastic); L-BFGS
-        keeps its last iterate on KeyboardInterrupt (see _fit_lbfgs).
+        have re-initialized a reused network). Once epochs have run (`call` is
+        given the FitProgress that the epoch loop marks), a failure keeps what
+        they did: KeyboardInterrupt is caught between epochs, divergence keeps
+        the last finite epoch (see fastmlp._training.EpochLoop); L-BFGS keeps
+        its last iterate on KeyboardInterrupt (see _fit_lbfgs).
         """
         with _exclusive(self):
             state = self.__dict__.copy()
             net = state.get("_net")
             params = None if net is None else np.array(net.params)
-            self._epochs_started = False
+            progress = FitProgress()  # the epoch loop (or L-BFGS) reports here that epochs started
             try:
-                return call()
+                return call(progress)
             except BaseException:
-                if not self.__dict__.get("_epochs_started", False):
+                if not progress.epochs_started:
                     self.__dict__.clear()
                     self.__dict__.update(state)
                     if net is not None and params is not None:  # (params is None when net is)
                         net.params[...] = params
                 raise
-            finally:
-                self.__dict__.pop("_epochs_started", None)
 
-    def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
+    def _fit(self, X: Any, y: Any, progress: FitProgress, sample_weight: Any = None, incremental: bool = False,
              validation_data: Any = None) -> _BaseMLP:
         if self.distributed is not None:
-            return self._fit_distributed(X, y, sample_weight, incremental, validation_data)
-        return self._fit_checked(X, y, sample_weight, incremental, validation_data)
+            return self._fit_distributed(X, y, sample_weight, incremental, validation_data, progress)
+        return self._fit_checked(X, y, sample_weight, incremental, validation_data, progress)
 
     def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                     validation_data: Any) -> _BaseMLP:
+                     validation_data: Any, progress: FitProgress) -> _BaseMLP:
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
@@ -479,15 +487,15 @@ class _BaseMLP(BaseEstimator):
             if self.solver == "lbfgs":
                 if validation_data is not None:
                     raise ValueError("validation_data is only used by the stochastic solvers, not by 'lbfgs'")
-                self._fit_lbfgs(net, X, Y, sw)
+                self._fit_lbfgs(net, X, Y, sw, progress)
             else:
-                self._fit_stochastic(net, X, Y, sw, incremental, validation_data)
+                self._fit_stochastic(net, X, Y, sw, incremental, validation_data, progress)
         if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
             raise ValueError(NON_FINITE)
         return self
 
     def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                         validation_data: Any) -> _BaseMLP:
+                         validation_data: Any, progress: FitProgress) -> _BaseMLP:
         """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
 
         Two agreements keep the ranks in step: here, on the parameters and
@@ -530,7 +538,7 @@ class _BaseMLP(BaseEstimator):
         self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
                                           rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
         try:
-            return self._fit_checked(X, y, sample_weight, incremental, validation_data)
+            return self._fit_checked(X, y, sample_weight, incremental, validation_data, progress)
         except Exception as e:
             if not self._mpi.agreed:  # the other ranks wait in the second agreement: let them raise too
                 dist.agree(comm, error=e)
@@ -579,7 +587,7 @@ class _BaseMLP(BaseEstimator):
         return Adagrad(lr, float(self.epsilon))
 
     def _fit_stochastic(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
-                        incremental: bool, validation_data: Any) -> None:
+                        incremental: bool, validation_data: Any, progress: FitProgress) -> None:
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
             self._sgd_lr = float(self.learning_rate_init)  # scikit-learn's optimizer.learning_rate
@@ -590,135 +598,122 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
         if not self.early_stopping and getattr(self, "best_loss_", None) is None:
             self.best_loss_ = np.inf
-        X_val = y_val = sw_val = Y_val = None
-        if validation_data is not None:
-            X_val, y_val, sw_val, Y_val = self._validation_set(validation_data, net.dtype)
-        elif self.early_stopping:
-            # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
-            stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
-            train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
-                                                          self._random_state, stratify)
-            if len(val) < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                                 "your dataset.")
-            X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
-            if sw is not None:
-                sw, sw_val = sw[train], sw[val]
-            y_val = self._targets_to_y(Y_val)
+        X, Y, sw, (X_val, y_val, sw_val, Y_val) = self._split_validation(net, X, Y, sw, validation_data)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
         request = net.prepare_epoch(X, Y, self._loss_name, self._optimizer,
                                     epoch_options(batch_size, False, regularization=self._regularization()),
                                     sample_weight=sw)
-        impl = request.optimizer
-        sample_idx = np.arange(n_samples, dtype=np.int64)
-        mpi = getattr(self, "_mpi", None)
-        if mpi is not None:  # the second agreement (see _fit_distributed): shapes
-            from . import distributed as dist
-            mpi_epoch = dist.MPIEpoch(mpi.comm)
-            mpi.agreed = True
-            dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
-                                          "network": tuple(net.layer_sizes)})
-        callbacks = list(self.callbacks or [])
-        bar = _ProgressBar(self.max_iter, incremental) if self._progress_bar() else None
+        strategy = self._epoch_strategy(net, n_samples, batch_size)
+        bar = ProgressBar(self.max_iter, incremental) if self._progress_bar() else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
-        # The parameters before the current epoch: what a diverged epoch is rolled back to.
-        before_epoch = np.empty_like(net.params)
-        diverged = None
-        self._epochs_started = True
-        try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    perm = np.arange(n_samples)
-                    self._random_state.shuffle(perm)
-                    sample_idx = sample_idx[perm]
-                impl.lr = self._current_lr()
-                schedule = self._schedule()
-                request.options.schedule = None if schedule is None else schedule.record
-                request.options.epoch = float(self._epoch_clock)
-                start = time.perf_counter()
-                np.copyto(before_epoch, net.params)
-                if mpi is None:
-                    request.rows.order = sample_idx if self.shuffle else None
-                    loss = net.run_epoch(request)
-                else:  # rank r's shard in its own seeded order; gradients averaged over the ranks
-                    request.rows.order = mpi.rng.permutation(n_samples).astype(np.int64) if self.shuffle else None
-                    loss = net.run_epoch(request, hook=mpi_epoch)
-                seconds = time.perf_counter() - start
-                if not (np.isfinite(loss) and np.isfinite(net.params).all()):
-                    diverged = loss
-                    break
-                self._record_epoch(loss, n_samples * (1 if mpi is None else mpi.comm.Get_size()))
-                if self.verbose and bar is None:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                val_loss = None
-                if X_val is not None:
-                    val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
-                    self.validation_loss_curve_.append(val_loss)
-                self._update_no_improvement_count(X_val if self.early_stopping else None, y_val, sw_val)
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    self._sgd_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                metrics = dict(epoch=self.n_iter_, loss=self.loss_, learning_rate=float(impl.lr),
-                               seconds=seconds, samples_per_second=n_samples / max(seconds, 1e-12))
-                if val_loss is not None:
-                    metrics["validation_loss"] = val_loss
-                if self.validation_scores_:
-                    metrics["validation_score"] = self.validation_scores_[-1]
-                if bar is not None:
-                    bar.update(metrics)
-                stop = any(cb(metrics) is False for cb in callbacks)
-                if mpi is not None:  # one rank's callback stops them all
-                    stop = any(mpi.comm.allgather(stop))
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if self.early_stopping:
-                        msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
-                               % (self.tol, self.n_iter_no_change))
-                    else:
-                        msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
-                               % (self.tol, self.n_iter_no_change))
-                    if self._trigger_stopping(msg):
-                        break
-                    self._no_improvement_count = 0
-                if stop:
-                    if self.verbose:
-                        print("A callback returned False. Stopping.")
-                    break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                                  "hasn't converged yet." % self.max_iter, ConvergenceWarning, stacklevel=3)
-        except KeyboardInterrupt:
-            # Between batches: the interrupted epoch's batches so far are kept, as in scikit-learn.
-            if not np.isfinite(net.params).all():
-                net.params[...] = before_epoch
-            warnings.warn("Training interrupted by user.", stacklevel=3)
-        finally:
-            if bar is not None:
-                bar.close()
+        loop = EpochLoop(
+            net, request, strategy=strategy,
+            learning_rate=LearningRatePolicy(before_epoch=self._lr_before_epoch, after_epoch=self._lr_after_epoch),
+            early_stopping=EarlyStopping(score=lambda: self._score_epoch(net, X_val, y_val, sw_val, Y_val),
+                                         check=self._check_no_improvement),
+            record=self._record_finite_epoch, callbacks=Callbacks(self.callbacks), progress=bar,
+            progress_of_fit=progress, max_iter=self.max_iter, one_epoch=incremental, verbose=bool(self.verbose))
+        self.n_iter_ = 0
+        diverged = loop.run()
         if diverged is not None:
-            net.params[...] = before_epoch
-            self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
-            if self.early_stopping:
-                # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
-                # and the best weights are kept without an error; here training also stops at that epoch.
-                self._record_epoch(float(diverged), n_samples)
-                self.validation_scores_.append(np.nan)
-                warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
-                              "the weights of the best validation score. Lower learning_rate_init "
-                              f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
-                              stacklevel=3)
+            self._after_divergence(diverged, n_samples)
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
-        if diverged is not None and not self.early_stopping:
+
+    def _split_validation(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
+                          validation_data: Any) -> tuple[Any, np.ndarray, np.ndarray | None, tuple[Any, ...]]:
+        """(X, Y, sw) to train on and (X_val, y_val, sw_val, Y_val): `validation_data`, or with
+        early_stopping scikit-learn's split of validation_fraction of X, or all None."""
+        if validation_data is not None:
+            return X, Y, sw, self._validation_set(validation_data, net.dtype)
+        if not self.early_stopping:
+            return X, Y, sw, (None, None, None, None)
+        # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
+        stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
+        train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
+                                                      self._random_state, stratify)
+        if len(val) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                             "your dataset.")
+        X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+        sw_val = None
+        if sw is not None:
+            sw, sw_val = sw[train], sw[val]
+        return X, Y, sw, (X_val, self._targets_to_y(Y_val), sw_val, Y_val)
+
+    def _after_divergence(self, diverged: float, n_samples: int) -> None:
+        """The epoch loop rolled the diverged epoch back: scikit-learn's error, or with early_stopping its record."""
+        self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
+        if not self.early_stopping:
             what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
                     else "a parameter became non-finite")
             raise ValueError(
                 f"{NON_FINITE} Here {what} in epoch {self.n_iter_ + 1} of this call, so training stopped there. "
                 f"The model keeps the weights of the last finite epoch ({self.n_iter_} epoch(s) of this call). "
                 f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data.")
+        # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
+        # and the best weights are kept without an error; here training also stops at that epoch.
+        self._record_epoch(float(diverged), n_samples)
+        self.validation_scores_.append(np.nan)
+        warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
+                      "the weights of the best validation score. Lower learning_rate_init "
+                      f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
+                      stacklevel=4)
+
+    def _epoch_strategy(self, net: Network, n_samples: int, batch_size: int) -> EpochStrategy:
+        """How the epochs run: locally, or (distributed='mpi') data-parallel after the second agreement."""
+        mpi = getattr(self, "_mpi", None)
+        if mpi is None:
+            return LocalEpochs(n_samples, bool(self.shuffle), self._random_state)
+        from . import distributed as dist  # the second agreement (see _fit_distributed): shapes
+        mpi_epoch = dist.MPIEpoch(mpi.comm)
+        mpi.agreed = True
+        dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
+                                      "network": tuple(net.layer_sizes)})
+        # rank r's shard in its own seeded order; gradients averaged over the ranks
+        return DataParallelEpochs(mpi_epoch, n_samples, bool(self.shuffle), mpi.rng)
+
+    # --- the epoch loop's hooks (fastmlp._training.EpochLoop calls them in its order) ---
+    def _lr_before_epoch(self, request: EpochRequest) -> None:
+        """The rate the epoch starts with, the in-C++ schedule and its clock."""
+        request.optimizer.lr = self._current_lr()
+        schedule = self._schedule()
+        request.options.schedule = None if schedule is None else schedule.record
+        request.options.epoch = float(self._epoch_clock)
+
+    def _lr_after_epoch(self) -> None:
+        """scikit-learn's invscaling: the SGD rate after t_ samples."""
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._sgd_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+
+    def _score_epoch(self, net: Network, X_val: Any, y_val: Any, sw_val: Any, Y_val: Any) -> dict[str, Any]:
+        """The validation loss and score after an epoch, the no-improvement count; the metrics to report."""
+        metrics: dict[str, Any] = {}
+        if X_val is not None:
+            val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
+            self.validation_loss_curve_.append(val_loss)
+            metrics["validation_loss"] = val_loss
+        self._update_no_improvement_count(X_val if self.early_stopping else None, y_val, sw_val)
+        if self.validation_scores_:
+            metrics["validation_score"] = self.validation_scores_[-1]
+        return metrics
+
+    def _check_no_improvement(self) -> bool:
+        """n_iter_no_change exceeded: True to stop (scikit-learn's messages), or a lower adaptive rate."""
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self.early_stopping:
+            msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                   % (self.tol, self.n_iter_no_change))
+        else:
+            msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                   % (self.tol, self.n_iter_no_change))
+        if self._trigger_stopping(msg):
+            return True
+        self._no_improvement_count = 0
+        return False
 
     def _record_epoch(self, loss: float, n_samples: int) -> None:
         self.loss_ = loss
@@ -726,6 +721,12 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ += 1
         self.t_ += n_samples
         self.loss_curve_.append(loss)
+
+    def _record_finite_epoch(self, loss: float, n_samples: int) -> None:
+        """The loop's record hook: the epoch's bookkeeping and scikit-learn's verbose line."""
+        self._record_epoch(loss, n_samples)
+        if self.verbose and not self._progress_bar():
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
     def _progress_bar(self) -> bool:
         """verbose=2 (exactly) draws a progress bar; any other true verbose prints scikit-learn's lines."""
@@ -777,7 +778,7 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    def _fit_lbfgs(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None) -> None:
+    def _fit_lbfgs(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None, progress: FitProgress) -> None:
         try:
             import scipy.optimize
         except ImportError:
@@ -810,7 +811,7 @@ class _BaseMLP(BaseEstimator):
             params[:] = last["x"]
             self.n_iter_ = last["nit"]
             self.loss_ = net.run_objective(rows, loss, reg)
-            self._epochs_started = True
+            progress.epochs_started = True  # the kept iterate is not undone
             warnings.warn("Training interrupted by user.", stacklevel=3)
             return
         if res.status != 0:
@@ -984,41 +985,6 @@ class _BaseMLP(BaseEstimator):
         """A fitted scikit-learn estimator with the same parameters and weights (needs scikit-learn)."""
         from .io import to_sklearn
         return to_sklearn(self)
-
-
-class _ProgressBar:
-    """verbose=2 on stderr: on a terminal, tqdm over the epochs (the ``fastmlp[progress]``
-    extra) or else one rewritten line; otherwise (a log file, a pipe, a notebook's
-    captured stream) one plain line per epoch."""
-
-    def __init__(self, total: int, incremental: bool) -> None:
-        self._bar = None
-        self._total = total
-        self._live = sys.stderr.isatty()
-        if self._live:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self._bar = tqdm(total=1 if incremental else total, unit="epoch")
-
-    def update(self, m: dict[str, Any]) -> None:
-        text = f"loss={m['loss']:.5g} samples/s={m['samples_per_second']:.3g}"
-        if "validation_loss" in m:
-            text += f" val_loss={m['validation_loss']:.5g}"
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-            self._bar.update(1)
-        else:
-            line = f"epoch {m['epoch']}/{self._total} {text}"
-            sys.stderr.write(f"\r{line}" if self._live else f"{line}\n")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self._live:
-            sys.stderr.write("\n")
 
 
 # ---------------------------------------------------------------------------
@@ -1207,14 +1173,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Scored after each epoch instead of a split of ``validation_fraction`` of X; its loss goes to
             ``validation_loss_curve_``.
         """
-        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
-                                                   validation_data=validation_data))
+        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
+                                                            incremental=False, validation_data=validation_data))
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
         """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
-        return self._transaction(lambda: self._partial_fit_classes(X, y, sample_weight, classes))
+        return self._transaction(lambda progress: self._partial_fit_classes(X, y, sample_weight, classes, progress))
 
-    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any) -> MLPClassifier:
+    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any,
+                             progress: FitProgress) -> MLPClassifier:
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -1231,7 +1198,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
                              f"was: {self.classes_!r}")
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        return self._fit(X, y, progress, sample_weight=sample_weight, incremental=True)
 
     partial_fit = _AvailableIf(_partial_fit, _stochastic)
 
@@ -1370,12 +1337,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
         """
-        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=False,
-                                                   validation_data=validation_data))
+        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
+                                                            incremental=False, validation_data=validation_data))
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over X, y."""
-        return self._transaction(lambda: self._fit(X, y, sample_weight=sample_weight, incremental=True))
+        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
+                                                            incremental=True))
 
     partial_fit = _AvailableIf(_partial_fit, _stochastic)
 
