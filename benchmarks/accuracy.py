@@ -67,6 +67,12 @@ CONFIGS = {
     "dropout-2x2048": (
         dict(hidden_layer_sizes=(2048, 2048), batch_size=128, alpha=0.0),
         dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+    "dropout-2x1024-lr2e-3": (
+        dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0),
+        dict(learning_rate_init=2e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+    "dropout-2x1024-batch64": (
+        dict(hidden_layer_sizes=(1024, 1024), batch_size=64, alpha=0.0),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
     "dropout-2x1024-sgd": (
         dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0, solver="sgd", momentum=0.95,
              nesterovs_momentum=True, learning_rate_init=0.05),
