@@ -21,6 +21,7 @@ Published anchors: the Fashion-MNIST paper's scikit-learn MLPClassifier
 (relu, 100 hidden units) scores 0.871; an MLP 784-800-10 scores 98.4% on MNIST
 (LeCun et al.'s table).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,14 @@ CONFIGS = {
     # The estimator target of the engine issue: scikit-learn's defaults (Adam 1e-3,
     # batch 200, alpha 1e-4) with two hidden layers; run it with --epochs 20.
     "relu256-128-adam": (dict(hidden_layer_sizes=(256, 128)), None),
-    "relu800-adam": (dict(hidden_layer_sizes=(800,), solver="adam", learning_rate_init=1e-3, batch_size=128,
-                            alpha=1e-4), None),
+    "relu800-adam": (
+        dict(hidden_layer_sizes=(800,), solver="adam", learning_rate_init=1e-3, batch_size=128, alpha=1e-4),
+        None,
+    ),
     "relu800-adamw-cosine-warmup": (
         dict(hidden_layer_sizes=(800,), batch_size=128, alpha=0.0),
-        dict(solver="adamw", learning_rate_init=2e-3, weight_decay=1e-2, learning_rate="cosine", warmup_epochs=1)),
+        dict(solver="adamw", learning_rate_init=2e-3, weight_decay=1e-2, learning_rate="cosine", warmup_epochs=1),
+    ),
     # scikit-learn's strongest MLP here without dropout: two wide layers, Adam, its L2 (no schedule
     # beyond 'constant': scikit-learn's adaptive/invscaling act on SGD only).
     "relu1024x2-adam": (dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=1e-4), None),
@@ -55,28 +59,41 @@ CONFIGS = {
     # split of the training set (--validation), never on the test set.
     "dropout-2x1024": (
         dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0),
-        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0),
+    ),
     # Variants tried on the validation split (see benchmarks/README.md for their scores).
     "dropout-2x1024-noise": (
         dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0),
-        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0,
-             input_noise=0.2)),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0, input_noise=0.2),
+    ),
     "dropout-3x1024": (
         dict(hidden_layer_sizes=(1024, 1024, 1024), batch_size=128, alpha=0.0),
-        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5, 0.5], max_norm=3.0)),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5, 0.5], max_norm=3.0),
+    ),
     "dropout-2x2048": (
         dict(hidden_layer_sizes=(2048, 2048), batch_size=128, alpha=0.0),
-        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0),
+    ),
     "dropout-2x1024-lr2e-3": (
         dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0),
-        dict(learning_rate_init=2e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+        dict(learning_rate_init=2e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0),
+    ),
     "dropout-2x1024-batch64": (
         dict(hidden_layer_sizes=(1024, 1024), batch_size=64, alpha=0.0),
-        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+        dict(learning_rate_init=1e-3, learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0),
+    ),
     "dropout-2x1024-sgd": (
-        dict(hidden_layer_sizes=(1024, 1024), batch_size=128, alpha=0.0, solver="sgd", momentum=0.95,
-             nesterovs_momentum=True, learning_rate_init=0.05),
-        dict(learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0)),
+        dict(
+            hidden_layer_sizes=(1024, 1024),
+            batch_size=128,
+            alpha=0.0,
+            solver="sgd",
+            momentum=0.95,
+            nesterovs_momentum=True,
+            learning_rate_init=0.05,
+        ),
+        dict(learning_rate="cosine", dropout=[0.2, 0.5, 0.5], max_norm=3.0),
+    ),
 }
 
 
@@ -93,13 +110,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--datasets", default="mnist,fashion-mnist")
-    parser.add_argument("--configs", default="relu256-128-adam,relu800-adam,relu800-adamw-cosine-warmup",
-                        help=f"comma-separated names from {list(CONFIGS)}")
-    parser.add_argument("--seeds", default="0", help="comma-separated random_state values; the table gives the "
-                        "mean and the spread (min-max) over them")
-    parser.add_argument("--validation", action="store_true",
-                        help="train on the first 50,000 training images and score on the last 10,000 (for "
-                             "choosing settings; the test set is not read)")
+    parser.add_argument(
+        "--configs",
+        default="relu256-128-adam,relu800-adam,relu800-adamw-cosine-warmup",
+        help=f"comma-separated names from {list(CONFIGS)}",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated random_state values; the table gives the mean and the spread (min-max) over them",
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="train on the first 50,000 training images and score on the last 10,000 (for "
+        "choosing settings; the test set is not read)",
+    )
     parser.add_argument("--no-sklearn", action="store_true", help="fastmlp only")
     parser.add_argument("--samples", type=int, default=60000, help="training images used (for a quick look)")
     args = parser.parse_args()
@@ -131,16 +157,20 @@ def main() -> None:
                     results.setdefault((name, config, lib), []).append((seconds, acc))
                     print(f"# {name} {config} {lib} seed {seed}: {seconds:.1f} s, accuracy {acc:.4f}", flush=True)
     scored = "the last 10,000 training images (validation)" if args.validation else "the 10,000 test images"
-    print(f"\nfastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"float32, {args.samples if not args.validation else 50000} training images, scored on {scored}, "
-          f"seeds {args.seeds}\n")
+    print(
+        f"\nfastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"float32, {args.samples if not args.validation else 50000} training images, scored on {scored}, "
+        f"seeds {args.seeds}\n"
+    )
     print("| data set | configuration | library | epochs | wall time per run (s) | accuracy: mean | min | max |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for (name, config, lib), runs in results.items():
         secs = np.array([r[0] for r in runs])
         accs = np.array([r[1] for r in runs])
-        print(f"| {name} | {config} | {lib} | {args.epochs} | {np.median(secs):.1f} | {accs.mean():.4f} | "
-              f"{accs.min():.4f} | {accs.max():.4f} |")
+        print(
+            f"| {name} | {config} | {lib} | {args.epochs} | {np.median(secs):.1f} | {accs.mean():.4f} | "
+            f"{accs.min():.4f} | {accs.max():.4f} |"
+        )
 
 
 if __name__ == "__main__":

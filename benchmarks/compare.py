@@ -17,6 +17,7 @@ forces the AVX2 code paths of fastmlp, PyTorch and NumPy on an AVX-512 CPU.
     python benchmarks/compare.py --cpu avx2 --json avx2.json
     python benchmarks/compare.py --worker torch mnist-sgd --threads 1   # one JSON line
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,29 +46,34 @@ REPO = Path(__file__).resolve().parent.parent
 PEER_NAMES = ("fastmlp", "fastmlp-est", "torch", "sklearn", "numpy")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # --cpu CLASS: the environment that makes every peer run that instruction-set class.
-CPU_ENV = {"avx2": {"FASTMLP_CPU": "avx2",               # fastmlp's avx2 core (dispatch build)
-                    "ATEN_CPU_CAPABILITY": "avx2",       # PyTorch's own kernels
-                    "MKL_ENABLE_INSTRUCTIONS": "AVX2",   # PyTorch's MKL GEMM
-                    "OPENBLAS_CORETYPE": "Haswell"}}     # NumPy's OpenBLAS (an AVX2 core type)
-GEMM_LIBS = ("fastmlp", "numpy", "torch")   # one worker each, one after another
+CPU_ENV = {
+    "avx2": {
+        "FASTMLP_CPU": "avx2",  # fastmlp's avx2 core (dispatch build)
+        "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own kernels
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # PyTorch's MKL GEMM
+        "OPENBLAS_CORETYPE": "Haswell",
+    }
+}  # NumPy's OpenBLAS (an AVX2 core type)
+GEMM_LIBS = ("fastmlp", "numpy", "torch")  # one worker each, one after another
 SETTLE_S = 0.05  # pause between timed runs so the previous worker's threads go idle
 
 
 # --------------------------------------------------------------------------- workloads
+
 
 @dataclass(frozen=True)
 class Workload:
     name: str
     sizes: tuple[int, ...]
     activation: str
-    output: str                    # "softmax" (log_loss) or "identity" (squared_error)
-    optimizer: tuple               # ("sgd", lr, momentum) or ("adam", lr)
+    output: str  # "softmax" (log_loss) or "identity" (squared_error)
+    optimizer: tuple  # ("sgd", lr, momentum) or ("adam", lr)
     batch: int
-    samples: int                   # full run (for a timed workload: the most it may use)
+    samples: int  # full run (for a timed workload: the most it may use)
     quick_samples: int
     warmup_steps: int = 8
     inference: bool = False
-    timed: bool = False            # full run: as many steps as fit in --wide-seconds
+    timed: bool = False  # full run: as many steps as fit in --wide-seconds
 
     @property
     def loss(self) -> str:
@@ -85,15 +91,18 @@ class Workload:
 
 MNIST = (784, 256, 128, 10)
 SGD = ("sgd", 0.01, 0.9)
-WORKLOADS = {w.name: w for w in (
-    Workload("small", (32, 64, 64, 1), "tanh", "identity", SGD, 32, 20_000, 20_000),
-    Workload("mnist-sgd", MNIST, "relu", "softmax", SGD, 128, 60_000, 16_384),
-    Workload("mnist-adam", MNIST, "relu", "softmax", ("adam", 1e-3), 128, 60_000, 16_384),
-    Workload("wide", (1024, 4096, 4096, 1024), "relu", "identity", SGD, 512, 16_384, 1_024,
-             warmup_steps=1, timed=True),
-    Workload("inference", MNIST, "relu", "softmax", SGD, 1024, 61_440, 20_480,
-             warmup_steps=2, inference=True),
-)}
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("small", (32, 64, 64, 1), "tanh", "identity", SGD, 32, 20_000, 20_000),
+        Workload("mnist-sgd", MNIST, "relu", "softmax", SGD, 128, 60_000, 16_384),
+        Workload("mnist-adam", MNIST, "relu", "softmax", ("adam", 1e-3), 128, 60_000, 16_384),
+        Workload(
+            "wide", (1024, 4096, 4096, 1024), "relu", "identity", SGD, 512, 16_384, 1_024, warmup_steps=1, timed=True
+        ),
+        Workload("inference", MNIST, "relu", "softmax", SGD, 1024, 61_440, 20_480, warmup_steps=2, inference=True),
+    )
+}
 
 
 def make_data(w: Workload, n: int):
@@ -108,6 +117,7 @@ def make_data(w: Workload, n: int):
 
 
 # --------------------------------------------------------------------------- peers
+
 
 class NotAvailable(Exception):
     """The peer is not installed or cannot run this workload: an "n/a" row."""
@@ -144,6 +154,7 @@ def load_reference():
     """fastmlp.reference, or the file in this checkout when fastmlp is not importable."""
     try:
         from fastmlp import reference
+
         return reference
     except Exception:  # noqa: BLE001 - not installed, or its compiled core is broken: the file still works
         pass
@@ -158,6 +169,7 @@ def load_reference():
 
 class Peer:
     """One library's way to train an epoch and predict; subclasses import lazily."""
+
     version = ""
 
     def __init__(self, w: Workload, threads: int):
@@ -190,8 +202,9 @@ class TorchPeer(Peer):
         self.model = torch.nn.Sequential(*layers[:-1])
         kind, lr, *rest = w.optimizer
         params = self.model.parameters()
-        self.opt = (torch.optim.SGD(params, lr=lr, momentum=rest[0]) if kind == "sgd"
-                    else torch.optim.Adam(params, lr=lr))
+        self.opt = (
+            torch.optim.SGD(params, lr=lr, momentum=rest[0]) if kind == "sgd" else torch.optim.Adam(params, lr=lr)
+        )
         self.loss_fn = torch.nn.CrossEntropyLoss() if w.loss == "log_loss" else torch.nn.MSELoss()
 
     def prepare(self, X, y):
@@ -203,7 +216,7 @@ class TorchPeer(Peer):
     def train_epoch(self, X, y):
         perm = self.torch.randperm(len(X))
         for i in range(0, len(X), self.w.batch):
-            idx = perm[i:i + self.w.batch]
+            idx = perm[i : i + self.w.batch]
             self.opt.zero_grad()
             loss = self.loss_fn(self.model(X[idx]), y[idx])
             loss.backward()
@@ -232,11 +245,24 @@ class EstimatorPeer(Peer):
         module = self.load(threads)
         cls = module.MLPClassifier if w.loss == "log_loss" else module.MLPRegressor
         kind, lr, *rest = w.optimizer
-        solver = {"solver": "sgd", "momentum": rest[0], "nesterovs_momentum": False,
-                  "learning_rate": "constant"} if kind == "sgd" else {"solver": "adam"}
-        self.est = cls(hidden_layer_sizes=w.sizes[1:-1], activation=w.activation,
-                       learning_rate_init=lr, batch_size=w.batch, alpha=0.0, tol=0.0,
-                       max_iter=1, shuffle=True, random_state=0, warm_start=True, **solver)
+        solver = (
+            {"solver": "sgd", "momentum": rest[0], "nesterovs_momentum": False, "learning_rate": "constant"}
+            if kind == "sgd"
+            else {"solver": "adam"}
+        )
+        self.est = cls(
+            hidden_layer_sizes=w.sizes[1:-1],
+            activation=w.activation,
+            learning_rate_init=lr,
+            batch_size=w.batch,
+            alpha=0.0,
+            tol=0.0,
+            max_iter=1,
+            shuffle=True,
+            random_state=0,
+            warm_start=True,
+            **solver,
+        )
 
     def prepare(self, X, y):
         return X, (y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
@@ -268,23 +294,24 @@ class FastmlpPeer(Peer):
         super().__init__(w, threads)
         fastmlp = self.fastmlp = import_fastmlp(threads)
         self.version = getattr(fastmlp, "__version__", "")
-        self.net = fastmlp.Network(list(w.sizes), activation=w.activation,
-                                   output_activation=w.output, dtype="float32", seed=0)
+        self.net = fastmlp.Network(
+            list(w.sizes), activation=w.activation, output_activation=w.output, dtype="float32", seed=0
+        )
         kind, lr, *rest = w.optimizer
-        self.opt = (fastmlp.SGD(lr=lr, momentum=rest[0], nesterov=False) if kind == "sgd"
-                    else fastmlp.Adam(lr=lr))
+        self.opt = fastmlp.SGD(lr=lr, momentum=rest[0], nesterov=False) if kind == "sgd" else fastmlp.Adam(lr=lr)
 
     def train_epoch(self, X, y):
-        self.net.train_epoch(X, y, loss=self.w.loss, optimizer=self.opt,
-                             batch_size=self.w.batch, shuffle=True)
+        self.net.train_epoch(X, y, loss=self.w.loss, optimizer=self.opt, batch_size=self.w.batch, shuffle=True)
 
     def predict(self, X):
         return self.net.forward(X)
 
     def describe(self):
-        return {"dtype": str(getattr(self.net, "dtype", "?")),
-                "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)(),
-                "variant": fastmlp_variant(self.fastmlp)}
+        return {
+            "dtype": str(getattr(self.net, "dtype", "?")),
+            "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)(),
+            "variant": fastmlp_variant(self.fastmlp),
+        }
 
 
 class NumpyPeer(Peer):
@@ -310,18 +337,34 @@ class NumpyPeer(Peer):
 
     def train_epoch(self, X, y):
         order = self.rng.permutation(len(X))
-        self.ref.train_epoch(self.weights, self.biases, X, y, self.w.loss, self.opt,
-                             self.w.batch, order, self.w.activation, self.w.output)
+        self.ref.train_epoch(
+            self.weights,
+            self.biases,
+            X,
+            y,
+            self.w.loss,
+            self.opt,
+            self.w.batch,
+            order,
+            self.w.activation,
+            self.w.output,
+        )
 
     def predict(self, X):
         return self.ref.predict(self.weights, self.biases, X, self.w.activation, self.w.output)
 
 
-PEERS = {"fastmlp": FastmlpPeer, "fastmlp-est": FastmlpEstimatorPeer, "torch": TorchPeer,
-         "sklearn": EstimatorPeer, "numpy": NumpyPeer}
+PEERS = {
+    "fastmlp": FastmlpPeer,
+    "fastmlp-est": FastmlpEstimatorPeer,
+    "torch": TorchPeer,
+    "sklearn": EstimatorPeer,
+    "numpy": NumpyPeer,
+}
 
 
 # --------------------------------------------------------------------------- worker side
+
 
 class Bench:
     """Data and model of one peer on one workload; times whole runs of it."""
@@ -335,7 +378,7 @@ class Bench:
         self.peer = PEERS[peer](w, threads)
         self.X, self.y = self.peer.prepare(X, y)
         if w.inference:  # the estimators must be fitted before they predict
-            self.peer.train_epoch(self.X[:w.batch], self.y[:w.batch])
+            self.peer.train_epoch(self.X[: w.batch], self.y[: w.batch])
 
     def steps(self, n: int) -> int:
         return -(-n // self.w.batch)
@@ -346,7 +389,7 @@ class Bench:
         start, cpu = time.perf_counter(), time.process_time()
         if self.w.inference:
             for i in range(0, n, b):
-                self.peer.predict(self.X[i:i + b])
+                self.peer.predict(self.X[i : i + b])
         else:
             self.peer.train_epoch(self.X[:n], self.y[:n])
         return time.perf_counter() - start, time.process_time() - cpu
@@ -358,13 +401,16 @@ class Bench:
             per_step = self._run(n)[0] / self.steps(n)
             fit = max(1, min(int(self.seconds / per_step), self.pool // self.w.batch))
             self.n = fit * self.w.batch
-        return {"version": self.peer.version, "samples_per_rep": self.n,
-                "blas_threads": blas_threads(), **self.peer.describe()}
+        return {
+            "version": self.peer.version,
+            "samples_per_rep": self.n,
+            "blas_threads": blas_threads(),
+            **self.peer.describe(),
+        }
 
     def run_once(self) -> dict:
         seconds, cpu_seconds = self._run(self.n)
-        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "samples": self.n,
-                "steps": self.steps(self.n)}
+        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "samples": self.n, "steps": self.steps(self.n)}
 
 
 def blas_threads() -> dict:
@@ -372,8 +418,7 @@ def blas_threads() -> dict:
         from threadpoolctl import threadpool_info
     except ImportError:
         return {}
-    return {f"{i['internal_api']}:{Path(i['filepath']).name}": i["num_threads"]
-            for i in threadpool_info()}
+    return {f"{i['internal_api']}:{Path(i['filepath']).name}": i["num_threads"] for i in threadpool_info()}
 
 
 def protocol_stream():
@@ -385,6 +430,7 @@ def protocol_stream():
     def send(obj):
         out.write(json.dumps(obj) + "\n")
         out.flush()
+
     return send
 
 
@@ -449,9 +495,11 @@ def gemm_worker_main(args) -> int:
     rng = np.random.default_rng(0)
     try:
         if lib == "numpy":
+
             def product(n):
                 b = rng.standard_normal((n, n), dtype=np.float32)
                 return lambda a: a @ b
+
             info = {"version": np.__version__, "blas": blas_info()}
         elif lib == "torch":
             torch = require("torch")
@@ -460,16 +508,18 @@ def gemm_worker_main(args) -> int:
             def product(n):
                 b = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
                 return lambda a: torch.mm(a, b)
+
             info = {"version": torch.__version__, "cpu_capability": torch_capability(torch)}
         else:
             fastmlp = import_fastmlp(args.threads)
 
             def product(n):
-                net = fastmlp.Network([n, n], activation="identity", output_activation="identity",
-                                      dtype="float32", seed=0)
+                net = fastmlp.Network(
+                    [n, n], activation="identity", output_activation="identity", dtype="float32", seed=0
+                )
                 return net.forward
-            info = {"version": getattr(fastmlp, "__version__", ""),
-                    "variant": fastmlp_variant(fastmlp)}
+
+            info = {"version": getattr(fastmlp, "__version__", ""), "variant": fastmlp_variant(fastmlp)}
     except NotAvailable as e:
         send({"status": "n/a", "reason": str(e)})
         return 0
@@ -493,8 +543,9 @@ def blas_info() -> list:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-            for i in threadpool_info()]
+    return [
+        {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for i in threadpool_info()
+    ]
 
 
 def timed(fn, *args) -> float:
@@ -504,6 +555,7 @@ def timed(fn, *args) -> float:
 
 
 # --------------------------------------------------------------------------- driver side
+
 
 class WorkerError(Exception):
     pass
@@ -516,9 +568,14 @@ class Worker:
         self.timeout = timeout
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         argv = [*argv, "--cpu", cpu] if cpu else argv
-        self.proc = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     env=worker_env(threads, cpu))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=worker_env(threads, cpu),
+        )
 
     def request(self, command: str | None = None) -> dict:
         try:
@@ -559,7 +616,7 @@ class Row:
     workload: str
     threads: int
     peer: str
-    status: str = "ok"            # ok | n/a | error
+    status: str = "ok"  # ok | n/a | error
     reason: str = ""
     info: dict = field(default_factory=dict)
     reps: list = field(default_factory=list)
@@ -573,8 +630,7 @@ class Row:
         w = WORKLOADS[self.workload]
         rate = statistics.median(r["samples"] / r["seconds"] for r in self.reps)
         step = statistics.median(r["seconds"] / r["steps"] for r in self.reps)
-        return {"samples_per_s": rate, "ms_per_step": 1e3 * step,
-                "gflops": w.flops_per_sample * rate / 1e9}
+        return {"samples_per_s": rate, "ms_per_step": 1e3 * step, "gflops": w.flops_per_sample * rate / 1e9}
 
 
 def run_group(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
@@ -586,8 +642,7 @@ def run_group(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
     rows = {p: Row(w.name, threads, p) for p in peers}
     flags = ["--threads", str(threads), "--wide-seconds", str(args.wide_seconds), "--serve"]
     flags += ["--quick"] if args.quick else []
-    workers = {p: Worker(["--worker", p, w.name, *flags], threads, args.timeout, args.cpu)
-               for p in peers}
+    workers = {p: Worker(["--worker", p, w.name, *flags], threads, args.timeout, args.cpu) for p in peers}
 
     def ask(p, command=None):
         try:
@@ -685,20 +740,24 @@ except ImportError:
     out["numpy"] = "? (threadpoolctl not installed)"
 print(json.dumps(out))
 """
-    run = subprocess.run([sys.executable, "-c", probe], env=worker_env(1, cpu),
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", probe], env=worker_env(1, cpu), capture_output=True, text=True, timeout=300
+    )
     try:
         found = json.loads(run.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         sys.exit(f"--cpu {cpu}: the probe of the forced environment failed: {run.stderr.strip()}")
     if "fastmlp_error" in found:
-        sys.exit(f"--cpu {cpu}: the installed fastmlp has no {cpu} variant it can load "
-                 f"({found['fastmlp_error']}). Install a build with CPU variants: "
-                 "pip install . -C cmake.define.FASTMLP_DISPATCH=ON (or the wheel).")
+        sys.exit(
+            f"--cpu {cpu}: the installed fastmlp has no {cpu} variant it can load "
+            f"({found['fastmlp_error']}). Install a build with CPU variants: "
+            "pip install . -C cmake.define.FASTMLP_DISPATCH=ON (or the wheel)."
+        )
     return found
 
 
 # --------------------------------------------------------------------------- report
+
 
 def cpu_model() -> str:
     try:
@@ -724,7 +783,7 @@ def versions() -> dict:
 def fmt(x: float, digits: int = 3) -> str:
     if not x:
         return ""
-    if x >= 10 ** digits:
+    if x >= 10**digits:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
@@ -734,16 +793,18 @@ def gemm_table(gemm: dict) -> list[str]:
     kinds = sorted({k for g in gemm.values() for k in g["gflops"]})
     if not kinds:
         return ["float32 GEMM peak: not measured (see stderr)"]
-    lines = ["float32 n×n·n×n products, GFLOP/s (best of a few; fastmlp: "
-             "`Network([n, n], identity).forward(X)`, one GEMM plus a bias add; "
-             "peak: the best of NumPy and PyTorch):", "",
-             "| threads | " + " | ".join(kinds) + " | peak | fastmlp 1024³ / 2048³ vs peak |",
-             "|---:|" + "---:|" * (len(kinds) + 2)]
+    lines = [
+        "float32 n×n·n×n products, GFLOP/s (best of a few; fastmlp: "
+        "`Network([n, n], identity).forward(X)`, one GEMM plus a bias add; "
+        "peak: the best of NumPy and PyTorch):",
+        "",
+        "| threads | " + " | ".join(kinds) + " | peak | fastmlp 1024³ / 2048³ vs peak |",
+        "|---:|" + "---:|" * (len(kinds) + 2),
+    ]
     for t, g in gemm.items():
         rates, top = g["gflops"], peak(gemm, t)
         mine = [rates.get(f"fastmlp {n}³") for n in (1024, 2048)]
-        share = (" / ".join(f"{100 * m / top:.0f}%" if m else "–" for m in mine)
-                 if top and any(mine) else "–")
+        share = " / ".join(f"{100 * m / top:.0f}%" if m else "–" for m in mine) if top and any(mine) else "–"
         cells = [fmt(rates[k]) if k in rates else "–" for k in kinds] + [fmt(top) or "–", share]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return lines
@@ -755,8 +816,10 @@ def peak(gemm: dict, threads: int) -> float:
     return max((v for k, v in rates.items() if not k.startswith("fastmlp")), default=0.0)
 
 
-RESULTS_HEADER = ["| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak "
-                  "| fastmlp/peer |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+RESULTS_HEADER = [
+    "| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak | fastmlp/peer |",
+    "|---|---:|---|---:|---:|---:|---:|---:|",
+]
 
 
 def result_line(gemm: dict, r: Row, ours: float | None) -> str:
@@ -767,14 +830,15 @@ def result_line(gemm: dict, r: Row, ours: float | None) -> str:
     p = peak(gemm, r.threads)
     pct = f"{100 * s['gflops'] / p:.0f}%" if p else "–"
     ratio = f"{ours / s['samples_per_s']:.2f}×" if ours else "–"
-    return (f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
-            f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |")
+    return (
+        f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
+        f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |"
+    )
 
 
 def results_table(gemm: dict, rows: list[Row]) -> list[str]:
     """The whole results table at once (rows are printed one by one during a run)."""
-    ours = {(r.workload, r.threads): r.summary().get("samples_per_s")
-            for r in rows if r.peer == "fastmlp"}
+    ours = {(r.workload, r.threads): r.summary().get("samples_per_s") for r in rows if r.peer == "fastmlp"}
     lines = list(RESULTS_HEADER)
     lines += [result_line(gemm, r, ours.get((r.workload, r.threads))) for r in rows]
     notes = failure_notes(rows)
@@ -782,26 +846,35 @@ def results_table(gemm: dict, rows: list[Row]) -> list[str]:
 
 
 def failure_notes(rows: list[Row]) -> list[str]:
-    return [f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}"
-            for r in rows if not r.summary()]
+    return [f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}" for r in rows if not r.summary()]
 
 
 def header(meta: dict) -> list[str]:
     forced = meta.get("cpu_forced")
-    cpu = (f" — **forced {forced['class']}**: " + ", ".join(f"{k} {v}" for k, v in forced.items()
-                                                         if k != "class")
-           if forced else "")
-    line = (f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs){cpu} — "
-            + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
-            + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}, "
-            + ("peers interleaved" if meta["interleave"] else "peers one at a time"))
+    cpu = (
+        f" — **forced {forced['class']}**: " + ", ".join(f"{k} {v}" for k, v in forced.items() if k != "class")
+        if forced
+        else ""
+    )
+    line = (
+        f"fastmlp benchmark — {meta['date']} — {meta['cpu']} ({meta['cpus']} CPUs){cpu} — "
+        + ", ".join(f"{k} {x}" for k, x in meta["versions"].items())
+        + f" — {'quick' if meta['quick'] else 'full'} run, median of {meta['reps']}, "
+        + ("peers interleaved" if meta["interleave"] else "peers one at a time")
+    )
     inherited = meta.get("inherited_env")
     if inherited and not forced:
         line += " — set in the environment: " + ", ".join(f"{k}={v}" for k, v in inherited.items())
     load = meta["load_average"][0]  # before the run, so none of it is ours
-    busy = ([f"**Warning:** the load average was {load:.1f} on {meta['cpus']} CPUs when the run "
-             "started: other processes compete for the cores; timings are unreliable.", ""]
-            if load > meta["cpus"] / 2 else [])
+    busy = (
+        [
+            f"**Warning:** the load average was {load:.1f} on {meta['cpus']} CPUs when the run "
+            "started: other processes compete for the cores; timings are unreliable.",
+            "",
+        ]
+        if load > meta["cpus"] / 2
+        else []
+    )
     return [line, ""] + busy
 
 
@@ -813,11 +886,11 @@ def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
 def plot(path: str, rows: list[Row], threads: list[int]):
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); "
-              "no chart written", file=sys.stderr)
+        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); no chart written", file=sys.stderr)
         return
     workloads = list(dict.fromkeys(r.workload for r in rows))
     peers = list(dict.fromkeys(r.peer for r in rows if r.summary()))
@@ -828,10 +901,10 @@ def plot(path: str, rows: list[Row], threads: list[int]):
     width = 0.8 / len(peers)
     for ax, t in zip(axes[0], threads, strict=True):
         for j, p in enumerate(peers):
-            rate = {r.workload: r.summary().get("samples_per_s", 0) for r in rows
-                    if r.peer == p and r.threads == t}
-            ax.bar([i + j * width for i in range(len(workloads))],
-                   [rate.get(wl, 0) for wl in workloads], width, label=p)
+            rate = {r.workload: r.summary().get("samples_per_s", 0) for r in rows if r.peer == p and r.threads == t}
+            ax.bar(
+                [i + j * width for i in range(len(workloads))], [rate.get(wl, 0) for wl in workloads], width, label=p
+            )
         ax.set_xticks([i + width * (len(peers) - 1) / 2 for i in range(len(workloads))])
         ax.set_xticklabels(workloads)
         ax.set_yscale("log")
@@ -845,6 +918,7 @@ def plot(path: str, rows: list[Row], threads: list[int]):
 
 # --------------------------------------------------------------------------- main
 
+
 def csv_choice(choices):
     def parse(text):
         items = [x.strip() for x in text.split(",") if x.strip()]
@@ -852,6 +926,7 @@ def csv_choice(choices):
         if bad:
             raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
         return items
+
     return parse
 
 
@@ -862,27 +937,43 @@ def thread_list(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sample counts (under 2 minutes)")
-    p.add_argument("--threads", default=f"1,{os.cpu_count()}",
-                   help="comma-separated thread counts (default: 1,cpu_count)")
+    p.add_argument(
+        "--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts (default: 1,cpu_count)"
+    )
     p.add_argument("--peers", type=csv_choice(PEER_NAMES), default=list(PEER_NAMES))
     p.add_argument("--workloads", type=csv_choice(list(WORKLOADS)), default=list(WORKLOADS))
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (default 3, quick 2)")
-    p.add_argument("--timeout", type=float, default=600.0,
-                   help="seconds a worker may take to start, warm up, or run one repetition")
-    p.add_argument("--wide-seconds", type=float, default=10.0,
-                   help="full run: time one 'wide' repetition may take (sets its sample count)")
-    p.add_argument("--interleave", action="store_true",
-                   help="keep all peers' workers alive and interleave their repetitions (the old "
-                        "way; default: peers one at a time, each worker gone before the next)")
-    p.add_argument("--cpu", choices=sorted(CPU_ENV), default=None,
-                   help="force this instruction-set class on every peer (fastmlp: FASTMLP_CPU, "
-                        "PyTorch: ATEN_CPU_CAPABILITY + MKL_ENABLE_INSTRUCTIONS, NumPy: "
-                        "OPENBLAS_CORETYPE); fastmlp needs the dispatch build")
-    p.add_argument("--json", metavar="FILE",
-                   help="write all raw results as JSON (rewritten after every row)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds a worker may take to start, warm up, or run one repetition",
+    )
+    p.add_argument(
+        "--wide-seconds",
+        type=float,
+        default=10.0,
+        help="full run: time one 'wide' repetition may take (sets its sample count)",
+    )
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="keep all peers' workers alive and interleave their repetitions (the old "
+        "way; default: peers one at a time, each worker gone before the next)",
+    )
+    p.add_argument(
+        "--cpu",
+        choices=sorted(CPU_ENV),
+        default=None,
+        help="force this instruction-set class on every peer (fastmlp: FASTMLP_CPU, "
+        "PyTorch: ATEN_CPU_CAPABILITY + MKL_ENABLE_INSTRUCTIONS, NumPy: "
+        "OPENBLAS_CORETYPE); fastmlp needs the dispatch build",
+    )
+    p.add_argument("--json", metavar="FILE", help="write all raw results as JSON (rewritten after every row)")
     p.add_argument("--plot", metavar="FILE.png", help="draw samples/s bars (needs matplotlib)")
-    p.add_argument("--worker", nargs=2, metavar=("PEER", "WORKLOAD"),
-                   help="run one peer on one workload and print one JSON line")
+    p.add_argument(
+        "--worker", nargs=2, metavar=("PEER", "WORKLOAD"), help="run one peer on one workload and print one JSON line"
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--gemm-worker", choices=GEMM_LIBS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -898,8 +989,12 @@ def say(*lines: str):
 
 def write_json(path: str, meta: dict, gemm: dict, rows: list[Row], workloads: list[str]):
     """Rewrite the whole file (to a temporary name, then rename: never half-written)."""
-    raw = {"meta": meta, "gemm": gemm, "workloads": {n: asdict(WORKLOADS[n]) for n in workloads},
-           "results": [{**asdict(r), **r.summary()} for r in rows]}
+    raw = {
+        "meta": meta,
+        "gemm": gemm,
+        "workloads": {n: asdict(WORKLOADS[n]) for n in workloads},
+        "results": [{**asdict(r), **r.summary()} for r in rows],
+    }
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(raw, indent=2))
     tmp.replace(path)
@@ -916,11 +1011,20 @@ def main(argv=None) -> int:
     peers = sorted(args.peers, key=lambda p: p != "fastmlp")
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
-            "cpus": os.cpu_count(), "versions": versions(), "quick": args.quick,
-            "reps": args.reps, "threads": threads, "interleave": args.interleave,
-            "cpu_forced": None, "complete": False, "wall_s": 0.0,
-            "load_average": [load_before, load_before]}
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "versions": versions(),
+        "quick": args.quick,
+        "reps": args.reps,
+        "threads": threads,
+        "interleave": args.interleave,
+        "cpu_forced": None,
+        "complete": False,
+        "wall_s": 0.0,
+        "load_average": [load_before, load_before],
+    }
     meta["inherited_env"] = inherited_forcing()
     if args.cpu:
         meta["cpu_forced"] = {"class": args.cpu, **check_cpu_forcing(args.cpu)}
@@ -947,15 +1051,13 @@ def main(argv=None) -> int:
             ours[(row.workload, row.threads)] = row.summary().get("samples_per_s")
         say(result_line(gemm, row, ours.get((row.workload, row.threads))))
         if not row.summary():
-            print(f"  {row.workload}, {row.threads} thread(s), {row.peer}: {row.status}: "
-                  f"{row.reason}", file=sys.stderr)
+            print(f"  {row.workload}, {row.threads} thread(s), {row.peer}: {row.status}: {row.reason}", file=sys.stderr)
         save()
 
     for name in args.workloads:
         for t in threads:
             run_workload(WORKLOADS[name], t, peers, args, emit)
-            print(f"[{time.perf_counter() - start:6.1f} s] {name}, {t} thread(s) done",
-                  file=sys.stderr)
+            print(f"[{time.perf_counter() - start:6.1f} s] {name}, {t} thread(s) done", file=sys.stderr)
     notes = failure_notes(rows)
     if notes:
         say("", *notes)

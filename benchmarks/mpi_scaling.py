@@ -18,6 +18,7 @@ error, float32, a few steps). Two conventions for R ranks:
 Each worker also times the allreduce alone (Allreduce of the gradient buffer
 plus the division by R), so compute and communication can be told apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,19 +85,44 @@ def worker(args) -> None:
         reduce_s.append(time.perf_counter() - t0)
     if rank == 0:
         best = statistics.median(seconds)
-        print(json.dumps(dict(workload=args.workload, convention=args.convention, ranks=size,
-                              local_batch=local_batch, global_batch=global_batch, steps=steps,
-                              n_params=net.n_params, seconds=seconds,
-                              samples_per_s=steps * global_batch / best,
-                              step_s=best / steps, allreduce_s=statistics.median(reduce_s),
-                              threads=fastmlp.get_num_threads())), flush=True)
+        print(
+            json.dumps(
+                dict(
+                    workload=args.workload,
+                    convention=args.convention,
+                    ranks=size,
+                    local_batch=local_batch,
+                    global_batch=global_batch,
+                    steps=steps,
+                    n_params=net.n_params,
+                    seconds=seconds,
+                    samples_per_s=steps * global_batch / best,
+                    step_s=best / steps,
+                    allreduce_s=statistics.median(reduce_s),
+                    threads=fastmlp.get_num_threads(),
+                )
+            ),
+            flush=True,
+        )
 
 
 def run(workload, convention, ranks, repeats) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    cmd = [mpiexec if os.path.exists(mpiexec) else "mpiexec", "-n", str(ranks), sys.executable, __file__,
-           "--worker", "--workload", workload, "--convention", convention, "--repeats", str(repeats)]
+    cmd = [
+        mpiexec if os.path.exists(mpiexec) else "mpiexec",
+        "-n",
+        str(ranks),
+        sys.executable,
+        __file__,
+        "--worker",
+        "--workload",
+        workload,
+        "--convention",
+        convention,
+        "--repeats",
+        str(repeats),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -119,12 +145,14 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved, so a burst of load hits every configuration alike
         for w in args.workloads:
             for r in args.ranks:
-                for c in (["per-rank"] if r == 1 else ["global", "per-rank"]):
+                for c in ["per-rank"] if r == 1 else ["global", "per-rank"]:
                     res = run(w, c, r, args.repeats)
                     results.setdefault((w, c, r), []).append(res)
                     print(json.dumps(res), file=sys.stderr, flush=True)
-    print(f"| workload | ranks | batch per rank | global batch | samples/s (median of {args.rounds}) "
-          "| range | speed-up | step (ms) | allreduce alone (ms) |")
+    print(
+        f"| workload | ranks | batch per rank | global batch | samples/s (median of {args.rounds}) "
+        "| range | speed-up | step (ms) | allreduce alone (ms) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for w in args.workloads:
         base = statistics.median(x["samples_per_s"] for x in results[(w, "per-rank", 1)])
@@ -136,9 +164,11 @@ def main() -> None:
             x = runs[0]
             step = statistics.median(y["step_s"] for y in runs) * 1e3
             red = statistics.median(y["allreduce_s"] for y in runs) * 1e3
-            print(f"| {w} ({x['n_params']:,} params) | {r} | {x['local_batch']} | {x['global_batch']} | "
-                  f"{med:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | {med / base:.2f}× | {step:.1f} | "
-                  f"{red:.2f} |")
+            print(
+                f"| {w} ({x['n_params']:,} params) | {r} | {x['local_batch']} | {x['global_batch']} | "
+                f"{med:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | {med / base:.2f}× | {step:.1f} | "
+                f"{red:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ which is then timed alone.
     python benchmarks/variants.py                 # threads=2, 3 repetitions
     python benchmarks/variants.py --threads 1 --reps 5 --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def worker(threads: int) -> None:
     import numpy as np
 
     import fastmlp
+
     fastmlp.set_num_threads(threads)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((N_SAMPLES, LAYERS[0]), dtype=np.float32)
@@ -40,20 +42,28 @@ def worker(threads: int) -> None:
     opt = fastmlp.SGD(0.01, momentum=0.9)
     net.train_epoch(X[:4096], y[:4096], "log_loss", opt, BATCH)  # warm-up: buffers, threads, pages
     sel = fastmlp._selection
-    print(json.dumps({"variant": sel.variant, "module": sel.module,
-                      "flags": fastmlp._core.build_info()["cxx_flags"],
-                      "threads": fastmlp.get_num_threads()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "variant": sel.variant,
+                "module": sel.module,
+                "flags": fastmlp._core.build_info()["cxx_flags"],
+                "threads": fastmlp.get_num_threads(),
+            }
+        ),
+        flush=True,
+    )
     for _ in sys.stdin:
         t0, c0 = time.perf_counter(), time.process_time()
         net.train_epoch(X, y, "log_loss", opt, BATCH)
-        print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}),
-              flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}), flush=True)
 
 
 def runnable_variants() -> list[str]:
     import fastmlp
     from fastmlp import _cpu
     from fastmlp._dispatch import LEVEL, VARIANTS, _exists
+
     if fastmlp._selection.variant not in VARIANTS:
         return [""]  # a one-machine build: its only core, FASTMLP_CPU unset
     return [v for v in reversed(VARIANTS) if LEVEL[v] <= _cpu.level() and _exists(f"_core_{v}")]
@@ -73,9 +83,13 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k != "FASTMLP_CPU"}
     workers = {}
     for variant in runnable_variants():
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", "--threads", str(args.threads)],
-                                env=dict(env, **({"FASTMLP_CPU": variant} if variant else {})),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--threads", str(args.threads)],
+            env=dict(env, **({"FASTMLP_CPU": variant} if variant else {})),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None
         workers[variant] = (proc, json.loads(proc.stdout.readline()))
     times: dict[str, list[float]] = {v: [] for v in workers}
@@ -98,18 +112,27 @@ def main() -> int:
         rate = N_SAMPLES / statistics.median(times[variant])
         march = next((f for f in info["flags"].split() if f.startswith("-march=")), "")
         cpu_rate = N_SAMPLES / statistics.median(cpu_times[variant])
-        rows.append(dict(info, rate=rate, cpu_rate=cpu_rate, march=march, seconds=times[variant],
-                         cpu_seconds=cpu_times[variant]))
+        rows.append(
+            dict(
+                info, rate=rate, cpu_rate=cpu_rate, march=march, seconds=times[variant], cpu_seconds=cpu_times[variant]
+            )
+        )
     base = rows[0]["rate"]
-    print(f"mnist workload {'-'.join(map(str, LAYERS))}, batch {BATCH}, float32, SGD momentum 0.9, "
-          f"{N_SAMPLES:,} samples, {args.threads} threads, median of {args.reps}\n")
+    print(
+        f"mnist workload {'-'.join(map(str, LAYERS))}, batch {BATCH}, float32, SGD momentum 0.9, "
+        f"{N_SAMPLES:,} samples, {args.threads} threads, median of {args.reps}\n"
+    )
     print(f"| variant | -march | samples/s | vs {rows[0]['variant']} | samples per CPU-second |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['march'].removeprefix('-march=')} | {r['rate']:,.0f} | "
-              f"{r['rate'] / base:.2f}x | {r['cpu_rate']:,.0f} |")
-    print("\n(samples per CPU-second: the epoch's samples over the process's CPU time, all threads; "
-          "less sensitive than samples/s to other load on the machine)")
+        print(
+            f"| {r['variant']} | {r['march'].removeprefix('-march=')} | {r['rate']:,.0f} | "
+            f"{r['rate'] / base:.2f}x | {r['cpu_rate']:,.0f} |"
+        )
+    print(
+        "\n(samples per CPU-second: the epoch's samples over the process's CPU time, all threads; "
+        "less sensitive than samples/s to other load on the machine)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

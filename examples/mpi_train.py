@@ -16,6 +16,7 @@ and all ranks take the same step: the global batch is R x --batch-size.
 Rank 0 prints the loss per epoch, the test accuracy and the samples/s.
 Set OMP_NUM_THREADS to the cores per rank (e.g. 1 when there is one rank a core).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,13 @@ def fetch_data(folder: str, comm: MPI.Comm) -> None:
             for split in ("train", "test"):
                 load_mnist("fashion-mnist", split, path=folder, download=True, dtype="uint8", normalize=False)
         except OSError as exc:
-            error = (f"Fashion-MNIST is not in {folder} and could not be downloaded:\n{exc}\n"
-                     "Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-                     "t10k-labels-idx1-ubyte.gz there, or pass --data FOLDER (a folder holding them), or set "
-                     "FASTMLP_DATA to a folder holding fashion-mnist/, or FASTMLP_DATA_MIRROR to a base URL "
-                     "serving fashion-mnist/<file>.")
+            error = (
+                f"Fashion-MNIST is not in {folder} and could not be downloaded:\n{exc}\n"
+                "Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+                "t10k-labels-idx1-ubyte.gz there, or pass --data FOLDER (a folder holding them), or set "
+                "FASTMLP_DATA to a folder holding fashion-mnist/, or FASTMLP_DATA_MIRROR to a base URL "
+                "serving fashion-mnist/<file>."
+            )
             print(error, file=sys.stderr)
     if comm.bcast(error, root=0) is not None:
         sys.exit(1)
@@ -50,9 +53,11 @@ def fetch_data(folder: str, comm: MPI.Comm) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(data_home() / "fashion-mnist"),
-                        help="folder with the Fashion-MNIST IDX files, downloaded there if missing "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        default=str(data_home() / "fashion-mnist"),
+        help="folder with the Fashion-MNIST IDX files, downloaded there if missing (default: %(default)s)",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="rows per rank per step")
     parser.add_argument("--lr", type=float, default=0.01)
@@ -64,12 +69,13 @@ def main() -> None:
     X, y = load_mnist("fashion-mnist", "train", path=args.data)
     X_mine, y_mine = shard(X, y, comm)  # rows [rank*m, (rank+1)*m), m = 60000 // size
 
-    net = fastmlp.Network([784, 256, 128, 10], activation="relu", output_activation="softmax",
-                          dtype="float32", seed=0)
+    net = fastmlp.Network([784, 256, 128, 10], activation="relu", output_activation="softmax", dtype="float32", seed=0)
     opt = fastmlp.SGD(lr=args.lr, momentum=0.9, nesterov=True)
     if rank == 0:
-        print(f"{size} ranks x {len(X_mine)} samples, batch {args.batch_size} per rank "
-              f"({size * args.batch_size} global), {fastmlp.get_num_threads()} thread(s) per rank")
+        print(
+            f"{size} ranks x {len(X_mine)} samples, batch {args.batch_size} per rank "
+            f"({size * args.batch_size} global), {fastmlp.get_num_threads()} thread(s) per rank"
+        )
     seconds = 0.0
     for epoch in range(args.epochs):
         comm.Barrier()

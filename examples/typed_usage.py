@@ -3,6 +3,7 @@
 
     python examples/typed_usage.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,7 @@ def accuracy(net: fastmlp.Network, X: npt.NDArray[np.float32], y: npt.NDArray[np
 
 def train(epochs: int, seed: int = 0) -> tuple[fastmlp.Network, list[float]]:
     X, y = make_spiral(1000, n_classes=2, noise=0.1, seed=seed, dtype="float32")
-    net = fastmlp.Network([2, 64, 64, 2], activation="relu", output_activation="softmax", dtype="float32",
-                          seed=seed)
+    net = fastmlp.Network([2, 64, 64, 2], activation="relu", output_activation="softmax", dtype="float32", seed=seed)
     opt = fastmlp.Adam(lr=0.01)
     losses = [net.train_epoch(X, y, "log_loss", opt, batch_size=64) for _ in range(epochs)]
     return net, losses
@@ -37,9 +37,11 @@ def main() -> None:
     raw = _core.Network_float32([2, 4, 1], "tanh", "identity", 0.01, 0, "glorot")
     params: npt.NDArray[np.float32] = raw.params
     X, y = make_spiral(200, seed=1, dtype="float32")
-    print(f"fastmlp {fastmlp.__version__} ({info['variant']}), {n_threads} threads: loss {losses[0]:.3f} -> "
-          f"{losses[-1]:.3f}, accuracy {accuracy(net, X, y):.3f}, W0 {first_layer.shape}, "
-          f"{params.size} raw params")
+    print(
+        f"fastmlp {fastmlp.__version__} ({info['variant']}), {n_threads} threads: loss {losses[0]:.3f} -> "
+        f"{losses[-1]:.3f}, accuracy {accuracy(net, X, y):.3f}, W0 {first_layer.shape}, "
+        f"{params.size} raw params"
+    )
 
 
 if __name__ == "__main__":

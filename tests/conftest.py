@@ -56,9 +56,12 @@ def rng() -> np.random.Generator:
 def pytest_report_header(config):
     """Which fastmlp is under test: where it was imported from and which compiled core it runs."""
     import fastmlp
+
     sel = fastmlp._selection
-    return [f"fastmlp {fastmlp.__version__} from {Path(fastmlp.__file__).parent}",
-            f"fastmlp core: {sel.module} ({sel.variant}; {sel.reason})"]
+    return [
+        f"fastmlp {fastmlp.__version__} from {Path(fastmlp.__file__).parent}",
+        f"fastmlp core: {sel.module} ({sel.variant}; {sel.reason})",
+    ]
 
 
 def pytest_configure(config):
@@ -69,12 +72,15 @@ def pytest_configure(config):
     import sysconfig
 
     import fastmlp
+
     where = Path(fastmlp.__file__).resolve().parent
     site = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
     source = Path(__file__).resolve().parents[1] / "python"
     if where.parent not in site or source in where.parents:
-        raise pytest.UsageError(f"FASTMLP_TEST_INSTALLED=1 but fastmlp was imported from {where}, "
-                                f"not from site-packages ({', '.join(map(str, site))})")
+        raise pytest.UsageError(
+            f"FASTMLP_TEST_INSTALLED=1 but fastmlp was imported from {where}, "
+            f"not from site-packages ({', '.join(map(str, site))})"
+        )
 
 
 # tests/mpi runs only under an MPI launcher (mpiexec -n 2 python -m pytest tests/mpi), which CI

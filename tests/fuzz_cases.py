@@ -9,6 +9,7 @@ argument) or a result equal to `fastmlp.reference`. The same spec runs in
 this process (tests/test_fuzz.py) or in a child (`python fuzz_cases.py FILE`),
 where a segfault is seen as the child's exit status, not pytest's death.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,21 @@ from fastmlp import reference as ref
 from helpers import HIDDEN, LOSS_OUTPUT  # noqa: F401  (the core's names; test_fuzz.py draws from them)
 
 # dtypes X or y may come in; the last ones are refused with TypeError.
-NUMERIC_DTYPES = ("float64", "float32", "float16", "longdouble", ">f8", ">f4", "int8", "int32", "int64",
-                  ">i4", "uint8", "uint16", "bool")
+NUMERIC_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "longdouble",
+    ">f8",
+    ">f4",
+    "int8",
+    "int32",
+    "int64",
+    ">i4",
+    "uint8",
+    "uint16",
+    "bool",
+)
 REFUSED_DTYPES = ("object", "<U3", "S2", "complex64", "complex128", "datetime64[s]", "timedelta64[s]", "V8")
 LAYOUTS = ("c", "fortran", "strided", "neg_rows", "neg_all", "read_only", "memmap", "list")
 INJECT = (None, "nan", "inf", "-inf", "overflow")
@@ -34,6 +48,7 @@ _TMP = tempfile.mkdtemp(prefix="fastmlp-fuzz-")
 
 
 # --- building arrays from a spec ------------------------------------------
+
 
 def _values(rng, shape, dtype, scale):
     dt = np.dtype(dtype)
@@ -131,11 +146,13 @@ def build_targets(desc, loss, n_outputs):
 
 def make_network(spec):
     s = spec["net"]
-    return fastmlp.Network(s["sizes"], activation=s["activation"], output_activation=s["output"], dtype=s["dtype"],
-                           seed=s["seed"])
+    return fastmlp.Network(
+        s["sizes"], activation=s["activation"], output_activation=s["output"], dtype=s["dtype"], seed=s["seed"]
+    )
 
 
 # --- what the documentation promises --------------------------------------
+
 
 def _array_error(name, V, n_cols, dtype, what):
     """The documented outcome of as_matrix-like checks: (exception type, pattern) or None."""
@@ -219,8 +236,7 @@ def run_case(spec):
             opt = fastmlp.Adam(t["lr"]) if t["opt"] == "adam" else fastmlp.SGD(t["lr"], momentum=t["momentum"])
             n = np.asarray(X).shape[0] if np.asarray(X).ndim else 0
             order = np.random.default_rng(t["seed"]).permutation(max(n, 1))[:n] if n else np.arange(0)
-            got = net.train_epoch(X, y, loss, opt, batch_size=t["batch_size"], order=order if n else None,
-                                  l2=t["l2"])
+            got = net.train_epoch(X, y, loss, opt, batch_size=t["batch_size"], order=order if n else None, l2=t["l2"])
     except (TypeError, ValueError) as exc:
         assert err is not None, f"unexpected {type(exc).__name__}: {exc}"
         assert isinstance(exc, err[0]) and err[1] in str(exc), f"expected {err}, got {type(exc).__name__}: {exc}"
@@ -239,8 +255,12 @@ def _compare(spec, net, X, y, got, W, b, order):
     if spec["method"] == "forward":
         _close(got, ref.predict(W, b, Xv, act, out), dtype, "forward")
         return "ok"
-    Y = ref.to_targets(np.asarray(y).astype(np.int64) if np.asarray(y).dtype.kind == "b" and loss == "log_loss"
-                       else np.asarray(y), loss, net.n_outputs, dtype)
+    Y = ref.to_targets(
+        np.asarray(y).astype(np.int64) if np.asarray(y).dtype.kind == "b" and loss == "log_loss" else np.asarray(y),
+        loss,
+        net.n_outputs,
+        dtype,
+    )
     if spec["method"] == "loss_and_grad":
         value, gW, gb = ref.loss_and_grad(W, b, Xv, Y, loss, act, out)
         _close(got, value, dtype, "loss")

@@ -1,4 +1,5 @@
 """Small helpers shared by the tests (imported as ``from helpers import ...``)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -16,6 +16,7 @@ Rules checked here (see CONTRIBUTING.md):
    ``cls``, a private helper module, or in ``THIRD_PARTY_PRIVATE`` (another library's
    internals that fastmlp must touch for compatibility).
 """
+
 from __future__ import annotations
 
 import ast
@@ -100,7 +101,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := dfs(nxt)):
                 return found
         state[node] = 2
@@ -115,8 +116,11 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 @pytest.mark.parametrize("name", MODULES + ["__main__"])
 def test_each_module_imports_alone_in_a_fresh_interpreter(name):
-    code = (f"import fastmlp.{name}" if name != "__main__"
-            else "import importlib; importlib.import_module('fastmlp.__main__')")
+    code = (
+        f"import fastmlp.{name}"
+        if name != "__main__"
+        else "import importlib; importlib.import_module('fastmlp.__main__')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -129,8 +133,9 @@ def test_module_level_imports_are_acyclic():
 def test_function_local_imports_between_modules_are_declared():
     lazy = {(name, target) for name in MODULES for target in _imports(name)[1]}
     undeclared = sorted(lazy - set(LAZY_IMPORTS))
-    assert not undeclared, (f"function-local imports not in LAZY_IMPORTS (import at module level, or declare "
-                            f"why not): {undeclared}")
+    assert not undeclared, (
+        f"function-local imports not in LAZY_IMPORTS (import at module level, or declare why not): {undeclared}"
+    )
     stale = sorted(set(LAZY_IMPORTS) - lazy)
     assert not stale, f"LAZY_IMPORTS lists imports that no longer exist: {stale}"
 
@@ -141,10 +146,17 @@ def test_no_module_reaches_a_private_name_of_another():
     for name in MODULES:
         tree = _source(name)
         for node in ast.walk(tree):
-            if (isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module
-                    and not node.module.split(".")[0].startswith("_")):
-                found += [f"{name}: from .{node.module} import {a.name}" for a in node.names
-                          if a.name.startswith("_") and not a.name.startswith("__")]
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level >= 1
+                and node.module
+                and not node.module.split(".")[0].startswith("_")
+            ):
+                found += [
+                    f"{name}: from .{node.module} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 owner = node.value
                 if isinstance(owner, ast.Name) and owner.id in ({"self", "cls"} | private_modules):

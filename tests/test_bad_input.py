@@ -2,6 +2,7 @@
 (TypeError or ValueError naming the argument, what was expected and what
 came), and nothing changed — parameters, gradients, optimizer state and the
 shuffling generator bit-identical to an untouched twin."""
+
 from __future__ import annotations
 
 import datetime
@@ -157,8 +158,12 @@ def test_bad_y(method, label, output, y, exc, name):
 
 
 BAD_LOSS = [
-    ("unknown", "cross_entropy", ValueError,
-     r"loss.*\['squared_error', 'log_loss', 'binary_log_loss', 'poisson'\].*cross_entropy"),
+    (
+        "unknown",
+        "cross_entropy",
+        ValueError,
+        r"loss.*\['squared_error', 'log_loss', 'binary_log_loss', 'poisson'\].*cross_entropy",
+    ),
     ("not_a_str", 3, TypeError, "loss.*str.*int"),
     ("none", None, TypeError, "loss"),
     ("binary_on_softmax", "binary_log_loss", ValueError, "binary_log_loss.*logistic.*this network has 'softmax'"),
@@ -248,8 +253,12 @@ BAD_NETWORK = [
     ("sizes_2**64", dict(layer_sizes=[4, 2**64]), ValueError, r"layer_sizes\[1\].*got"),
     ("sizes_10**12", dict(layer_sizes=[4, 10**12]), ValueError, "layer_sizes.*GiB"),
     ("sizes_2**62_squared", dict(layer_sizes=[2**62, 2**62]), ValueError, "layer_sizes.*GiB"),
-    ("activation_unknown", dict(activation="gelu"), ValueError,
-     r"activation.*\['identity', 'logistic', 'sigmoid', 'tanh', 'relu', 'leaky_relu'\].*gelu"),
+    (
+        "activation_unknown",
+        dict(activation="gelu"),
+        ValueError,
+        r"activation.*\['identity', 'logistic', 'sigmoid', 'tanh', 'relu', 'leaky_relu'\].*gelu",
+    ),
     ("activation_softmax_hidden", dict(activation="softmax"), ValueError, "activation.*got 'softmax'"),
     ("activation_int", dict(activation=3), TypeError, "activation.*str.*int"),
     ("activation_case", dict(activation="ReLU"), ValueError, "activation.*ReLU"),
@@ -348,8 +357,10 @@ def test_bad_initialize_changes_nothing(seed, exc):
     m.assert_unchanged()
 
 
-@pytest.mark.parametrize("n,exc", [(0, ValueError), (-1, ValueError), (10**6, ValueError), ("2", TypeError),
-                                   (2.0, TypeError), (2**70, ValueError)])
+@pytest.mark.parametrize(
+    "n,exc",
+    [(0, ValueError), (-1, ValueError), (10**6, ValueError), ("2", TypeError), (2.0, TypeError), (2**70, ValueError)],
+)
 def test_bad_set_num_threads(n, exc):
     before = fastmlp.get_num_threads()
     with pytest.raises(exc) as excinfo:
@@ -360,6 +371,7 @@ def test_bad_set_num_threads(n, exc):
 
 # --- accepted inputs: read correctly ---------------------------------------
 
+
 def _accepted_variants(X):
     """(label, array) pairs that hold X's values (X: small integers, exact in every dtype)."""
     big = X.astype(">f8")
@@ -369,12 +381,22 @@ def _accepted_variants(X):
     ro = X.copy()
     ro.flags.writeable = False
     return [
-        ("float64", X), ("float32", X.astype(np.float32)), ("float16", X.astype(np.float16)),
-        ("longdouble", X.astype(np.longdouble)), ("int8", X.astype(np.int8)),
-        ("int64", X.astype(np.int64)), ("big_endian_f8", big), ("big_endian_i4", X.astype(">i4")),
-        ("fortran", F), ("strided", wide[::2, ::3]), ("negative_rows", X[::-1].copy()[::-1]),
-        ("negative_cols", X[:, ::-1].copy()[:, ::-1]), ("negative_both", X[::-1, ::-1].copy()[::-1, ::-1]),
-        ("read_only", ro), ("list", X.tolist()), ("tuple_rows", tuple(map(tuple, X.tolist()))),
+        ("float64", X),
+        ("float32", X.astype(np.float32)),
+        ("float16", X.astype(np.float16)),
+        ("longdouble", X.astype(np.longdouble)),
+        ("int8", X.astype(np.int8)),
+        ("int64", X.astype(np.int64)),
+        ("big_endian_f8", big),
+        ("big_endian_i4", X.astype(">i4")),
+        ("fortran", F),
+        ("strided", wide[::2, ::3]),
+        ("negative_rows", X[::-1].copy()[::-1]),
+        ("negative_cols", X[:, ::-1].copy()[:, ::-1]),
+        ("negative_both", X[::-1, ::-1].copy()[::-1, ::-1]),
+        ("read_only", ro),
+        ("list", X.tolist()),
+        ("tuple_rows", tuple(map(tuple, X.tolist()))),
         ("matrix_view_of_3d", X[None][0]),
     ]
 
@@ -389,8 +411,9 @@ def test_every_accepted_layout_reads_the_same_values(dtype, tmp_path):
     mm = np.memmap(tmp_path / "X.bin", dtype=np.float64, mode="w+", shape=X.shape)
     mm[:] = X
     mm.flush()
-    variants = _accepted_variants(X) + [("memmap_readonly", np.memmap(tmp_path / "X.bin", dtype=np.float64,
-                                                                       mode="r", shape=X.shape))]
+    variants = _accepted_variants(X) + [
+        ("memmap_readonly", np.memmap(tmp_path / "X.bin", dtype=np.float64, mode="r", shape=X.shape))
+    ]
     for label, V in variants:
         np.testing.assert_array_equal(net.forward(V), want, err_msg=label)
         assert net.loss_and_grad(V, LABELS_OK.tolist() + [1], "log_loss") == want_loss, label
@@ -405,8 +428,9 @@ def test_every_accepted_layout_reads_the_same_values(dtype, tmp_path):
     # memmap in the network's own dtype, read in place.
     mm32 = np.memmap(tmp_path / "X32.bin", dtype=dtype, mode="w+", shape=X.shape)
     mm32[:] = X
-    np.testing.assert_array_equal(net.forward(np.memmap(tmp_path / "X32.bin", dtype=dtype, mode="r",
-                                                        shape=X.shape)), want)
+    np.testing.assert_array_equal(
+        net.forward(np.memmap(tmp_path / "X32.bin", dtype=dtype, mode="r", shape=X.shape)), want
+    )
 
 
 def test_booleans_are_accepted_as_zero_and_one():
@@ -419,8 +443,9 @@ def test_booleans_are_accepted_as_zero_and_one():
     assert a == net.loss_and_grad(B, labels.astype(int), "log_loss")
     np.testing.assert_array_equal(g, net.grads)
     yb = fastmlp.Network([N_IN, 1], output_activation="logistic", dtype="float64", seed=0)
-    assert yb.loss_and_grad(B, labels, "binary_log_loss") == yb.loss_and_grad(B, labels.astype(float),
-                                                                                "binary_log_loss")
+    assert yb.loss_and_grad(B, labels, "binary_log_loss") == yb.loss_and_grad(
+        B, labels.astype(float), "binary_log_loss"
+    )
 
 
 def test_network_dtype_is_native_whatever_the_spelling():

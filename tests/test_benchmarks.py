@@ -1,4 +1,5 @@
 """benchmarks/compare.py in quick mode: its output is checked, never its speed."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,26 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 
 def test_compare_quick_run_reports_consistent_numbers(tmp_path):
     out = tmp_path / "run.json"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--peers", "fastmlp,numpy",
-                          "--workloads", "small,inference", "--threads", "1", "--reps", "1", "--json", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--peers",
+            "fastmlp,numpy",
+            "--workloads",
+            "small,inference",
+            "--threads",
+            "1",
+            "--reps",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr + run.stdout
     data = json.loads(out.read_text())
     assert data["meta"]["quick"] is True and data["meta"]["threads"] == [1]

@@ -91,9 +91,7 @@ def test_load_idx_rejects_truncated_gzip(tmp_path):
         datasets.load_idx(path)
 
 
-@pytest.mark.parametrize(
-    "shape", [(60000, 28, 28), (2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["mnist", "2^96"]
-)
+@pytest.mark.parametrize("shape", [(60000, 28, 28), (2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["mnist", "2^96"])
 def test_load_idx_checks_a_huge_declared_shape_before_allocating(tmp_path, shape):
     header = bytes([0, 0, 0x08, len(shape)]) + b"".join(s.to_bytes(4, "big") for s in shape)
     path = write(tmp_path / "huge.idx", header + bytes(100), compress=True)
@@ -160,8 +158,9 @@ def test_load_mnist_without_files_says_where_it_looked_and_what_to_do(monkeypatc
     monkeypatch.setattr(datasets.sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert datasets.data_home() == tmp_path / "cache" / "fastmlp"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "cache" / "fastmlp" / "mnist")) +
-                       r".*download=True"):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(str(tmp_path / "cache" / "fastmlp" / "mnist")) + r".*download=True"
+    ):
         datasets.load_mnist("mnist", "train")
 
 
@@ -176,6 +175,7 @@ def test_published_checksums_are_those_of_the_shared_copies(data_dir):
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the mirror folder; a file named in `truncate` is announced whole but cut in half."""
+
     truncate: frozenset = frozenset()
     requests: list
 
@@ -255,8 +255,11 @@ def test_a_corrupt_download_is_rejected_and_not_kept(mirror, tmp_path):
     corrupt = bytearray(images.read_bytes())
     corrupt[1000] ^= 0xFF
     images.write_bytes(bytes(corrupt))
-    _assert_download_fails(tmp_path / "out", r"t10k-images-idx3-ubyte.gz: MD5 [0-9a-f]{32} differs from the "
-                                              r"published 9fb629c4189551a2d022fa330f9573f3")
+    _assert_download_fails(
+        tmp_path / "out",
+        r"t10k-images-idx3-ubyte.gz: MD5 [0-9a-f]{32} differs from the "
+        r"published 9fb629c4189551a2d022fa330f9573f3",
+    )
 
 
 def test_a_truncated_download_is_rejected_and_not_kept(mirror, tmp_path):
@@ -269,15 +272,17 @@ def test_a_truncated_download_is_rejected_and_not_kept(mirror, tmp_path):
 def test_a_missing_file_on_the_mirror_says_what_to_do(mirror, tmp_path):
     root, _ = mirror
     (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
-    _assert_download_fails(tmp_path / "out", r"(?s)could not download t10k-labels-idx1-ubyte.gz of 'mnist'.*"
-                                              r"404.*FASTMLP_DATA_MIRROR", kept=["t10k-images-idx3-ubyte.gz"])
+    _assert_download_fails(
+        tmp_path / "out",
+        r"(?s)could not download t10k-labels-idx1-ubyte.gz of 'mnist'.*"
+        r"404.*FASTMLP_DATA_MIRROR",
+        kept=["t10k-images-idx3-ubyte.gz"],
+    )
 
 
 def test_load_mnist_rejects_bad_arguments(fake_mnist, tmp_path):
     folder, _ = fake_mnist
-    with pytest.raises(
-        ValueError, match="name must be one of 'mnist', 'fashion-mnist'; got 'cifar'"
-    ):
+    with pytest.raises(ValueError, match="name must be one of 'mnist', 'fashion-mnist'; got 'cifar'"):
         datasets.load_mnist("cifar", "train", folder)
     with pytest.raises(ValueError, match="split must be one of 'train', 'test'; got 'valid'"):
         datasets.load_mnist("mnist", "valid", folder)
@@ -306,18 +311,14 @@ def test_real_mnist_train(data_dir):
     assert X.shape == (60000, 784) and X.dtype == np.float32
     assert X.min() == 0 and X.max() == 1
     counts = np.bincount(y, minlength=10)
-    np.testing.assert_array_equal(
-        counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    )
+    np.testing.assert_array_equal(counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
 
 
 @pytest.mark.slow
 def test_real_mnist_test(data_dir):
     X, y = datasets.load_mnist("mnist", "test", data_dir / "mnist")
     assert X.shape == (10000, 784)
-    np.testing.assert_array_equal(
-        np.bincount(y, minlength=10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    )
+    np.testing.assert_array_equal(np.bincount(y, minlength=10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ subprocess: a process loads one variant, and importing a variant the CPU
 cannot run would kill it (SIGILL), so a fake level is never above the real one
 unless the import is expected to be refused before it happens.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ from fastmlp._dispatch import LEVEL, MARCH, VARIANTS, choose
 ALL = ("baseline", "avx2", "avx512")
 REAL_LEVEL = _cpu.level()
 DISPATCH = fastmlp._selection.variant in VARIANTS  # the wheel's layout, not a one-machine build
-needs_dispatch = pytest.mark.skipif(not DISPATCH, reason="a one-machine build (fastmlp._core) has no variants; "
-                                    "build with -C cmake.define.FASTMLP_DISPATCH=ON or install the wheel")
+needs_dispatch = pytest.mark.skipif(
+    not DISPATCH,
+    reason="a one-machine build (fastmlp._core) has no variants; "
+    "build with -C cmake.define.FASTMLP_DISPATCH=ON or install the wheel",
+)
 
 
 # --- the decision, with a faked CPU level ----------------------------------
@@ -63,8 +67,11 @@ def test_forcing_avx512_on_an_avx2_cpu_says_what_the_cpu_is():
 
 
 def test_an_unknown_variant_names_the_choices():
-    with pytest.raises(ImportError, match=r"FASTMLP_CPU='sse9' is not a CPU variant: use one of "
-                                          r"baseline, avx2, avx512 or auto"):
+    with pytest.raises(
+        ImportError,
+        match=r"FASTMLP_CPU='sse9' is not a CPU variant: use one of "
+        r"baseline, avx2, avx512 or auto",
+    ):
         choose(4, ALL, "sse9")
 
 
@@ -103,8 +110,10 @@ def _level_from_cpuinfo() -> int:
     return level
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists(),
-                    reason="the probe's levels are x86-64 levels; /proc/cpuinfo is Linux's")
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists(),
+    reason="the probe's levels are x86-64 levels; /proc/cpuinfo is Linux's",
+)
 def test_cpu_probe_agrees_with_proc_cpuinfo():
     assert _level_from_cpuinfo() == REAL_LEVEL
     features = _cpu.features()
@@ -131,8 +140,14 @@ def _run(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
     """Runs `code` in a fresh interpreter, outside the source tree, with `env` added."""
     full = {k: v for k, v in os.environ.items() if k != "FASTMLP_CPU"}
     full.update(env)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 FAKE_CPU = """
@@ -159,8 +174,9 @@ def test_forcing_a_variant_the_cpu_lacks_is_an_import_error_not_a_crash(forced, 
     if DISPATCH:
         assert f"FASTMLP_CPU={forced} needs a {MARCH[forced]} CPU, but this CPU is x86-64-v2" in result.stdout
     else:
-        assert f"FASTMLP_CPU={forced} asks for a CPU variant, but this fastmlp is a build for one machine" \
-            in result.stdout
+        assert (
+            f"FASTMLP_CPU={forced} asks for a CPU variant, but this fastmlp is a build for one machine" in result.stdout
+        )
 
 
 def test_a_bad_fastmlp_cpu_value_is_an_import_error(tmp_path):
@@ -226,8 +242,9 @@ def test_forced_variants_agree_within_float_tolerance(tmp_path):
 # --- what the variants contain ---------------------------------------------
 def _vex_instructions(path: Path) -> int:
     """How many VEX/EVEX-encoded (AVX, AVX2, AVX-512) instructions `path` contains."""
-    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     count = 0
     for line in out.splitlines():
         parts = line.split("\t")

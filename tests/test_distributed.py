@@ -1,4 +1,5 @@
 """fastmlp.distributed's pure helpers (no MPI needed); the MPI path is tested in tests/mpi."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ The C++ draws are exposed by ``Network.draws(rows, step)``; ``fastmlp.reference`
 arguments, so every gradient and every training step is compared against the reference with the
 very masks the engine used. The generator itself is tested statistically.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,17 @@ from helpers import HIDDEN, LOSS_OUTPUT, TOL, copy_params, make_data
 SIZES = [6, 9, 7, 4]
 
 
-def net_with(hidden, output, dtype, *, dropout=(0.2, 0.5, 0.3), input_noise=0.0, max_norm=None, seed=11,
-             sizes=SIZES):
-    return fastmlp.Network(sizes, activation=hidden, output_activation=output, dtype=dtype, seed=seed,
-                           dropout=list(dropout), input_noise=input_noise, max_norm=max_norm)
+def net_with(hidden, output, dtype, *, dropout=(0.2, 0.5, 0.3), input_noise=0.0, max_norm=None, seed=11, sizes=SIZES):
+    return fastmlp.Network(
+        sizes,
+        activation=hidden,
+        output_activation=output,
+        dtype=dtype,
+        seed=seed,
+        dropout=list(dropout),
+        input_noise=input_noise,
+        max_norm=max_norm,
+    )
 
 
 # --- the generator ---------------------------------------------------------------------------------
@@ -80,7 +88,7 @@ def test_input_noise_is_standard_normal_times_sigma():
     assert abs(e.mean()) < 5 / np.sqrt(n)
     assert abs(e.std() - 1) < 0.01
     assert abs(np.mean(np.abs(e) < 1) - 0.682689) < 0.005
-    assert abs(np.mean(e ** 4) - 3) < 0.05
+    assert abs(np.mean(e**4) - 3) < 0.05
 
 
 # --- gradients against the reference with the engine's masks --------------------------------------
@@ -94,8 +102,9 @@ def test_training_gradient_equals_reference_with_the_same_masks(hidden, loss, ou
     value = net.loss_and_grad(X, Y, loss, training_step=step)
     noise, masks = net.draws(len(X), step)
     W, b = copy_params(net)
-    v_ref, gW, gb = ref.loss_and_grad(W, b, X, Y, loss, hidden, output, 0.01, dropout=net.dropout, masks=masks,
-                                      noise=noise)
+    v_ref, gW, gb = ref.loss_and_grad(
+        W, b, X, Y, loss, hidden, output, 0.01, dropout=net.dropout, masks=masks, noise=noise
+    )
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(value, v_ref, **tol)
     for got, want in zip(net.weight_grads + net.bias_grads, gW + gb):
@@ -110,8 +119,9 @@ def test_training_gradient_equals_reference_with_the_same_masks(hidden, loss, ou
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_per_layer_activations_equal_reference(dtype, rng):
     acts = ["tanh", "leaky_relu", "logistic"]
-    net = fastmlp.Network([5, 8, 7, 6, 3], activation=acts, output_activation="softmax", dtype=dtype, seed=2,
-                          dropout=[0.1, 0.4, 0.0, 0.2])
+    net = fastmlp.Network(
+        [5, 8, 7, 6, 3], activation=acts, output_activation="softmax", dtype=dtype, seed=2, dropout=[0.1, 0.4, 0.0, 0.2]
+    )
     assert net.activations == tuple(acts) and net.activation == acts
     X, Y = make_data(rng, 40, 5, 3, "log_loss", dtype)
     W, b = copy_params(net)
@@ -129,8 +139,7 @@ def test_per_layer_activations_equal_reference(dtype, rng):
 def test_per_layer_glorot_bounds_follow_each_layer():
     sizes = [50, 40, 30, 20]
     net = fastmlp.Network(sizes, activation=["logistic", "relu"], seed=0, dtype="float64")
-    bounds = [ref.glorot_bound(a, b, f) for (a, b), f in zip(zip(sizes[:-1], sizes[1:]),
-                                                             ["logistic", "relu", "relu"])]
+    bounds = [ref.glorot_bound(a, b, f) for (a, b), f in zip(zip(sizes[:-1], sizes[1:]), ["logistic", "relu", "relu"])]
     for W, bound in zip(net.weights, bounds):
         assert np.abs(W).max() <= bound
         assert np.abs(W).max() > 0.9 * bound
@@ -173,9 +182,22 @@ def test_train_epoch_equals_reference_with_the_same_draws(opt, dtype, rng):
         for s in range(4):
             draws[(k, s)] = net.draws(min(20, 70 - 20 * s), first + s)
         loss = net.train_epoch(X, Y, "log_loss", o, batch_size=20, order=order, l2=1e-3)
-        loss_ref = ref.train_epoch(W, b, X, Y, "log_loss", o_ref, 20, order, "relu", "softmax", l2=1e-3,
-                                   dropout=net.dropout, draws=lambda bi, rows, k=k: draws[(k, bi)],
-                                   max_norm_limit=0.8)
+        loss_ref = ref.train_epoch(
+            W,
+            b,
+            X,
+            Y,
+            "log_loss",
+            o_ref,
+            20,
+            order,
+            "relu",
+            "softmax",
+            l2=1e-3,
+            dropout=net.dropout,
+            draws=lambda bi, rows, k=k: draws[(k, bi)],
+            max_norm_limit=0.8,
+        )
         tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(loss, loss_ref, **tol)
         for got, want in zip(net.weights + net.biases, W + b):
@@ -228,8 +250,14 @@ def test_same_seed_same_weights_whatever_the_threads_and_the_split():
         env.pop("FASTMLP_STEP_SPLIT", None)
         if split:
             env["FASTMLP_STEP_SPLIT"] = split
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(threads)], env=env, capture_output=True, text=True,
-                             timeout=240, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(threads)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=True,
+        )
         runs[name] = np.array(json.loads(out.stdout))
     for name in ("2-slices", "2-columns"):
         np.testing.assert_allclose(runs[name], runs["1"], rtol=1e-9, atol=1e-12, err_msg=name)
@@ -259,19 +287,22 @@ def test_sparse_inputs_take_hidden_dropout_but_not_input_perturbation(rng):
 
 
 # --- settings: checks, files, copies, export -------------------------------------------------------
-@pytest.mark.parametrize("kw,err,match", [
-    (dict(dropout=1.0), ValueError, "dropout"),
-    (dict(dropout=-0.1), ValueError, "dropout"),
-    (dict(dropout="0.5"), TypeError, "dropout"),
-    (dict(dropout=[0.1, 0.2]), ValueError, "dropout must be a number or a list of 3"),
-    (dict(dropout=[0.1, 0.2, float("nan")]), ValueError, r"dropout\[2\]"),
-    (dict(input_noise=-1.0), ValueError, "input_noise"),
-    (dict(max_norm=0.0), ValueError, "max_norm"),
-    (dict(max_norm=float("inf")), ValueError, "max_norm"),
-    (dict(activation=["relu"]), ValueError, "one activation per hidden layer"),
-    (dict(activation=["relu", "softmax"]), ValueError, r"activation\[1\]"),
-    (dict(activation=("relu", 3)), TypeError, r"activation\[1\]"),
-])
+@pytest.mark.parametrize(
+    "kw,err,match",
+    [
+        (dict(dropout=1.0), ValueError, "dropout"),
+        (dict(dropout=-0.1), ValueError, "dropout"),
+        (dict(dropout="0.5"), TypeError, "dropout"),
+        (dict(dropout=[0.1, 0.2]), ValueError, "dropout must be a number or a list of 3"),
+        (dict(dropout=[0.1, 0.2, float("nan")]), ValueError, r"dropout\[2\]"),
+        (dict(input_noise=-1.0), ValueError, "input_noise"),
+        (dict(max_norm=0.0), ValueError, "max_norm"),
+        (dict(max_norm=float("inf")), ValueError, "max_norm"),
+        (dict(activation=["relu"]), ValueError, "one activation per hidden layer"),
+        (dict(activation=["relu", "softmax"]), ValueError, r"activation\[1\]"),
+        (dict(activation=("relu", 3)), TypeError, r"activation\[1\]"),
+    ],
+)
 def test_network_settings_are_checked(kw, err, match):
     with pytest.raises(err, match=match):
         fastmlp.Network(SIZES, **kw)
@@ -294,8 +325,9 @@ def test_settings_survive_pickle_and_save_load(tmp_path, rng):
         assert other.training_steps == net.training_steps == 3
         np.testing.assert_array_equal(other.forward(X), net.forward(X))
         # The next step draws the same masks, so training continues identically.
-        np.testing.assert_array_equal(other.draws(10, other.training_steps)[1][1],
-                                      net.draws(10, net.training_steps)[1][1])
+        np.testing.assert_array_equal(
+            other.draws(10, other.training_steps)[1][1], net.draws(10, net.training_steps)[1][1]
+        )
 
 
 def _save_load(net, tmp_path):
@@ -316,6 +348,8 @@ def test_summary_names_the_settings(capsys):
 
 # --- estimators ------------------------------------------------------------------------------------
 pytestmark_estimators = pytest.mark.filterwarnings("ignore:Stochastic Optimizer:Warning")
+
+
 def _blobs(n=300, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((3, 8)) * 3
@@ -326,8 +360,15 @@ def _blobs(n=300, seed=0):
 @pytestmark_estimators
 def test_estimator_with_dropout_learns_and_is_reproducible():
     X, y = _blobs()
-    kw = dict(hidden_layer_sizes=(32, 16), activation=["relu", "tanh"], dropout=[0.1, 0.3, 0.3], input_noise=0.1,
-              max_norm=3.0, max_iter=30, random_state=0)
+    kw = dict(
+        hidden_layer_sizes=(32, 16),
+        activation=["relu", "tanh"],
+        dropout=[0.1, 0.3, 0.3],
+        input_noise=0.1,
+        max_norm=3.0,
+        max_iter=30,
+        random_state=0,
+    )
     a = fastmlp.MLPClassifier(**kw).fit(X, y)
     b = fastmlp.MLPClassifier(**kw).fit(X, y)
     c = fastmlp.MLPClassifier(**{**kw, "random_state": 1}).fit(X, y)
@@ -344,22 +385,26 @@ def test_estimator_with_dropout_learns_and_is_reproducible():
 def test_estimator_defaults_are_unchanged_by_the_new_settings():
     X, y = _blobs()
     a = fastmlp.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
-    b = fastmlp.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0, dropout=0.0,
-                              activation=["relu"]).fit(X, y)
+    b = fastmlp.MLPClassifier(
+        hidden_layer_sizes=(16,), max_iter=5, random_state=0, dropout=0.0, activation=["relu"]
+    ).fit(X, y)
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
 
 
-@pytest.mark.parametrize("kw,err,match", [
-    (dict(dropout=1.5), ValueError, "'dropout'"),
-    (dict(dropout=[0.1]), ValueError, "'dropout'"),
-    (dict(dropout="x"), TypeError, "'dropout'"),
-    (dict(input_noise=-1), ValueError, "'input_noise'"),
-    (dict(max_norm=0), ValueError, "'max_norm'"),
-    (dict(activation=["relu", "relu"]), ValueError, "'activation'"),
-    (dict(activation=["softmax"]), ValueError, "'activation'"),
-    (dict(dropout=0.5, solver="lbfgs"), ValueError, "stochastic solver"),
-    (dict(max_norm=1.0, solver="lbfgs"), ValueError, "stochastic solver"),
-])
+@pytest.mark.parametrize(
+    "kw,err,match",
+    [
+        (dict(dropout=1.5), ValueError, "'dropout'"),
+        (dict(dropout=[0.1]), ValueError, "'dropout'"),
+        (dict(dropout="x"), TypeError, "'dropout'"),
+        (dict(input_noise=-1), ValueError, "'input_noise'"),
+        (dict(max_norm=0), ValueError, "'max_norm'"),
+        (dict(activation=["relu", "relu"]), ValueError, "'activation'"),
+        (dict(activation=["softmax"]), ValueError, "'activation'"),
+        (dict(dropout=0.5, solver="lbfgs"), ValueError, "stochastic solver"),
+        (dict(max_norm=1.0, solver="lbfgs"), ValueError, "stochastic solver"),
+    ],
+)
 def test_estimator_settings_are_checked_at_fit(kw, err, match):
     X, y = _blobs(60)
     est = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, **kw)
@@ -370,8 +415,9 @@ def test_estimator_settings_are_checked_at_fit(kw, err, match):
 
 def test_estimator_round_trips_keep_the_settings(tmp_path):
     X, y = _blobs(120)
-    est = fastmlp.MLPRegressor(hidden_layer_sizes=(16, 8), activation=["tanh", "relu"], dropout=0.2,
-                               max_norm=2.0, max_iter=5, random_state=0)
+    est = fastmlp.MLPRegressor(
+        hidden_layer_sizes=(16, 8), activation=["tanh", "relu"], dropout=0.2, max_norm=2.0, max_iter=5, random_state=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y.astype(float))
@@ -406,11 +452,19 @@ def test_to_sklearn_warns_about_dropout_and_refuses_mixed_activations():
 
 def test_exports_carry_per_layer_activations_and_drop_nothing(tmp_path, rng):
     from test_export import need, run_onnx
-    net = fastmlp.Network([6, 9, 7, 8, 4], activation=["tanh", "leaky_relu", "logistic"],
-                          output_activation="softmax", seed=4, dropout=[0.2, 0.5, 0.5, 0.5], input_noise=0.5)
+
+    net = fastmlp.Network(
+        [6, 9, 7, 8, 4],
+        activation=["tanh", "leaky_relu", "logistic"],
+        output_activation="softmax",
+        seed=4,
+        dropout=[0.2, 0.5, 0.5, 0.5],
+        input_noise=0.5,
+    )
     X = rng.standard_normal((25, 6)).astype(np.float32)
     need("torch")
     import torch
+
     model = fastmlp.export.to_torch(net)
     with torch.no_grad():
         np.testing.assert_allclose(model(torch.from_numpy(X)).numpy(), net.forward(X), rtol=1e-5, atol=1e-6)

@@ -6,6 +6,7 @@ thread), a forked child must work, an absurd OMP_NUM_THREADS must not abort, and
 the same input must give bit-identical outputs whatever the buffers' addresses.
 Everything that could hang or abort runs in a child process with a timeout.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,12 +89,14 @@ _ENTRY_POINTS = textwrap.dedent("""
 _TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
 
 
-def _child(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT
-           ) -> subprocess.CompletedProcess[str]:
+def _child(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", script, *args], env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _check_entry_points(mode: str, threads: int, env: dict[str, str]) -> None:
@@ -113,9 +116,11 @@ SPLITS = [{}, {"FASTMLP_STEP_SPLIT": "columns"}]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS, ids=["slices", "shared-pass"])
-@pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"},
-                                 {"OMP_THREAD_LIMIT": "3", "OMP_NUM_THREADS": "2"}],
-                         ids=["thread-limit-1", "dynamic", "thread-limit-3"])
+@pytest.mark.parametrize(
+    "env",
+    [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"}, {"OMP_THREAD_LIMIT": "3", "OMP_NUM_THREADS": "2"}],
+    ids=["thread-limit-1", "dynamic", "thread-limit-3"],
+)
 def test_results_do_not_depend_on_the_threads_openmp_grants(env, split):
     # 4 threads asked for: under OMP_THREAD_LIMIT=1 one is granted, under 3 three.
     _check_entry_points("plain", 4, {**env, **split})
@@ -233,10 +238,11 @@ def test_an_absurd_omp_num_threads_neither_aborts_nor_hangs():
 
 # --- bit-identical outputs whatever the buffers' alignment
 
+
 def _offset_array(shape: tuple[int, int], dtype: str, offset: int) -> np.ndarray:
     """A C-contiguous array whose data starts `offset` elements into a fresh buffer."""
     size = shape[0] * shape[1]
-    return np.empty(size + 64, dtype=dtype)[offset:offset + size].reshape(shape)
+    return np.empty(size + 64, dtype=dtype)[offset : offset + size].reshape(shape)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -281,9 +287,9 @@ def test_predict_proba_is_bit_identical_across_calls_and_round_trips(dtype, tmp_
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 10))
     y = rng.integers(0, 3, 300)
-    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(32,), activation="tanh", max_iter=5, random_state=0,
-                                dtype=dtype)
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(32,), activation="tanh", max_iter=5, random_state=0, dtype=dtype)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(X, y)

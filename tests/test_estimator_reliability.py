@@ -7,6 +7,7 @@ exactly and load rejects damaged or forged files without large allocations;
 a soak of fit/predict/save/load cycles does not leak; threads may predict
 concurrently.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -162,12 +163,15 @@ def _cases(kind):
         for m in ("fit", "partial_fit", "score"):
             cases.append((f"{m}-sample_weight-{name}", _calling(m, X0, y, sample_weight=sw), "sample_weight"))
     if kind == "clf":
-        cases.append(("partial_fit-unknown-label", lambda est: est.partial_fit(X0, np.where(Y_CLF == 3, 7, Y_CLF)),
-                      "classes"))
-        cases.append(("partial_fit-other-classes", lambda est: est.partial_fit(X0, Y_CLF, classes=[0, 1, 2, 3, 4]),
-                      "classes"))
+        cases.append(
+            ("partial_fit-unknown-label", lambda est: est.partial_fit(X0, np.where(Y_CLF == 3, 7, Y_CLF)), "classes")
+        )
+        cases.append(
+            ("partial_fit-other-classes", lambda est: est.partial_fit(X0, Y_CLF, classes=[0, 1, 2, 3, 4]), "classes")
+        )
     for param, value, pattern in HYPER:
         for m in ("fit", "partial_fit"):
+
             def call(est, param=param, value=value, m=m):
                 old = est.get_params()[param]
                 est.set_params(**{param: value})
@@ -175,6 +179,7 @@ def _cases(kind):
                     getattr(est, m)(X0, y)
                 finally:
                     est.set_params(**{param: old})
+
             if m == "partial_fit" and param == "solver":
                 continue  # partial_fit does not exist for an unknown solver (AttributeError, as scikit-learn)
             cases.append((f"{m}-{param}={value!r}", call, pattern))
@@ -224,8 +229,9 @@ def test_numeric_strings_and_objects_are_converted_as_in_scikit_learn(kind):
 
 # --- 2. divergence ----------------------------------------------------------------
 
-DIVERGE = dict(hidden_layer_sizes=(16,), solver="sgd", momentum=0.9, batch_size=10, shuffle=False,
-               random_state=0, max_iter=50)
+DIVERGE = dict(
+    hidden_layer_sizes=(16,), solver="sgd", momentum=0.9, batch_size=10, shuffle=False, random_state=0, max_iter=50
+)
 
 
 def _diverging_data():
@@ -280,6 +286,7 @@ def test_divergence_on_the_first_epoch_keeps_the_initial_weights():
 
 # --- 3. Ctrl-C ----------------------------------------------------------------------
 
+
 def test_ctrl_c_during_fit_returns_promptly_with_a_usable_model():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4000, 20))
@@ -306,6 +313,7 @@ def test_ctrl_c_during_fit_returns_promptly_with_a_usable_model():
 
 
 # --- 4. pickling and files --------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["clf", "reg"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -344,6 +352,7 @@ def test_save_is_atomic_a_failed_save_leaves_the_old_file(tmp_path, monkeypatch)
 
     def crash(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(fio.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         est.save(path)
@@ -357,6 +366,7 @@ def test_load_never_unpickles(tmp_path, monkeypatch):
 
     def refuse(*a, **k):
         raise AssertionError("load unpickled")
+
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     fastmlp.load(tmp_path / "m.npz")
@@ -366,6 +376,7 @@ def _saved_bytes(kind="clf", dtype="float64"):
     buf = io.BytesIO()
     est = _fitted(kind, dtype=dtype)
     import tempfile
+
     with tempfile.TemporaryDirectory() as d:
         est.save(os.path.join(d, "m.npz"))
         with open(os.path.join(d, "m.npz"), "rb") as f:
@@ -436,14 +447,48 @@ def _forged():
         ("not-a-zip", b"hello world" * 10),
         ("truncated-half", _GOOD[: len(_GOOD) // 2]),
         ("truncated-end", _GOOD[:-10]),
-        ("huge-declared-shape", _zip({**m, "coefs_0.npy": _npy(header=dict(
-            descr="<f8", fortran_order=False, shape=(10**6, 10**6)), body=w0[128:])})),
-        ("huge-declared-1d", _zip({**m, "loss_curve_.npy": _npy(header=dict(
-            descr="<f8", fortran_order=False, shape=(10**11,)), body=b"\0" * 64)})),
-        ("huge-metadata-string", _zip({**m, "__fastmlp__.npy": _npy(header=dict(
-            descr="<U1000000000", fortran_order=False, shape=()), body=b"")})),
-        ("object-dtype", _zip({**m, "classes_.npy": _npy(header=dict(
-            descr="|O", fortran_order=False, shape=(4,)), body=b"\x80\x04N." * 4)})),
+        (
+            "huge-declared-shape",
+            _zip(
+                {
+                    **m,
+                    "coefs_0.npy": _npy(
+                        header=dict(descr="<f8", fortran_order=False, shape=(10**6, 10**6)), body=w0[128:]
+                    ),
+                }
+            ),
+        ),
+        (
+            "huge-declared-1d",
+            _zip(
+                {
+                    **m,
+                    "loss_curve_.npy": _npy(
+                        header=dict(descr="<f8", fortran_order=False, shape=(10**11,)), body=b"\0" * 64
+                    ),
+                }
+            ),
+        ),
+        (
+            "huge-metadata-string",
+            _zip(
+                {
+                    **m,
+                    "__fastmlp__.npy": _npy(header=dict(descr="<U1000000000", fortran_order=False, shape=()), body=b""),
+                }
+            ),
+        ),
+        (
+            "object-dtype",
+            _zip(
+                {
+                    **m,
+                    "classes_.npy": _npy(
+                        header=dict(descr="|O", fortran_order=False, shape=(4,)), body=b"\x80\x04N." * 4
+                    ),
+                }
+            ),
+        ),
         ("wrong-dtype-coefs", _zip({**m, "coefs_0.npy": _npy(np.zeros((F, 5), dtype=np.int64))})),
         ("float32-coefs-in-float64-model", _zip({**m, "coefs_0.npy": _npy(np.zeros((F, 5), dtype=np.float32))})),
         ("wrong-shape-coefs", _zip({**m, "coefs_0.npy": _npy(np.zeros((F, 6)))})),
@@ -508,10 +553,10 @@ def test_load_fuzz_mutated_files(tmp_path, data):
         elif kind == "insert":
             raw[at:at] = data.draw(st.binary(min_size=1, max_size=64))
         elif kind == "delete":
-            del raw[at:at + data.draw(st.integers(1, 64))]
+            del raw[at : at + data.draw(st.integers(1, 64))]
         else:
             chunk = data.draw(st.binary(min_size=1, max_size=16))
-            raw[at:at + len(chunk)] = chunk
+            raw[at : at + len(chunk)] = chunk
         if not raw:
             break
     result, peak = _load_bytes(tmp_path, bytes(raw))
@@ -523,15 +568,21 @@ def test_load_fuzz_mutated_files(tmp_path, data):
         assert result.predict(X0).tobytes() == _EST.predict(X0).tobytes()
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                     max_leaves=12)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 @pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(key=st.sampled_from(["params", "attributes", "class", "version", "format"]), path_key=st.text(max_size=24),
-       value=_json, data=st.data())
+@given(
+    key=st.sampled_from(["params", "attributes", "class", "version", "format"]),
+    path_key=st.text(max_size=24),
+    value=_json,
+    data=st.data(),
+)
 def test_load_fuzz_metadata(tmp_path, key, path_key, value, data):
     """Random JSON values in the metadata: load rejects them with ValueError or loads a model that predicts."""
     meta = _meta(_GOOD)
@@ -549,6 +600,7 @@ def test_load_fuzz_metadata(tmp_path, key, path_key, value, data):
 
 
 # --- 5. soak ----------------------------------------------------------------------
+
 
 def _rss_bytes():
     with open("/proc/self/statm") as f:
@@ -580,6 +632,7 @@ def test_soak_fit_predict_save_load_does_not_leak(tmp_path):
 
 # --- 6. threads -------------------------------------------------------------------
 
+
 def _run_threads(fns):
     errors, results = [], [None] * len(fns)
 
@@ -588,6 +641,7 @@ def _run_threads(fns):
             results[i] = fn()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
+
     threads = [threading.Thread(target=wrap, args=(i, fn)) for i, fn in enumerate(fns)]
     for t in threads:
         t.start()
@@ -606,6 +660,7 @@ def test_threads_predict_with_one_estimator(kind):
 
     def work(i):
         return [est.predict(Xs[i]) for _ in range(10)]
+
     for got, want in zip(_run_threads([lambda i=i: work(i) for i in range(6)]), expected):
         for g in got:
             assert g.tobytes() == want.tobytes()
@@ -647,12 +702,14 @@ def test_fit_in_one_thread_while_another_estimator_predicts():
                 n += 1
                 predicted.release()
             return n
+
         n_predictions = _run_threads([fit, predict])[1]
     assert n_predictions >= 30  # at least one prediction per epoch of the other estimator's fit
     assert _weights(a) == _weights(ref)
 
 
 # --- 7. a gradient hook that raises leaves Adam's step count alone -------------------
+
 
 @pytest.mark.parametrize("opt", [fastmlp.Adam, fastmlp.AdamW])
 def test_failed_hook_leaves_the_optimizer_unchanged(opt):
@@ -666,6 +723,7 @@ def test_failed_hook_leaves_the_optimizer_unchanged(opt):
 
     def hook(g, loss):
         raise RuntimeError("allreduce failed")
+
     with pytest.raises(RuntimeError, match="allreduce failed"):
         net.train_epoch(X, y, "log_loss", o, batch_size=8, shuffle=False, gradient_hook=hook)
     assert o.t == t

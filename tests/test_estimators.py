@@ -1,5 +1,6 @@
 """The estimators' own behaviour: the features beyond scikit-learn, bad input,
 persistence, and life without scikit-learn."""
+
 from __future__ import annotations
 
 import io
@@ -33,6 +34,7 @@ def _quiet_fit(est, *args, **kwargs):
 
 
 # --- extras ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("solver", ["adamw", "rmsprop", "adagrad", "sgd", "adam"])
 def test_every_solver_learns(solver, blobs):
@@ -75,9 +77,18 @@ def test_l1_shrinks_weights_and_clipping_bounds_the_first_step(blobs):
 def test_schedules_and_warmup_drive_the_learning_rate(schedule, blobs):
     X, y = blobs
     seen = []
-    est = MLPClassifier((8,), learning_rate=schedule, learning_rate_init=0.01, lr_gamma=0.5, lr_step_size=2,
-                        warmup_epochs=1, max_iter=6, random_state=0, batch_size=60,
-                        callbacks=[lambda m: seen.append(m["learning_rate"])])
+    est = MLPClassifier(
+        (8,),
+        learning_rate=schedule,
+        learning_rate_init=0.01,
+        lr_gamma=0.5,
+        lr_step_size=2,
+        warmup_epochs=1,
+        max_iter=6,
+        random_state=0,
+        batch_size=60,
+        callbacks=[lambda m: seen.append(m["learning_rate"])],
+    )
     _quiet_fit(est, X, y)
     s = fastmlp.Schedule(schedule, 0.01, gamma=0.5, step_size=2, total_epochs=6, warmup_epochs=1)
     # the rate of each epoch's last step (batch 3 of 4)
@@ -113,8 +124,12 @@ def test_validation_data_and_callbacks(blobs, rng):
     assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3 and len(calls) == 3
     assert {"epoch", "loss", "learning_rate", "seconds", "samples_per_second", "validation_loss"} <= set(calls[0])
     assert est.validation_loss_curve_[-1] < est.validation_loss_curve_[0]
-    es = _quiet_fit(MLPClassifier((8,), max_iter=30, random_state=0, early_stopping=True), X[:200], y[:200],
-                    validation_data=(X[200:], y[200:]))
+    es = _quiet_fit(
+        MLPClassifier((8,), max_iter=30, random_state=0, early_stopping=True),
+        X[:200],
+        y[:200],
+        validation_data=(X[200:], y[200:]),
+    )
     assert es.best_validation_score_ == max(es.validation_scores_)
     assert len(es.validation_scores_) == len(es.validation_loss_curve_) == es.n_iter_
     with pytest.raises(ValueError, match="classes not in"):
@@ -184,27 +199,31 @@ def test_partial_fit_needs_classes_and_is_absent_for_lbfgs(blobs):
 
 # --- bad input ------------------------------------------------------------------
 
-@pytest.mark.parametrize("params,error,match", [
-    (dict(hidden_layer_sizes=(4, 0)), ValueError, "hidden_layer_sizes must be > 0"),
-    (dict(hidden_layer_sizes="4"), TypeError, "hidden_layer_sizes"),
-    (dict(activation="softplus"), ValueError, "'activation' parameter must be one of"),
-    (dict(solver="newton"), ValueError, "'solver' parameter"),
-    (dict(alpha=-1.0), ValueError, "'alpha' parameter must be a real number in"),
-    (dict(batch_size=0), ValueError, "'batch_size' parameter"),
-    (dict(batch_size="big"), ValueError, "'batch_size' parameter"),
-    (dict(learning_rate="linear"), ValueError, "'learning_rate' parameter"),
-    (dict(learning_rate_init=0.0), ValueError, "'learning_rate_init'"),
-    (dict(max_iter=1.5), TypeError, "'max_iter' parameter must be an int"),
-    (dict(momentum=1.5), ValueError, "'momentum'"),
-    (dict(shuffle="yes"), TypeError, "'shuffle' parameter must be a bool"),
-    (dict(validation_fraction=1.0), ValueError, "'validation_fraction'"),
-    (dict(dtype="float16"), ValueError, "'dtype' parameter"),
-    (dict(n_threads=0), ValueError, "'n_threads'"),
-    (dict(clip_norm=0.0), ValueError, "'clip_norm'"),
-    (dict(l1=float("nan")), ValueError, "'l1'"),
-    (dict(callbacks=[1]), TypeError, "'callbacks'"),
-    (dict(random_state="seed"), ValueError, "random_state"),
-])
+
+@pytest.mark.parametrize(
+    "params,error,match",
+    [
+        (dict(hidden_layer_sizes=(4, 0)), ValueError, "hidden_layer_sizes must be > 0"),
+        (dict(hidden_layer_sizes="4"), TypeError, "hidden_layer_sizes"),
+        (dict(activation="softplus"), ValueError, "'activation' parameter must be one of"),
+        (dict(solver="newton"), ValueError, "'solver' parameter"),
+        (dict(alpha=-1.0), ValueError, "'alpha' parameter must be a real number in"),
+        (dict(batch_size=0), ValueError, "'batch_size' parameter"),
+        (dict(batch_size="big"), ValueError, "'batch_size' parameter"),
+        (dict(learning_rate="linear"), ValueError, "'learning_rate' parameter"),
+        (dict(learning_rate_init=0.0), ValueError, "'learning_rate_init'"),
+        (dict(max_iter=1.5), TypeError, "'max_iter' parameter must be an int"),
+        (dict(momentum=1.5), ValueError, "'momentum'"),
+        (dict(shuffle="yes"), TypeError, "'shuffle' parameter must be a bool"),
+        (dict(validation_fraction=1.0), ValueError, "'validation_fraction'"),
+        (dict(dtype="float16"), ValueError, "'dtype' parameter"),
+        (dict(n_threads=0), ValueError, "'n_threads'"),
+        (dict(clip_norm=0.0), ValueError, "'clip_norm'"),
+        (dict(l1=float("nan")), ValueError, "'l1'"),
+        (dict(callbacks=[1]), TypeError, "'callbacks'"),
+        (dict(random_state="seed"), ValueError, "random_state"),
+    ],
+)
 def test_bad_parameters_name_themselves_and_change_nothing(params, error, match, blobs):
     X, y = blobs
     est = _quiet_fit(MLPClassifier((4,), max_iter=2, random_state=0), X, y)
@@ -235,13 +254,17 @@ def test_bad_data(blobs):
 
 # --- persistence --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["multiclass", "multilabel", "regression"])
 def test_save_load_round_trip(kind, blobs, tmp_path, rng):
     X, y = blobs
     if kind == "multilabel":
         y = (rng.random((len(X), 3)) < 0.5).astype(int)
-    est = MLPRegressor(hidden_layer_sizes=(6,), max_iter=3) if kind == "regression" else MLPClassifier((6,), max_iter=3,
-                                                                                      early_stopping=True)
+    est = (
+        MLPRegressor(hidden_layer_sizes=(6,), max_iter=3)
+        if kind == "regression"
+        else MLPClassifier((6,), max_iter=3, early_stopping=True)
+    )
     target = X[:, 0] if kind == "regression" else y
     _quiet_fit(est.set_params(random_state=0, l1=0.01, callbacks=[print]), X, target)
     path = tmp_path / "model.npz"
@@ -250,8 +273,17 @@ def test_save_load_round_trip(kind, blobs, tmp_path, rng):
     back = fastmlp.load(path)
     np.testing.assert_array_equal(back.predict(X), est.predict(X))
     assert back.get_params()["callbacks"] is None and back.l1 == 0.01
-    for name in ("n_iter_", "t_", "loss_", "loss_curve_", "n_outputs_", "out_activation_", "best_loss_",
-                 "validation_scores_", "best_validation_score_"):
+    for name in (
+        "n_iter_",
+        "t_",
+        "loss_",
+        "loss_curve_",
+        "n_outputs_",
+        "out_activation_",
+        "best_loss_",
+        "validation_scores_",
+        "best_validation_score_",
+    ):
         assert getattr(back, name) == getattr(est, name), name
     # NumPy alone reads it, without pickle.
     with np.load(path, allow_pickle=False) as z:
@@ -307,6 +339,7 @@ def test_pickle_clone_pipeline_grid_search(blobs):
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     X, y = blobs
     est = _quiet_fit(MLPClassifier((6,), max_iter=5, random_state=0), X, y)
     back = pickle.loads(pickle.dumps(est))
@@ -326,8 +359,11 @@ def test_to_sklearn_gives_the_same_predictions(kind, blobs, rng):
     X, y = blobs
     if kind == "multilabel":
         y = (rng.random((len(X), 3)) < 0.5).astype(int)
-    est = (MLPRegressor(hidden_layer_sizes=(5,), loss="poisson", max_iter=3) if kind == "poisson"
-           else MLPClassifier((5,), max_iter=3))
+    est = (
+        MLPRegressor(hidden_layer_sizes=(5,), loss="poisson", max_iter=3)
+        if kind == "poisson"
+        else MLPClassifier((5,), max_iter=3)
+    )
     _quiet_fit(est.set_params(random_state=0, solver="adamw"), X, np.abs(X[:, 0]) if kind == "poisson" else y)
     with pytest.warns(UserWarning, match="solver='adamw'"):  # dropped: scikit-learn has no adamw
         sk = est.to_sklearn()
@@ -396,7 +432,12 @@ NO_SKLEARN = textwrap.dedent("""
 
 
 def test_works_without_scikit_learn():
-    result = subprocess.run([sys.executable, "-c", NO_SKLEARN], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONWARNINGS="error::DeprecationWarning"))
+    result = subprocess.run(
+        [sys.executable, "-c", NO_SKLEARN],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONWARNINGS="error::DeprecationWarning"),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("OK without scikit-learn")

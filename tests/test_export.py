@@ -1,4 +1,5 @@
 """A trained model on its way out: ONNX (run by onnxruntime), PyTorch, Network.save/load, summary()."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,9 @@ def fit(est, X, y):
 
 
 def network(hidden: str, output: str, dtype: str = "float32") -> fastmlp.Network:
-    net = fastmlp.Network([5, 7, 6, 3], activation=hidden, output_activation=output, dtype=dtype, seed=1,
-                          leaky_relu_slope=0.1)
+    net = fastmlp.Network(
+        [5, 7, 6, 3], activation=hidden, output_activation=output, dtype=dtype, seed=1, leaky_relu_slope=0.1
+    )
     rng = np.random.default_rng(2)
     for b in net.biases:  # non-zero biases, so that a dropped bias would show
         b[:] = rng.standard_normal(b.shape)
@@ -76,8 +78,9 @@ def test_onnx_equals_forward(hidden, output, X, tmp_path):
 def test_onnx_equals_predict_proba_and_predict(classes, X, tmp_path):
     need("onnx")
     y = np.arange(len(X)) % classes
-    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=30, dtype="float32",
-                                random_state=0)
+    clf = fastmlp.MLPClassifier(
+        hidden_layer_sizes=(8,), activation="tanh", max_iter=30, dtype="float32", random_state=0
+    )
     fit(clf, X, y)
     got = run_onnx(clf, X, tmp_path)
     assert got.shape == (len(X), classes)  # binary: the two columns [1 - p, p]

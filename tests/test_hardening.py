@@ -3,6 +3,7 @@
 Each test failed before its fix. Cases that could exhaust memory or hang run in a child
 process with a timeout and an address-space limit.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,11 +49,13 @@ def _snapshot(est):
 
 
 def _run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 # --- files --------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_load_reads_only_regular_files(tmp_path):
@@ -60,7 +63,8 @@ def test_load_reads_only_regular_files(tmp_path):
     (in a child under an address-space limit, so a regression fails instead of exhausting memory)."""
     fifo = tmp_path / "fifo.npz"
     os.mkfifo(fifo)
-    result = _run_child(f"""
+    result = _run_child(
+        f"""
         import resource, fastmlp
         with open("/proc/self/status") as f:
             vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
@@ -71,7 +75,9 @@ def test_load_reads_only_regular_files(tmp_path):
             except ValueError as e:
                 assert "not a regular file" in str(e), e
                 print("refused", path)
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["refused /dev/zero", f"refused {fifo}"]
     with pytest.raises(IsADirectoryError):
@@ -86,8 +92,12 @@ def _zip_claiming(members: dict[str, bytes], claimed: dict[str, int]) -> bytes:
         size, crc, n = claimed.get(name, len(data)), zlib.crc32(data), name.encode()
         offset = len(out)
         out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, crc, size, size, len(n), 0) + n + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, crc, size, size, len(n),
-                               0, 0, 0, 0, 0, offset) + n
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, crc, size, size, len(n), 0, 0, 0, 0, 0, offset
+            )
+            + n
+        )
     eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(out), 0)
     return bytes(out + central + eocd)
 
@@ -105,6 +115,7 @@ def test_forged_consistent_sizes_are_rejected_before_allocating(tmp_path):
     members, claimed = {}, {}
     for name, shape in (("coefs_0", (F, H)), ("intercepts_0", (H,)), ("coefs_1", (H, 1)), ("intercepts_1", (1,))):
         import io as _io
+
         f = _io.BytesIO()
         np.lib.format.write_array_header_1_0(f, dict(descr="<f8", fortran_order=False, shape=shape))
         members[name + ".npy"] = f.getvalue() + b"\0" * 64
@@ -129,6 +140,7 @@ def test_forged_consistent_sizes_are_rejected_before_allocating(tmp_path):
 def umask():
     def set_mask(mask):
         old.append(os.umask(mask))
+
     old = []
     yield set_mask
     if old:
@@ -171,11 +183,19 @@ def test_save_and_load_take_str_bytes_and_pathlike(tmp_path):
 
 # --- estimators: a failed call changes nothing ---------------------------------------
 
-@pytest.mark.parametrize("params", [
-    dict(learning_rate="step", lr_gamma=np.inf), dict(learning_rate="cosine", lr_min=np.inf),
-    dict(learning_rate="step", lr_step_size=np.inf), dict(warmup_epochs=np.inf),
-    dict(learning_rate_init=np.inf), dict(alpha=np.inf), dict(weight_decay=np.inf, solver="adamw"),
-])
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(learning_rate="step", lr_gamma=np.inf),
+        dict(learning_rate="cosine", lr_min=np.inf),
+        dict(learning_rate="step", lr_step_size=np.inf),
+        dict(warmup_epochs=np.inf),
+        dict(learning_rate_init=np.inf),
+        dict(alpha=np.inf),
+        dict(weight_decay=np.inf, solver="adamw"),
+    ],
+)
 def test_invalid_hyperparameters_fail_before_touching_the_fitted_model(params):
     est = _fitted_reg()
     before, score = _snapshot(est), est.score(X, Y_REG)
@@ -208,11 +228,13 @@ def test_a_refused_concurrent_fit_changes_nothing():
 
     def second_fit(metrics):
         if metrics["epoch"] == 3:
+
             def run():
                 try:
                     est.fit(X, Y_REG)
                 except RuntimeError as e:
                     errors.append(e)
+
             t = threading.Thread(target=run)
             t.start()
             t.join()
@@ -227,36 +249,58 @@ def test_a_refused_concurrent_fit_changes_nothing():
 
 # --- save/load and pickle keep everything ---------------------------------------------
 
+
 def _typed(params):
     return {k: (type(v), repr(v)) for k, v in params.items()}
 
 
 def test_save_load_round_trips_get_params_with_their_types(tmp_path):
     y = np.array(["a", "b", "c", "d"] * 20)
-    est = MLPClassifier(hidden_layer_sizes=(5, 3), class_weight={"a": 2.0, "b": 1, "c": 0.5, "d": 1.0},
-                        random_state=np.int64(3), dtype=np.float32, max_iter=2, lr_step_size=7, tol=np.inf)
+    est = MLPClassifier(
+        hidden_layer_sizes=(5, 3),
+        class_weight={"a": 2.0, "b": 1, "c": 0.5, "d": 1.0},
+        random_state=np.int64(3),
+        dtype=np.float32,
+        max_iter=2,
+        lr_step_size=7,
+        tol=np.inf,
+    )
     _quiet(est.fit, X, y)
     est.save(tmp_path / "m.npz")
     back = fastmlp.load(tmp_path / "m.npz")
     assert _typed(back.get_params()) == _typed({**est.get_params(), "random_state": 3})
-    for class_weight, labels in (({2: 5.0, 0: 1.0}, [0, 2]), ({True: 3.0}, [False, True]),
-                                 ({1.0: 2.0}, [1.0, 2.0]), (None, [0, 1])):
+    for class_weight, labels in (
+        ({2: 5.0, 0: 1.0}, [0, 2]),
+        ({True: 3.0}, [False, True]),
+        ({1.0: 2.0}, [1.0, 2.0]),
+        (None, [0, 1]),
+    ):
         yy = np.array(labels * 40)
-        est = _quiet(MLPClassifier((4,), max_iter=1, class_weight=class_weight, dtype="float64",
-                                   random_state=None).fit, X, yy)
+        est = _quiet(
+            MLPClassifier((4,), max_iter=1, class_weight=class_weight, dtype="float64", random_state=None).fit, X, yy
+        )
         est.save(tmp_path / "m.npz")
         back = fastmlp.load(tmp_path / "m.npz")
         assert _typed(back.get_params()) == _typed(est.get_params())
         _quiet(back.fit, X, yy)  # refitting the loaded model works (class_weight keys are classes)
 
 
-@pytest.mark.parametrize("solver,extra", [("adam", {}), ("sgd", {}), ("sgd", dict(learning_rate="invscaling")),
-                                          ("adamw", {}), ("rmsprop", {}), ("adagrad", {})])
+@pytest.mark.parametrize(
+    "solver,extra",
+    [
+        ("adam", {}),
+        ("sgd", {}),
+        ("sgd", dict(learning_rate="invscaling")),
+        ("adamw", {}),
+        ("rmsprop", {}),
+        ("adagrad", {}),
+    ],
+)
 @pytest.mark.parametrize("how", ["pickle", "save"])
 def test_partial_fit_continues_after_pickle_and_save_as_if_uninterrupted(tmp_path, solver, extra, how):
     def make():
-        return MLPRegressor(hidden_layer_sizes=(6,), solver=solver, random_state=0, learning_rate_init=0.01,
-                            **extra)
+        return MLPRegressor(hidden_layer_sizes=(6,), solver=solver, random_state=0, learning_rate_init=0.01, **extra)
+
     straight, resumed = make(), make()
     for _ in range(3):
         straight.partial_fit(X, Y_REG)
@@ -288,15 +332,17 @@ def test_optimizer_objects_pickle_their_state():
 
 # --- without scikit-learn: the same split and error types ----------------------------
 
-@pytest.mark.parametrize("labels", [[0] * 30 + [1] * 50, [0] * 10 + [1] * 10 + [2] * 10 + [3] * 7, None,
-                                    [True] * 2 + [False] * 61])
+
+@pytest.mark.parametrize(
+    "labels", [[0] * 30 + [1] * 50, [0] * 10 + [1] * 10 + [2] * 10 + [3] * 7, None, [True] * 2 + [False] * 61]
+)
 @pytest.mark.parametrize("seed", [0, 1, 42])
 def test_fallback_split_is_scikit_learns(monkeypatch, labels, seed):
     from sklearn.model_selection import train_test_split
+
     n = 63 if labels is None else len(labels)
     stratify = None if labels is None else np.array(labels).reshape(-1, 1)
-    want = train_test_split(np.arange(n), test_size=0.1, random_state=np.random.RandomState(seed),
-                            stratify=stratify)
+    want = train_test_split(np.arange(n), test_size=0.1, random_state=np.random.RandomState(seed), stratify=stratify)
     monkeypatch.setattr(_compat, "HAVE_SKLEARN", False)
     got = _compat.train_test_split_indices(n, 0.1, np.random.RandomState(seed), stratify)
     assert [a.tolist() for a in got] == [a.tolist() for a in want]
@@ -338,6 +384,7 @@ def test_without_scikit_learn_the_scores_and_errors_are_the_same():
 
 # --- to_sklearn, sparse input ----------------------------------------------------------
 
+
 def test_to_sklearn_warns_naming_each_dropped_setting():
     est = _fitted_reg(solver="adamw", learning_rate="cosine", l1=0.01, clip_norm=1.0)
     with pytest.warns(UserWarning, match="to_sklearn") as record:
@@ -355,8 +402,12 @@ def test_to_sklearn_warns_naming_each_dropped_setting():
 def test_complex_sparse_X_is_a_type_error_like_dense(call):
     net = Network([3, 4, 1], dtype="float64", seed=0)
     Xc = sp.csr_matrix(X.astype(np.complex128) + 1j)
-    args = {"forward": (), "train_epoch": (Y_REG, "squared_error", fastmlp.SGD(0.01)),
-            "loss_and_grad": (Y_REG, "squared_error"), "objective": (Y_REG, "squared_error")}[call]
+    args = {
+        "forward": (),
+        "train_epoch": (Y_REG, "squared_error", fastmlp.SGD(0.01)),
+        "loss_and_grad": (Y_REG, "squared_error"),
+        "objective": (Y_REG, "squared_error"),
+    }[call]
     before = net.params.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ComplexWarning: refused, not cast
@@ -383,6 +434,7 @@ def test_sparse_X_with_a_billion_columns_is_a_value_error_before_allocating():
 
 # --- Ctrl-C during lbfgs ------------------------------------------------------------------
 
+
 def _interrupt_objective(monkeypatch, at_call):
     calls = [0]
     original = Network.run_objective
@@ -392,6 +444,7 @@ def _interrupt_objective(monkeypatch, at_call):
         if calls[0] == at_call:
             raise KeyboardInterrupt
         return original(self, *args)
+
     monkeypatch.setattr(Network, "run_objective", objective)
 
 
@@ -420,12 +473,15 @@ def test_lbfgs_ctrl_c_before_the_first_iteration_changes_nothing(monkeypatch):
 
 # --- scikit-learn's own test_mlp.py cases, directly ----------------------------------------
 
+
 def test_non_finite_message_begins_with_scikit_learns_sentence():
     est = MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", learning_rate_init=1e10, max_iter=5)
     with pytest.raises(ValueError) as info:
         _quiet(est.fit, X * 1e10, Y_REG)
-    assert str(info.value).startswith("Solver produced non-finite parameter weights. The input data may contain "
-                                      "large values and need to be preprocessed. ")
+    assert str(info.value).startswith(
+        "Solver produced non-finite parameter weights. The input data may contain "
+        "large values and need to be preprocessed. "
+    )
 
 
 @pytest.mark.parametrize("verbose", [True, 1, 10])
@@ -436,8 +492,15 @@ def test_any_true_verbose_prints_iteration_lines(capsys, verbose):
 
 
 def test_diverging_fit_with_early_stopping_records_nan_and_keeps_the_best_weights():
-    est = MLPRegressor(hidden_layer_sizes=(20,), activation="identity", solver="sgd", learning_rate_init=1,
-                       max_iter=20, early_stopping=True, random_state=0)
+    est = MLPRegressor(
+        hidden_layer_sizes=(20,),
+        activation="identity",
+        solver="sgd",
+        learning_rate_init=1,
+        max_iter=20,
+        early_stopping=True,
+        random_state=0,
+    )
     with pytest.warns(fastmlp.ConvergenceWarning, match="diverged"):
         est.fit(X * 10, Y_REG * 100)
     assert np.isnan(est.validation_scores_[-1]) and isinstance(est.validation_scores_[-1], float)

@@ -1,4 +1,5 @@
 """The C++ engine against fastmlp.reference (NumPy) and finite differences."""
+
 from __future__ import annotations
 
 import threading
@@ -102,6 +103,7 @@ def test_views_are_live_and_outlive_the_network(rng):
     g = net.grads
     del net
     import gc
+
     gc.collect()
     w[:] = 3.0  # the view keeps the C++ memory alive
     assert float(w.sum()) == 3.0 * w.size and g.shape == (sum(a * b + b for a, b in zip(SIZES, SIZES[1:])),)
@@ -159,8 +161,9 @@ def test_optimizer_steps_match_reference(kind, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["momentum", "nesterov", "adam"])
-@pytest.mark.parametrize("loss,output", [("log_loss", "softmax"), ("squared_error", "identity"),
-                                         ("binary_log_loss", "logistic")])
+@pytest.mark.parametrize(
+    "loss,output", [("log_loss", "softmax"), ("squared_error", "identity"), ("binary_log_loss", "logistic")]
+)
 def test_three_epochs_with_fixed_order_match_reference(loss, output, kind, dtype, rng):
     net = make_net("relu", output, dtype, sizes=[6, 16, 8, 3])
     X, Y = make_data(rng, 103, 6, 3, loss, dtype)  # 103 = 4 batches of 25 + 3
@@ -192,8 +195,9 @@ def test_full_batch_when_batch_size_exceeds_n(rng):
     value = net.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), batch_size=1000, shuffle=False)
     want = ref.train_epoch(W, b, X, Y, "squared_error", ref.SGD(0.1), 1000, np.arange(20), "tanh", "identity")
     np.testing.assert_allclose(value, want, **TOL["float64"])
-    np.testing.assert_allclose(net.params, np.concatenate([np.r_[w.ravel(), c] for w, c in zip(W, b)]),
-                               **TOL["float64"])
+    np.testing.assert_allclose(
+        net.params, np.concatenate([np.r_[w.ravel(), c] for w, c in zip(W, b)]), **TOL["float64"]
+    )
 
 
 def _train_copy(threads, seed=7, epochs=2):
@@ -251,6 +255,7 @@ def test_gil_is_released_during_train_epoch(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_spiral_is_learned(dtype):
     from fastmlp.datasets import make_spiral
+
     X, y = make_spiral(1000, n_classes=2, noise=0.1, seed=0, dtype=dtype)
     net = fastmlp.Network([2, 64, 64, 2], activation="relu", output_activation="softmax", dtype=dtype, seed=0)
     opt = fastmlp.Adam(0.01)
@@ -263,6 +268,7 @@ def test_spiral_is_learned(dtype):
 @pytest.mark.slow
 def test_fashion_mnist_one_epoch(data_dir):
     from fastmlp.datasets import load_mnist
+
     X, y = load_mnist("fashion-mnist", "train", path=data_dir / "fashion-mnist")
     Xt, yt = load_mnist("fashion-mnist", "test", path=data_dir / "fashion-mnist")
     net = fastmlp.Network([784, 256, 128, 10], output_activation="softmax", seed=0)
@@ -274,6 +280,7 @@ def test_fashion_mnist_one_epoch(data_dir):
 
 def test_ctrl_c_interrupts_train_epoch_promptly(rng):
     import _thread
+
     X, Y = make_data(rng, 40000, 256, 10, "log_loss", "float32")
     net = fastmlp.Network([256, 512, 512, 10], output_activation="softmax", seed=0)
     before = net.params.copy()
@@ -312,11 +319,11 @@ def test_gradient_hook_sees_each_batch_and_can_rescale(rng):
 
     W, b_ = copy_params(halved)
     c = halved.train_epoch(X, Y, "squared_error", fastmlp.SGD(0.1), gradient_hook=halve, world_size=2, **kw)
-    want = ref.train_epoch(W, b_, X, Y, "squared_error", ref.SGD(0.05), 30, np.arange(100), "tanh", "identity",
-                           l2=0.01)
+    want = ref.train_epoch(W, b_, X, Y, "squared_error", ref.SGD(0.05), 30, np.arange(100), "tanh", "identity", l2=0.01)
     np.testing.assert_allclose(2 * c, want, **TOL["float64"])
-    np.testing.assert_allclose(halved.params, np.concatenate([np.r_[w.ravel(), v] for w, v in zip(W, b_)]),
-                               **TOL["float64"])
+    np.testing.assert_allclose(
+        halved.params, np.concatenate([np.r_[w.ravel(), v] for w, v in zip(W, b_)]), **TOL["float64"]
+    )
 
 
 def test_gradient_hook_error_propagates(rng):

@@ -1,4 +1,5 @@
 """What the installed package carries: version, show_config(), type stubs."""
+
 from __future__ import annotations
 
 import ast
@@ -23,13 +24,24 @@ def test_version_is_the_distributions_and_the_cores():
 
 def test_build_info_describes_the_loaded_core():
     info = _core.build_info()
-    assert set(info) >= {"version", "variant", "compiler", "cxx_flags", "eigen", "eigen_simd",
-                         "eigen_max_align_bytes", "openmp"}
+    assert set(info) >= {
+        "version",
+        "variant",
+        "compiler",
+        "cxx_flags",
+        "eigen",
+        "eigen_simd",
+        "eigen_max_align_bytes",
+        "openmp",
+    }
     assert info["eigen"].startswith("3.4.")
     assert info["openmp"] >= 201107
     simd = set(info["eigen_simd"].split(", "))
-    expected = {"baseline": {"SSE4.2", "SSE2"}, "avx2": {"AVX2", "FMA", "AVX", "SSE4.2", "SSE2"},
-                "avx512": {"AVX512", "AVX2", "FMA", "AVX", "SSE4.2", "SSE2"}}
+    expected = {
+        "baseline": {"SSE4.2", "SSE2"},
+        "avx2": {"AVX2", "FMA", "AVX", "SSE4.2", "SSE2"},
+        "avx512": {"AVX512", "AVX2", "FMA", "AVX", "SSE4.2", "SSE2"},
+    }
     if info["variant"] in expected:
         assert simd == expected[info["variant"]]
 
@@ -39,20 +51,29 @@ def test_show_config_names_version_variant_reason_build_threads_and_extras():
     fastmlp.show_config(file=buf)
     text = buf.getvalue()
     sel = fastmlp._selection
-    for needle in (f"fastmlp {fastmlp.__version__}", f"variant:      {sel.variant} ({sel.module})",
-                   f"why:        {sel.reason}", f"compiler:     {_core.build_info()['compiler']}",
-                   "cxx flags:", "eigen:        3.4.", "openmp:       OpenMP", "gemm:         Eigen 3.4.",
-                   f"threads:      {fastmlp.get_num_threads()} "):
+    for needle in (
+        f"fastmlp {fastmlp.__version__}",
+        f"variant:      {sel.variant} ({sel.module})",
+        f"why:        {sel.reason}",
+        f"compiler:     {_core.build_info()['compiler']}",
+        "cxx flags:",
+        "eigen:        3.4.",
+        "openmp:       OpenMP",
+        "gemm:         Eigen 3.4.",
+        f"threads:      {fastmlp.get_num_threads()} ",
+    ):
         assert needle in text, f"{needle!r} not in:\n{text}"
     for extra in ("sklearn", "scipy", "torch", "mpi4py", "matplotlib"):
         assert f"    {extra}:" in text
     # scikit-learn is a test requirement, so it must be reported as importable.
     import sklearn
+
     assert f"sklearn:    {sklearn.__version__}" in text
 
 
 def test_show_config_reports_a_missing_extra(monkeypatch):
     from fastmlp import _config
+
     monkeypatch.setitem(_config.EXTRAS, "torch", "no-such-distribution-fastmlp-test")
     assert _config._extra("torch") == "not installed"
 
@@ -62,8 +83,13 @@ HEAVY = ("sklearn", "scipy", "pandas", "matplotlib", "tqdm", "mpi4py", "torch", 
 
 def _modules_after(code: str) -> set[str]:
     """The top-level packages imported, in a fresh interpreter, by `code`."""
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return {name.split(".")[0] for name in out.split()}
 
 
@@ -79,6 +105,7 @@ def test_the_estimators_are_imported_on_first_use_and_are_sklearn_estimators():
     loaded = _modules_after("import fastmlp; fastmlp.MLPClassifier")
     assert "sklearn" in loaded  # a test requirement: the estimators then subclass its BaseEstimator
     from sklearn.base import BaseEstimator
+
     assert issubclass(fastmlp.MLPClassifier, BaseEstimator)
     assert fastmlp.MLPRegressor.__module__ == "fastmlp.estimators"
     assert {"MLPClassifier", "MLPRegressor", "ConvergenceWarning"} <= set(dir(fastmlp))
@@ -87,8 +114,9 @@ def test_the_estimators_are_imported_on_first_use_and_are_sklearn_estimators():
 
 
 def test_python_m_fastmlp_info_prints_show_config(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fastmlp", "info"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastmlp", "info"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert f"fastmlp {fastmlp.__version__}" in result.stdout
     assert "variant:" in result.stdout and "why:" in result.stdout
@@ -136,7 +164,7 @@ def _module_names(module) -> dict[str, set[str] | None]:
 def _runtime_params(func) -> list[str]:
     """Parameter names from pybind11's signature line, ``name(self: T, a: U[V, W], b: X) -> R``."""
     line = (func.__doc__ or "").lstrip().splitlines()[0]
-    inside = line[line.index("(") + 1:line.rindex(") ->")]
+    inside = line[line.index("(") + 1 : line.rindex(") ->")]
     names, depth, start = [], 0, 0
     for i, ch in enumerate(inside + ","):
         if ch in "[(":
@@ -151,14 +179,18 @@ def _runtime_params(func) -> list[str]:
 
 def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
     """'name' or 'Class.name' -> parameter names (without self) of every stubbed function."""
+
     def params(f: ast.FunctionDef) -> list[str]:
         return [a.arg for a in f.args.args if a.arg != "self"] + ([f"**{f.args.kwarg.arg}"] if f.args.kwarg else [])
+
     out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for f in cls.body:
             if isinstance(f, ast.FunctionDef) and not any(  # properties and their setters
-                    (isinstance(d, ast.Name) and d.id == "property")
-                    or (isinstance(d, ast.Attribute) and d.attr == "setter") for d in f.decorator_list):
+                (isinstance(d, ast.Name) and d.id == "property")
+                or (isinstance(d, ast.Attribute) and d.attr == "setter")
+                for d in f.decorator_list
+            ):
                 out[f"{cls.name}.{f.name}"] = params(f)
     return out
 
@@ -195,6 +227,7 @@ def test_distribution_metadata_is_complete():
 
 def test_demo_plot_without_matplotlib_says_so_before_training(monkeypatch, capsys, tmp_path):
     from fastmlp.__main__ import main
+
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     assert main(["demo", "--plot", str(tmp_path / "x.png")]) == 1
     captured = capsys.readouterr()

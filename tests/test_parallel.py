@@ -5,6 +5,7 @@ processes (loky) or on a Dask cluster (``joblib.parallel_backend("dask")``);
 fastmlp's OpenMP threads in each worker must then share the cores, not
 multiply them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,11 +57,19 @@ def _train_and_report(lr: float) -> dict:
         loss = net.train_epoch(X, y, "log_loss", opt, 32)
     try:
         from distributed import get_worker
+
         worker = get_worker().address
     except (ImportError, ValueError):
         worker = None
-    return dict(lr=lr, loss=loss, params=np.array(net.params), pid=os.getpid(), thread=threading.get_ident(),
-                fastmlp_threads=fastmlp.get_num_threads(), worker=worker)
+    return dict(
+        lr=lr,
+        loss=loss,
+        params=np.array(net.params),
+        pid=os.getpid(),
+        thread=threading.get_ident(),
+        fastmlp_threads=fastmlp.get_num_threads(),
+        worker=worker,
+    )
 
 
 LRS = [0.001, 0.01, 0.03, 0.1]
@@ -86,8 +95,10 @@ def test_loky_workers_share_the_cores():
 def test_search_on_a_dask_cluster():
     """The same search on dask.distributed.LocalCluster through joblib.parallel_backend("dask")."""
     distributed = _require("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
         with joblib.parallel_backend("dask"):
             got = joblib.Parallel()(joblib.delayed(_fit)(lr, threads=1) for lr in LRS)
     assert all(r["worker"] is not None for r in got), "a task did not run on a Dask worker"
@@ -99,6 +110,7 @@ def test_search_on_a_dask_cluster():
 
 
 # --------------------------------------------------------------------------- estimators
+
 
 class ThreadProbe:
     """A fit callback that records, from inside the fit, the process and its OpenMP threads.
@@ -132,11 +144,14 @@ def _probe_records(folder) -> dict[str, list[int]]:
 def _grid(n_threads, probe, n_jobs):
     sklearn_ms = _require("sklearn.model_selection")
     X, y = _data()
-    est = fastmlp.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0, n_threads=n_threads,
-                                callbacks=[probe])
-    search = sklearn_ms.GridSearchCV(est, {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]}, cv=2,
-                                     n_jobs=n_jobs, refit=False)
+    est = fastmlp.MLPClassifier(
+        hidden_layer_sizes=(16,), max_iter=5, random_state=0, n_threads=n_threads, callbacks=[probe]
+    )
+    search = sklearn_ms.GridSearchCV(
+        est, {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]}, cv=2, n_jobs=n_jobs, refit=False
+    )
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=fastmlp.estimators.ConvergenceWarning)
         search.fit(X, y)
@@ -176,8 +191,10 @@ def test_grid_search_honours_n_threads_in_workers(tmp_path):
 def test_grid_search_on_a_dask_cluster(tmp_path):
     """GridSearchCV under joblib.parallel_backend("dask") on a LocalCluster: the same scores as sequentially."""
     distributed = _require("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
         with joblib.parallel_backend("dask"):
             search = _grid(1, ThreadProbe(str(tmp_path)), -1)
     records = _probe_records(tmp_path)

@@ -85,14 +85,10 @@ def test_activation_values_by_hand():
     z = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]])
     np.testing.assert_array_equal(ref.activation_forward("identity", z), z)
     np.testing.assert_array_equal(ref.activation_forward("relu", z), [[0, 0, 0, 0.5, 3]])
-    np.testing.assert_allclose(
-        ref.activation_forward("leaky_relu", z, slope=0.1), [[-0.2, -0.05, 0, 0.5, 3]]
-    )
+    np.testing.assert_allclose(ref.activation_forward("leaky_relu", z, slope=0.1), [[-0.2, -0.05, 0, 0.5, 3]])
     np.testing.assert_allclose(ref.activation_forward("tanh", z), np.tanh(z))
     np.testing.assert_allclose(ref.activation_forward("logistic", z), 1 / (1 + np.exp(-z)))
-    np.testing.assert_array_equal(
-        ref.activation_forward("sigmoid", z), ref.activation_forward("logistic", z)
-    )
+    np.testing.assert_array_equal(ref.activation_forward("sigmoid", z), ref.activation_forward("logistic", z))
     np.testing.assert_allclose(ref.activation_forward("softmax", z), np.exp(z) / np.exp(z).sum())
 
 
@@ -102,9 +98,7 @@ def test_relu_derivative_at_zero_is_zero():
     relu = ref.activation_forward("relu", z)
     leaky = ref.activation_forward("leaky_relu", z, slope=0.1)
     np.testing.assert_array_equal(ref.activation_backward("relu", dA, z, relu), [[0, 0, 1]])
-    np.testing.assert_allclose(
-        ref.activation_backward("leaky_relu", dA, z, leaky, slope=0.1), [[0.1, 0.1, 1]]
-    )
+    np.testing.assert_allclose(ref.activation_backward("leaky_relu", dA, z, leaky, slope=0.1), [[0.1, 0.1, 1]])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -142,9 +136,7 @@ def test_output_grad_matches_finite_differences(loss, output_activation, rng):
     z[np.abs(z) < 1e-3] = 0.5
     y = make_targets(loss, rng, 5, 3)
     _, dZ = ref.output_loss_and_grad(loss, output_activation, z, y)
-    expected = numerical_gradient(
-        lambda: ref.output_loss_and_grad(loss, output_activation, z, y)[0], z
-    )
+    expected = numerical_gradient(lambda: ref.output_loss_and_grad(loss, output_activation, z, y)[0], z)
     np.testing.assert_allclose(dZ, expected, rtol=1e-6, atol=1e-10)
 
 
@@ -226,9 +218,7 @@ def test_forward_by_hand():
     np.testing.assert_allclose(As[1], [[5.5, -0.15]])
     np.testing.assert_allclose(Zs[1], [[5.5 - 0.45 - 1]])
     np.testing.assert_allclose(As[2], np.tanh([[4.05]]))
-    np.testing.assert_array_equal(
-        ref.predict(weights, biases, X, "leaky_relu", "tanh", slope=0.1), As[2]
-    )
+    np.testing.assert_array_equal(ref.predict(weights, biases, X, "leaky_relu", "tanh", slope=0.1), As[2])
 
 
 def test_forward_rejects_bad_networks():
@@ -250,9 +240,7 @@ def test_loss_and_grad_matches_finite_differences(activation, loss, output_activ
     def value():
         return ref.loss_and_grad(weights, biases, X, Y, loss, activation, output_activation)[0]
 
-    value0, weight_grads, bias_grads = ref.loss_and_grad(
-        weights, biases, X, Y, loss, activation, output_activation
-    )
+    value0, weight_grads, bias_grads = ref.loss_and_grad(weights, biases, X, Y, loss, activation, output_activation)
     assert isinstance(value0, float)
     for W, gW in zip(weights, weight_grads):
         np.testing.assert_allclose(gW, numerical_gradient(value, W), rtol=1e-6, atol=1e-9)
@@ -406,9 +394,7 @@ def test_train_epoch_with_zero_lr_returns_weighted_mean_of_batch_losses(l2):
     before = [p.copy() for p in weights + biases]
     order = rng.permutation(10)
 
-    mean_loss = ref.train_epoch(
-        weights, biases, X, Y, "log_loss", ref.SGD(0.0), 4, order, "tanh", "softmax", l2=l2
-    )
+    mean_loss = ref.train_epoch(weights, biases, X, Y, "log_loss", ref.SGD(0.0), 4, order, "tanh", "softmax", l2=l2)
 
     for p, p0 in zip(weights + biases, before):
         np.testing.assert_array_equal(p, p0)
@@ -442,9 +428,7 @@ def test_train_epoch_lowers_the_loss():
     weights, biases, X, Y, rng = _small_problem()
     optimizer = ref.Adam(0.01)
     losses = [
-        ref.train_epoch(
-            weights, biases, X, Y, "log_loss", optimizer, 3, rng.permutation(10), "tanh", "softmax"
-        )
+        ref.train_epoch(weights, biases, X, Y, "log_loss", optimizer, 3, rng.permutation(10), "tanh", "softmax")
         for _ in range(50)
     ]
     assert losses[-1] < 0.5 * losses[0]
@@ -454,13 +438,9 @@ def test_train_epoch_lowers_the_loss():
 def test_train_epoch_rejects_bad_arguments():
     weights, biases, X, Y, _ = _small_problem()
     with pytest.raises(ValueError, match="order"):
-        ref.train_epoch(
-            weights, biases, X, Y, "log_loss", ref.SGD(0.1), 4, np.arange(9), "tanh", "softmax"
-        )
+        ref.train_epoch(weights, biases, X, Y, "log_loss", ref.SGD(0.1), 4, np.arange(9), "tanh", "softmax")
     with pytest.raises(ValueError, match="batch_size"):
-        ref.train_epoch(
-            weights, biases, X, Y, "log_loss", ref.SGD(0.1), 0, np.arange(10), "tanh", "softmax"
-        )
+        ref.train_epoch(weights, biases, X, Y, "log_loss", ref.SGD(0.1), 0, np.arange(10), "tanh", "softmax")
 
 
 def test_names_match_the_core():
@@ -472,5 +452,6 @@ def test_names_match_the_core():
     assert ref.LOSSES == _names.LOSSES
     z = np.linspace(-3, 3, 7)
     for name in _names.OUTPUT_ACTIVATIONS:  # an alias computes what its activation computes
-        np.testing.assert_array_equal(ref.activation_forward(name, z),
-                                      ref.activation_forward(_names.canonical_activation(name), z))
+        np.testing.assert_array_equal(
+            ref.activation_forward(name, z), ref.activation_forward(_names.canonical_activation(name), z)
+        )

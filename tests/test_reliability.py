@@ -1,6 +1,7 @@
 """Network-level reliability: sizes that cannot be allocated, views that
 outlive their network, numerical extremes against the reference, threads,
 and a soak test for leaks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +20,7 @@ PHYSICAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 # --- sizes that cannot be allocated ---------------------------------------
+
 
 @pytest.mark.parametrize("sizes", [[4, 10**12], [10**7, 10**7], [3, 2**40, 2], [2**31, 2**31, 2**31]])
 def test_huge_layers_raise_value_error_before_allocating(sizes):
@@ -72,6 +74,7 @@ def test_forward_output_beyond_memory_is_a_value_error():
 
 # --- views outlive their owners -------------------------------------------
 
+
 def test_every_view_keeps_its_memory_alive():
     net = fastmlp.Network([3, 4, 2], dtype="float64", seed=0)
     X, Y = make_data(np.random.default_rng(0), 8, 3, 2, "squared_error", "float64")
@@ -100,11 +103,13 @@ def test_every_view_keeps_its_memory_alive():
 
 # --- numerical extremes, equal to the reference ----------------------------
 
+
 def _check_against_reference(net, X, Y, loss, dtype):
     W, b = copy_params(net)
     value = net.loss_and_grad(X, Y, loss)
-    want, gW, gb = ref.loss_and_grad(W, b, X.astype(dtype), Y.astype(dtype), loss, net.activation,
-                                     net.output_activation)
+    want, gW, gb = ref.loss_and_grad(
+        W, b, X.astype(dtype), Y.astype(dtype), loss, net.activation, net.output_activation
+    )
     assert np.isfinite(value) and np.isfinite(net.grads).all()
     tol = TOL[dtype]
     np.testing.assert_allclose(value, want, **tol)
@@ -114,9 +119,17 @@ def _check_against_reference(net, X, Y, loss, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("loss,output", [("log_loss", "softmax"), ("binary_log_loss", "logistic"),
-                                         ("squared_error", "softmax"), ("squared_error", "logistic"),
-                                         ("squared_error", "tanh"), ("squared_error", "identity")])
+@pytest.mark.parametrize(
+    "loss,output",
+    [
+        ("log_loss", "softmax"),
+        ("binary_log_loss", "logistic"),
+        ("squared_error", "softmax"),
+        ("squared_error", "logistic"),
+        ("squared_error", "tanh"),
+        ("squared_error", "identity"),
+    ],
+)
 def test_extreme_logits(loss, output, dtype):
     k = 1 if output == "logistic" else 3
     net = fastmlp.Network([2, k], output_activation=output, dtype=dtype, seed=0)
@@ -171,12 +184,12 @@ def test_huge_learning_rate_gives_a_non_finite_loss_not_a_crash():
     """The Network reports divergence in its return value; stopping is the estimator's decision."""
     net = fastmlp.Network([4, 8, 1], dtype="float32", seed=0)
     X, Y = make_data(np.random.default_rng(0), 64, 4, 1, "squared_error", "float32")
-    losses = [net.train_epoch(X * 1e3, Y * 1e3, "squared_error", fastmlp.SGD(1e6), batch_size=8)
-              for _ in range(5)]
+    losses = [net.train_epoch(X * 1e3, Y * 1e3, "squared_error", fastmlp.SGD(1e6), batch_size=8) for _ in range(5)]
     assert not np.isfinite(losses[-1])
 
 
 # --- threads -----------------------------------------------------------------
+
 
 def _in_thread(fn):
     out = {}
@@ -336,6 +349,7 @@ def test_racing_threads_on_one_network_never_corrupt_it():
 
 
 # --- soak: no leak over many cycles ------------------------------------------
+
 
 def _rss_bytes():
     with open("/proc/self/statm") as f:

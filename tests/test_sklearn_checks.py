@@ -3,6 +3,7 @@
 Every check runs except the two below, which cannot apply (each would only
 report "skipped"); an unexpected failure fails the test.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,12 @@ def _name(check) -> str:
     return check.func.__name__ if isinstance(check, functools.partial) else check.__name__
 
 
-CASES = [(est, check) for e in ESTIMATORS for est, check in estimator_checks_generator(e)
-         if _name(check) not in NOT_APPLICABLE]
+CASES = [
+    (est, check)
+    for e in ESTIMATORS
+    for est, check in estimator_checks_generator(e)
+    if _name(check) not in NOT_APPLICABLE
+]
 
 
 def test_not_applicable_checks_exist():

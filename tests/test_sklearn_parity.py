@@ -5,6 +5,7 @@ warm_start=True, shuffle=False), train a few epochs, compare loss_curve_ and
 the final weights. Beyond it: with the same random_state both draw the same
 initial weights, shuffles and validation split, so whole fits agree.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -50,8 +51,17 @@ def _assert_same_fit(a, b, rtol=1e-10):
     np.testing.assert_allclose(b.loss_, a.loss_, rtol=rtol, atol=1e-12)
     for got, want in zip(b.coefs_ + b.intercepts_, a.coefs_ + a.intercepts_):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-12)
-    for name in ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_",
-                 "best_loss_", "validation_scores_", "best_validation_score_"):
+    for name in (
+        "n_iter_",
+        "t_",
+        "n_layers_",
+        "n_outputs_",
+        "out_activation_",
+        "n_features_in_",
+        "best_loss_",
+        "validation_scores_",
+        "best_validation_score_",
+    ):
         if hasattr(a, name):
             want, got = getattr(a, name), getattr(b, name)
             if isinstance(want, (float, list)) and want is not None:
@@ -65,8 +75,16 @@ def _assert_same_fit(a, b, rtol=1e-10):
 def test_parity_from_identical_weights(solver, kind, rng):
     """The issue's protocol: the same coefs_ set by hand, warm_start, shuffle=False."""
     X, y = _data(kind, rng)
-    params = dict(hidden_layer_sizes=(7, 5), solver=solver, max_iter=1, shuffle=False, alpha=0.01,
-                  learning_rate_init=0.05, batch_size=32, random_state=1)
+    params = dict(
+        hidden_layer_sizes=(7, 5),
+        solver=solver,
+        max_iter=1,
+        shuffle=False,
+        alpha=0.01,
+        learning_rate_init=0.05,
+        batch_size=32,
+        random_state=1,
+    )
     sk, fm = _pair(kind, **params)
     with pytest.warns(ConvergenceWarning):
         sk.fit(X, y)
@@ -81,8 +99,11 @@ def test_parity_from_identical_weights(solver, kind, rng):
         with pytest.warns(ConvergenceWarning):
             est.fit(X, y)
     _assert_same_fit(sk, fm)
-    np.testing.assert_allclose(fm.predict(X) if kind == "multioutput" else fm.predict_proba(X),
-                               sk.predict(X) if kind == "multioutput" else sk.predict_proba(X), **TIGHT)
+    np.testing.assert_allclose(
+        fm.predict(X) if kind == "multioutput" else fm.predict_proba(X),
+        sk.predict(X) if kind == "multioutput" else sk.predict_proba(X),
+        **TIGHT,
+    )
 
 
 CASES = [
@@ -170,7 +191,7 @@ def test_partial_fit_parity(rng):
     sk, fm = _pair("multiclass", hidden_layer_sizes=(6,), random_state=0, solver="sgd")
     for start in range(0, 120, 40):
         for est in (sk, fm):
-            est.partial_fit(X[start:start + 40], y[start:start + 40], classes=np.unique(y))
+            est.partial_fit(X[start : start + 40], y[start : start + 40], classes=np.unique(y))
     _assert_same_fit(sk, fm)
 
 

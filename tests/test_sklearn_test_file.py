@@ -5,6 +5,7 @@ import line changed to fastmlp's estimators and run by pytest in a child process
 are only the tests that read scikit-learn's private internals, which fastmlp does not have
 (each with its reason below); every other test must pass.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -20,12 +21,12 @@ FASTMLP_IMPORT = "from fastmlp import MLPClassifier, MLPRegressor\n"
 
 DESELECTED = {
     "test_gradient": "calls the private mlp._loss_grad_lbfgs (scikit-learn's packed-parameter objective); "
-                     "fastmlp's gradients are checked against finite differences in test_network.py",
+    "fastmlp's gradients are checked against finite differences in test_network.py",
     "test_learning_rate_warmstart": "reads the private mlp._optimizer.learning_rate (scikit-learn's optimizer "
-                                    "object); fastmlp's invscaling rate is compared with scikit-learn's in "
-                                    "test_sklearn_parity.py",
+    "object); fastmlp's invscaling rate is compared with scikit-learn's in "
+    "test_sklearn_parity.py",
     "test_adaptive_learning_rate": "reads the private clf._optimizer.learning_rate; fastmlp's adaptive schedule "
-                                   "is compared with scikit-learn's in test_sklearn_parity.py",
+    "is compared with scikit-learn's in test_sklearn_parity.py",
 }
 
 # scikit-learn's conftest gives its tests this fixture (42 unless SKLEARN_TESTS_GLOBAL_RANDOM_SEED says more).
@@ -57,10 +58,28 @@ def test_scikit_learns_test_mlp_passes_against_fastmlp(tmp_path):
     for name in DESELECTED:
         assert re.search(rf"^def {name}\(", source, re.M), f"{name} is no longer in scikit-learn's file"
     deselect = [arg for name in DESELECTED for arg in ("--deselect", f"test_mlp_fastmlp.py::{name}")]
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                             "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
-                             "test_mlp_fastmlp.py", *deselect],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            "test_mlp_fastmlp.py",
+            *deselect,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert re.search(rf"\b{len(DESELECTED)} deselected\b", summary), summary

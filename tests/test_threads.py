@@ -1,4 +1,5 @@
 """Thread control: fastmlp.set_num_threads, OMP_NUM_THREADS and threadpoolctl all act on one knob."""
+
 from __future__ import annotations
 
 import os
@@ -41,12 +42,22 @@ def test_set_rejects_non_int(bad):
 
 def test_omp_num_threads_is_honoured():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", "import fastmlp; print(fastmlp.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import fastmlp; print(fastmlp.get_num_threads())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "1"
     env["OMP_NUM_THREADS"] = "3"
-    out = subprocess.run([sys.executable, "-c", "import fastmlp; print(fastmlp.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import fastmlp; print(fastmlp.get_num_threads())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "3"
 
 
@@ -84,8 +95,10 @@ def test_every_threading_mode_gives_the_one_thread_result(threads, restore_threa
         fastmlp.set_num_threads(n)
         net = fastmlp.Network([64, 256, 128, 10], output_activation="softmax", dtype="float64", seed=0)
         wide = fastmlp.Network([512, 1024, 10], output_activation="softmax", dtype="float64", seed=0)
-        losses = [net.train_epoch(X, y, "log_loss", fastmlp.Adam(1e-3), batch_size=128, l2=1e-3, clip_norm=5.0),
-                  wide.train_epoch(Xw, y[:100], "log_loss", fastmlp.SGD(0.01, 0.9), batch_size=20, l2=1e-3)]
+        losses = [
+            net.train_epoch(X, y, "log_loss", fastmlp.Adam(1e-3), batch_size=128, l2=1e-3, clip_norm=5.0),
+            wide.train_epoch(Xw, y[:100], "log_loss", fastmlp.SGD(0.01, 0.9), batch_size=20, l2=1e-3),
+        ]
         return losses, np.r_[net.params, wide.params], np.r_[net.forward(X[:100]), wide.forward(Xw[:7])]
 
     one, many = train(1), train(threads)

@@ -1,5 +1,6 @@
 """The engine's training extras against fastmlp.reference: sample weights, the
 poisson loss, L1, clipping, the new optimizers and the learning-rate schedules."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,13 @@ from helpers import TOL, copy_params, make_data
 
 DTYPES = ("float64", "float32")
 SIZES = [5, 7, 3]
-LOSS_OUTPUT = [("squared_error", "identity"), ("squared_error", "exp"), ("log_loss", "softmax"),
-               ("binary_log_loss", "logistic"), ("poisson", "exp")]
+LOSS_OUTPUT = [
+    ("squared_error", "identity"),
+    ("squared_error", "exp"),
+    ("log_loss", "softmax"),
+    ("binary_log_loss", "logistic"),
+    ("poisson", "exp"),
+]
 
 
 def _data(rng, loss, dtype, n=23):
@@ -94,12 +100,26 @@ def test_train_epoch_with_every_extra_matches_reference(kind, dtype, rng):
     kw = dict(l2=0.1, l1=0.01, clip_value=0.5, clip_norm=0.3)
     for epoch in range(3):
         order = rng.permutation(len(X))
-        got = net.train_epoch(X, Y, "log_loss", opt, batch_size=8, order=order, sample_weight=w,
-                              schedule=sched, epoch=epoch, **kw)
-        want = ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, 8, order, "leaky_relu", "softmax", 0.05,
-                               sample_weight=w, schedule=lambda p, d: schedule_lr(
-                                   "cosine", 0.02, p, d, total_epochs=3, warmup_epochs=0.5, min_lr=0.001),
-                               epoch=epoch, **kw)
+        got = net.train_epoch(
+            X, Y, "log_loss", opt, batch_size=8, order=order, sample_weight=w, schedule=sched, epoch=epoch, **kw
+        )
+        want = ref.train_epoch(
+            W,
+            b,
+            X,
+            Y,
+            "log_loss",
+            ref_opt,
+            8,
+            order,
+            "leaky_relu",
+            "softmax",
+            0.05,
+            sample_weight=w,
+            schedule=lambda p, d: schedule_lr("cosine", 0.02, p, d, total_epochs=3, warmup_epochs=0.5, min_lr=0.001),
+            epoch=epoch,
+            **kw,
+        )
         np.testing.assert_allclose(got, want, **TOL[dtype])
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
     for got, exp in zip(net.weights + net.biases, W + b):
@@ -129,9 +149,15 @@ def test_grad_scale_multiplies_the_gradient_only(rng):
     assert got == pytest.approx(v0, rel=1e-12)
 
 
-@pytest.mark.parametrize("kind,kw", [("constant", {}), ("step", dict(gamma=0.5, step_size=2)),
-                                     ("exponential", dict(gamma=0.9)),
-                                     ("cosine", dict(total_epochs=10, min_lr=0.01, warmup_epochs=2))])
+@pytest.mark.parametrize(
+    "kind,kw",
+    [
+        ("constant", {}),
+        ("step", dict(gamma=0.5, step_size=2)),
+        ("exponential", dict(gamma=0.9)),
+        ("cosine", dict(total_epochs=10, min_lr=0.01, warmup_epochs=2)),
+    ],
+)
 def test_schedule_formulas(kind, kw):
     s = Schedule(kind, 0.1, **kw)
     for p in np.linspace(0, 12, 49):
@@ -143,15 +169,18 @@ def test_schedule_formulas(kind, kw):
         assert s.at(2, 0.5) == pytest.approx(0.1) and s.at(10, 0.5) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(sample_weight=-np.ones(5)), "sample_weight must be >= 0"),
-    (dict(sample_weight=np.zeros(5)), "sample_weight must have a positive sum"),
-    (dict(sample_weight=np.ones(4)), r"sample_weight must have shape \(5,\)"),
-    (dict(l1=-1.0), "l1 must be"),
-    (dict(clip_norm=0.0), "clip_norm must be"),
-    (dict(clip_value=float("nan")), "clip_value must be"),
-    (dict(schedule="cosine"), "schedule must be a fastmlp.schedules.Schedule"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(sample_weight=-np.ones(5)), "sample_weight must be >= 0"),
+        (dict(sample_weight=np.zeros(5)), "sample_weight must have a positive sum"),
+        (dict(sample_weight=np.ones(4)), r"sample_weight must have shape \(5,\)"),
+        (dict(l1=-1.0), "l1 must be"),
+        (dict(clip_norm=0.0), "clip_norm must be"),
+        (dict(clip_value=float("nan")), "clip_value must be"),
+        (dict(schedule="cosine"), "schedule must be a fastmlp.schedules.Schedule"),
+    ],
+)
 def test_bad_training_arguments_change_nothing(kwargs, match, rng):
     net = fastmlp.Network([3, 2], dtype="float64", seed=0)
     before = net.params.copy()

@@ -1,4 +1,5 @@
 """fastmlp._training.EpochLoop: its hooks run in the documented order, and what ends the loop."""
+
 from __future__ import annotations
 
 import types
@@ -9,15 +10,34 @@ import pytest
 from fastmlp._compat import ConvergenceWarning
 from fastmlp._training import Callbacks, EarlyStopping, EpochLoop, FitProgress, LearningRatePolicy
 
-PER_EPOCH = ["order", "lr.before_epoch", "run", "record", "score", "lr.after_epoch", "progress", "callback",
-             "any_stop", "check"]
+PER_EPOCH = [
+    "order",
+    "lr.before_epoch",
+    "run",
+    "record",
+    "score",
+    "lr.after_epoch",
+    "progress",
+    "callback",
+    "any_stop",
+    "check",
+]
 
 
-def _loop(calls, *, losses=(1.0, 1.0, 1.0), max_iter=3, one_epoch=False, callback_stops=False, check_stops=False,
-          other_rank_stops=False):
+def _loop(
+    calls,
+    *,
+    losses=(1.0, 1.0, 1.0),
+    max_iter=3,
+    one_epoch=False,
+    callback_stops=False,
+    check_stops=False,
+    other_rank_stops=False,
+):
     net = types.SimpleNamespace(params=np.zeros(3))
-    request = types.SimpleNamespace(rows=types.SimpleNamespace(order=None), n_samples=10,
-                                    optimizer=types.SimpleNamespace(lr=0.1))
+    request = types.SimpleNamespace(
+        rows=types.SimpleNamespace(order=None), n_samples=10, optimizer=types.SimpleNamespace(lr=0.1)
+    )
     losses = iter(losses)
 
     class Strategy:
@@ -50,13 +70,24 @@ def _loop(calls, *, losses=(1.0, 1.0, 1.0), max_iter=3, one_epoch=False, callbac
 
     progress = FitProgress()
     loop = EpochLoop(
-        net, request, strategy=Strategy(),
-        learning_rate=LearningRatePolicy(before_epoch=lambda r: calls.append("lr.before_epoch"),
-                                         after_epoch=lambda: calls.append("lr.after_epoch")),
-        early_stopping=EarlyStopping(score=lambda: calls.append("score") or {"validation_score": 0.5},
-                                     check=lambda: calls.append("check") or check_stops),
-        record=lambda loss, n: calls.append("record"), callbacks=Callbacks([callback]), progress=Bar(),
-        progress_of_fit=progress, max_iter=max_iter, one_epoch=one_epoch, verbose=False)
+        net,
+        request,
+        strategy=Strategy(),
+        learning_rate=LearningRatePolicy(
+            before_epoch=lambda r: calls.append("lr.before_epoch"), after_epoch=lambda: calls.append("lr.after_epoch")
+        ),
+        early_stopping=EarlyStopping(
+            score=lambda: calls.append("score") or {"validation_score": 0.5},
+            check=lambda: calls.append("check") or check_stops,
+        ),
+        record=lambda loss, n: calls.append("record"),
+        callbacks=Callbacks([callback]),
+        progress=Bar(),
+        progress_of_fit=progress,
+        max_iter=max_iter,
+        one_epoch=one_epoch,
+        verbose=False,
+    )
     return loop, net, progress
 
 
@@ -71,8 +102,9 @@ def test_hooks_run_in_the_documented_order_and_max_iter_warns():
     assert loop.epochs == 3
 
 
-@pytest.mark.parametrize("kw", [dict(callback_stops=True), dict(other_rank_stops=True), dict(check_stops=True),
-                                dict(one_epoch=True)])
+@pytest.mark.parametrize(
+    "kw", [dict(callback_stops=True), dict(other_rank_stops=True), dict(check_stops=True), dict(one_epoch=True)]
+)
 def test_each_stop_ends_the_loop_after_one_epoch(kw):
     calls = []
     loop, _, _ = _loop(calls, **kw)

@@ -32,8 +32,8 @@ int level() {
   if (__builtin_cpu_supports("x86-64-v3")) return 3;
   if (__builtin_cpu_supports("x86-64-v2")) return 2;
 #else  // compilers that do not know the level names: the defining features
-  const bool v2 = __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt") &&
-                  __builtin_cpu_supports("ssse3");
+  const bool v2 =
+      __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("ssse3");
   const bool v3 = v2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                   __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
   const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -64,7 +64,6 @@ py::dict features() {
 
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "The CPU's x86-64 level, read before fastmlp chooses a variant of its core.";
-  m.def("level", &level,
-        "0: not x86-64, 1: x86-64, 2: x86-64-v2, 3: x86-64-v3 (AVX2, FMA), 4: x86-64-v4 (AVX-512)");
+  m.def("level", &level, "0: not x86-64, 1: x86-64, 2: x86-64-v2, 3: x86-64-v3 (AVX2, FMA), 4: x86-64-v4 (AVX-512)");
   m.def("features", &features, "The instruction-set extensions that fastmlp cares about: name -> bool");
 }

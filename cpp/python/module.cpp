@@ -2,8 +2,8 @@
 // Arrays arrive C-contiguous in the network's dtype (the Python layer converts
 // and validates them; the checks here only keep a direct caller from reading
 // out of bounds). Every call that loops over data releases the GIL.
-#include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <omp.h>
@@ -45,8 +45,8 @@ void check_matrix(const py::array& a, const char* name, Index cols, const char* 
   if (a.ndim() != 2)
     throw std::invalid_argument(std::string(name) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
   if (a.shape(1) != cols)
-    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(cols) + " columns (" +
-                                cols_what + "), got " + std::to_string(a.shape(1)));
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(cols) + " columns (" + cols_what +
+                                "), got " + std::to_string(a.shape(1)));
 }
 
 template <class T>
@@ -61,7 +61,8 @@ void check_xy(const Network<T>& net, const InArray<T>& x, const InArray<T>& y) {
 std::unique_lock<std::mutex> claim(std::mutex& m) {
   std::unique_lock<std::mutex> lock(m, std::try_to_lock);
   if (!lock.owns_lock())
-    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+    throw std::runtime_error(
+        "this Network is being trained by another thread; train one network from one thread at a time");
   return lock;
 }
 
@@ -70,8 +71,9 @@ template <class T>
 std::unique_lock<std::mutex> claim_optimizer(const Optimizer<T>& opt) {
   std::unique_lock<std::mutex> lock(opt.busy(), std::try_to_lock);
   if (!lock.owns_lock())
-    throw std::runtime_error("this optimizer is in use by another thread (step, reset or train_epoch); "
-                             "use one optimizer per network, from one thread at a time");
+    throw std::runtime_error(
+        "this optimizer is in use by another thread (step, reset or train_epoch); "
+        "use one optimizer per network, from one thread at a time");
   return lock;
 }
 
@@ -165,8 +167,9 @@ CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, 
   const std::int64_t* p = indptr.data();
   const std::int64_t nnz = p[rows];
   if (p[0] != 0 || data.ndim() != 1 || indices.ndim() != 1 || data.shape(0) < nnz || indices.shape(0) < nnz)
-    throw std::invalid_argument("X is not a valid CSR matrix: indptr[0] must be 0 and data/indices must hold indptr[-1] = " +
-                                std::to_string(nnz) + " entries");
+    throw std::invalid_argument(
+        "X is not a valid CSR matrix: indptr[0] must be 0 and data/indices must hold indptr[-1] = " +
+        std::to_string(nnz) + " entries");
   for (Index r = 0; r < rows; ++r)
     if (p[r + 1] < p[r]) throw std::invalid_argument("X.indptr must be non-decreasing");
   const std::int64_t* ix = indices.data();
@@ -274,8 +277,8 @@ struct CheckedRows {
 // One epoch from Python: the options, Ctrl-C polling, the gradient hook, and
 // the GIL released around the C++ loop.
 template <class T>
-double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& optimizer,
-                 const EpochSettings& settings, const py::object& gradient_hook) {
+double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& optimizer, const EpochSettings& settings,
+                 const py::object& gradient_hook) {
   const CheckedRows<T> data(n, rows);
   EpochOptions options;
   options.batch_size = settings.batch_size;
@@ -315,7 +318,8 @@ double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& op
       try {
         *loss_value = value.template cast<double>();
       } catch (const py::cast_error&) {
-        throw py::type_error("gradient_hook must return the batch loss as a float, got " + std::string(py::repr(value)));
+        throw py::type_error("gradient_hook must return the batch loss as a float, got " +
+                             std::string(py::repr(value)));
       }
     };
   }
@@ -346,8 +350,8 @@ template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
   py::class_<Net>(m, ("Network" + suffix).c_str())
-      .def(py::init([](std::vector<Index> sizes, const std::vector<std::string>& activations,
-                       const std::string& output, double slope, std::uint64_t seed, const std::string& init) {
+      .def(py::init([](std::vector<Index> sizes, const std::vector<std::string>& activations, const std::string& output,
+                       double slope, std::uint64_t seed, const std::string& init) {
              std::vector<Activation> hidden;
              for (const std::string& name : activations) hidden.push_back(parse_activation(name));
              return new Net(std::move(sizes), std::move(hidden), parse_activation(output), slope, seed,
@@ -357,136 +361,169 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
            py::arg("seed"), py::arg("init"))
       .def_property_readonly("layer_sizes", &Net::layer_sizes)
       .def_property_readonly("n_params", &Net::n_params)
-      .def_property_readonly("activations", [](const Net& n) {
-        std::vector<std::string> names;
-        for (Activation f : n.hidden_activations()) names.emplace_back(activation_name(f));
-        return names;
-      })
+      .def_property_readonly("activations",
+                             [](const Net& n) {
+                               std::vector<std::string> names;
+                               for (Activation f : n.hidden_activations()) names.emplace_back(activation_name(f));
+                               return names;
+                             })
       .def_property_readonly("seed", &Net::seed)
-      .def_property("steps", &Net::steps, [](Net& n, std::uint64_t steps) {
-        auto lock = claim(n.busy());
-        n.set_steps(steps);
-      })
+      .def_property("steps", &Net::steps,
+                    [](Net& n, std::uint64_t steps) {
+                      auto lock = claim(n.busy());
+                      n.set_steps(steps);
+                    })
       .def_property_readonly("dropout", [](const Net& n) { return n.noise().dropout; })
       .def_property_readonly("input_noise", [](const Net& n) { return n.noise().input_noise; })
       .def_property_readonly("max_norm", [](const Net& n) { return n.noise().max_norm; })
-      .def("set_noise", [](Net& n, std::vector<double> dropout, double input_noise, double max_norm) {
-        TrainingNoise noise;
-        noise.dropout = std::move(dropout);
-        noise.input_noise = input_noise;
-        noise.max_norm = max_norm;
-        auto lock = claim(n.busy());
-        n.set_noise(std::move(noise));
-      }, py::arg("dropout"), py::arg("input_noise"), py::arg("max_norm"))
-      .def("draws", [](const Net& n, Index rows, std::uint64_t step) {
-        // What training step `step` draws for a batch of `rows` rows: the
-        // input noise σ·ε (rows × n_inputs, or None) and, per layer input, the
-        // keep mask m (rows × width, 0/1; None where the rate is 0).
-        if (rows < 1) throw std::invalid_argument("rows must be >= 1, got " + std::to_string(rows));
-        const TrainingNoise& noise = n.noise();
-        const DrawKey key{n.seed(), step, 0};
-        py::object eps = py::none();
-        if (noise.input_noise > 0.0) {
-          py::array_t<T> e = new_output<T>(rows, n.n_inputs());
-          T* d = e.mutable_data();
-          for (Index r = 0; r < rows; ++r) {
-            const std::uint64_t k = row_key(key.seed, key.step, kNoiseSite, std::uint64_t(r));
-            for (Index j = 0; j < n.n_inputs(); ++j)
-              d[r * n.n_inputs() + j] = T(noise.input_noise * gaussian(k, std::uint32_t(j)));
-          }
-          eps = e;
-        }
-        py::list masks;
-        for (Index l = 0; l < n.n_layers(); ++l) {
-          const double p = l < Index(noise.dropout.size()) ? noise.dropout[std::size_t(l)] : 0.0;
-          if (p <= 0.0) {
-            masks.append(py::none());
-            continue;
-          }
-          const Index width = n.layer_sizes()[std::size_t(l)];
-          py::array_t<T> m = new_output<T>(rows, width);
-          T* d = m.mutable_data();
-          for (Index r = 0; r < rows; ++r) {
-            const std::uint64_t k = row_key(key.seed, key.step, std::uint32_t(l), std::uint64_t(r));
-            for (Index j = 0; j < width; ++j) d[r * width + j] = unit_bits(k, std::uint32_t(j)) >= keep_threshold(p) ? T(1) : T(0);
-          }
-          masks.append(m);
-        }
-        return py::make_tuple(eps, masks);
-      }, py::arg("rows"), py::arg("step"))
+      .def(
+          "set_noise",
+          [](Net& n, std::vector<double> dropout, double input_noise, double max_norm) {
+            TrainingNoise noise;
+            noise.dropout = std::move(dropout);
+            noise.input_noise = input_noise;
+            noise.max_norm = max_norm;
+            auto lock = claim(n.busy());
+            n.set_noise(std::move(noise));
+          },
+          py::arg("dropout"), py::arg("input_noise"), py::arg("max_norm"))
+      .def(
+          "draws",
+          [](const Net& n, Index rows, std::uint64_t step) {
+            // What training step `step` draws for a batch of `rows` rows: the
+            // input noise σ·ε (rows × n_inputs, or None) and, per layer input, the
+            // keep mask m (rows × width, 0/1; None where the rate is 0).
+            if (rows < 1) throw std::invalid_argument("rows must be >= 1, got " + std::to_string(rows));
+            const TrainingNoise& noise = n.noise();
+            const DrawKey key{n.seed(), step, 0};
+            py::object eps = py::none();
+            if (noise.input_noise > 0.0) {
+              py::array_t<T> e = new_output<T>(rows, n.n_inputs());
+              T* d = e.mutable_data();
+              for (Index r = 0; r < rows; ++r) {
+                const std::uint64_t k = row_key(key.seed, key.step, kNoiseSite, std::uint64_t(r));
+                for (Index j = 0; j < n.n_inputs(); ++j)
+                  d[r * n.n_inputs() + j] = T(noise.input_noise * gaussian(k, std::uint32_t(j)));
+              }
+              eps = e;
+            }
+            py::list masks;
+            for (Index l = 0; l < n.n_layers(); ++l) {
+              const double p = l < Index(noise.dropout.size()) ? noise.dropout[std::size_t(l)] : 0.0;
+              if (p <= 0.0) {
+                masks.append(py::none());
+                continue;
+              }
+              const Index width = n.layer_sizes()[std::size_t(l)];
+              py::array_t<T> m = new_output<T>(rows, width);
+              T* d = m.mutable_data();
+              for (Index r = 0; r < rows; ++r) {
+                const std::uint64_t k = row_key(key.seed, key.step, std::uint32_t(l), std::uint64_t(r));
+                for (Index j = 0; j < width; ++j)
+                  d[r * width + j] = unit_bits(k, std::uint32_t(j)) >= keep_threshold(p) ? T(1) : T(0);
+              }
+              masks.append(m);
+            }
+            return py::make_tuple(eps, masks);
+          },
+          py::arg("rows"), py::arg("step"))
       .def_property_readonly("output_activation", [](const Net& n) { return activation_name(n.output_activation()); })
       .def_property_readonly("slope", [](const Net& n) { return double(n.slope()); })
-      .def_property_readonly("params", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view<T>(self, n.params(), {n.n_params()});
-      })
-      .def_property_readonly("grads", [](py::object self) {
-        Net& n = self.cast<Net&>();
-        return view<T>(self, n.grads(), {n.n_params()});
-      })
-      .def("layer_views", [](py::object self, bool grads) {
-        // [(W_0, b_0), (W_1, b_1), ...] as views of the parameter (or gradient) buffer.
-        Net& n = self.cast<Net&>();
-        T* base = grads ? n.grads() : n.params();
-        py::list out;
-        for (Index l = 0; l < n.n_layers(); ++l) {
-          const Index fan_in = n.layer_sizes()[l], fan_out = n.layer_sizes()[l + 1];
-          out.append(py::make_tuple(view<T>(self, base + n.weight_offset(l), {fan_in, fan_out}),
-                                    view<T>(self, base + n.bias_offset(l), {fan_out})));
-        }
-        return out;
-      }, py::arg("grads"))
-      .def("initialize", [](Net& n, std::uint64_t seed, const std::string& init) {
-        const Init how = parse_init(init);
-        auto lock = claim(n.busy());
-        n.initialize(seed, how);
-      }, py::arg("seed"), py::arg("init"))
-      .def("forward", [](const Net& n, const InArray<T>& x, std::optional<py::array> out) {
-        check_matrix(x, "X", n.n_inputs(), "the network's inputs");
-        const Index rows = x.shape(0);
-        py::array_t<T> dst = out ? output_array<T>(*out, rows, n.n_outputs()) : new_output<T>(rows, n.n_outputs());
-        T* data = dst.mutable_data();
-        {
-          py::gil_scoped_release release;
-          n.forward(x.data(), rows, data);
-        }
-        return dst;
-      }, py::arg("X"), py::arg("out") = py::none())
-      .def("forward_csr", [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
-                             const InArray<std::int64_t>& indptr, Index rows, Index cols) {
-        if (cols != n.n_inputs())
-          throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " + std::to_string(cols));
-        const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
-        py::array_t<T> out = new_output<T>(rows, n.n_outputs());
-        T* dst = out.mutable_data();
-        {
-          py::gil_scoped_release release;
-          n.forward(x, dst);
-        }
-        return out;
-      }, py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
-      .def("loss_and_grad", [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
-                               std::optional<InArray<T>> sample_weight, std::optional<std::uint64_t> draw_step) {
-        const Loss l = parse_loss(loss);
-        check_xy(n, x, y);
-        const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
-        py::gil_scoped_release release;
-        auto lock = claim(n.busy());
-        return loss_and_grad(n, batch, l, draw_step ? &*draw_step : nullptr);
-      }, py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none(),
-         py::arg("draw_step") = py::none())
-      .def("objective", [](Net& n, const Rows<T>& rows, const std::string& loss, const Regularization& reg) {
-        const Loss l = parse_loss(loss);
-        const CheckedRows<T> data(n, rows);
-        py::gil_scoped_release release;
-        auto lock = claim(n.busy());
-        return objective(n, data.batch, l, reg);
-      }, py::arg("rows"), py::arg("loss"), py::arg("regularization"))
-      .def("train_epoch", [](Net& n, const Rows<T>& rows, const std::string& loss, Optimizer<T>& optimizer,
-                             const EpochSettings& options, const py::object& gradient_hook) {
-        return run_epoch(n, rows, parse_loss(loss), optimizer, options, gradient_hook);
-      }, py::arg("rows"), py::arg("loss"), py::arg("optimizer"), py::arg("options"),
-         py::arg("gradient_hook") = py::none());
+      .def_property_readonly("params",
+                             [](py::object self) {
+                               Net& n = self.cast<Net&>();
+                               return view<T>(self, n.params(), {n.n_params()});
+                             })
+      .def_property_readonly("grads",
+                             [](py::object self) {
+                               Net& n = self.cast<Net&>();
+                               return view<T>(self, n.grads(), {n.n_params()});
+                             })
+      .def(
+          "layer_views",
+          [](py::object self, bool grads) {
+            // [(W_0, b_0), (W_1, b_1), ...] as views of the parameter (or gradient) buffer.
+            Net& n = self.cast<Net&>();
+            T* base = grads ? n.grads() : n.params();
+            py::list out;
+            for (Index l = 0; l < n.n_layers(); ++l) {
+              const Index fan_in = n.layer_sizes()[l], fan_out = n.layer_sizes()[l + 1];
+              out.append(py::make_tuple(view<T>(self, base + n.weight_offset(l), {fan_in, fan_out}),
+                                        view<T>(self, base + n.bias_offset(l), {fan_out})));
+            }
+            return out;
+          },
+          py::arg("grads"))
+      .def(
+          "initialize",
+          [](Net& n, std::uint64_t seed, const std::string& init) {
+            const Init how = parse_init(init);
+            auto lock = claim(n.busy());
+            n.initialize(seed, how);
+          },
+          py::arg("seed"), py::arg("init"))
+      .def(
+          "forward",
+          [](const Net& n, const InArray<T>& x, std::optional<py::array> out) {
+            check_matrix(x, "X", n.n_inputs(), "the network's inputs");
+            const Index rows = x.shape(0);
+            py::array_t<T> dst = out ? output_array<T>(*out, rows, n.n_outputs()) : new_output<T>(rows, n.n_outputs());
+            T* data = dst.mutable_data();
+            {
+              py::gil_scoped_release release;
+              n.forward(x.data(), rows, data);
+            }
+            return dst;
+          },
+          py::arg("X"), py::arg("out") = py::none())
+      .def(
+          "forward_csr",
+          [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,
+             const InArray<std::int64_t>& indptr, Index rows, Index cols) {
+            if (cols != n.n_inputs())
+              throw std::invalid_argument("X must have " + std::to_string(n.n_inputs()) + " columns, got " +
+                                          std::to_string(cols));
+            const CsrView<T> x = csr_of(data, indices, indptr, rows, cols);
+            py::array_t<T> out = new_output<T>(rows, n.n_outputs());
+            T* dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              n.forward(x, dst);
+            }
+            return out;
+          },
+          py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
+      .def(
+          "loss_and_grad",
+          [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+             std::optional<InArray<T>> sample_weight, std::optional<std::uint64_t> draw_step) {
+            const Loss l = parse_loss(loss);
+            check_xy(n, x, y);
+            const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
+            py::gil_scoped_release release;
+            auto lock = claim(n.busy());
+            return loss_and_grad(n, batch, l, draw_step ? &*draw_step : nullptr);
+          },
+          py::arg("X"), py::arg("y"), py::arg("loss"), py::arg("sample_weight") = py::none(),
+          py::arg("draw_step") = py::none())
+      .def(
+          "objective",
+          [](Net& n, const Rows<T>& rows, const std::string& loss, const Regularization& reg) {
+            const Loss l = parse_loss(loss);
+            const CheckedRows<T> data(n, rows);
+            py::gil_scoped_release release;
+            auto lock = claim(n.busy());
+            return objective(n, data.batch, l, reg);
+          },
+          py::arg("rows"), py::arg("loss"), py::arg("regularization"))
+      .def(
+          "train_epoch",
+          [](Net& n, const Rows<T>& rows, const std::string& loss, Optimizer<T>& optimizer,
+             const EpochSettings& options, const py::object& gradient_hook) {
+            return run_epoch(n, rows, parse_loss(loss), optimizer, options, gradient_hook);
+          },
+          py::arg("rows"), py::arg("loss"), py::arg("optimizer"), py::arg("options"),
+          py::arg("gradient_hook") = py::none());
 
   py::class_<Rows<T>> rows(m, ("Rows" + suffix).c_str());
   keyword_init<Rows<T>>(rows);
@@ -502,24 +539,29 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
       .def_readwrite("lr", &Optimizer<T>::lr)
-      .def("reset", [](Optimizer<T>& opt) {
-        auto busy = claim_optimizer(opt);
-        opt.reset();
-      })
-      .def("step", [](Optimizer<T>& opt, Net& n) {
-        py::gil_scoped_release release;
-        auto busy = claim_optimizer(opt);
-        auto lock = claim(n.busy());
-        opt.step(n.params(), n.grads(), n.n_params());
-      }, py::arg("net"));
+      .def("reset",
+           [](Optimizer<T>& opt) {
+             auto busy = claim_optimizer(opt);
+             opt.reset();
+           })
+      .def(
+          "step",
+          [](Optimizer<T>& opt, Net& n) {
+            py::gil_scoped_release release;
+            auto busy = claim_optimizer(opt);
+            auto lock = claim(n.busy());
+            opt.step(n.params(), n.grads(), n.n_params());
+          },
+          py::arg("net"));
   py::class_<SGD<T>, Optimizer<T>>(m, ("SGD" + suffix).c_str())
       .def(py::init<double, double, bool>(), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"))
       .def_readonly("momentum", &SGD<T>::momentum)
       .def_readonly("nesterov", &SGD<T>::nesterov)
       .def_property_readonly("velocity", [](const SGD<T>& o) { return copy_of(o.velocity); })
       .def("get_state", [](SGD<T>& o) { return state_dict<T>({{"velocity", &o.velocity}}); })
-      .def("set_state", [](SGD<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"velocity", &o.velocity}}); },
-           py::arg("state"));
+      .def(
+          "set_state", [](SGD<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"velocity", &o.velocity}}); },
+          py::arg("state"));
   py::class_<Adam<T>, Optimizer<T>>(m, ("Adam" + suffix).c_str())
       .def(py::init<double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"))
@@ -543,14 +585,16 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_readonly("rho", &RMSprop<T>::rho)
       .def_readonly("eps", &RMSprop<T>::eps)
       .def("get_state", [](RMSprop<T>& o) { return state_dict<T>({{"v", &o.v}}); })
-      .def("set_state", [](RMSprop<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"v", &o.v}}); },
-           py::arg("state"));
+      .def(
+          "set_state", [](RMSprop<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"v", &o.v}}); },
+          py::arg("state"));
   py::class_<Adagrad<T>, Optimizer<T>>(m, ("Adagrad" + suffix).c_str())
       .def(py::init<double, double>(), py::arg("lr"), py::arg("eps"))
       .def_readonly("eps", &Adagrad<T>::eps)
       .def("get_state", [](Adagrad<T>& o) { return state_dict<T>({{"G", &o.G}}); })
-      .def("set_state", [](Adagrad<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"G", &o.G}}); },
-           py::arg("state"));
+      .def(
+          "set_state", [](Adagrad<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"G", &o.G}}); },
+          py::arg("state"));
 }
 
 }  // namespace
@@ -627,8 +671,8 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   m.def("losses", []() {
     std::vector<std::pair<std::string, std::optional<std::string>>> out;
     for (const LossInfo& row : kLosses)
-      out.emplace_back(row.name, row.needs_output ? std::optional<std::string>(activation_name(row.output))
-                                                  : std::nullopt);
+      out.emplace_back(row.name,
+                       row.needs_output ? std::optional<std::string>(activation_name(row.output)) : std::nullopt);
     return out;
   });
   m.def("inits", []() {
@@ -647,21 +691,24 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   // For the tests: calls fn() on thread 0 of an OpenMP region of `threads`
   // threads started here, outside fastmlp's runtime — as another library's
   // parallel code calling into fastmlp would.
-  m.def("_call_in_openmp_region", [](const py::function& fn, int threads) {
-    if (threads < 1 || threads > thread_limit()) throw std::invalid_argument("threads out of range");
-    std::exception_ptr error;
-    py::gil_scoped_release release;
+  m.def(
+      "_call_in_openmp_region",
+      [](const py::function& fn, int threads) {
+        if (threads < 1 || threads > thread_limit()) throw std::invalid_argument("threads out of range");
+        std::exception_ptr error;
+        py::gil_scoped_release release;
 #pragma omp parallel num_threads(threads)
-    if (omp_get_thread_num() == 0) {
-      py::gil_scoped_acquire acquire;
-      try {
-        fn();
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }
-    if (error) std::rethrow_exception(error);
-  }, py::arg("fn"), py::arg("threads"));
+        if (omp_get_thread_num() == 0) {
+          py::gil_scoped_acquire acquire;
+          try {
+            fn();
+          } catch (...) {
+            error = std::current_exception();
+          }
+        }
+        if (error) std::rethrow_exception(error);
+      },
+      py::arg("fn"), py::arg("threads"));
   m.def("build_info", []() {
     py::dict info;
     info["version"] = FASTMLP_VERSION;

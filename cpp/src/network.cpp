@@ -87,8 +87,8 @@ void Workspace<T>::reserve(const std::vector<Index>& sizes, const std::vector<do
 }
 
 template <class T>
-Network<T>::Network(std::vector<Index> layer_sizes, std::vector<Activation> hidden, Activation output,
-                    double slope, std::uint64_t seed, Init init)
+Network<T>::Network(std::vector<Index> layer_sizes, std::vector<Activation> hidden, Activation output, double slope,
+                    std::uint64_t seed, Init init)
     : sizes_(std::move(layer_sizes)), hidden_(std::move(hidden)), output_(output), slope_(T(slope)) {
   if (sizes_.size() < 2)
     throw std::invalid_argument("layer_sizes must have at least 2 entries (inputs and outputs), got " +
@@ -114,8 +114,8 @@ Network<T>::Network(std::vector<Index> layer_sizes, std::vector<Activation> hidd
     count += double(sizes_[l]) * double(sizes_[l + 1]) + double(sizes_[l + 1]);
   const double need = 2.0 * count * sizeof(T), have = physical_memory_bytes();
   if (count > 9.0e18 || (have > 0.0 && need > have))
-    throw std::length_error("a network with layer_sizes of " + std::to_string(count) +
-                            " parameters needs " + std::to_string(need / 1073741824.0) +
+    throw std::length_error("a network with layer_sizes of " + std::to_string(count) + " parameters needs " +
+                            std::to_string(need / 1073741824.0) +
                             " GiB for parameters and gradients; this machine has " +
                             std::to_string(have / 1073741824.0) + " GiB");
   Index offset = 0;
@@ -210,8 +210,8 @@ void Network<T>::forward(const CsrView<T>& x, T* out) const {
 }
 
 template <class T>
-double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows, const LossScale<T>& scale,
-                                    Loss loss, Workspace<T>& ws, T* g, int t, int team, const DrawKey* draw) const {
+double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
+                                    Workspace<T>& ws, T* g, int t, int team, const DrawKey* draw) const {
   const Index L = n_layers();
   // This thread's columns of a layer of n units: the same share in the
   // forward and the backward pass, so a thread reads back the columns of Z,
@@ -232,7 +232,9 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
     parallel::barrier(team);
   }
   // Layer l's input: X̃, A_{l-1}, or A_{l-1} after dropout.
-  const auto input_of = [&](Index l) -> const T* { return rate(l) > 0.0 ? ws.dropped[l - 1].data() : ws.a[l - 1].data(); };
+  const auto input_of = [&](Index l) -> const T* {
+    return rate(l) > 0.0 ? ws.dropped[l - 1].data() : ws.a[l - 1].data();
+  };
   for (Index l = 0; l < L; ++l) {
     const Range c = mine(sizes_[l + 1]);
     T* z = ws.z[l].data();
@@ -244,8 +246,8 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
     if (l + 1 < L) {
       activation_forward(hidden_[l], slope_, z, ws.a[l].data(), rows, sizes_[l + 1], c);
       if (rate(l + 1) > 0.0)
-        dropout_columns(ws.dropped[l].data(), ws.a[l].data(), rows, sizes_[l + 1], c, rate(l + 1),
-                        std::uint32_t(l + 1), *draw);
+        dropout_columns(ws.dropped[l].data(), ws.a[l].data(), rows, sizes_[l + 1], c, rate(l + 1), std::uint32_t(l + 1),
+                        *draw);
     }
     parallel::barrier(team);  // the next product, or the loss, reads whole rows
   }
@@ -255,16 +257,15 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   LossScale<T> part_scale = scale;
   if (scale.sample_weight != nullptr) part_scale.sample_weight += r.begin;
   if (scale.total <= 0.0) part_scale.total = double(rows);
-  const double value =
-      r.size() > 0 ? output_loss_grad(loss, output_, slope_, ws.z[L - 1].data() + r.begin * k, y + r.begin * k,
-                                      ws.a[L - 1].data() + r.begin * k, ws.delta[L - 1].data() + r.begin * k,
-                                      r.size(), k, part_scale)
-                   : 0.0;
+  const double value = r.size() > 0 ? output_loss_grad(loss, output_, slope_, ws.z[L - 1].data() + r.begin * k,
+                                                       y + r.begin * k, ws.a[L - 1].data() + r.begin * k,
+                                                       ws.delta[L - 1].data() + r.begin * k, r.size(), k, part_scale)
+                                    : 0.0;
   parallel::barrier(team);  // delta of the output layer is complete
   for (Index l = L - 1; l >= 1; --l) {
     const Range c_out = mine(sizes_[l + 1]), c_in = mine(sizes_[l]);
-    dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), input_of(l), rows,
-                           sizes_[l], sizes_[l + 1], c_out);
+    dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), input_of(l), rows, sizes_[l],
+                           sizes_[l + 1], c_out);
     T* d_in = ws.delta[l - 1].data();
     dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in);
     if (rate(l) > 0.0)  // dL/dA = dL/dÃ · m / (1 − p), the forward pass's mask
@@ -332,9 +333,9 @@ parallel::StepPlan Network<T>::prepare_step(Index rows) {
     const bool dropped = std::size_t(l + 1) < noise_.dropout.size() && noise_.dropout[std::size_t(l + 1)] > 0.0;
     per_row += (dropped ? 4.0 : 3.0) * double(sizes_[l + 1]);
   }
-  check_fits_in_memory((double(slices) * double(per_slice) * per_row + double(slices - 1) * double(n_params())) *
-                           sizeof(T),
-                       "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
+  check_fits_in_memory(
+      (double(slices) * double(per_slice) * per_row + double(slices - 1) * double(n_params())) * sizeof(T),
+      "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
   if (slices_.size() < std::size_t(slices)) slices_.resize(slices);
   for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, noise_.dropout, per_slice);
   if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);

@@ -11,8 +11,8 @@ namespace {
 
 void check_range(const char* name, double value, double lo, double hi) {
   if (!(value >= lo && value < hi))
-    throw std::invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " +
-                                std::to_string(hi) + "), got " + std::to_string(value));
+    throw std::invalid_argument(std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                "), got " + std::to_string(value));
 }
 
 void check_lr(double lr) {
@@ -27,9 +27,9 @@ void Optimizer<T>::bind(Vector<T>& state, Index n) {
   if (state.size() == 0) {
     state.setZero(n);
   } else if (state.size() != n) {
-    throw std::invalid_argument("this optimizer's state belongs to a network with " +
-                                std::to_string(state.size()) + " parameters, got one with " +
-                                std::to_string(n) + " (use one optimizer per network, or reset it)");
+    throw std::invalid_argument("this optimizer's state belongs to a network with " + std::to_string(state.size()) +
+                                " parameters, got one with " + std::to_string(n) +
+                                " (use one optimizer per network, or reset it)");
   }
 }
 

@@ -49,12 +49,9 @@ StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_b
   const StepPlan shared{int(std::min<Index>(threads, std::max<Index>(1, width / kColumnAlign))), 1};
   const bool can_slice = rows >= kMinSliceRows * threads;
   switch (forced_split()) {
-    case Forced::Slices:
-      return can_slice ? slices : shared;
-    case Forced::Columns:
-      return shared;
-    case Forced::None:
-      break;
+    case Forced::Slices: return can_slice ? slices : shared;
+    case Forced::Columns: return shared;
+    case Forced::None: break;
   }
   const double slice_bytes = double(threads) * double(n_params) * double(scalar_bytes);
   return can_slice && slice_bytes <= kMaxSliceGradientBytes ? slices : shared;

@@ -194,8 +194,8 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       parallel::barrier(team);
       const Slice<T> s = slice_of(batch, 0, n_in, n_out, ws);
       const DrawKey key = draw(0);
-      loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
-                                          net.grads(), t, team, perturb ? &key : nullptr);
+      loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws, net.grads(),
+                                          t, team, perturb ? &key : nullptr);
       return;
     }
     for (int k = t; k < slices; k += team) {
@@ -332,7 +332,8 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
                    const EpochOptions& options, const GradientHook<T>* hook) {
   std::unique_lock<std::mutex> lock(net.busy(), std::try_to_lock);
   if (!lock.owns_lock())
-    throw std::runtime_error("this Network is being trained by another thread; train one network from one thread at a time");
+    throw std::runtime_error(
+        "this Network is being trained by another thread; train one network from one thread at a time");
   check_batch(net, data, loss);
   check_perturbable(net, data);
   const Index n = data.rows;
@@ -394,10 +395,10 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
   return seen > 0 ? total / double(seen) : 0.0;
 }
 
-#define FASTMLP_INSTANTIATE(T)                                                                              \
-  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss, const std::uint64_t*);                  \
-  template double objective(Network<T>&, const Batch<T>&, Loss, const Regularization&);                     \
-  template double train_epoch(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, const EpochOptions&,       \
+#define FASTMLP_INSTANTIATE(T)                                                                        \
+  template double loss_and_grad(Network<T>&, const Batch<T>&, Loss, const std::uint64_t*);            \
+  template double objective(Network<T>&, const Batch<T>&, Loss, const Regularization&);               \
+  template double train_epoch(Network<T>&, Optimizer<T>&, const Batch<T>&, Loss, const EpochOptions&, \
                               const GradientHook<T>*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)

@@ -48,7 +48,8 @@ int main() {
   std::vector<T> proba(n * n_classes);
   net.forward(x.data(), n, proba.data());
   int correct = 0;
-  for (fastmlp::Index i = 0; i < n; ++i) correct += (proba[i * n_classes + 1] > proba[i * n_classes]) == (label[i] == 1);
+  for (fastmlp::Index i = 0; i < n; ++i)
+    correct += (proba[i * n_classes + 1] > proba[i * n_classes]) == (label[i] == 1);
   const double accuracy = double(correct) / double(n);
   std::printf("spiral: %lld samples, training accuracy %.4f\n", static_cast<long long>(n), accuracy);
   return accuracy >= 0.95 ? 0 : 1;

@@ -4,6 +4,7 @@ The math runs in C++17 (Eigen, OpenMP) behind this thin Python API and is
 tested against :mod:`fastmlp.reference`, a NumPy implementation of the same
 formulas.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -34,6 +35,7 @@ _LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators", "Convergen
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
+
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
@@ -42,6 +44,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
 
 try:
     __version__: str = _version("fastmlp")
@@ -52,11 +55,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 def _warn_if_omp_num_threads_is_capped() -> None:
     """OMP_NUM_THREADS above fastmlp's limit is capped (never passed to OpenMP's thread creation); say so."""
     import os
+
     first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if first.isdigit() and int(first) > _core.thread_limit():
         import warnings
-        warnings.warn(f"OMP_NUM_THREADS={first} is above fastmlp's limit of {_core.thread_limit()} threads; "
-                      f"fastmlp uses {_core.get_num_threads()}", RuntimeWarning, stacklevel=2)
+
+        warnings.warn(
+            f"OMP_NUM_THREADS={first} is above fastmlp's limit of {_core.thread_limit()} threads; "
+            f"fastmlp uses {_core.get_num_threads()}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 _warn_if_omp_num_threads_is_capped()
@@ -65,6 +74,7 @@ _warn_if_omp_num_threads_is_capped()
 def set_num_threads(n: int) -> None:
     """Sets the number of threads for fastmlp (the OpenMP setting of this thread), 1 to 256."""
     from ._validation import check_int
+
     _core.set_num_threads(check_int("n", n, minimum=1))
 
 

@@ -1,4 +1,5 @@
 """Command line: ``python -m fastmlp demo [--plot FILE.png]`` and ``python -m fastmlp info``."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,15 @@ from fastmlp import reference as ref
 from fastmlp.datasets import make_blobs_classification, make_spiral
 
 
-def _train(name: str, epoch: Callable[[], float], predict: Callable[[], np.ndarray], y: np.ndarray,
-           epochs: int, n: int, every: int) -> tuple[list[float], float]:
+def _train(
+    name: str,
+    epoch: Callable[[], float],
+    predict: Callable[[], np.ndarray],
+    y: np.ndarray,
+    epochs: int,
+    n: int,
+    every: int,
+) -> tuple[list[float], float]:
     losses, seconds = [], 0.0
     for e in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -29,23 +37,37 @@ def _train(name: str, epoch: Callable[[], float], predict: Callable[[], np.ndarr
     return losses, rate
 
 
-def _problem(title: str, X: np.ndarray, y: np.ndarray, sizes: Sequence[int], make_opt: Callable[[], fastmlp.Optimizer],
-             make_ref_opt: Callable[[], Any], epochs: int, batch: int,
-             every: int) -> tuple[fastmlp.Network, list[float]]:
+def _problem(
+    title: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    sizes: Sequence[int],
+    make_opt: Callable[[], fastmlp.Optimizer],
+    make_ref_opt: Callable[[], Any],
+    epochs: int,
+    batch: int,
+    every: int,
+) -> tuple[fastmlp.Network, list[float]]:
     print(f"\n{title}: {X.shape[0]} samples, network {list(sizes)}, relu, softmax + log_loss, batch {batch}")
     net = fastmlp.Network(sizes, activation="relu", output_activation="softmax", dtype="float32", seed=0)
     W, b = [w.copy() for w in net.weights], [c.copy() for c in net.biases]
     opt, ref_opt = make_opt(), make_ref_opt()
     Y = ref.to_targets(y, "log_loss", sizes[-1], "float32")
     rng = np.random.default_rng(0)
-    curve, fast = _train("fastmlp", lambda: net.train_epoch(X, y, "log_loss", opt, batch), lambda: net.forward(X),
-                         y, epochs, len(X), every)
+    curve, fast = _train(
+        "fastmlp",
+        lambda: net.train_epoch(X, y, "log_loss", opt, batch),
+        lambda: net.forward(X),
+        y,
+        epochs,
+        len(X),
+        every,
+    )
 
     def ref_epoch() -> float:
         return ref.train_epoch(W, b, X, Y, "log_loss", ref_opt, batch, rng.permutation(len(X)), "relu", "softmax")
 
-    _, slow = _train("reference", ref_epoch, lambda: ref.predict(W, b, X, "relu", "softmax"), y, epochs,
-                     len(X), every)
+    _, slow = _train("reference", ref_epoch, lambda: ref.predict(W, b, X, "relu", "softmax"), y, epochs, len(X), every)
     print(f"  fastmlp is {fast / slow:.1f}x the NumPy reference's samples/s")
     return net, curve
 
@@ -54,6 +76,7 @@ def demo(plot: str | None) -> int:
     if plot:  # before minutes of training, not after
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
@@ -61,12 +84,29 @@ def demo(plot: str | None) -> int:
             return 1
     print(f"fastmlp {fastmlp.__version__}, {fastmlp.get_num_threads()} threads")
     Xs, ys = make_spiral(2000, n_classes=2, noise=0.1, seed=0, dtype="float32")
-    spiral, spiral_curve = _problem("Two-class spiral", Xs, ys, [2, 64, 64, 2], lambda: fastmlp.Adam(0.01),
-                                    lambda: ref.Adam(0.01), epochs=100, batch=64, every=20)
+    spiral, spiral_curve = _problem(
+        "Two-class spiral",
+        Xs,
+        ys,
+        [2, 64, 64, 2],
+        lambda: fastmlp.Adam(0.01),
+        lambda: ref.Adam(0.01),
+        epochs=100,
+        batch=64,
+        every=20,
+    )
     Xc, yc = make_blobs_classification(20000, n_features=20, n_classes=10, seed=0, dtype="float32")
-    _, blob_curve = _problem("Ten-class problem", Xc, yc, [20, 128, 64, 10],
-                             lambda: fastmlp.SGD(0.05, momentum=0.9, nesterov=True),
-                             lambda: ref.SGD(0.05, momentum=0.9, nesterov=True), epochs=10, batch=128, every=1)
+    _, blob_curve = _problem(
+        "Ten-class problem",
+        Xc,
+        yc,
+        [20, 128, 64, 10],
+        lambda: fastmlp.SGD(0.05, momentum=0.9, nesterov=True),
+        lambda: ref.SGD(0.05, momentum=0.9, nesterov=True),
+        epochs=10,
+        batch=128,
+        every=1,
+    )
     if plot:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
         grid = np.linspace(-1.1, 1.1, 300, dtype=np.float32)

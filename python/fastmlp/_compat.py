@@ -5,6 +5,7 @@ here, so that they are real scikit-learn estimators (clone, pipelines, grid
 search, estimator checks) with scikit-learn present and still import and
 train without it.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,6 +18,7 @@ import numpy as np
 try:  # pragma: no branch - one of the two is taken per environment
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
+
     HAVE_SKLEARN = True
 except ImportError:
     HAVE_SKLEARN = False
@@ -36,8 +38,7 @@ except ImportError:
         @classmethod
         def _get_param_names(cls) -> list[str]:
             sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values()
-                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
+            return sorted(p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD)
 
         def get_params(self, deep: bool = True) -> dict[str, Any]:
             return {name: getattr(self, name) for name in self._get_param_names()}
@@ -46,15 +47,19 @@ except ImportError:
             valid = self._get_param_names()
             for key, value in params.items():
                 if key not in valid:
-                    raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}; "
-                                     f"valid parameters are {valid}")
+                    raise ValueError(
+                        f"Invalid parameter {key!r} for estimator {type(self).__name__}; valid parameters are {valid}"
+                    )
                 setattr(self, key, value)
             return self
 
         def __repr__(self) -> str:
             sig = inspect.signature(type(self).__init__)
-            changed = [f"{name}={getattr(self, name)!r}" for name, p in sig.parameters.items()
-                       if name != "self" and not _same(getattr(self, name, p.default), p.default)]
+            changed = [
+                f"{name}={getattr(self, name)!r}"
+                for name, p in sig.parameters.items()
+                if name != "self" and not _same(getattr(self, name, p.default), p.default)
+            ]
             return f"{type(self).__name__}({', '.join(changed)})"
 
     class ClassifierMixin:  # type: ignore[no-redef]
@@ -91,8 +96,7 @@ def is_sparse(x: Any) -> bool:
 
 
 def _num_features_message(est: Any, got: int) -> str:
-    return (f"X has {got} features, but {type(est).__name__} is expecting "
-            f"{est.n_features_in_} features as input.")
+    return f"X has {got} features, but {type(est).__name__} is expecting {est.n_features_in_} features as input."
 
 
 def validate_X(est: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
@@ -142,14 +146,18 @@ def _named_checks(est: Any, name: str, a: Any, two_d: bool, numeric: bool) -> No
     if not two_d:
         return
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a {arr.ndim}-D array of shape "
-                         f"{arr.shape}. Expected 2D array, got {arr.ndim}D array instead. Reshape your data "
-                         "either using array.reshape(-1, 1) if your data has a single feature or "
-                         "array.reshape(1, -1) if it contains a single sample.")
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got a {arr.ndim}-D array of shape "
+            f"{arr.shape}. Expected 2D array, got {arr.ndim}D array instead. Reshape your data "
+            "either using array.reshape(-1, 1) if your data has a single feature or "
+            "array.reshape(1, -1) if it contains a single sample."
+        )
     for axis, what in ((0, "sample"), (1, "feature")):
         if arr.shape[axis] == 0:
-            raise ValueError(f"{name} must have at least one {what}: Found array with 0 {what}(s) "
-                             f"(shape={arr.shape}) while a minimum of 1 is required by {type(est).__name__}.")
+            raise ValueError(
+                f"{name} must have at least one {what}: Found array with 0 {what}(s) "
+                f"(shape={arr.shape}) while a minimum of 1 is required by {type(est).__name__}."
+            )
 
 
 def _n_rows(a: Any) -> int | None:
@@ -165,8 +173,10 @@ def _sk_validate(est: Any, X: Any, y: Any, *, reset: bool, dtype: Any, y_numeric
         _named_checks(est, "y", y, two_d=False, numeric=y_numeric)
         nx, ny = _n_rows(X), _n_rows(y)
         if nx is not None and ny is not None and nx != ny:
-            raise ValueError(f"X and y must have the same number of samples, got {nx} and {ny}: Found input "
-                             f"variables with inconsistent numbers of samples: [{nx}, {ny}]")
+            raise ValueError(
+                f"X and y must have the same number of samples, got {nx} and {ny}: Found input "
+                f"variables with inconsistent numbers of samples: [{nx}, {ny}]"
+            )
     kw = dict(accept_sparse=["csr", "csc"], dtype=dtype, reset=reset)
     if y is not None:
         kw.update(multi_output=True, y_numeric=y_numeric)
@@ -195,8 +205,10 @@ def _own_validate_X(est: Any, X: Any, *, reset: bool, dtype: Any) -> Any:
         if a.dtype.kind not in "biuf":
             raise ValueError(f"X must hold real numbers, got an array of dtype {a.dtype}")
         if a.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {a.shape}; "
-                             "reshape a single sample with X.reshape(1, -1)")
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features), got shape {a.shape}; "
+                "reshape a single sample with X.reshape(1, -1)"
+            )
         if a.shape[0] < 1 or a.shape[1] < 1:
             raise ValueError(f"X must have at least one sample and one feature, got shape {a.shape}")
         X = np.asarray(a, dtype=_pick_dtype(a.dtype, dtype))
@@ -222,17 +234,23 @@ def _pick_dtype(have: np.dtype, want: Any) -> np.dtype:
 
 def column_or_1d_warn(y: np.ndarray) -> np.ndarray:
     """A (n, 1) column as (n,), with scikit-learn's DataConversionWarning."""
-    warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
-                  "(n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
+    warnings.warn(
+        "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+        "(n_samples, ), for example using ravel().",
+        DataConversionWarning,
+        stacklevel=3,
+    )
     return np.ravel(y)
 
 
-def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomState,
-                             stratify: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def train_test_split_indices(
+    n: int, test_fraction: float, rs: np.random.RandomState, stratify: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation indices: scikit-learn's train_test_split when installed; without it the
     same algorithm (ShuffleSplit / StratifiedShuffleSplit), so the same random_state draws the same split."""
     if HAVE_SKLEARN:
         from sklearn.model_selection import train_test_split
+
         idx = np.arange(n)
         train_idx, test_idx = train_test_split(idx, random_state=rs, test_size=test_fraction, stratify=stratify)
         return np.asarray(train_idx), np.asarray(test_idx)
@@ -246,13 +264,16 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
         y = np.array([" ".join(row.astype("str")) for row in y])
     classes, y_indices, counts = np.unique(y, return_inverse=True, return_counts=True)
     if counts.min() < 2:
-        raise ValueError("The least populated classes in y have only 1 member, which is too few. The minimum "
-                         "number of groups for any class cannot be less than 2. Classes with too few members are: "
-                         f"{classes[counts < 2].tolist()}")
+        raise ValueError(
+            "The least populated classes in y have only 1 member, which is too few. The minimum "
+            "number of groups for any class cannot be less than 2. Classes with too few members are: "
+            f"{classes[counts < 2].tolist()}"
+        )
     for what, size in (("train_size", n_train), ("test_size", n_test)):
         if size < len(classes):
-            raise ValueError(f"The {what} = {size} should be greater or equal to the number of classes = "
-                             f"{len(classes)}")
+            raise ValueError(
+                f"The {what} = {size} should be greater or equal to the number of classes = {len(classes)}"
+            )
     class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(counts)[:-1])
     n_i = _approximate_mode(counts, n_train, rs)
     t_i = _approximate_mode(counts - n_i, n_test, rs)
@@ -261,7 +282,7 @@ def train_test_split_indices(n: int, test_fraction: float, rs: np.random.RandomS
     for i in range(len(classes)):
         members = class_indices[i].take(rs.permutation(counts[i]), mode="clip")
         train.extend(members[: n_i[i]])
-        test.extend(members[n_i[i]: n_i[i] + t_i[i]])
+        test.extend(members[n_i[i] : n_i[i] + t_i[i]])
     return rs.permutation(train), rs.permutation(test)
 
 

@@ -1,4 +1,5 @@
 """``fastmlp.show_config()``: what a bug report should start with."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -8,8 +9,16 @@ import sys
 from typing import Any, TextIO
 
 # Optional packages that fastmlp works with: import name -> distribution (pip) name.
-EXTRAS = {"sklearn": "scikit-learn", "scipy": "scipy", "torch": "torch", "mpi4py": "mpi4py",
-          "matplotlib": "matplotlib", "tqdm": "tqdm", "onnx": "onnx", "onnxruntime": "onnxruntime"}
+EXTRAS = {
+    "sklearn": "scikit-learn",
+    "scipy": "scipy",
+    "torch": "torch",
+    "mpi4py": "mpi4py",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+}
 
 
 def _openmp_version(date: int) -> str:
@@ -57,8 +66,8 @@ def config() -> dict[str, Any]:
         # Which GEMM runs: Eigen's own kernels for every product (no BLAS is linked), at
         # the variant's SIMD level, on fastmlp's threads (cpp/include/fastmlp/parallel.hpp).
         "gemm": f"Eigen {info['eigen']} ({info['eigen_simd'].split(',')[0]} kernels), one product per "
-                f"thread's share: row slices or columns (FASTMLP_STEP_SPLIT="
-                f"{os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
+        f"thread's share: row slices or columns (FASTMLP_STEP_SPLIT="
+        f"{os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
         "threads": fastmlp.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "cpu_count": os.cpu_count(),

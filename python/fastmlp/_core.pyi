@@ -5,6 +5,7 @@ public surface; these describe the pybind11 classes underneath, so that mypy
 and IDEs see the real signatures. tests/test_packaging.py checks that every
 name here exists in the module and the other way round.
 """
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,18 +17,22 @@ def get_num_threads() -> int: ...
 def thread_limit() -> int: ...
 def activations() -> list[tuple[str, bool]]:
     """(name, may be hidden) of every activation, in the core's order (activation.hpp's kActivations)."""
+
 def activation_aliases() -> list[tuple[str, str]]:
     """(alias, name) of every other accepted name of an activation (e.g. sigmoid -> logistic)."""
+
 def losses() -> list[tuple[str, str | None]]:
     """(name, the output activation it needs or None) of every loss (loss.hpp's kLosses)."""
+
 def inits() -> list[str]: ...
 def schedules() -> list[str]: ...
 def build_info() -> dict[str, Any]:
     """version, variant, compiler, cxx_flags, eigen, eigen_simd, eigen_max_align_bytes, openmp."""
 
 class Regularization:
-    def __init__(self, l2: float = 0.0, l1: float = 0.0, clip_value: float = 0.0, clip_norm: float = 0.0,
-                 grad_scale: float = 1.0) -> None: ...
+    def __init__(
+        self, l2: float = 0.0, l1: float = 0.0, clip_value: float = 0.0, clip_norm: float = 0.0, grad_scale: float = 1.0
+    ) -> None: ...
     @property
     def l2(self) -> float: ...
     @property
@@ -40,8 +45,16 @@ class Regularization:
     def grad_scale(self) -> float: ...
 
 class LearningRateSchedule:
-    def __init__(self, kind: str, base_lr: float, gamma: float = 0.1, step_size: float = 10.0,
-                 total_epochs: float = 200.0, min_lr: float = 0.0, warmup_epochs: float = 0.0) -> None: ...
+    def __init__(
+        self,
+        kind: str,
+        base_lr: float,
+        gamma: float = 0.1,
+        step_size: float = 10.0,
+        total_epochs: float = 200.0,
+        min_lr: float = 0.0,
+        warmup_epochs: float = 0.0,
+    ) -> None: ...
     def at(self, p: float, delta: float) -> float: ...
 
 class EpochOptions:
@@ -56,8 +69,15 @@ class EpochOptions:
     rank: int
 
 class Network_float32:
-    def __init__(self, layer_sizes: Sequence[int], activation: Sequence[str], output_activation: str, slope: float,
-                 seed: int, init: str) -> None: ...
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: Sequence[str],
+        output_activation: str,
+        slope: float,
+        seed: int,
+        init: str,
+    ) -> None: ...
     @property
     def layer_sizes(self) -> list[int]: ...
     @property
@@ -77,8 +97,9 @@ class Network_float32:
     @property
     def max_norm(self) -> float: ...
     def set_noise(self, dropout: Sequence[float], input_noise: float, max_norm: float) -> None: ...
-    def draws(self, rows: int, step: int) -> tuple[npt.NDArray[np.float32] | None,
-                                                   list[npt.NDArray[np.float32] | None]]: ...
+    def draws(
+        self, rows: int, step: int
+    ) -> tuple[npt.NDArray[np.float32] | None, list[npt.NDArray[np.float32] | None]]: ...
     @property
     def output_activation(self) -> str: ...
     @property
@@ -90,13 +111,26 @@ class Network_float32:
     def layer_views(self, grads: bool) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]: ...
     def initialize(self, seed: int, init: str) -> None: ...
     def forward(self, X: npt.ArrayLike, out: npt.NDArray[np.float32] | None = ...) -> npt.NDArray[np.float32]: ...
-    def forward_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                    rows: int, cols: int) -> npt.NDArray[np.float32]: ...
-    def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str,
-                      sample_weight: npt.ArrayLike | None = None, draw_step: int | None = None) -> float: ...
+    def forward_csr(
+        self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64], rows: int, cols: int
+    ) -> npt.NDArray[np.float32]: ...
+    def loss_and_grad(
+        self,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
+        loss: str,
+        sample_weight: npt.ArrayLike | None = None,
+        draw_step: int | None = None,
+    ) -> float: ...
     def objective(self, rows: Rows_float32, loss: str, regularization: Regularization) -> float: ...
-    def train_epoch(self, rows: Rows_float32, loss: str, optimizer: Optimizer_float32, options: EpochOptions,
-                    gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None) -> float: ...
+    def train_epoch(
+        self,
+        rows: Rows_float32,
+        loss: str,
+        optimizer: Optimizer_float32,
+        options: EpochOptions,
+        gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
+    ) -> float: ...
 
 class Rows_float32:
     """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""
@@ -170,8 +204,15 @@ class Adagrad_float32(Optimizer_float32):
     def set_state(self, state: dict[str, Any]) -> None: ...
 
 class Network_float64:
-    def __init__(self, layer_sizes: Sequence[int], activation: Sequence[str], output_activation: str, slope: float,
-                 seed: int, init: str) -> None: ...
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: Sequence[str],
+        output_activation: str,
+        slope: float,
+        seed: int,
+        init: str,
+    ) -> None: ...
     @property
     def layer_sizes(self) -> list[int]: ...
     @property
@@ -191,8 +232,9 @@ class Network_float64:
     @property
     def max_norm(self) -> float: ...
     def set_noise(self, dropout: Sequence[float], input_noise: float, max_norm: float) -> None: ...
-    def draws(self, rows: int, step: int) -> tuple[npt.NDArray[np.float64] | None,
-                                                   list[npt.NDArray[np.float64] | None]]: ...
+    def draws(
+        self, rows: int, step: int
+    ) -> tuple[npt.NDArray[np.float64] | None, list[npt.NDArray[np.float64] | None]]: ...
     @property
     def output_activation(self) -> str: ...
     @property
@@ -204,13 +246,26 @@ class Network_float64:
     def layer_views(self, grads: bool) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]: ...
     def initialize(self, seed: int, init: str) -> None: ...
     def forward(self, X: npt.ArrayLike, out: npt.NDArray[np.float64] | None = ...) -> npt.NDArray[np.float64]: ...
-    def forward_csr(self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64],
-                    rows: int, cols: int) -> npt.NDArray[np.float64]: ...
-    def loss_and_grad(self, X: npt.ArrayLike, y: npt.ArrayLike, loss: str,
-                      sample_weight: npt.ArrayLike | None = None, draw_step: int | None = None) -> float: ...
+    def forward_csr(
+        self, data: npt.ArrayLike, indices: npt.NDArray[np.int64], indptr: npt.NDArray[np.int64], rows: int, cols: int
+    ) -> npt.NDArray[np.float64]: ...
+    def loss_and_grad(
+        self,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
+        loss: str,
+        sample_weight: npt.ArrayLike | None = None,
+        draw_step: int | None = None,
+    ) -> float: ...
     def objective(self, rows: Rows_float64, loss: str, regularization: Regularization) -> float: ...
-    def train_epoch(self, rows: Rows_float64, loss: str, optimizer: Optimizer_float64, options: EpochOptions,
-                    gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None) -> float: ...
+    def train_epoch(
+        self,
+        rows: Rows_float64,
+        loss: str,
+        optimizer: Optimizer_float64,
+        options: EpochOptions,
+        gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,
+    ) -> float: ...
 
 class Rows_float64:
     """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""

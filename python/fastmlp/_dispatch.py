@@ -12,6 +12,7 @@ for plain x86-64), and only a variant at or below it is ever imported.
 best one); asking for one that the CPU cannot run is an ImportError that says
 so, not a crash.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,15 +26,20 @@ from typing import NamedTuple
 VARIANTS = ("avx512", "avx2", "baseline")
 LEVEL = {"baseline": 2, "avx2": 3, "avx512": 4}
 MARCH = {"baseline": "x86-64-v2", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
-LEVEL_NAMES = {0: "not x86-64", 1: "x86-64 (no SSE4.2)", 2: "x86-64-v2 (SSE4.2, no AVX2)",
-               3: "x86-64-v3 (AVX2, FMA, no AVX-512)", 4: "x86-64-v4 (AVX-512)"}
+LEVEL_NAMES = {
+    0: "not x86-64",
+    1: "x86-64 (no SSE4.2)",
+    2: "x86-64-v2 (SSE4.2, no AVX2)",
+    3: "x86-64-v3 (AVX2, FMA, no AVX-512)",
+    4: "x86-64-v4 (AVX-512)",
+}
 ENV = "FASTMLP_CPU"
 
 
 class Selection(NamedTuple):
-    variant: str   # "native" (a one-machine build) or one of VARIANTS
-    module: str    # the module imported as fastmlp._core
-    reason: str    # why, in words (show_config prints it)
+    variant: str  # "native" (a one-machine build) or one of VARIANTS
+    module: str  # the module imported as fastmlp._core
+    reason: str  # why, in words (show_config prints it)
     cpu_level: int
 
 
@@ -51,27 +57,38 @@ def choose(cpu_level: int, available: Sequence[str], forced: str | None) -> tupl
     """
     have = [v for v in VARIANTS if v in available]
     if not have:
-        raise ImportError("this fastmlp installation has no compiled core (no fastmlp._core nor any "
-                          "fastmlp._core_<variant> module): reinstall fastmlp")
+        raise ImportError(
+            "this fastmlp installation has no compiled core (no fastmlp._core nor any "
+            "fastmlp._core_<variant> module): reinstall fastmlp"
+        )
     forced = (forced or "").strip().lower()
     if forced and forced != "auto":
         if forced not in LEVEL:
-            raise ImportError(f"{ENV}={forced!r} is not a CPU variant: use one of "
-                              f"{', '.join(reversed(VARIANTS))} or auto (or unset it)")
+            raise ImportError(
+                f"{ENV}={forced!r} is not a CPU variant: use one of "
+                f"{', '.join(reversed(VARIANTS))} or auto (or unset it)"
+            )
         if forced not in have:
-            raise ImportError(f"{ENV}={forced} asks for a variant that this fastmlp installation lacks "
-                              f"(it has {', '.join(have)})")
+            raise ImportError(
+                f"{ENV}={forced} asks for a variant that this fastmlp installation lacks (it has {', '.join(have)})"
+            )
         if LEVEL[forced] > cpu_level:
-            raise ImportError(f"{ENV}={forced} needs a {MARCH[forced]} CPU, but this CPU is "
-                              f"{LEVEL_NAMES.get(cpu_level, cpu_level)}: unset {ENV} to use the best "
-                              "variant this CPU runs")
+            raise ImportError(
+                f"{ENV}={forced} needs a {MARCH[forced]} CPU, but this CPU is "
+                f"{LEVEL_NAMES.get(cpu_level, cpu_level)}: unset {ENV} to use the best "
+                "variant this CPU runs"
+            )
         return forced, f"forced by {ENV}={forced}"
     for variant in have:
         if LEVEL[variant] <= cpu_level:
-            return variant, (f"auto: the best of this installation's variants ({', '.join(have)}) "
-                             f"that this CPU ({LEVEL_NAMES.get(cpu_level, cpu_level)}) runs")
-    raise ImportError(f"this CPU is {LEVEL_NAMES.get(cpu_level, cpu_level)}; fastmlp needs at least "
-                      f"x86-64-v2 (SSE4.2, POPCNT; any x86-64 CPU since about 2009)")
+            return variant, (
+                f"auto: the best of this installation's variants ({', '.join(have)}) "
+                f"that this CPU ({LEVEL_NAMES.get(cpu_level, cpu_level)}) runs"
+            )
+    raise ImportError(
+        f"this CPU is {LEVEL_NAMES.get(cpu_level, cpu_level)}; fastmlp needs at least "
+        f"x86-64-v2 (SSE4.2, POPCNT; any x86-64 CPU since about 2009)"
+    )
 
 
 def _exists(name: str) -> bool:
@@ -93,18 +110,20 @@ def load() -> Selection:
 
 def _load() -> Selection:
     from . import _cpu
+
     level = int(_cpu.level())
     forced = os.environ.get(ENV)
     if _exists("_core"):
         if forced and forced.strip().lower() not in ("", "auto", "native"):
-            raise ImportError(f"{ENV}={forced} asks for a CPU variant, but this fastmlp is a build for one "
-                              "machine (fastmlp._core, the default of `pip install .`), which has none: "
-                              f"unset {ENV}, or install the wheel or a source build with "
-                              "-C cmake.define.FASTMLP_DISPATCH=ON")
+            raise ImportError(
+                f"{ENV}={forced} asks for a CPU variant, but this fastmlp is a build for one "
+                "machine (fastmlp._core, the default of `pip install .`), which has none: "
+                f"unset {ENV}, or install the wheel or a source build with "
+                "-C cmake.define.FASTMLP_DISPATCH=ON"
+            )
         module = importlib.import_module(f"{__package__}._core")
         variant = str(module.build_info().get("variant", "native"))
-        reason = ("the only core of this build (`pip install .` compiles one, optimized for the "
-                  "machine that built it)")
+        reason = "the only core of this build (`pip install .` compiles one, optimized for the machine that built it)"
         return Selection(variant, module.__name__, reason, level)
     variant, reason = choose(level, [v for v in VARIANTS if _exists(f"_core_{v}")], forced)
     name = f"{__package__}._core_{variant}"

@@ -8,6 +8,7 @@ multiclass          sorted labels  one-hot                          softmax
 multilabel          0 .. k-1       the 0/1 indicator matrix itself  logistic
 ==================  ============  ===============================  ==================
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,12 +21,16 @@ def type_of_labels(y: np.ndarray) -> str:
     if y.ndim == 2 and y.shape[1] > 1:
         if y.dtype.kind in "biuf" and np.isin(y, (0, 1)).all():
             return "multilabel-indicator"
-        raise ValueError("Unknown label type: multiclass-multioutput; a 2-D y must be a 0/1 "
-                         f"multilabel indicator matrix, got values {np.unique(y)[:5]!r}...")
+        raise ValueError(
+            "Unknown label type: multiclass-multioutput; a 2-D y must be a 0/1 "
+            f"multilabel indicator matrix, got values {np.unique(y)[:5]!r}..."
+        )
     y = y.ravel()
     if y.dtype.kind == "f" and (not np.isfinite(y).all() or np.any(y != np.round(y))):
-        raise ValueError("Unknown label type: continuous. A classifier needs class labels "
-                         "(integers or strings), not real-valued targets.")
+        raise ValueError(
+            "Unknown label type: continuous. A classifier needs class labels "
+            "(integers or strings), not real-valued targets."
+        )
     if y.dtype.kind == "O":
         kinds = {isinstance(v, str) for v in y}
         if len(kinds) > 1:
@@ -67,16 +72,18 @@ class LabelCoder:
         """ValueError when y holds a label that is not among classes_."""
         if self.y_type_ == "multilabel-indicator":
             if y.ndim != 2 or y.shape[1] != len(self.classes_) or type_of_labels(y) != "multilabel-indicator":
-                raise ValueError(f"y must be a 0/1 indicator matrix of {len(self.classes_)} columns, "
-                                 f"got shape {y.shape}")
+                raise ValueError(
+                    f"y must be a 0/1 indicator matrix of {len(self.classes_)} columns, got shape {y.shape}"
+                )
             return
         if y.ndim == 2 and y.shape[1] > 1:
             raise ValueError(f"y must be 1-D class labels like the ones this model was fitted on, got shape {y.shape}")
         type_of_labels(y)
         unknown = np.setdiff1d(np.unique(y.ravel()), self.classes_)
         if len(unknown):
-            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                             f"'y' has {np.unique(y)}.")
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {np.unique(y)}."
+            )
 
     def encode(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Targets (n, n_outputs) in `dtype` (C order)."""

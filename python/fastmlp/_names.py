@@ -9,6 +9,7 @@ the estimators, the exporters and the tests without another edit.
 ``fastmlp.reference`` keeps its own lists (it is NumPy only);
 ``tests/test_reference.py`` checks that they equal these.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

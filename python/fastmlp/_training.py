@@ -23,6 +23,7 @@ scikit-learn splits its optimizers from its estimator; here the estimator
 is rolled back); the bar is closed in every case. :attr:`FitProgress.epochs_started` tells the
 estimator's transaction that epochs ran, so that a later failure keeps what they did.
 """
+
 from __future__ import annotations
 
 import sys
@@ -196,10 +197,22 @@ class EpochLoop:
     :meth:`run` returns the loss of a diverged epoch (its parameters already rolled back) or None.
     """
 
-    def __init__(self, net: Any, request: EpochRequest, *, strategy: EpochStrategy,
-                 learning_rate: LearningRatePolicy, early_stopping: EarlyStopping,
-                 record: Callable[[float, int], None], callbacks: Callbacks, progress: Any,
-                 progress_of_fit: FitProgress, max_iter: int, one_epoch: bool, verbose: bool) -> None:
+    def __init__(
+        self,
+        net: Any,
+        request: EpochRequest,
+        *,
+        strategy: EpochStrategy,
+        learning_rate: LearningRatePolicy,
+        early_stopping: EarlyStopping,
+        record: Callable[[float, int], None],
+        callbacks: Callbacks,
+        progress: Any,
+        progress_of_fit: FitProgress,
+        max_iter: int,
+        one_epoch: bool,
+        verbose: bool,
+    ) -> None:
         self.net, self.request, self.strategy = net, request, strategy
         self.learning_rate, self.early_stopping, self.record = learning_rate, early_stopping, record
         self.callbacks, self.progress, self.fit_progress = callbacks, progress, progress_of_fit
@@ -240,8 +253,13 @@ class EpochLoop:
         n_samples = self.request.n_samples
         self.record(loss, n_samples * self.strategy.world_size)
         self.epochs += 1
-        metrics: Metrics = dict(epoch=self.epochs, loss=loss, learning_rate=float(self.request.optimizer.lr),
-                                seconds=seconds, samples_per_second=n_samples / max(seconds, 1e-12))
+        metrics: Metrics = dict(
+            epoch=self.epochs,
+            loss=loss,
+            learning_rate=float(self.request.optimizer.lr),
+            seconds=seconds,
+            samples_per_second=n_samples / max(seconds, 1e-12),
+        )
         metrics.update(self.early_stopping.score())
         self.learning_rate.after_epoch()
         if self.progress is not None:
@@ -256,6 +274,10 @@ class EpochLoop:
         if self.one_epoch:
             return True
         if self.epochs == self.max_iter:
-            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                          "hasn't converged yet." % self.max_iter, ConvergenceWarning, stacklevel=5)
+            warnings.warn(
+                "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                "hasn't converged yet." % self.max_iter,
+                ConvergenceWarning,
+                stacklevel=5,
+            )
         return False

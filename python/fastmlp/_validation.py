@@ -12,6 +12,7 @@ datetime and complex arrays. Rejected with ``ValueError``: NaN or ±inf
 (including float64 values that overflow the network's float32), wrong shapes,
 zero samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,12 +77,14 @@ def check_bool(name: str, value: Any, *, style: Style = "plain") -> bool:
 INT64_MAX = 2**63 - 1
 
 
-def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = INT64_MAX, *,
-              style: Style = "plain") -> int:
+def check_int(
+    name: str, value: Any, minimum: int | None = None, maximum: int | None = INT64_MAX, *, style: Style = "plain"
+) -> int:
     if style == "sklearn":  # scikit-learn's parameters have a lower bound only
         if not _is_int(value):
-            raise TypeError(f"The '{name}' parameter must be an int >= {minimum}; got {value!r} of type "
-                            f"{type(value).__name__}.")
+            raise TypeError(
+                f"The '{name}' parameter must be an int >= {minimum}; got {value!r} of type {type(value).__name__}."
+            )
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise ValueError(f"The '{name}' parameter must be an int >= {minimum}; got {value!r}.")
         return operator.index(value)
@@ -95,15 +98,24 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     return value
 
 
-def check_float(name: str, value: Any, minimum: float | None = None, maximum: float | None = None,
-                *, open_min: bool = False, open_max: bool = False, allow_inf: bool = False,
-                style: Style = "plain") -> float:
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    open_min: bool = False,
+    open_max: bool = False,
+    allow_inf: bool = False,
+    style: Style = "plain",
+) -> float:
     """A real number in the interval (open or closed at each end; None: unbounded), finite unless
     `allow_inf` (+inf accepted then: scikit-learn's tol)."""
     if not _is_real(value):
         if style == "sklearn":
-            raise TypeError(f"The '{name}' parameter must be a real number; got {value!r} of type "
-                            f"{type(value).__name__}.")
+            raise TypeError(
+                f"The '{name}' parameter must be a real number; got {value!r} of type {type(value).__name__}."
+            )
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     overflow = False
     try:
@@ -117,10 +129,14 @@ def check_float(name: str, value: Any, minimum: float | None = None, maximum: fl
         return x
     if overflow and style == "plain":
         raise ValueError(f"{name} must be a finite number, got {value!r}")
+
     def bound(b: float | None, unbounded: str) -> str:  # the plain voice prints 0 and 1 as %g, scikit-learn's as given
         return unbounded if b is None else f"{b:g}" if style == "plain" else f"{b}"
-    interval = (f"{'(' if open_min or minimum is None else '['}{bound(minimum, '-inf')}, "
-                f"{bound(maximum, 'inf')}{')' if open_max or maximum is None else ']'}")
+
+    interval = (
+        f"{'(' if open_min or minimum is None else '['}{bound(minimum, '-inf')}, "
+        f"{bound(maximum, 'inf')}{')' if open_max or maximum is None else ']'}"
+    )
     if style == "sklearn":
         finite = "" if allow_inf else " and finite"
         raise ValueError(f"The '{name}' parameter must be a real number in {interval}{finite}; got {value!r}.")
@@ -205,28 +221,34 @@ def as_targets(name: str, y: Any, loss: str, n_samples: int, n_outputs: int, dty
     a = as_array(name, y, dtype)
     if a.ndim == 1 and loss == "log_loss":
         if a.dtype.kind not in "biu":  # booleans: class indices 0/1, as everywhere else
-            raise TypeError(f"{name} for log_loss must be integer class indices (1-D) or one-hot (2-D); "
-                            f"got a 1-D array of dtype {a.dtype}")
+            raise TypeError(
+                f"{name} for log_loss must be integer class indices (1-D) or one-hot (2-D); "
+                f"got a 1-D array of dtype {a.dtype}"
+            )
         a = a.astype(np.int64) if a.dtype.kind == "b" else a
         if a.shape[0] != n_samples:
             raise ValueError(f"{name} must have {n_samples} entries (one per sample of X), got {a.shape[0]}")
         if a.size and (a.min() < 0 or a.max() >= n_outputs):
             bad = a[(a < 0) | (a >= n_outputs)][0]
-            raise ValueError(f"{name} must hold class indices in [0, {n_outputs}) for {n_outputs} outputs, "
-                             f"got {int(bad)}")
+            raise ValueError(
+                f"{name} must hold class indices in [0, {n_outputs}) for {n_outputs} outputs, got {int(bad)}"
+            )
         onehot = np.zeros((n_samples, n_outputs), dtype=dtype)
         onehot[np.arange(n_samples), a] = 1
         return onehot
     if a.ndim == 1:
         if n_outputs != 1:
-            raise ValueError(f"{name} must be 2-D (n_samples, {n_outputs}) for a network with {n_outputs} outputs, "
-                             f"got a 1-D array of shape {a.shape}")
+            raise ValueError(
+                f"{name} must be 2-D (n_samples, {n_outputs}) for a network with {n_outputs} outputs, "
+                f"got a 1-D array of shape {a.shape}"
+            )
         a = a.reshape(-1, 1)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, {n_outputs}), got a {a.ndim}-D array of shape {a.shape}")
     if a.shape != (n_samples, n_outputs):
-        raise ValueError(f"{name} must have shape ({n_samples}, {n_outputs}) to match X and the network's outputs, "
-                         f"got {a.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n_samples}, {n_outputs}) to match X and the network's outputs, got {a.shape}"
+        )
     check_finite(name, a)
     out = _convert(a, dtype)
     check_finite(name, out)
@@ -273,9 +295,10 @@ def check_dropout(value: Any, n_layers: int) -> list[float]:
     """
     if isinstance(value, (list, tuple, np.ndarray)):
         if len(value) != n_layers:
-            raise ValueError(f"dropout must be a number or a list of {n_layers} rates (the inputs', then one per "
-                             f"hidden layer), got {len(value)} values")
-        return [check_float(f"dropout[{i}]", p, minimum=0.0, maximum=1.0, open_max=True)
-                for i, p in enumerate(value)]
+            raise ValueError(
+                f"dropout must be a number or a list of {n_layers} rates (the inputs', then one per "
+                f"hidden layer), got {len(value)} values"
+            )
+        return [check_float(f"dropout[{i}]", p, minimum=0.0, maximum=1.0, open_max=True) for i, p in enumerate(value)]
     p = check_float("dropout", value, minimum=0.0, maximum=1.0, open_max=True)
     return [0.0] + [p] * (n_layers - 1)

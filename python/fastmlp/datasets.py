@@ -47,8 +47,7 @@ _MNIST_FILES = {
 # its publishers list it. MNIST's home page (yann.lecun.com) no longer serves the
 # files reliably; the two mirrors below are the ones TensorFlow and PyTorch use.
 MNIST_URLS = {
-    "mnist": ("https://storage.googleapis.com/cvdf-datasets/mnist/",
-              "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+    "mnist": ("https://storage.googleapis.com/cvdf-datasets/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
 MNIST_MD5 = {
@@ -110,8 +109,10 @@ def _fetch(url: str, target: Path, md5: str) -> None:
         if declared is not None and size != int(declared):
             raise OSError(f"{url}: download truncated: got {size} of {declared} bytes; nothing was saved")
         if digest.hexdigest() != md5:
-            raise OSError(f"{url}: MD5 {digest.hexdigest()} differs from the published {md5} "
-                          "(a corrupt or different file); nothing was saved")
+            raise OSError(
+                f"{url}: MD5 {digest.hexdigest()} differs from the published {md5} "
+                "(a corrupt or different file); nothing was saved"
+            )
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared cache from others
@@ -140,9 +141,12 @@ def _download(name: str, files: tuple[str, ...], folder: Path) -> None:
             except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
                 errors.append(f"{url}: {exc}" if isinstance(exc, urllib.error.URLError) else str(exc))
         else:
-            raise OSError(f"could not download {file} of {name!r}:\n  " + "\n  ".join(errors) +
-                          "\nSet FASTMLP_DATA_MIRROR to a base URL serving <name>/<file>, or put the files in "
-                          f"{folder} yourself")
+            raise OSError(
+                f"could not download {file} of {name!r}:\n  "
+                + "\n  ".join(errors)
+                + "\nSet FASTMLP_DATA_MIRROR to a base URL serving <name>/<file>, or put the files in "
+                f"{folder} yourself"
+            )
 
 
 def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -184,31 +188,24 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     zero0, zero1, type_code, ndim = raw[:4]
     if zero0 != 0 or zero1 != 0:
         raise ValueError(
-            f"{path}: expected an IDX magic number starting with bytes 00 00; "
-            f"found {zero0:02x} {zero1:02x}"
+            f"{path}: expected an IDX magic number starting with bytes 00 00; found {zero0:02x} {zero1:02x}"
         )
     if type_code not in _IDX_DTYPES:
         valid = ", ".join(f"0x{code:02X}" for code in _IDX_DTYPES)
-        raise ValueError(
-            f"{path}: expected an IDX type byte among {valid}; found 0x{type_code:02X}"
-        )
+        raise ValueError(f"{path}: expected an IDX type byte among {valid}; found 0x{type_code:02X}")
     if ndim == 0:
         raise ValueError(f"{path}: expected at least 1 dimension; found 0")
 
     header_size = 4 + 4 * ndim
     if len(raw) < header_size:
-        raise ValueError(
-            f"{path}: expected a {header_size}-byte header for {ndim} dimensions; "
-            f"found {len(raw)} bytes"
-        )
+        raise ValueError(f"{path}: expected a {header_size}-byte header for {ndim} dimensions; found {len(raw)} bytes")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[type_code]
     expected = math.prod(shape) * dtype.itemsize  # Python int: no overflow
     found = len(raw) - header_size
     if found != expected:
         raise ValueError(
-            f"{path}: header declares shape {shape} of {dtype.name}, i.e. {expected} data bytes; "
-            f"found {found}"
+            f"{path}: header declares shape {shape} of {dtype.name}, i.e. {expected} data bytes; found {found}"
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
     # astype copies: the result is writable and in native byte order.
@@ -219,8 +216,9 @@ def _find_idx_file(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"neither {stem}.gz nor {stem} found in {folder}; load_mnist(..., download=True) "
-                            "fetches them")
+    raise FileNotFoundError(
+        f"neither {stem}.gz nor {stem} found in {folder}; load_mnist(..., download=True) fetches them"
+    )
 
 
 def load_mnist(
@@ -269,9 +267,7 @@ def load_mnist(
     if name not in MNIST_NAMES:
         raise ValueError(f"name must be one of {', '.join(map(repr, MNIST_NAMES))}; got {name!r}")
     if split not in MNIST_SPLITS:
-        raise ValueError(
-            f"split must be one of {', '.join(map(repr, MNIST_SPLITS))}; got {split!r}"
-        )
+        raise ValueError(f"split must be one of {', '.join(map(repr, MNIST_SPLITS))}; got {split!r}")
     dtype = np.dtype(dtype)
     if normalize and dtype.kind != "f":
         raise ValueError(f"normalize=True needs a floating dtype; got dtype {dtype}")
@@ -279,20 +275,18 @@ def load_mnist(
     images_stem, labels_stem = _MNIST_FILES[split]
     if download:
         # (an uncompressed copy counts as present)
-        _download(name, tuple(f"{stem}.gz" for stem in (images_stem, labels_stem)
-                              if not (folder / stem).is_file()), folder)
+        _download(
+            name, tuple(f"{stem}.gz" for stem in (images_stem, labels_stem) if not (folder / stem).is_file()), folder
+        )
     images_file = _find_idx_file(folder, images_stem)
     labels_file = _find_idx_file(folder, labels_stem)
     images = load_idx(images_file)
     labels = load_idx(labels_file)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(
-            f"{images_file}: expected images of shape (n, 28, 28); found {images.shape}"
-        )
+        raise ValueError(f"{images_file}: expected images of shape (n, 28, 28); found {images.shape}")
     if labels.shape != images.shape[:1]:
         raise ValueError(
-            f"{labels_file}: expected {images.shape[0]} labels to match {images_file}; "
-            f"found shape {labels.shape}"
+            f"{labels_file}: expected {images.shape[0]} labels to match {images_file}; found shape {labels.shape}"
         )
 
     X = images.reshape(images.shape[0], -1).astype(dtype)
@@ -398,7 +392,10 @@ def make_blobs_classification(
 def make_classification(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """Deprecated: renamed :func:`make_blobs_classification` (same arguments), so as not to
     be mistaken for scikit-learn's ``make_classification``, whose signature differs."""
-    warnings.warn("fastmlp.datasets.make_classification is deprecated: it is now make_blobs_classification "
-                  "(same arguments; scikit-learn's make_classification is a different function)",
-                  FutureWarning, stacklevel=2)
+    warnings.warn(
+        "fastmlp.datasets.make_classification is deprecated: it is now make_blobs_classification "
+        "(same arguments; scikit-learn's make_classification is a different function)",
+        FutureWarning,
+        stacklevel=2,
+    )
     return make_blobs_classification(*args, **kwargs)

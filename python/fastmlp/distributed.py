@@ -30,6 +30,7 @@ the initial weights then need not agree).
 Use it through ``Network.train_epoch(..., comm=MPI.COMM_WORLD)`` and run the
 script with ``mpiexec -n 4 python script.py``; see ``docs/distributed.md``.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -59,8 +60,10 @@ def _mpi() -> Any:
     try:
         from mpi4py import MPI
     except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError("fastmlp.distributed needs mpi4py and an MPI library: "
-                          "pip install 'fastmlp[mpi]' (mpi4py and the mpich wheel)") from e
+        raise ImportError(
+            "fastmlp.distributed needs mpi4py and an MPI library: "
+            "pip install 'fastmlp[mpi]' (mpi4py and the mpich wheel)"
+        ) from e
     return MPI
 
 
@@ -68,8 +71,7 @@ def check_comm(comm: Any) -> Any:
     """`comm` itself when it is an mpi4py intracommunicator; else TypeError."""
     MPI = _mpi()
     if not isinstance(comm, MPI.Intracomm):
-        raise TypeError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD), "
-                        f"got {type(comm).__name__}")
+        raise TypeError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD), got {type(comm).__name__}")
     return comm
 
 
@@ -79,6 +81,7 @@ def world() -> Any:
 
 
 # --------------------------------------------------------------------------- data
+
 
 def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None) -> np.ndarray:
     r"""The sample indices of rank `rank`'s shard among `size` equal shards.
@@ -98,7 +101,7 @@ def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None)
     if seed is None:
         return np.arange(rank * m, (rank + 1) * m, dtype=np.int64)
     perm = np.random.default_rng(check_seed(seed)).permutation(n)
-    return np.sort(perm[rank * m:(rank + 1) * m]).astype(np.int64)
+    return np.sort(perm[rank * m : (rank + 1) * m]).astype(np.int64)
 
 
 def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +130,7 @@ def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple
     if seed is None:
         rows = slice(int(idx[0]), int(idx[-1]) + 1)
         return X[rows], y[rows]
+
     def take(a: Any) -> Any:
         if hasattr(a, "iloc"):  # pandas: rows by position
             return a.iloc[idx]
@@ -151,13 +155,16 @@ def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:
     m = orders[0].shape[0] if orders[0].ndim == 1 else -1
     for r, o in enumerate(orders):
         if o.ndim != 1 or o.shape[0] != m or o.dtype.kind not in "iu":
-            raise ValueError(f"local_orders[{r}] must be a 1-D integer array of {m} indices like "
-                             f"local_orders[0], got dtype {o.dtype} and shape {o.shape}")
+            raise ValueError(
+                f"local_orders[{r}] must be a 1-D integer array of {m} indices like "
+                f"local_orders[0], got dtype {o.dtype} and shape {o.shape}"
+            )
     shifted = [o.astype(np.int64) + r * m for r, o in enumerate(orders)]
-    return np.concatenate([o[k:k + batch_size] for k in range(0, m, batch_size) for o in shifted])
+    return np.concatenate([o[k : k + batch_size] for k in range(0, m, batch_size) for o in shifted])
 
 
 # --------------------------------------------------------------------------- collectives
+
 
 def broadcast_parameters(net: Any, comm: Any, root: int = 0) -> None:
     """Overwrites every rank's parameters with rank `root`'s, in place (one ``Bcast``)."""
@@ -198,13 +205,18 @@ _EXPLAIN = {
     "X": "every rank must hold the same number of samples (equal shards; see fastmlp.distributed.shard)",
     "order": "order must be given on every rank or on none",
     "network": "the network must have the same layer_sizes, dtype, activations, dropout, input_noise and max_norm "
-               "on every rank (and, with dropout or input noise, the same seed: it keys the masks)",
+    "on every rank (and, with dropout or input noise, the same seed: it keys the masks)",
     "optimizer": "the optimizer must be the same kind with the same hyperparameters on every rank",
 }
 
 
-def agree(comm: Any, check: Callable[[], dict[str, Any]] | None = None, *, error: Exception | None = None,
-          explain: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def agree(
+    comm: Any,
+    check: Callable[[], dict[str, Any]] | None = None,
+    *,
+    error: Exception | None = None,
+    explain: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Checks on every rank, then raises on every rank or on none (a collective call).
 
     ``check()`` runs here and returns this rank's signature (values that must
@@ -286,11 +298,27 @@ def _shuffled_order(net: Any, seed: int, rank: int, m: int) -> np.ndarray:
     return state[1].permutation(m).astype(np.int64)
 
 
-def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Any, batch_size: int = 200,
-                shuffle: bool = True, *, comm: Any, l2: float = 0.0, l1: float = 0.0,
-                clip_value: float | None = None, clip_norm: float | None = None, order: Any = None,
-                sample_weight: Any = None, schedule: Any = None, epoch: float = 0.0,
-                gradient_hook: Any = None, world_size: int = 1) -> float:
+def train_epoch(
+    net: Any,
+    X: Any,
+    y: Any,
+    loss: str,
+    optimizer: Any,
+    batch_size: int = 200,
+    shuffle: bool = True,
+    *,
+    comm: Any,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
+    order: Any = None,
+    sample_weight: Any = None,
+    schedule: Any = None,
+    epoch: float = 0.0,
+    gradient_hook: Any = None,
+    world_size: int = 1,
+) -> float:
     r"""One data-parallel epoch: :meth:`fastmlp.Network.train_epoch` with ``comm=``.
 
     A collective call: every rank of `comm` must call it, with its own shard
@@ -330,22 +358,43 @@ def train_epoch(net: Any, X: Any, y: Any, loss: str, optimizer: Any, batch_size:
         if gradient_hook is not None:
             raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
         if sample_weight is not None:
-            raise ValueError("sample_weight must be None when comm is given (not supported in data-parallel "
-                             "training yet)")
+            raise ValueError(
+                "sample_weight must be None when comm is given (not supported in data-parallel training yet)"
+            )
         if check_int("world_size", world_size, minimum=1) not in (1, size):
-            raise ValueError(f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, "
-                             f"got {world_size}")
-        options = epoch_options(batch_size, shuffle, epoch=epoch, schedule=schedule,
-                                regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value,
-                                                                   clip_norm=clip_norm))
+            raise ValueError(
+                f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, got {world_size}"
+            )
+        options = epoch_options(
+            batch_size,
+            shuffle,
+            epoch=epoch,
+            schedule=schedule,
+            regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm),
+        )
         request = checked["request"] = net.prepare_epoch(X, y, loss, optimizer, options, order=order)
         return {
-            "X": request.n_samples, "batch_size": options.batch_size, "loss": loss, "l2": l2, "l1": l1,
-            "clip_value": clip_value, "clip_norm": clip_norm, "schedule": repr(schedule), "epoch": float(epoch),
-            "shuffle": options.shuffle, "order": order is not None,
-            "network": (net.layer_sizes, net.dtype.name, net.activation, net.output_activation, net.dropout,
-                        net.input_noise, net.max_norm,
-                        net.seed if any(net.dropout) or net.input_noise else None),
+            "X": request.n_samples,
+            "batch_size": options.batch_size,
+            "loss": loss,
+            "l2": l2,
+            "l1": l1,
+            "clip_value": clip_value,
+            "clip_norm": clip_norm,
+            "schedule": repr(schedule),
+            "epoch": float(epoch),
+            "shuffle": options.shuffle,
+            "order": order is not None,
+            "network": (
+                net.layer_sizes,
+                net.dtype.name,
+                net.activation,
+                net.output_activation,
+                net.dropout,
+                net.input_noise,
+                net.max_norm,
+                net.seed if any(net.dropout) or net.input_noise else None,
+            ),
             "optimizer": _optimizer_config(optimizer),
         }
 

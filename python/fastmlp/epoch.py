@@ -10,6 +10,7 @@ builds and :meth:`fastmlp.Network.run_epoch` runs.
 
 Every record is filled by keyword, so two swapped values cannot pass unnoticed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,14 +23,21 @@ from ._validation import _check_numeric, check_bool, check_float, check_int
 from .schedules import Schedule
 
 
-def make_regularization(l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
-                        clip_norm: float | None = None, grad_scale: float = 1.0) -> Any:
+def make_regularization(
+    l2: float = 0.0,
+    l1: float = 0.0,
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
+    grad_scale: float = 1.0,
+) -> Any:
     """The C++ Regularization record, each value checked (None: no clipping)."""
     return _core.Regularization(
-        l2=check_float("l2", l2, minimum=0.0), l1=check_float("l1", l1, minimum=0.0),
+        l2=check_float("l2", l2, minimum=0.0),
+        l1=check_float("l1", l1, minimum=0.0),
         clip_value=0.0 if clip_value is None else check_float("clip_value", clip_value, minimum=0.0, open_min=True),
         clip_norm=0.0 if clip_norm is None else check_float("clip_norm", clip_norm, minimum=0.0, open_min=True),
-        grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True))
+        grad_scale=check_float("grad_scale", grad_scale, minimum=0.0, open_min=True),
+    )
 
 
 def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple[Any, ...]:
@@ -47,12 +55,24 @@ def as_csr(name: str, X: Any, n_cols: int, dtype: np.dtype) -> tuple[Any, ...]:
     data = np.ascontiguousarray(X.data, dtype=dtype)
     if not np.isfinite(data).all():
         raise ValueError(f"{name} must be finite, got NaN or infinity")
-    return (data, np.ascontiguousarray(X.indices, dtype=np.int64), np.ascontiguousarray(X.indptr, dtype=np.int64),
-            int(X.shape[0]), int(X.shape[1]))
+    return (
+        data,
+        np.ascontiguousarray(X.indices, dtype=np.int64),
+        np.ascontiguousarray(X.indptr, dtype=np.int64),
+        int(X.shape[0]),
+        int(X.shape[1]),
+    )
 
 
-def epoch_options(batch_size: int = 200, shuffle: bool = True, *, regularization: Any = None, schedule: Any = None,
-                  epoch: float = 0.0, world_size: int = 1) -> Any:
+def epoch_options(
+    batch_size: int = 200,
+    shuffle: bool = True,
+    *,
+    regularization: Any = None,
+    schedule: Any = None,
+    epoch: float = 0.0,
+    world_size: int = 1,
+) -> Any:
     """The C++ EpochOptions record, each field checked and filled by name.
 
     `regularization` is a :func:`make_regularization` record (None: none), `schedule` a
@@ -64,10 +84,14 @@ def epoch_options(batch_size: int = 200, shuffle: bool = True, *, regularization
     world_size = check_int("world_size", world_size, minimum=1)
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a fastmlp.schedules.Schedule, got {type(schedule).__name__}")
-    return _core.EpochOptions(batch_size=batch_size, shuffle=bool(shuffle),
-                              regularization=make_regularization() if regularization is None else regularization,
-                              schedule=None if schedule is None else schedule.record, epoch=epoch,
-                              world_size=world_size)
+    return _core.EpochOptions(
+        batch_size=batch_size,
+        shuffle=bool(shuffle),
+        regularization=make_regularization() if regularization is None else regularization,
+        schedule=None if schedule is None else schedule.record,
+        epoch=epoch,
+        world_size=world_size,
+    )
 
 
 @dataclass

@@ -30,6 +30,7 @@ Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
 (progress bar), :meth:`save` / :func:`fastmlp.load`, :meth:`to_sklearn`,
 ``distributed='mpi'`` (data-parallel training over MPI, :mod:`fastmlp.distributed`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,9 @@ ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (sc
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
 # scikit-learn's sentence, which its users' code and tests match; details follow it.
-NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values and need to "
-              "be preprocessed.")
+NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+)
 
 # ---------------------------------------------------------------------------
 # Parameter checks: run at fit time (scikit-learn's convention), each naming
@@ -84,13 +86,22 @@ NON_FINITE = ("Solver produced non-finite parameter weights. The input data may 
 
 # The checks are _validation's, in scikit-learn's voice (style="sklearn"); these factories
 # give the table below one callable per parameter.
-def _real_check(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
-                allow_inf: bool = False, optional: bool = False) -> Callable[[str, Any], None]:
+def _real_check(
+    lo: float,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    allow_inf: bool = False,
+    optional: bool = False,
+) -> Callable[[str, Any], None]:
     """A real number in the interval (hi None: unbounded), finite unless `allow_inf` (the engine
     takes no infinite rates or sizes)."""
+
     def check(name: str, v: Any) -> None:
         if not (optional and v is None):
             check_float(name, v, lo, hi, open_min=lo_open, open_max=hi_open, allow_inf=allow_inf, style="sklearn")
+
     return check
 
 
@@ -98,6 +109,7 @@ def _int_check(lo: int, *, optional: bool = False, inf_ok: bool = False) -> Call
     def check(name: str, v: Any) -> None:
         if not ((optional and v is None) or (inf_ok and _is_real(v) and v == np.inf)):
             check_int(name, v, lo, None, style="sklearn")
+
     return check
 
 
@@ -105,6 +117,7 @@ def _choice_check(options: Sequence[str], *, optional: bool = False) -> Callable
     def check(name: str, v: Any) -> None:
         if not (optional and v is None):
             check_choice(name, v, options, style="sklearn")
+
     return check
 
 
@@ -140,7 +153,7 @@ def _check_activation(name: str, v: Any) -> None:
 
 def _check_dropout(name: str, v: Any) -> None:
     """A rate in [0, 1), or a list of them (the inputs', then one per hidden layer)."""
-    for p in (v if isinstance(v, (list, tuple)) else [v]):
+    for p in v if isinstance(v, (list, tuple)) else [v]:
         check_float(name, p, 0, 1, open_max=True, style="sklearn")
 
 
@@ -227,8 +240,9 @@ class _AvailableIf:
         if obj is None:
             return self.fn
         if not self.check(obj):
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
-                                 f"{obj.solver!r} is not stochastic.")
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers; {obj.solver!r} is not stochastic."
+            )
         return types.MethodType(self.fn, obj)
 
 
@@ -245,8 +259,10 @@ def _exclusive(est: Any) -> Iterator[None]:
     """Refuses (RuntimeError, before anything changes) a second fit of `est` while one runs."""
     with _FITTING_LOCK:
         if id(est) in _FITTING:
-            raise RuntimeError(f"this {type(est).__name__} is already being fitted (by another thread, or by a "
-                               "callback of its own fit); fit one estimator from one thread at a time")
+            raise RuntimeError(
+                f"this {type(est).__name__} is already being fitted (by another thread, or by a "
+                "callback of its own fit); fit one estimator from one thread at a time"
+            )
         _FITTING.add(id(est))
     try:
         yield
@@ -264,9 +280,11 @@ def _check_fits_in_memory(layer_units: list[int], dtype: np.dtype) -> None:
     except (ValueError, OSError, AttributeError):
         have = float("inf")
     if need > have:
-        raise ValueError(f"layer sizes {layer_units} (n_features_in_, hidden_layer_sizes, n_outputs_) give "
-                         f"{count:.4g} parameters, which need {need / 2**30:.4g} GiB; this machine has "
-                         f"{have / 2**30:.4g} GiB (reduce the number of features or hidden units)")
+        raise ValueError(
+            f"layer sizes {layer_units} (n_features_in_, hidden_layer_sizes, n_outputs_) give "
+            f"{count:.4g} parameters, which need {need / 2**30:.4g} GiB; this machine has "
+            f"{have / 2**30:.4g} GiB (reduce the number of features or hidden units)"
+        )
 
 
 @contextlib.contextmanager
@@ -275,6 +293,7 @@ def _threads(n: int | None) -> Iterator[None]:
         yield
         return
     from . import get_num_threads, set_num_threads
+
     before = get_num_threads()
     set_num_threads(n)
     try:
@@ -313,14 +332,20 @@ class _BaseMLP(BaseEstimator):
     def _check_training_extensions(self, hidden: list[int]) -> None:
         """What the table cannot see: the lengths of list-valued activation and dropout, and the solver."""
         if isinstance(self.activation, (list, tuple)) and len(self.activation) != len(hidden):
-            raise ValueError(f"The 'activation' parameter must be a str or a list of one activation per hidden "
-                             f"layer ({len(hidden)}); got {self.activation!r}.")
+            raise ValueError(
+                f"The 'activation' parameter must be a str or a list of one activation per hidden "
+                f"layer ({len(hidden)}); got {self.activation!r}."
+            )
         if isinstance(self.dropout, (list, tuple)) and len(self.dropout) != len(hidden) + 1:
-            raise ValueError(f"The 'dropout' parameter must be a real number in [0, 1) or a list of "
-                             f"{len(hidden) + 1} (the inputs' rate, then one per hidden layer); got {self.dropout!r}.")
+            raise ValueError(
+                f"The 'dropout' parameter must be a real number in [0, 1) or a list of "
+                f"{len(hidden) + 1} (the inputs' rate, then one per hidden layer); got {self.dropout!r}."
+            )
         if self.solver == "lbfgs" and self._perturbs():
-            raise ValueError("dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
-                             f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'")
+            raise ValueError(
+                "dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
+                f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'"
+            )
 
     def _perturbs(self) -> bool:
         """Whether dropout, input noise or max-norm is on (checked values)."""
@@ -343,13 +368,17 @@ class _BaseMLP(BaseEstimator):
         coefs, intercepts = self.coefs_, self.intercepts_
         sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs] if len(coefs) else []
         if len(coefs) == 0 or len(coefs) != len(intercepts):
-            raise ValueError(f"coefs_ and intercepts_ must be lists of the same non-zero length, got "
-                             f"{len(coefs)} and {len(intercepts)}")
+            raise ValueError(
+                f"coefs_ and intercepts_ must be lists of the same non-zero length, got "
+                f"{len(coefs)} and {len(intercepts)}"
+            )
         for i, (c, b) in enumerate(zip(coefs, intercepts)):
             c, b = np.asarray(c), np.asarray(b)
             if c.ndim != 2 or (i and c.shape[0] != sizes[i]) or b.shape != (c.shape[1],):
-                raise ValueError(f"coefs_[{i}] of shape {c.shape} and intercepts_[{i}] of shape {b.shape} do not "
-                                 f"chain into layer sizes {sizes}")
+                raise ValueError(
+                    f"coefs_[{i}] of shape {c.shape} and intercepts_[{i}] of shape {b.shape} do not "
+                    f"chain into layer sizes {sizes}"
+                )
         net = getattr(self, "_net", None)
         dtype = np.dtype(getattr(self, "_fit_dtype", None) or np.asarray(coefs[0]).dtype)
         if dtype.name not in ("float32", "float64"):
@@ -360,14 +389,27 @@ class _BaseMLP(BaseEstimator):
         max_norm = None if self.max_norm is None else float(self.max_norm)
         training = (dropout, input_noise, max_norm)
         noise_seed = getattr(self, "_noise_seed", 0)
-        if (net is None or list(net.layer_sizes) != sizes or net.dtype != dtype
-                or net.activation != activation or net.output_activation != self.out_activation_
-                or net.leaky_relu_slope != float(self.leaky_relu_slope)
-                or getattr(self, "_net_training", None) != (training, noise_seed)):
+        if (
+            net is None
+            or list(net.layer_sizes) != sizes
+            or net.dtype != dtype
+            or net.activation != activation
+            or net.output_activation != self.out_activation_
+            or net.leaky_relu_slope != float(self.leaky_relu_slope)
+            or getattr(self, "_net_training", None) != (training, noise_seed)
+        ):
             # The network's seed keys the dropout and noise draws only (its weights are replaced).
-            net = Network(sizes, activation=activation, output_activation=self.out_activation_, dtype=dtype,
-                          seed=noise_seed, leaky_relu_slope=float(self.leaky_relu_slope), dropout=dropout,
-                          input_noise=input_noise, max_norm=max_norm)
+            net = Network(
+                sizes,
+                activation=activation,
+                output_activation=self.out_activation_,
+                dtype=dtype,
+                seed=noise_seed,
+                leaky_relu_slope=float(self.leaky_relu_slope),
+                dropout=dropout,
+                input_noise=input_noise,
+                max_norm=max_norm,
+            )
             self._net = net
             self._net_training = (training, noise_seed)
         views_w, views_b = net.weights, net.biases
@@ -445,14 +487,22 @@ class _BaseMLP(BaseEstimator):
                         net.params[...] = params
                 raise
 
-    def _fit(self, X: Any, y: Any, progress: FitProgress, sample_weight: Any = None, incremental: bool = False,
-             validation_data: Any = None) -> _BaseMLP:
+    def _fit(
+        self,
+        X: Any,
+        y: Any,
+        progress: FitProgress,
+        sample_weight: Any = None,
+        incremental: bool = False,
+        validation_data: Any = None,
+    ) -> _BaseMLP:
         if self.distributed is not None:
             return self._fit_distributed(X, y, sample_weight, incremental, validation_data, progress)
         return self._fit_checked(X, y, sample_weight, incremental, validation_data, progress)
 
-    def _fit_checked(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                     validation_data: Any, progress: FitProgress) -> _BaseMLP:
+    def _fit_checked(
+        self, X: Any, y: Any, sample_weight: Any, incremental: bool, validation_data: Any, progress: FitProgress
+    ) -> _BaseMLP:
         hidden = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
@@ -474,9 +524,11 @@ class _BaseMLP(BaseEstimator):
                 self._fit_dtype = dtype.name
                 self._reset_bookkeeping()
             if [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]:
-                raise ValueError(f"warm_start/partial_fit needs coefs_ of shapes "
-                                 f"{[(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]} for this data and "
-                                 f"hidden_layer_sizes, got {[c.shape for c in self.coefs_]}")
+                raise ValueError(
+                    f"warm_start/partial_fit needs coefs_ of shapes "
+                    f"{[(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]} for this data and "
+                    f"hidden_layer_sizes, got {[c.shape for c in self.coefs_]}"
+                )
             self.n_outputs_ = Y.shape[1]
         net = self._network()
         if net.dtype != dtype:  # continuing a model of the other precision
@@ -494,8 +546,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(NON_FINITE)
         return self
 
-    def _fit_distributed(self, X: Any, y: Any, sample_weight: Any, incremental: bool,
-                         validation_data: Any, progress: FitProgress) -> _BaseMLP:
+    def _fit_distributed(
+        self, X: Any, y: Any, sample_weight: Any, incremental: bool, validation_data: Any, progress: FitProgress
+    ) -> _BaseMLP:
         """fit with ``distributed='mpi'``: every rank fits its shard; see :mod:`fastmlp.distributed`.
 
         Two agreements keep the ranks in step: here, on the parameters and
@@ -505,17 +558,23 @@ class _BaseMLP(BaseEstimator):
         """
         check_choice("distributed", self.distributed, ("mpi",), style="sklearn")
         from . import distributed as dist
+
         comm = dist.check_comm(dist.world())
 
         def check() -> dict[str, Any]:
             self._check_params()
             if not _stochastic(self):
-                raise ValueError(f"distributed='mpi' needs a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}), "
-                                 f"got solver={self.solver!r}")
+                raise ValueError(
+                    f"distributed='mpi' needs a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}), "
+                    f"got solver={self.solver!r}"
+                )
             if self.early_stopping:
                 raise ValueError("early_stopping=True is not supported with distributed='mpi' yet")
-            for name, value in (("sample_weight", sample_weight), ("validation_data", validation_data),
-                                ("class_weight", getattr(self, "class_weight", None))):
+            for name, value in (
+                ("sample_weight", sample_weight),
+                ("validation_data", validation_data),
+                ("class_weight", getattr(self, "class_weight", None)),
+            ):
                 if value is not None:
                     raise ValueError(f"{name} is not supported with distributed='mpi' yet; got {type(value).__name__}")
             labels = None
@@ -529,14 +588,23 @@ class _BaseMLP(BaseEstimator):
             params = sorted((k, repr(v)) for k, v in self.get_params(deep=False).items() if k not in local)
             return {"params": params, "_labels": labels}
 
-        reports = dist.agree(comm, check, explain={
-            "params": "the estimator's parameters must be the same on every rank (all but n_threads, verbose, "
-                      "callbacks, random_state)"})
+        reports = dist.agree(
+            comm,
+            check,
+            explain={
+                "params": "the estimator's parameters must be the same on every rank (all but n_threads, verbose, "
+                "callbacks, random_state)"
+            },
+        )
         labels = [r["_labels"] for r in reports if r["_labels"] is not None]
         seed = int(check_random_state(self.random_state).randint(2**31 - 1)) if comm.Get_rank() == 0 else None
         seed = comm.bcast(seed, root=0)
-        self._mpi = types.SimpleNamespace(comm=comm, classes=np.unique(np.concatenate(labels)) if labels else None,
-                                          rng=np.random.default_rng([seed, comm.Get_rank()]), agreed=False)
+        self._mpi = types.SimpleNamespace(
+            comm=comm,
+            classes=np.unique(np.concatenate(labels)) if labels else None,
+            rng=np.random.default_rng([seed, comm.Get_rank()]),
+            agreed=False,
+        )
         try:
             return self._fit_checked(X, y, sample_weight, incremental, validation_data, progress)
         except Exception as e:
@@ -550,6 +618,7 @@ class _BaseMLP(BaseEstimator):
         sw = None
         if sample_weight is not None:
             from ._validation import as_sample_weight
+
             sw = as_sample_weight(sample_weight, X.shape[0], np.dtype(np.float64))
         cw = self._class_weight_factors(y)
         if cw is not None:
@@ -565,14 +634,22 @@ class _BaseMLP(BaseEstimator):
         if isinstance(self.batch_size, str):
             return min(200, n_samples)
         if self.batch_size > n_samples:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
-                          UserWarning, stacklevel=4)
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                UserWarning,
+                stacklevel=4,
+            )
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _regularization(self) -> Any:
         scale = self.n_outputs_ if self._loss_name == "squared_error" else 1
-        return make_regularization(l2=float(self.alpha), l1=float(self.l1), clip_value=self.clip_value,
-                                   clip_norm=self.clip_norm, grad_scale=float(scale))
+        return make_regularization(
+            l2=float(self.alpha),
+            l1=float(self.l1),
+            clip_value=self.clip_value,
+            clip_norm=self.clip_norm,
+            grad_scale=float(scale),
+        )
 
     def _make_optimizer(self) -> Any:
         lr = float(self.learning_rate_init)
@@ -586,8 +663,16 @@ class _BaseMLP(BaseEstimator):
             return RMSprop(lr, float(self.rho), float(self.epsilon))
         return Adagrad(lr, float(self.epsilon))
 
-    def _fit_stochastic(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
-                        incremental: bool, validation_data: Any, progress: FitProgress) -> None:
+    def _fit_stochastic(
+        self,
+        net: Network,
+        X: Any,
+        Y: np.ndarray,
+        sw: np.ndarray | None,
+        incremental: bool,
+        validation_data: Any,
+        progress: FitProgress,
+    ) -> None:
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._make_optimizer()
             self._sgd_lr = float(self.learning_rate_init)  # scikit-learn's optimizer.learning_rate
@@ -601,20 +686,34 @@ class _BaseMLP(BaseEstimator):
         X, Y, sw, (X_val, y_val, sw_val, Y_val) = self._split_validation(net, X, Y, sw, validation_data)
         n_samples = X.shape[0]
         batch_size = self._batch_size(n_samples)
-        request = net.prepare_epoch(X, Y, self._loss_name, self._optimizer,
-                                    epoch_options(batch_size, False, regularization=self._regularization()),
-                                    sample_weight=sw)
+        request = net.prepare_epoch(
+            X,
+            Y,
+            self._loss_name,
+            self._optimizer,
+            epoch_options(batch_size, False, regularization=self._regularization()),
+            sample_weight=sw,
+        )
         strategy = self._epoch_strategy(net, n_samples, batch_size)
         bar = ProgressBar(self.max_iter, incremental) if self._progress_bar() else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
         loop = EpochLoop(
-            net, request, strategy=strategy,
+            net,
+            request,
+            strategy=strategy,
             learning_rate=LearningRatePolicy(before_epoch=self._lr_before_epoch, after_epoch=self._lr_after_epoch),
-            early_stopping=EarlyStopping(score=lambda: self._score_epoch(net, X_val, y_val, sw_val, Y_val),
-                                         check=self._check_no_improvement),
-            record=self._record_finite_epoch, callbacks=Callbacks(self.callbacks), progress=bar,
-            progress_of_fit=progress, max_iter=self.max_iter, one_epoch=incremental, verbose=bool(self.verbose))
+            early_stopping=EarlyStopping(
+                score=lambda: self._score_epoch(net, X_val, y_val, sw_val, Y_val), check=self._check_no_improvement
+            ),
+            record=self._record_finite_epoch,
+            callbacks=Callbacks(self.callbacks),
+            progress=bar,
+            progress_of_fit=progress,
+            max_iter=self.max_iter,
+            one_epoch=incremental,
+            verbose=bool(self.verbose),
+        )
         self.n_iter_ = 0
         diverged = loop.run()
         if diverged is not None:
@@ -622,8 +721,9 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
 
-    def _split_validation(self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None,
-                          validation_data: Any) -> tuple[Any, np.ndarray, np.ndarray | None, tuple[Any, ...]]:
+    def _split_validation(
+        self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None, validation_data: Any
+    ) -> tuple[Any, np.ndarray, np.ndarray | None, tuple[Any, ...]]:
         """(X, Y, sw) to train on and (X_val, y_val, sw_val, Y_val): `validation_data`, or with
         early_stopping scikit-learn's split of validation_fraction of X, or all None."""
         if validation_data is not None:
@@ -632,11 +732,13 @@ class _BaseMLP(BaseEstimator):
             return X, Y, sw, (None, None, None, None)
         # binary labels only, as booleans: scikit-learn's split, and its error naming the class ['True']
         stratify = Y.astype(bool) if (isinstance(self, ClassifierMixin) and self.n_outputs_ == 1) else None
-        train, val = _compat.train_test_split_indices(X.shape[0], self.validation_fraction,
-                                                      self._random_state, stratify)
+        train, val = _compat.train_test_split_indices(
+            X.shape[0], self.validation_fraction, self._random_state, stratify
+        )
         if len(val) < 2:
-            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                             "your dataset.")
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
         X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
         sw_val = None
         if sw is not None:
@@ -647,20 +749,25 @@ class _BaseMLP(BaseEstimator):
         """The epoch loop rolled the diverged epoch back: scikit-learn's error, or with early_stopping its record."""
         self._optimizer = None  # its moments saw the non-finite step: the next call starts afresh
         if not self.early_stopping:
-            what = (f"the training loss became {diverged}" if not np.isfinite(diverged)
-                    else "a parameter became non-finite")
+            what = (
+                f"the training loss became {diverged}" if not np.isfinite(diverged) else "a parameter became non-finite"
+            )
             raise ValueError(
                 f"{NON_FINITE} Here {what} in epoch {self.n_iter_ + 1} of this call, so training stopped there. "
                 f"The model keeps the weights of the last finite epoch ({self.n_iter_} epoch(s) of this call). "
-                f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data.")
+                f"Lower learning_rate_init (now {self.learning_rate_init!r}) or scale the input data."
+            )
         # scikit-learn (its issue 29504): the diverged epoch is recorded, its validation score is nan,
         # and the best weights are kept without an error; here training also stops at that epoch.
         self._record_epoch(float(diverged), n_samples)
         self.validation_scores_.append(np.nan)
-        warnings.warn(f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
-                      "the weights of the best validation score. Lower learning_rate_init "
-                      f"(now {self.learning_rate_init!r}) or scale the input data.", ConvergenceWarning,
-                      stacklevel=4)
+        warnings.warn(
+            f"Training diverged in epoch {self.n_iter_} (loss {diverged}); stopped there, with "
+            "the weights of the best validation score. Lower learning_rate_init "
+            f"(now {self.learning_rate_init!r}) or scale the input data.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
 
     def _epoch_strategy(self, net: Network, n_samples: int, batch_size: int) -> EpochStrategy:
         """How the epochs run: locally, or (distributed='mpi') data-parallel after the second agreement."""
@@ -668,10 +775,18 @@ class _BaseMLP(BaseEstimator):
         if mpi is None:
             return LocalEpochs(n_samples, bool(self.shuffle), self._random_state)
         from . import distributed as dist  # the second agreement (see _fit_distributed): shapes
+
         mpi_epoch = dist.MPIEpoch(mpi.comm)
         mpi.agreed = True
-        dist.agree(mpi.comm, lambda: {"X": n_samples, "batch_size": batch_size, "dtype": net.dtype.name,
-                                      "network": tuple(net.layer_sizes)})
+        dist.agree(
+            mpi.comm,
+            lambda: {
+                "X": n_samples,
+                "batch_size": batch_size,
+                "dtype": net.dtype.name,
+                "network": tuple(net.layer_sizes),
+            },
+        )
         # rank r's shard in its own seeded order; gradients averaged over the ranks
         return DataParallelEpochs(mpi_epoch, n_samples, bool(self.shuffle), mpi.rng)
 
@@ -705,11 +820,15 @@ class _BaseMLP(BaseEstimator):
         if self._no_improvement_count <= self.n_iter_no_change:
             return False
         if self.early_stopping:
-            msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
-                   % (self.tol, self.n_iter_no_change))
+            msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
+                self.tol,
+                self.n_iter_no_change,
+            )
         else:
-            msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
-                   % (self.tol, self.n_iter_no_change))
+            msg = "Training loss did not improve more than tol=%f for %d consecutive epochs." % (
+                self.tol,
+                self.n_iter_no_change,
+            )
         if self._trigger_stopping(msg):
             return True
         self._no_improvement_count = 0
@@ -739,9 +858,15 @@ class _BaseMLP(BaseEstimator):
         kind = self.learning_rate if self.learning_rate in IN_EPOCH_SCHEDULES else "constant"
         if kind == "constant" and not self.warmup_epochs:
             return None
-        return Schedule(kind, self._current_lr(), gamma=float(self.lr_gamma), step_size=float(self.lr_step_size),
-                        total_epochs=float(self.max_iter), min_lr=float(self.lr_min),
-                        warmup_epochs=float(self.warmup_epochs))
+        return Schedule(
+            kind,
+            self._current_lr(),
+            gamma=float(self.lr_gamma),
+            step_size=float(self.lr_step_size),
+            total_epochs=float(self.max_iter),
+            min_lr=float(self.lr_min),
+            warmup_epochs=float(self.warmup_epochs),
+        )
 
     def _trigger_stopping(self, msg: str) -> bool:
         if not (self.solver == "sgd" and self.learning_rate == "adaptive"):
@@ -799,10 +924,14 @@ class _BaseMLP(BaseEstimator):
             last["nit"] += 1
 
         try:
-            res = scipy.optimize.minimize(fun, params.astype(np.float64), method="L-BFGS-B", jac=True,
-                                          callback=iterate_done,
-                                          options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                                                   "gtol": self.tol})
+            res = scipy.optimize.minimize(
+                fun,
+                params.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=iterate_done,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+            )
         except KeyboardInterrupt:
             # As the stochastic solvers do (and unlike scikit-learn's lbfgs, which loses the fit): keep the
             # last completed iteration, warn, return. Before the first one there is nothing to keep: undone.
@@ -816,25 +945,31 @@ class _BaseMLP(BaseEstimator):
             return
         if res.status != 0:
             msg = res.message.decode("latin1") if isinstance(res.message, bytes) else str(res.message)
-            warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n{msg}.\n\n"
-                          "Increase the number of iterations to improve the convergence "
-                          f"(max_iter={self.max_iter}).\nYou might also want to scale the data as shown in:\n"
-                          "    https://scikit-learn.org/stable/modules/preprocessing.html",
-                          ConvergenceWarning, stacklevel=3)
+            warnings.warn(
+                f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n{msg}.\n\n"
+                "Increase the number of iterations to improve the convergence "
+                f"(max_iter={self.max_iter}).\nYou might also want to scale the data as shown in:\n"
+                "    https://scikit-learn.org/stable/modules/preprocessing.html",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         self.n_iter_ = min(int(res.nit), self.max_iter)
         self.loss_ = float(res.fun)
         params[:] = res.x
 
     def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple[Any, ...]:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise TypeError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val); "
-                            f"got {type(validation_data).__name__}")
+            raise TypeError(
+                "validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val); "
+                f"got {type(validation_data).__name__}"
+            )
         X_val, y_val = validation_data[0], validation_data[1]
         X_val = _compat.validate_X(self, X_val, reset=False, dtype=dtype)
         Y_val = self._encode_validation(y_val, X_val.shape[0], dtype)
         sw_val = None
         if len(validation_data) == 3 and validation_data[2] is not None:
             from ._validation import as_sample_weight
+
             sw_val = as_sample_weight(validation_data[2], X_val.shape[0], np.dtype(dtype))
         X_val = X_val.astype(dtype) if _compat.is_sparse(X_val) else np.ascontiguousarray(X_val, dtype=dtype)
         return X_val, np.asarray(y_val), sw_val, Y_val
@@ -851,6 +986,7 @@ class _BaseMLP(BaseEstimator):
     def _score_targets(y: Any, sample_weight: Any, n: int, numeric: bool) -> tuple[np.ndarray, Any]:
         """score's y and sample_weight checked against the n samples of X (as fit checks them)."""
         from ._validation import as_sample_weight
+
         try:
             y = np.asarray(y)
         except (TypeError, ValueError) as exc:
@@ -860,8 +996,9 @@ class _BaseMLP(BaseEstimator):
         if numeric and y.dtype.kind not in "biuf":
             raise ValueError(f"y must hold numbers for a regressor, got dtype {y.dtype}")
         if y.ndim not in (1, 2) or y.shape[0] != n:
-            raise ValueError(f"y must have shape ({n},) or ({n}, n_outputs), one row per sample of X; "
-                             f"got shape {y.shape}")
+            raise ValueError(
+                f"y must have shape ({n},) or ({n}, n_outputs), one row per sample of X; got shape {y.shape}"
+            )
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y must be finite, got NaN or infinity")
         if sample_weight is not None:
@@ -870,14 +1007,30 @@ class _BaseMLP(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):
-            msg = (f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
-                   "before using this estimator.")
+            msg = (
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
+                "before using this estimator."
+            )
             raise _compat.NotFittedError(msg)
 
     # --- the saved state (fastmlp.io lays it out in a file; the names are the file format's) ---
-    _STATE_SCALARS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
-                      "best_loss_", "best_validation_score_", "_fit_dtype", "_loss_name", "_epoch_clock",
-                      "_no_improvement_count", "_sgd_lr", "_noise_seed")
+    _STATE_SCALARS = (
+        "n_iter_",
+        "t_",
+        "n_layers_",
+        "n_outputs_",
+        "out_activation_",
+        "n_features_in_",
+        "loss_",
+        "best_loss_",
+        "best_validation_score_",
+        "_fit_dtype",
+        "_loss_name",
+        "_epoch_clock",
+        "_no_improvement_count",
+        "_sgd_lr",
+        "_noise_seed",
+    )
     _STATE_ARRAYS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
 
     def get_model_state(self) -> dict[str, Any]:
@@ -942,7 +1095,7 @@ class _BaseMLP(BaseEstimator):
         if opt is not None and self.solver != "lbfgs":
             optimizer = self._make_optimizer()
             if type(optimizer).__name__ == opt["kind"]:  # else the next partial_fit starts a fresh one
-                kept = {k[len("optimizer_"):]: v for k, v in data.items() if k.startswith("optimizer_")}
+                kept = {k[len("optimizer_") :]: v for k, v in data.items() if k.startswith("optimizer_")}
                 optimizer.load_state_dict({"dtype": opt["dtype"], **kept, **({"t": opt["t"]} if "t" in opt else {})})
                 optimizer.bind(net)
                 self._optimizer = optimizer
@@ -968,6 +1121,7 @@ class _BaseMLP(BaseEstimator):
     def save(self, path: Any) -> None:
         """Writes the fitted model to `path` (a ``.npz`` readable by NumPy alone; see :func:`fastmlp.load`)."""
         from .io import save
+
         save(self, path)
 
     def fitted_network(self) -> Network:
@@ -984,6 +1138,7 @@ class _BaseMLP(BaseEstimator):
     def to_sklearn(self) -> Any:
         """A fitted scikit-learn estimator with the same parameters and weights (needs scikit-learn)."""
         from .io import to_sklearn
+
         return to_sklearn(self)
 
 
@@ -1048,11 +1203,14 @@ _SHARED_DOC = """
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    __doc__ = ("""Multi-layer perceptron classifier: scikit-learn's MLPClassifier, trained in C++.
+    __doc__ = (
+        """Multi-layer perceptron classifier: scikit-learn's MLPClassifier, trained in C++.
 
     Softmax output and cross-entropy for multiclass targets; a logistic output
     and binary cross-entropy per label for binary and multilabel targets.
-    """ + _SHARED_DOC + """    class_weight : None, 'balanced' or dict, default=None
+    """
+        + _SHARED_DOC
+        + """    class_weight : None, 'balanced' or dict, default=None
         Multiplies each sample's weight by its class's weight; ``'balanced'``:
         :math:`n / (n_{classes} \\cdot n_c)`.
 
@@ -1064,21 +1222,54 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         parameters; assigning new arrays to them is honoured by the next call.
     validation_loss_curve_ : list of float or None
         The loss (without penalties) on the validation set after each epoch.
-    """)
+    """
+    )
 
-    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *, solver: str = "adam",
-                 alpha: float = 0.0001, batch_size: int | str = "auto", learning_rate: str = "constant",
-                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
-                 shuffle: bool = True, random_state: Any = None, tol: float = 1e-4, verbose: bool | int = False,
-                 warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
-                 early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
-                 dtype: Any = None, n_threads: int | None = None, leaky_relu_slope: float = 0.01,
-                 l1: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None,
-                 weight_decay: float = 0.01, rho: float = 0.9, lr_gamma: float = 0.1, lr_step_size: int = 10,
-                 lr_min: float = 0.0, warmup_epochs: float = 0.0, callbacks: Sequence[Callable[..., Any]] | None = None,
-                 class_weight: Any = None, distributed: str | None = None, dropout: Any = 0.0,
-                 input_noise: float = 0.0, max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool | int = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        max_fun: int = 15000,
+        dtype: Any = None,
+        n_threads: int | None = None,
+        leaky_relu_slope: float = 0.01,
+        l1: float = 0.0,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        weight_decay: float = 0.01,
+        rho: float = 0.9,
+        lr_gamma: float = 0.1,
+        lr_step_size: int = 10,
+        lr_min: float = 0.0,
+        warmup_epochs: float = 0.0,
+        callbacks: Sequence[Callable[..., Any]] | None = None,
+        class_weight: Any = None,
+        distributed: str | None = None,
+        dropout: Any = 0.0,
+        input_noise: float = 0.0,
+        max_norm: float | None = None,
+    ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1134,8 +1325,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif self.warm_start and not incremental:
             classes = LabelCoder.from_y(y).classes_
             if set(classes.tolist()) != set(self.classes_.tolist()):
-                raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
-                                 f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous "
+                    f"call to fit. Previously got {self.classes_}, `y` has {classes}"
+                )
         else:
             self._label_coder.check_known(y)
         self.out_activation_ = self._label_coder.output_activation
@@ -1151,8 +1344,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _encode_validation(self, y_val: Any, n: int, dtype: np.dtype) -> np.ndarray:
         y_val = np.asarray(y_val)
         if y_val.shape[0] != n:
-            raise ValueError(f"validation_data: X_val and y_val must have the same number of samples, got {n} "
-                             f"and {y_val.shape[0]}")
+            raise ValueError(
+                f"validation_data: X_val and y_val must have the same number of samples, got {n} and {y_val.shape[0]}"
+            )
         self._label_coder.check_known(y_val)
         return self._label_coder.encode(y_val, np.dtype(dtype))
 
@@ -1173,15 +1367,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Scored after each epoch instead of a split of ``validation_fraction`` of X; its loss goes to
             ``validation_loss_curve_``.
         """
-        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
-                                                            incremental=False, validation_data=validation_data))
+        return self._transaction(
+            lambda progress: self._fit(
+                X, y, progress, sample_weight=sample_weight, incremental=False, validation_data=validation_data
+            )
+        )
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
         """One epoch over X, y. ``classes`` (all labels) is required on the first call."""
         return self._transaction(lambda progress: self._partial_fit_classes(X, y, sample_weight, classes, progress))
 
-    def _partial_fit_classes(self, X: Any, y: Any, sample_weight: Any, classes: Any,
-                             progress: FitProgress) -> MLPClassifier:
+    def _partial_fit_classes(
+        self, X: Any, y: Any, sample_weight: Any, classes: Any, progress: FitProgress
+    ) -> MLPClassifier:
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -1189,15 +1387,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 if not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
                     raise ValueError("classes must be passed on the first call to partial_fit.")
             if isinstance(self.class_weight, str):
-                raise ValueError("class_weight='balanced' is not supported by partial_fit: the class counts of "
-                                 "the whole data are unknown; pass a dict")
+                raise ValueError(
+                    "class_weight='balanced' is not supported by partial_fit: the class counts of "
+                    "the whole data are unknown; pass a dict"
+                )
             y_arr = np.asarray(y)
-            self._label_coder = (LabelCoder.from_y(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] > 1
-                                 else LabelCoder.from_classes(classes))
+            self._label_coder = (
+                LabelCoder.from_y(y_arr) if y_arr.ndim == 2 and y_arr.shape[1] > 1 else LabelCoder.from_classes(classes)
+            )
             self.classes_ = self._label_coder.classes_
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
-                             f"was: {self.classes_!r}")
+            raise ValueError(
+                f"`classes={np.asarray(classes)!r}` is not the same as on last call to partial_fit, "
+                f"was: {self.classes_!r}"
+            )
         return self._fit(X, y, progress, sample_weight=sample_weight, incremental=True)
 
     partial_fit = _AvailableIf(_partial_fit, _stochastic)
@@ -1243,11 +1446,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    __doc__ = ("""Multi-layer perceptron regressor: scikit-learn's MLPRegressor, trained in C++.
+    __doc__ = (
+        """Multi-layer perceptron regressor: scikit-learn's MLPRegressor, trained in C++.
 
     ``loss='squared_error'`` (identity output) or ``'poisson'`` (exp output,
     half the Poisson deviance).
-    """ + _SHARED_DOC + """
+    """
+        + _SHARED_DOC
+        + """
     Attributes
     ----------
     coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
@@ -1255,21 +1461,54 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         scikit-learn's.
     validation_loss_curve_ : list of float or None
         The loss (without penalties) on the validation set after each epoch.
-    """)
+    """
+    )
 
-    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
-                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
-                 learning_rate: str = "constant", learning_rate_init: float = 0.001, power_t: float = 0.5,
-                 max_iter: int = 200, shuffle: bool = True, random_state: Any = None, tol: float = 1e-4,
-                 verbose: bool | int = False, warm_start: bool = False, momentum: float = 0.9,
-                 nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
-                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10,
-                 max_fun: int = 15000, dtype: Any = None, n_threads: int | None = None,
-                 leaky_relu_slope: float = 0.01, l1: float = 0.0, clip_norm: float | None = None,
-                 clip_value: float | None = None, weight_decay: float = 0.01, rho: float = 0.9,
-                 lr_gamma: float = 0.1, lr_step_size: int = 10, lr_min: float = 0.0, warmup_epochs: float = 0.0,
-                 callbacks: Sequence[Callable[..., Any]] | None = None, distributed: str | None = None,
-                 dropout: Any = 0.0, input_noise: float = 0.0, max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool | int = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        max_fun: int = 15000,
+        dtype: Any = None,
+        n_threads: int | None = None,
+        leaky_relu_slope: float = 0.01,
+        l1: float = 0.0,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        weight_decay: float = 0.01,
+        rho: float = 0.9,
+        lr_gamma: float = 0.1,
+        lr_step_size: int = 10,
+        lr_min: float = 0.0,
+        warmup_epochs: float = 0.0,
+        callbacks: Sequence[Callable[..., Any]] | None = None,
+        distributed: str | None = None,
+        dropout: Any = 0.0,
+        input_noise: float = 0.0,
+        max_norm: float | None = None,
+    ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1327,6 +1566,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _encode_validation(self, y_val: Any, n: int, dtype: np.dtype) -> np.ndarray:
         from ._validation import as_targets
+
         return as_targets("validation_data y_val", y_val, self._loss_name, n, self.n_outputs_, np.dtype(dtype))
 
     def _targets_to_y(self, Y: np.ndarray) -> np.ndarray:
@@ -1337,13 +1577,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         See :meth:`MLPClassifier.fit` for `sample_weight` and `validation_data`.
         """
-        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
-                                                            incremental=False, validation_data=validation_data))
+        return self._transaction(
+            lambda progress: self._fit(
+                X, y, progress, sample_weight=sample_weight, incremental=False, validation_data=validation_data
+            )
+        )
 
     def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over X, y."""
-        return self._transaction(lambda progress: self._fit(X, y, progress, sample_weight=sample_weight,
-                                                            incremental=True))
+        return self._transaction(
+            lambda progress: self._fit(X, y, progress, sample_weight=sample_weight, incremental=True)
+        )
 
     partial_fit = _AvailableIf(_partial_fit, _stochastic)
 

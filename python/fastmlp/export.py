@@ -11,6 +11,7 @@ columns ``[1 - p, p]``); a regressor's is ``predict`` as a 2-D
 Needs the extras ``fastmlp[onnx]`` (onnx; onnxruntime to run the file) or
 ``fastmlp[torch]``; neither is imported before these functions are called.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,7 @@ class _Layers(NamedTuple):
 
 def _layers(model: Any) -> _Layers:
     from .network import Network
+
     binary = False
     if isinstance(model, Network):
         net = model
@@ -47,26 +49,41 @@ def _layers(model: Any) -> _Layers:
         net = model.fitted_network()
         binary = model.get_model_state()["attributes"].get("y_type") == "binary"
     else:
-        raise TypeError(f"model must be a fastmlp.Network or a fitted MLPClassifier/MLPRegressor, "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a fastmlp.Network or a fitted MLPClassifier/MLPRegressor, got {type(model).__name__}"
+        )
     n = len(net.weights)
     out = canonical_activation(net.output_activation)
     hidden = [canonical_activation(a) for a in net.activations]  # dropout and noise: training only
     assert len(hidden) == n - 1
-    return _Layers([np.array(w) for w in net.weights], [np.array(b) for b in net.biases],
-                   [*hidden, out], float(net.leaky_relu_slope), binary, net.dtype)
+    return _Layers(
+        [np.array(w) for w in net.weights],
+        [np.array(b) for b in net.biases],
+        [*hidden, out],
+        float(net.leaky_relu_slope),
+        binary,
+        net.dtype,
+    )
 
 
 # Each activation's ONNX operator (None: identity, no node). An activation of the core without an
 # entry here (or in to_torch's table) cannot be exported: _mapped says so with a ValueError.
-_ONNX_OPS: dict[str, str | None] = {"identity": None, "relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid",
-                                    "leaky_relu": "LeakyRelu", "softmax": "Softmax", "exp": "Exp"}
+_ONNX_OPS: dict[str, str | None] = {
+    "identity": None,
+    "relu": "Relu",
+    "tanh": "Tanh",
+    "logistic": "Sigmoid",
+    "leaky_relu": "LeakyRelu",
+    "softmax": "Softmax",
+    "exp": "Exp",
+}
 
 
 def _mapped(table: dict[str, Any], activation: str, what: str) -> Any:
     if activation not in table:
-        raise ValueError(f"activation {activation!r} has no {what} in fastmlp.export yet; this model cannot be "
-                         "exported")
+        raise ValueError(
+            f"activation {activation!r} has no {what} in fastmlp.export yet; this model cannot be exported"
+        )
     return table[activation]
 
 
@@ -104,16 +121,24 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
             x = f"A{i}"
     if layers.binary_proba:
         inits.append(numpy_helper.from_array(np.ones((), dtype=layers.dtype), "one"))
-        nodes += [helper.make_node("Sub", ["one", x], ["not_p"], name="one_minus_p"),
-                  helper.make_node("Concat", ["not_p", x], ["proba"], name="proba", axis=1)]
+        nodes += [
+            helper.make_node("Sub", ["one", x], ["not_p"], name="one_minus_p"),
+            helper.make_node("Concat", ["not_p", x], ["proba"], name="proba", axis=1),
+        ]
         x = "proba"
     nodes.append(helper.make_node("Identity", [x], ["Y"], name="output"))
     n_out = 2 if layers.binary_proba else layers.weights[-1].shape[1]
     n_in = layers.weights[0].shape[0]
-    graph = helper.make_graph(nodes, "fastmlp", [helper.make_tensor_value_info("X", elem, ["N", n_in])],
-                              [helper.make_tensor_value_info("Y", elem, ["N", n_out])], initializer=inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-                              producer_name="fastmlp", ir_version=_ONNX_IR_VERSION)
+    graph = helper.make_graph(
+        nodes,
+        "fastmlp",
+        [helper.make_tensor_value_info("X", elem, ["N", n_in])],
+        [helper.make_tensor_value_info("Y", elem, ["N", n_out])],
+        initializer=inits,
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="fastmlp", ir_version=_ONNX_IR_VERSION
+    )
     onnx.checker.check_model(proto)
     if path is not None:
         onnx.save(proto, os.fspath(path))
@@ -148,9 +173,19 @@ def to_torch(model: Any) -> Any:
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
             linear.bias.copy_(torch.from_numpy(b))
         modules.append(linear)
-        activation = _mapped({"identity": None, "relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid,
-                              "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
-                              "softmax": lambda: nn.Softmax(dim=1), "exp": Exp}, act, "torch.nn module")
+        activation = _mapped(
+            {
+                "identity": None,
+                "relu": nn.ReLU,
+                "tanh": nn.Tanh,
+                "logistic": nn.Sigmoid,
+                "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
+                "softmax": lambda: nn.Softmax(dim=1),
+                "exp": Exp,
+            },
+            act,
+            "torch.nn module",
+        )
         if activation is not None:
             modules.append(activation())
     if layers.binary_proba:

@@ -27,6 +27,7 @@ folder, flushed and fsync'ed, given the mode ``open()`` would give (an
 existing file's mode, else 0o666 less the umask), then renamed over the
 target; a symbolic link is followed, its target replaced and the link kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,7 @@ def _decode(value: Any) -> Any:
         return value
     if len(value) != 1:
         raise ValueError(f"a typed parameter value must have one key, got {sorted(value)}")
-    (tag, body), = value.items()
+    ((tag, body),) = value.items()
     if tag == "tuple" and isinstance(body, list):
         return tuple(_decode(v) for v in body)
     if tag == "dict" and isinstance(body, list) and all(isinstance(p, list) and len(p) == 2 for p in body):
@@ -125,9 +126,15 @@ def save(est: Any, path: Any) -> None:
     if not hasattr(est, "coefs_"):
         raise ValueError(f"save needs a fitted estimator; this {type(est).__name__} is not fitted yet")
     state = est.get_model_state()  # coefs_ set by hand are checked here
-    meta: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(est).__name__,
-                            "params": _params(state["params"]), "attributes": {}}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "class": type(est).__name__,
+        "params": _params(state["params"]),
+        "attributes": {},
+    }
     from . import __version__
+
     meta["fastmlp_version"] = __version__
     meta["attributes"] = {name: _jsonable(value) for name, value in state["attributes"].items()}
     arrays: dict[str, np.ndarray] = dict(state["arrays"])
@@ -193,8 +200,16 @@ class _suppress:
 
 # The largest metadata JSON accepted (a saved model's is a few KiB).
 _MAX_META_BYTES = 1 << 20
-_INT_ATTRS = ("n_iter_", "t_", "n_layers_", "n_outputs_", "n_features_in_", "_epoch_clock", "_no_improvement_count",
-              "_noise_seed")
+_INT_ATTRS = (
+    "n_iter_",
+    "t_",
+    "n_layers_",
+    "n_outputs_",
+    "n_features_in_",
+    "_epoch_clock",
+    "_no_improvement_count",
+    "_noise_seed",
+)
 _FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_", "_sgd_lr")
 _STR_ATTRS = ("out_activation_", "_fit_dtype", "_loss_name")
 _Y_TYPES = ("binary", "multiclass", "multilabel-indicator")
@@ -217,10 +232,15 @@ def _headers(zf: zipfile.ZipFile, file_size: int) -> dict[str, tuple[tuple[int, 
         if info.compress_type != zipfile.ZIP_STORED:
             raise ValueError(f"member {info.filename!r} is compressed; fastmlp writes stored members")
         total += info.file_size
-        if (info.file_size != info.compress_size or info.header_offset + info.compress_size > file_size
-                or total > file_size):
-            raise ValueError(f"member {info.filename!r} declares {info.file_size} bytes ({info.compress_size} "
-                             f"stored, at offset {info.header_offset}), more than the file's {file_size} bytes hold")
+        if (
+            info.file_size != info.compress_size
+            or info.header_offset + info.compress_size > file_size
+            or total > file_size
+        ):
+            raise ValueError(
+                f"member {info.filename!r} declares {info.file_size} bytes ({info.compress_size} "
+                f"stored, at offset {info.header_offset}), more than the file's {file_size} bytes hold"
+            )
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -236,8 +256,10 @@ def _headers(zf: zipfile.ZipFile, file_size: int) -> dict[str, tuple[tuple[int, 
         for n in shape:
             count *= int(n)
         if count * dtype.itemsize != info.file_size - offset:
-            raise ValueError(f"member {info.filename!r} declares shape {shape} of {dtype} "
-                             f"({count * dtype.itemsize} bytes) but holds {info.file_size - offset} bytes")
+            raise ValueError(
+                f"member {info.filename!r} declares shape {shape} of {dtype} "
+                f"({count * dtype.itemsize} bytes) but holds {info.file_size - offset} bytes"
+            )
         out[info.filename[:-4]] = (tuple(int(n) for n in shape), dtype)
     return out
 
@@ -251,8 +273,11 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
         if name in attrs and (not isinstance(attrs[name], int) or isinstance(attrs[name], bool) or attrs[name] < 0):
             raise ValueError(f"attribute {name} must be an int >= 0, got {attrs[name]!r}")
     for name in _FLOAT_ATTRS:
-        if name in attrs and attrs[name] is not None and (
-                isinstance(attrs[name], bool) or not isinstance(attrs[name], (int, float))):
+        if (
+            name in attrs
+            and attrs[name] is not None
+            and (isinstance(attrs[name], bool) or not isinstance(attrs[name], (int, float)))
+        ):
             raise ValueError(f"attribute {name} must be a number or null, got {attrs[name]!r}")
     for name in _STR_ATTRS:
         if name in attrs and not isinstance(attrs[name], str):
@@ -275,8 +300,13 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"{name} has dtype {headers[name][1]}, expected {fit_dtype}")
         if headers[name][0] != shape:
             raise ValueError(f"{name} has shape {headers[name][0]}, the metadata says {shape}")
-    optional = {"loss_curve_": "f", "validation_scores_": "f", "validation_loss_curve_": "f",
-                "feature_names_in_": "U", "classes_": "biufU"}
+    optional = {
+        "loss_curve_": "f",
+        "validation_scores_": "f",
+        "validation_loss_curve_": "f",
+        "feature_names_in_": "U",
+        "classes_": "biufU",
+    }
     optional.update({f"optimizer_{name}": "f" for name in _OPTIMIZER_ARRAYS})
     for name, (shape, dtype) in headers.items():
         if name in want or name == "__fastmlp__":
@@ -288,15 +318,23 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
     opt = attrs.get("optimizer")
     if opt is not None and (
-            not isinstance(opt, dict) or not isinstance(opt.get("kind"), str) or opt.get("dtype") != fit_dtype.name
-            or not isinstance(opt.get("t", 0), int) or isinstance(opt.get("t", 0), bool) or opt.get("t", 0) < 0):
+        not isinstance(opt, dict)
+        or not isinstance(opt.get("kind"), str)
+        or opt.get("dtype") != fit_dtype.name
+        or not isinstance(opt.get("t", 0), int)
+        or isinstance(opt.get("t", 0), bool)
+        or opt.get("t", 0) < 0
+    ):
         raise ValueError(f"attribute optimizer must be {{kind, dtype: {fit_dtype.name!r}[, t >= 0]}}, got {opt!r}")
     for name in _OPTIMIZER_ARRAYS:
         key = f"optimizer_{name}"
         if key in headers and (
-                opt is None or headers[key][1] != fit_dtype or headers[key][0] not in ((n_params,), (0,))):
-            raise ValueError(f"{key} must be of shape ({n_params},) or (0,) and dtype {fit_dtype} beside an "
-                             f"optimizer attribute, got {headers[key]}")
+            opt is None or headers[key][1] != fit_dtype or headers[key][0] not in ((n_params,), (0,))
+        ):
+            raise ValueError(
+                f"{key} must be of shape ({n_params},) or (0,) and dtype {fit_dtype} beside an "
+                f"optimizer attribute, got {headers[key]}"
+            )
     if "feature_names_in_" in headers and headers["feature_names_in_"][0] != (units[0],):
         raise ValueError(f"feature_names_in_ has shape {headers['feature_names_in_'][0]}, expected ({units[0]},)")
     if meta.get("class") == "MLPClassifier":
@@ -305,8 +343,9 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
         n_classes = headers["classes_"][0][0]
         need = 1 if attrs["y_type"] == "binary" else n_classes
         if attrs["n_outputs_"] != need or n_classes < 1 or (attrs["y_type"] == "binary" and n_classes > 2):
-            raise ValueError(f"{n_classes} classes_ of y_type {attrs['y_type']!r} do not fit "
-                             f"{attrs['n_outputs_']} outputs")
+            raise ValueError(
+                f"{n_classes} classes_ of y_type {attrs['y_type']!r} do not fit {attrs['n_outputs_']} outputs"
+            )
 
 
 def load(path: Any) -> Any:
@@ -324,6 +363,7 @@ def load(path: Any) -> Any:
         newer format version.
     """
     from .estimators import MLPClassifier, MLPRegressor  # lazy: the estimators import scikit-learn
+
     path = _path_str(path)
     try:
         with _open_regular(path) as f, zipfile.ZipFile(f) as zf:
@@ -335,8 +375,10 @@ def load(path: Any) -> Any:
                 if not isinstance(version, int) or isinstance(version, bool) or version < 1:
                     raise ValueError(f"{path!r} has an invalid format version {version!r}")
                 if version > FORMAT_VERSION:
-                    raise ValueError(f"{path!r} has format version {version!r}; this fastmlp reads up to "
-                                     f"{FORMAT_VERSION}: upgrade fastmlp")
+                    raise ValueError(
+                        f"{path!r} has format version {version!r}; this fastmlp reads up to "
+                        f"{FORMAT_VERSION}: upgrade fastmlp"
+                    )
                 if version >= 2 and isinstance(meta.get("params"), dict):
                     meta["params"] = {k: _decode(v) for k, v in meta["params"].items()}
                 _expected(meta, headers)
@@ -374,14 +416,17 @@ def _metadata(path: str, f: Any, headers: dict[str, Any], fmt: str, what: str) -
         raise ValueError(f"{path!r} is not a fastmlp {what} file (no __fastmlp__ metadata)")
     shape, dtype = headers["__fastmlp__"]
     if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_BYTES:
-        raise ValueError(f"__fastmlp__ must be a 0-d string of at most {_MAX_META_BYTES} characters, "
-                         f"got shape {shape} and dtype {dtype}")
+        raise ValueError(
+            f"__fastmlp__ must be a 0-d string of at most {_MAX_META_BYTES} characters, "
+            f"got shape {shape} and dtype {dtype}"
+        )
     f.seek(0)
     with np.load(f, allow_pickle=False) as z:
         meta = json.loads(str(z["__fastmlp__"][()]))
     if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise ValueError(f"{path!r} is not a fastmlp {what} file (format "
-                         f"{meta.get('format') if isinstance(meta, dict) else meta!r})")
+        raise ValueError(
+            f"{path!r} is not a fastmlp {what} file (format {meta.get('format') if isinstance(meta, dict) else meta!r})"
+        )
     return meta
 
 
@@ -392,6 +437,7 @@ def save_network(path: Any, meta: dict[str, Any], params: np.ndarray) -> None:
     """Writes a ``Network``'s file: `meta` (layer sizes, dtype, seed, configuration) as JSON
     beside the flat `params`, atomically and with the modes and paths of :func:`save`."""
     from . import __version__
+
     meta = {"format": NETWORK_FORMAT, "version": 1, "fastmlp_version": __version__, **meta}
     _atomic_savez(_path_str(path), {"__fastmlp__": np.array(json.dumps(meta)), "params": np.array(params)})
 
@@ -431,8 +477,10 @@ def _open_regular(path: str) -> Any:
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(21, "Is a directory", path)
         if not stat.S_ISREG(mode):
-            raise ValueError(f"{path!r} is not a regular file (a device, FIFO or socket): fastmlp reads models "
-                             "from regular files only")
+            raise ValueError(
+                f"{path!r} is not a regular file (a device, FIFO or socket): fastmlp reads models "
+                "from regular files only"
+            )
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -468,8 +516,10 @@ def to_sklearn(est: Any) -> Any:
     activation = est.activation
     if isinstance(activation, (list, tuple)):  # one per hidden layer: scikit-learn has one for all
         if len(set(activation)) != 1:
-            raise ValueError(f"activation={list(activation)!r} (one per hidden layer) has no scikit-learn "
-                             "equivalent: scikit-learn's MLP uses one activation for every hidden layer")
+            raise ValueError(
+                f"activation={list(activation)!r} (one per hidden layer) has no scikit-learn "
+                "equivalent: scikit-learn's MLP uses one activation for every hidden layer"
+            )
         activation = activation[0]
     if activation not in _SKLEARN_ACTIVATIONS:
         raise ValueError(f"activation={activation!r} has no scikit-learn equivalent")
@@ -478,8 +528,11 @@ def to_sklearn(est: Any) -> Any:
     ours = est.get_params(deep=False)
     defaults = type(est)().get_params()
     harmless = ("dtype", "n_threads", "verbose", "distributed")
-    dropped = [f"{k}={v!r}" for k, v in ours.items()
-               if k not in known and k not in harmless and not _same_value(v, defaults[k])]
+    dropped = [
+        f"{k}={v!r}"
+        for k, v in ours.items()
+        if k not in known and k not in harmless and not _same_value(v, defaults[k])
+    ]
     params = {k: v for k, v in ours.items() if k in known}
     params["activation"] = activation
     if params.get("solver") not in ("sgd", "adam", "lbfgs"):
@@ -491,14 +544,30 @@ def to_sklearn(est: Any) -> Any:
     if isinstance(params.get("verbose"), numbers.Integral) and params["verbose"] == 2:
         params["verbose"] = True
     if dropped:
-        warnings.warn(f"to_sklearn: scikit-learn's {cls.__name__} lacks {', '.join(dropped)}; predictions are "
-                      "the same, but further training (fit, partial_fit) would differ", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"to_sklearn: scikit-learn's {cls.__name__} lacks {', '.join(dropped)}; predictions are "
+            "the same, but further training (fit, partial_fit) would differ",
+            UserWarning,
+            stacklevel=3,
+        )
     sk = cls(**params)
     y_type = est.get_model_state()["attributes"].get("y_type")  # checks coefs_ set by hand
     sk.coefs_ = [np.array(c) for c in est.coefs_]
     sk.intercepts_ = [np.array(b) for b in est.intercepts_]
-    for name in ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "n_features_in_", "loss_",
-                 "loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_", "feature_names_in_"):
+    for name in (
+        "n_iter_",
+        "t_",
+        "n_layers_",
+        "n_outputs_",
+        "out_activation_",
+        "n_features_in_",
+        "loss_",
+        "loss_curve_",
+        "best_loss_",
+        "validation_scores_",
+        "best_validation_score_",
+        "feature_names_in_",
+    ):
         if hasattr(est, name):
             value = getattr(est, name)
             setattr(sk, name, list(value) if isinstance(value, list) else value)

@@ -4,6 +4,7 @@ Parameters and gradients are NumPy views of C++ memory: writing to
 ``net.weights[0]`` changes the network, nothing is copied, and the views keep
 the memory alive after the Network object is gone.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,9 +47,8 @@ __all__ = ["EpochRequest", "Network", "as_csr", "epoch_options", "make_regulariz
 
 def _is_sparse(X: Any) -> bool:
     from ._compat import is_sparse
+
     return is_sparse(X)
-
-
 
 
 class Network:
@@ -97,10 +97,20 @@ class Network:
         `max_norm` (Srivastava et al. 2014); None is off.
     """
 
-    def __init__(self, layer_sizes: Any, activation: Any = "relu", output_activation: str = "identity",
-                 dtype: Any = "float32", seed: int | None = None, *, leaky_relu_slope: float = 0.01,
-                 init: str = "glorot", dropout: Any = 0.0, input_noise: float = 0.0,
-                 max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        layer_sizes: Any,
+        activation: Any = "relu",
+        output_activation: str = "identity",
+        dtype: Any = "float32",
+        seed: int | None = None,
+        *,
+        leaky_relu_slope: float = 0.01,
+        init: str = "glorot",
+        dropout: Any = 0.0,
+        input_noise: float = 0.0,
+        max_norm: float | None = None,
+    ) -> None:
         sizes = check_layer_sizes(layer_sizes)
         n_layers = len(sizes) - 1
         activations = check_activations("activation", activation, n_layers - 1, HIDDEN_ACTIVATIONS)
@@ -116,8 +126,12 @@ class Network:
         cls = getattr(_core, "Network_" + self._dtype.name)
         self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
         self._net.set_noise(rates, input_noise, max_norm or 0.0)
-        self._config: dict[str, Any] = dict(activation=activation if isinstance(activation, str) else list(activation),
-                            output_activation=output_activation, leaky_relu_slope=slope, init=init)
+        self._config: dict[str, Any] = dict(
+            activation=activation if isinstance(activation, str) else list(activation),
+            output_activation=output_activation,
+            leaky_relu_slope=slope,
+            init=init,
+        )
         # Stored only when used: files and pickles of networks without them stay as they were.
         if any(rates):
             self._config["dropout"] = dropout if isinstance(dropout, (int, float)) else rates
@@ -287,8 +301,9 @@ class Network:
         if need is not None and out != need:
             raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
 
-    def loss_and_grad(self, X: Any, y: Any, loss: str, sample_weight: Any = None, *,
-                      training_step: int | None = None) -> float:
+    def loss_and_grad(
+        self, X: Any, y: Any, loss: str, sample_weight: Any = None, *, training_step: int | None = None
+    ) -> float:
         r"""Mean loss over the batch (no regularization); fills the gradient views.
 
         With sample weights :math:`w_i` (all 1 by default), :math:`W=\sum_i w_i`
@@ -320,12 +335,27 @@ class Network:
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
         return float(self._net.loss_and_grad(X, Y, loss, w, training_step))
 
-    def train_epoch(self, X: Any, y: Any, loss: str, optimizer: Optimizer, batch_size: int = 200,
-                    shuffle: bool = True, *, l2: float = 0.0, l1: float = 0.0, clip_value: float | None = None,
-                    clip_norm: float | None = None, order: Any = None, sample_weight: Any = None,
-                    schedule: Any = None, epoch: float = 0.0,
-                    gradient_hook: Callable[[np.ndarray, float], float] | None = None,
-                    world_size: int = 1, comm: Any = None) -> float:
+    def train_epoch(
+        self,
+        X: Any,
+        y: Any,
+        loss: str,
+        optimizer: Optimizer,
+        batch_size: int = 200,
+        shuffle: bool = True,
+        *,
+        l2: float = 0.0,
+        l1: float = 0.0,
+        clip_value: float | None = None,
+        clip_norm: float | None = None,
+        order: Any = None,
+        sample_weight: Any = None,
+        schedule: Any = None,
+        epoch: float = 0.0,
+        gradient_hook: Callable[[np.ndarray, float], float] | None = None,
+        world_size: int = 1,
+        comm: Any = None,
+    ) -> float:
         r"""One epoch of mini-batch gradient descent, entirely in C++ (GIL released).
 
         The samples are visited in `order` if given, else shuffled with the
@@ -380,17 +410,40 @@ class Network:
         """
         if comm is not None:  # the MPI strategy lives in fastmlp.distributed, which uses prepare/run_epoch
             from .distributed import train_epoch as train_epoch_mpi
-            return train_epoch_mpi(self, X, y, loss, optimizer, batch_size, shuffle, comm=comm, l2=l2, l1=l1,
-                                   clip_value=clip_value, clip_norm=clip_norm, order=order,
-                                   sample_weight=sample_weight, schedule=schedule, epoch=epoch,
-                                   gradient_hook=gradient_hook, world_size=world_size)
+
+            return train_epoch_mpi(
+                self,
+                X,
+                y,
+                loss,
+                optimizer,
+                batch_size,
+                shuffle,
+                comm=comm,
+                l2=l2,
+                l1=l1,
+                clip_value=clip_value,
+                clip_norm=clip_norm,
+                order=order,
+                sample_weight=sample_weight,
+                schedule=schedule,
+                epoch=epoch,
+                gradient_hook=gradient_hook,
+                world_size=world_size,
+            )
         self._check_loss(loss)
         self._check_optimizer(optimizer)
-        options = epoch_options(batch_size, shuffle, epoch=epoch, world_size=world_size, schedule=schedule,
-                                regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value,
-                                                                   clip_norm=clip_norm))
-        request = self.prepare_epoch(X, y, loss, optimizer, options, sample_weight=sample_weight, order=order,
-                                     gradient_hook=gradient_hook)
+        options = epoch_options(
+            batch_size,
+            shuffle,
+            epoch=epoch,
+            world_size=world_size,
+            schedule=schedule,
+            regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm),
+        )
+        request = self.prepare_epoch(
+            X, y, loss, optimizer, options, sample_weight=sample_weight, order=order, gradient_hook=gradient_hook
+        )
         return self.run_epoch(request)
 
     @staticmethod
@@ -404,8 +457,7 @@ class Network:
         self._check_loss(loss)
         rows = getattr(_core, "Rows_" + self._dtype.name)()
         if _is_sparse(X):
-            rows.data, rows.indices, rows.indptr, rows.n_rows, rows.n_cols = as_csr("X", X, self.n_inputs,
-                                                                                    self._dtype)
+            rows.data, rows.indices, rows.indptr, rows.n_rows, rows.n_cols = as_csr("X", X, self.n_inputs, self._dtype)
             n = rows.n_rows
         else:
             rows.x = as_matrix("X", X, self.n_inputs, self._dtype)
@@ -415,17 +467,28 @@ class Network:
         if order is not None:
             order = np.asarray(order)
             if order.dtype.kind not in "iu" or order.shape != (n,):
-                raise ValueError(f"order must be a 1-D integer array of {n} sample indices, "
-                                 f"got dtype {order.dtype} and shape {order.shape}")
+                raise ValueError(
+                    f"order must be a 1-D integer array of {n} sample indices, "
+                    f"got dtype {order.dtype} and shape {order.shape}"
+                )
             if order.size and (order.min() < 0 or order.max() >= n):
                 bad = int(order[(order < 0) | (order >= n)][0])
                 raise ValueError(f"order must hold sample indices in [0, {n}), got {bad}")
             rows.order = np.ascontiguousarray(order, dtype=np.int64)
         return rows
 
-    def prepare_epoch(self, X: Any, y: Any, loss: str, optimizer: Any, options: Any = None, *,
-                      sample_weight: Any = None, order: Any = None,
-                      gradient_hook: Callable[[np.ndarray, float], float] | None = None) -> EpochRequest:
+    def prepare_epoch(
+        self,
+        X: Any,
+        y: Any,
+        loss: str,
+        optimizer: Any,
+        options: Any = None,
+        *,
+        sample_weight: Any = None,
+        order: Any = None,
+        gradient_hook: Callable[[np.ndarray, float], float] | None = None,
+    ) -> EpochRequest:
         """One epoch's work checked and converted, for :meth:`run_epoch` (which may run it many times).
 
         `options` is an :func:`epoch_options` record (None: the defaults); X, y, `sample_weight`,
@@ -437,8 +500,13 @@ class Network:
         rows = self.prepare_rows(X, y, loss, sample_weight=sample_weight, order=order)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
-        return EpochRequest(rows=rows, loss=loss, optimizer=optimizer.bind(self),
-                            options=epoch_options() if options is None else options, gradient_hook=gradient_hook)
+        return EpochRequest(
+            rows=rows,
+            loss=loss,
+            optimizer=optimizer.bind(self),
+            options=epoch_options() if options is None else options,
+            gradient_hook=gradient_hook,
+        )
 
     def run_epoch(self, request: EpochRequest, hook: Any = None) -> float:
         """Runs one epoch of `request` (see :meth:`train_epoch`); returns its loss.
@@ -450,12 +518,14 @@ class Network:
         """
         if hook is not None:
             hook.before_epoch(self, request)
-        value = float(self._net.train_epoch(request.rows, request.loss, request.optimizer, request.options,
-                                            request.gradient_hook))
+        value = float(
+            self._net.train_epoch(request.rows, request.loss, request.optimizer, request.options, request.gradient_hook)
+        )
         return value if hook is None else float(hook.after_epoch(self, request, value))
 
-    def objective(self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0,
-                  sample_weight: Any = None) -> float:
+    def objective(
+        self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0, sample_weight: Any = None
+    ) -> float:
         r"""The full-batch training objective and its gradient (in :attr:`grads`).
 
         :meth:`loss_and_grad` plus the penalties
@@ -488,18 +558,26 @@ class Network:
         (when any layer has one); then the total and the training-only settings."""
         sizes = self.layer_sizes
         acts = (*self.activations, self.output_activation)
-        rows = [(f"dense {i}", f"{a} -> {b}", f"{a * b + b:,}", acts[i], f"{self.dropout[i]:g}")
-                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+        rows = [
+            (f"dense {i}", f"{a} -> {b}", f"{a * b + b:,}", acts[i], f"{self.dropout[i]:g}")
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        ]
         head = ("layer", "shape", "parameters", "activation", "input dropout")
         k = 5 if any(self.dropout) else 4
         widths = [max(len(r[c]) for r in [head, *rows]) for c in range(k)]
         fmt = "  ".join(f"{{:<{w}}}" if c != 2 else f"{{:>{w}}}" for c, w in enumerate(widths))
-        extras = [f"{name}={value:g}" for name, value in (("input_noise", self.input_noise),
-                                                          ("max_norm", self.max_norm or 0.0)) if value]
-        lines = [title or f"Network ({self._dtype.name})", fmt.format(*head[:k]),
-                 *(fmt.format(*r[:k]) for r in rows),
-                 f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"
-                 + (f"; training: {', '.join(extras)}" if extras else "")]
+        extras = [
+            f"{name}={value:g}"
+            for name, value in (("input_noise", self.input_noise), ("max_norm", self.max_norm or 0.0))
+            if value
+        ]
+        lines = [
+            title or f"Network ({self._dtype.name})",
+            fmt.format(*head[:k]),
+            *(fmt.format(*r[:k]) for r in rows),
+            f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"
+            + (f"; training: {', '.join(extras)}" if extras else ""),
+        ]
         print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -507,8 +585,18 @@ class Network:
         estimators' files (:mod:`fastmlp.io`), ``format`` ``"fastmlp.network"``: JSON metadata
         (layer sizes, dtype, activations, seed) and the flat ``params``; written atomically."""
         from .io import save_network
-        save_network(path, {"layer_sizes": list(self.layer_sizes), "dtype": self._dtype.name, "seed": self._seed,
-                            "config": dict(self._config), "training_steps": self.training_steps}, self.params)
+
+        save_network(
+            path,
+            {
+                "layer_sizes": list(self.layer_sizes),
+                "dtype": self._dtype.name,
+                "seed": self._seed,
+                "config": dict(self._config),
+                "training_steps": self.training_steps,
+            },
+            self.params,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Network:
@@ -521,12 +609,19 @@ class Network:
             net = cls(meta["layer_sizes"], dtype=meta["dtype"], seed=meta["seed"], **meta["config"])
             net.training_steps = meta.get("training_steps", 0)
             return net
+
         return load_network(path, build)
 
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return dict(layer_sizes=self.layer_sizes, dtype=self._dtype.name, seed=self._seed,
-                    config=dict(self._config), params=np.array(self.params), training_steps=self.training_steps)
+        return dict(
+            layer_sizes=self.layer_sizes,
+            dtype=self._dtype.name,
+            seed=self._seed,
+            config=dict(self._config),
+            params=np.array(self.params),
+            training_steps=self.training_steps,
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         init = self.__init__  # type: ignore[misc]  # a subclass's own __init__, as pickle's protocol means
@@ -538,7 +633,10 @@ class Network:
         self.training_steps = state.get("training_steps", 0)
 
     def __repr__(self) -> str:
-        extras = "".join(f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm")
-                         if k in self._config)
-        return (f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r}{extras})")
+        extras = "".join(
+            f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm") if k in self._config
+        )
+        return (
+            f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
+            f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r}{extras})"
+        )

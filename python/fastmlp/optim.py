@@ -6,6 +6,7 @@ dtype; use one optimizer per network, or call :meth:`reset`. The state is
 read out with :meth:`Optimizer.state_dict`, restored with
 :meth:`Optimizer.load_state_dict`, and kept by pickling.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,8 +45,10 @@ class Optimizer:
             self._impl = self._make("_" + dtype)
             self._dtype = dtype
         elif dtype != self._dtype:
-            raise ValueError(f"this optimizer holds {self._dtype} state; got a {dtype} network "
-                             "(use one optimizer per network, or call reset())")
+            raise ValueError(
+                f"this optimizer holds {self._dtype} state; got a {dtype} network "
+                "(use one optimizer per network, or call reset())"
+            )
         return self._impl
 
     def step(self, net: Any) -> None:
@@ -168,8 +171,9 @@ class AdamW(Optimizer):
     The decay acts on every parameter (biases too), as PyTorch's ``AdamW`` by default.
     """
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01
+    ) -> None:
         super().__init__(lr)
         self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_max=True)
         self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_max=True)
@@ -185,8 +189,10 @@ class AdamW(Optimizer):
         return getattr(_core, "AdamW" + suffix)(self._lr, self.beta1, self.beta2, self.eps, self.weight_decay)
 
     def __repr__(self) -> str:
-        return (f"AdamW(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}, "
-                f"weight_decay={self.weight_decay!r})")
+        return (
+            f"AdamW(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}, "
+            f"weight_decay={self.weight_decay!r})"
+        )
 
 
 class RMSprop(Optimizer):

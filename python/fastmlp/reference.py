@@ -306,9 +306,7 @@ def output_loss_and_grad(
     z = _as_float_array(z)
     y = np.asarray(y, dtype=z.dtype)
     if z.ndim != 2 or y.shape != z.shape:
-        raise ValueError(
-            f"z and y must be 2-D arrays of the same shape (n, k); got z {z.shape} and y {y.shape}"
-        )
+        raise ValueError(f"z and y must be 2-D arrays of the same shape (n, k); got z {z.shape} and y {y.shape}")
     n, k = z.shape
     w = np.ones(n, dtype=z.dtype) if sample_weight is None else np.asarray(sample_weight, dtype=z.dtype)
     W = float(np.sum(w, dtype=np.float64))
@@ -321,18 +319,13 @@ def output_loss_and_grad(
         dZ = activation_backward(output_activation, wc * diff * z.dtype.type(grad_scale / (W * k)), z, a, slope)
     elif loss == "log_loss":
         if output_activation != "softmax":
-            raise ValueError(
-                f"loss 'log_loss' needs output_activation 'softmax'; got {output_activation!r}"
-            )
+            raise ValueError(f"loss 'log_loss' needs output_activation 'softmax'; got {output_activation!r}")
         log_p = z - _logsumexp(z)
         value = -np.sum(wc * y * log_p) / W
         dZ = wc * (np.exp(log_p) - y) * z.dtype.type(grad_scale / W)
     elif loss == "binary_log_loss":
         if output_activation not in ("logistic", "sigmoid"):
-            raise ValueError(
-                "loss 'binary_log_loss' needs output_activation 'logistic'; "
-                f"got {output_activation!r}"
-            )
+            raise ValueError(f"loss 'binary_log_loss' needs output_activation 'logistic'; got {output_activation!r}")
         value = np.sum(wc * (np.logaddexp(0, z) - y * z)) / W
         dZ = wc * (_logistic(z, None) - y) * z.dtype.type(grad_scale / W)
     else:  # poisson
@@ -349,8 +342,9 @@ def output_loss_and_grad(
 # ---------------------------------------------------------------------------
 
 
-def _check_network(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str | Sequence[str],
-                   output_activation: str) -> list[str]:
+def _check_network(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activation: str | Sequence[str], output_activation: str
+) -> list[str]:
     """Checks the network's description; returns the activation of each hidden layer."""
     if len(weights) == 0 or len(weights) != len(biases):
         raise ValueError(
@@ -569,13 +563,9 @@ def to_targets(y, loss: str, n_outputs: int, dtype="float64") -> np.ndarray:
         raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}")
     if loss == "log_loss":
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(
-                f"1-D y for log_loss must hold integer class indices; got dtype {y.dtype}"
-            )
+            raise ValueError(f"1-D y for log_loss must hold integer class indices; got dtype {y.dtype}")
         if y.size and (y.min() < 0 or y.max() >= n_outputs):
-            raise ValueError(
-                f"class indices must lie in [0, {n_outputs}); got [{y.min()}, {y.max()}]"
-            )
+            raise ValueError(f"class indices must lie in [0, {n_outputs}); got [{y.min()}, {y.max()}]")
         Y = np.zeros((y.shape[0], n_outputs), dtype=dtype)
         Y[np.arange(y.shape[0]), y] = 1
         return Y
@@ -675,9 +665,7 @@ class Adam:
         first step.
     """
 
-    def __init__(
-        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-    ) -> None:
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
@@ -707,12 +695,13 @@ class Adam:
 class AdamW(Adam):
     """Adam with decoupled weight decay ``wd`` (Loshchilov & Hutter)::
 
-        p <- p - lr * wd * p        (every parameter, biases included)
-        then the Adam step of :class:`Adam`.
+    p <- p - lr * wd * p        (every parameter, biases included)
+    then the Adam step of :class:`Adam`.
     """
 
-    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01
+    ) -> None:
         super().__init__(lr, beta1, beta2, eps)
         self.weight_decay = weight_decay
 
@@ -726,8 +715,8 @@ class AdamW(Adam):
 class RMSprop:
     """RMSprop::
 
-        v <- rho * v + (1 - rho) * g**2
-        p <- p - lr * g / (sqrt(v) + eps)
+    v <- rho * v + (1 - rho) * g**2
+    p <- p - lr * g / (sqrt(v) + eps)
     """
 
     def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
@@ -747,8 +736,8 @@ class RMSprop:
 class Adagrad:
     """Adagrad::
 
-        G <- G + g**2
-        p <- p - lr * g / (sqrt(G) + eps)
+    G <- G + g**2
+    p <- p - lr * g / (sqrt(G) + eps)
     """
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-10) -> None:
@@ -795,19 +784,35 @@ def objective(
         L   = loss_and_grad(...) value + (l2/2 * sum_l ||W_l||^2 + l1 * sum_l |W_l|) / W
         dW_l = dW_l(loss) + (l2 * W_l + l1 * sign(W_l)) / W       (biases: no penalty)
     """
-    value, gW, gb = loss_and_grad(weights, biases, X, Y, loss, activation, output_activation, slope,
-                                  sample_weight, grad_scale, dropout=dropout, masks=masks, noise=noise)
+    value, gW, gb = loss_and_grad(
+        weights,
+        biases,
+        X,
+        Y,
+        loss,
+        activation,
+        output_activation,
+        slope,
+        sample_weight,
+        grad_scale,
+        dropout=dropout,
+        masks=masks,
+        noise=noise,
+    )
     W = float(len(X) if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
     if l2 or l1:
-        value += (0.5 * l2 * sum(float(np.sum(Wl.astype(np.float64) ** 2)) for Wl in weights)
-                  + l1 * sum(float(np.sum(np.abs(Wl.astype(np.float64)))) for Wl in weights)) / W
+        value += (
+            0.5 * l2 * sum(float(np.sum(Wl.astype(np.float64) ** 2)) for Wl in weights)
+            + l1 * sum(float(np.sum(np.abs(Wl.astype(np.float64)))) for Wl in weights)
+        ) / W
         for g, Wl in zip(gW, weights):
             g += Wl.dtype.type(l2 / W) * Wl + Wl.dtype.type(l1 / W) * np.sign(Wl)
     return value, gW, gb
 
 
-def clip_gradients(grads: Sequence[np.ndarray], clip_value: float | None = None,
-                   clip_norm: float | None = None) -> None:
+def clip_gradients(
+    grads: Sequence[np.ndarray], clip_value: float | None = None, clip_norm: float | None = None
+) -> None:
     """In place: each value to ``[-clip_value, clip_value]``, then the global L2 norm
     ``sqrt(sum over all arrays of g**2)`` to at most ``clip_norm``."""
     if clip_value:
@@ -905,8 +910,21 @@ def train_epoch(
             continue
         noise, masks = draws(b, len(idx)) if draws is not None else (None, None)
         value, weight_grads, bias_grads = objective(
-            weights, biases, X[idx], Y[idx], loss, activation, output_activation, slope, l2, l1, w, grad_scale,
-            dropout=dropout, masks=masks, noise=noise,
+            weights,
+            biases,
+            X[idx],
+            Y[idx],
+            loss,
+            activation,
+            output_activation,
+            slope,
+            l2,
+            l1,
+            w,
+            grad_scale,
+            dropout=dropout,
+            masks=masks,
+            noise=noise,
         )
         total += value * len(idx)
         grads = [g for gW, gb in zip(weight_grads, bias_grads) for g in (gW, gb)]

@@ -14,6 +14,7 @@ cosine         :math:`\eta = \omega\,(\eta_{min} + (\eta_0-\eta_{min})(1+\cos(\p
                :math:`T = \text{total\_epochs} - w`
 =============  ==============================================================================
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,17 @@ class Schedule:
         :math:`w \\ge 0`: a linear ramp from :math:`\\eta_0\\delta/w` to :math:`\\eta_0`.
     """
 
-    def __init__(self, kind: str, base_lr: float, *, gamma: float = 0.1, step_size: float = 10.0,
-                 total_epochs: float = 200.0, min_lr: float = 0.0, warmup_epochs: float = 0.0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        base_lr: float,
+        *,
+        gamma: float = 0.1,
+        step_size: float = 10.0,
+        total_epochs: float = 200.0,
+        min_lr: float = 0.0,
+        warmup_epochs: float = 0.0,
+    ) -> None:
         self.kind = check_choice("kind", kind, KINDS)
         self.base_lr = check_float("base_lr", base_lr, minimum=0.0, open_min=True)
         self.gamma = check_float("gamma", gamma, minimum=0.0)
@@ -54,9 +64,15 @@ class Schedule:
         self.total_epochs = check_float("total_epochs", total_epochs, minimum=0.0, open_min=True)
         self.min_lr = check_float("min_lr", min_lr, minimum=0.0)
         self.warmup_epochs = check_float("warmup_epochs", warmup_epochs, minimum=0.0)
-        self._impl = _core.LearningRateSchedule(kind=self.kind, base_lr=self.base_lr, gamma=self.gamma,
-                                                step_size=self.step_size, total_epochs=self.total_epochs,
-                                                min_lr=self.min_lr, warmup_epochs=self.warmup_epochs)
+        self._impl = _core.LearningRateSchedule(
+            kind=self.kind,
+            base_lr=self.base_lr,
+            gamma=self.gamma,
+            step_size=self.step_size,
+            total_epochs=self.total_epochs,
+            min_lr=self.min_lr,
+            warmup_epochs=self.warmup_epochs,
+        )
 
     @property
     def record(self) -> _core.LearningRateSchedule:
@@ -68,13 +84,25 @@ class Schedule:
         return float(self._impl.at(float(p), float(delta)))
 
     def __repr__(self) -> str:
-        return (f"Schedule({self.kind!r}, base_lr={self.base_lr!r}, gamma={self.gamma!r}, "
-                f"step_size={self.step_size!r}, total_epochs={self.total_epochs!r}, min_lr={self.min_lr!r}, "
-                f"warmup_epochs={self.warmup_epochs!r})")
+        return (
+            f"Schedule({self.kind!r}, base_lr={self.base_lr!r}, gamma={self.gamma!r}, "
+            f"step_size={self.step_size!r}, total_epochs={self.total_epochs!r}, min_lr={self.min_lr!r}, "
+            f"warmup_epochs={self.warmup_epochs!r})"
+        )
 
 
-def schedule_lr(kind: str, base_lr: float, p: float, delta: float, *, gamma: float = 0.1, step_size: float = 10.0,
-                total_epochs: float = 200.0, min_lr: float = 0.0, warmup_epochs: float = 0.0) -> float:
+def schedule_lr(
+    kind: str,
+    base_lr: float,
+    p: float,
+    delta: float,
+    *,
+    gamma: float = 0.1,
+    step_size: float = 10.0,
+    total_epochs: float = 200.0,
+    min_lr: float = 0.0,
+    warmup_epochs: float = 0.0,
+) -> float:
     """The same formulas in Python (used by :mod:`fastmlp.reference`)."""
     w = warmup_epochs
     warm = min(1.0, (p + delta) / w) if w > 0 else 1.0
@@ -84,6 +112,6 @@ def schedule_lr(kind: str, base_lr: float, p: float, delta: float, *, gamma: flo
     if kind == "step":
         return warm * base_lr * gamma ** math.floor(q / step_size)
     if kind == "exponential":
-        return warm * base_lr * gamma ** q
+        return warm * base_lr * gamma**q
     T = max(total_epochs - w, 1e-12)
     return warm * (min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(q, T) / T)))

@@ -6,6 +6,7 @@ fails on every rank and no rank is left waiting in a collective. Run without
 mpiexec, the tests run with one rank (those that need two fail under
 ``CI=true`` and are skipped otherwise).
 """
+
 from __future__ import annotations
 
 import os

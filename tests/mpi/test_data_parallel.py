@@ -1,4 +1,5 @@
 """R ranks with batch b == one process with batch R·b over the same samples in the same order."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from conftest import need_ranks
 from fastmlp import distributed
 from helpers import TOL, make_data
 
-M, B, EPOCHS = 45, 8, 3   # per-rank shard of 45 rows: 6 batches, the last one of 5 rows
+M, B, EPOCHS = 45, 8, 3  # per-rank shard of 45 rows: 6 batches, the last one of 5 rows
 
 
 def make_opt(kind: str):
@@ -115,8 +116,17 @@ def test_allreduce_hook_is_the_same_as_comm(comm):
     a = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
     b = fastmlp.Network([6, 9, 4], "tanh", dtype="float64", seed=7)
     la = a.train_epoch(Xr, Yr, "squared_error", make_opt("sgd"), B, l2=0.01, order=order, comm=comm)
-    lb = b.train_epoch(Xr, Yr, "squared_error", make_opt("sgd"), B, l2=0.01, order=order,
-                       gradient_hook=distributed.allreduce_hook(comm), world_size=size)
+    lb = b.train_epoch(
+        Xr,
+        Yr,
+        "squared_error",
+        make_opt("sgd"),
+        B,
+        l2=0.01,
+        order=order,
+        gradient_hook=distributed.allreduce_hook(comm),
+        world_size=size,
+    )
     lb = comm.allreduce(lb) / size
     same = comm.allgather(bool(np.array_equal(a.params, b.params)))
     assert all(same)
@@ -153,6 +163,7 @@ def test_broadcast_parameters(comm):
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def _train(net, Xr, Yr, comm, **kw):
     args = dict(loss="squared_error", optimizer=make_opt("sgd"), batch_size=B, comm=comm)

@@ -1,4 +1,5 @@
 """MLPClassifier/MLPRegressor(distributed="mpi"): R ranks == one process with batch R·b."""
+
 from __future__ import annotations
 
 import warnings
@@ -42,14 +43,12 @@ def test_classifier_ranks_equal_one_process(comm, solver):
     size = comm.Get_size()
     X, y = _classification(size)
     Xr, yr = distributed.shard(X, y, comm)
-    est = _fit(fastmlp.MLPClassifier(solver=solver, batch_size=B, shuffle=False, distributed="mpi", **COMMON),
-               Xr, yr)
+    est = _fit(fastmlp.MLPClassifier(solver=solver, batch_size=B, shuffle=False, distributed="mpi", **COMMON), Xr, yr)
     params = comm.allgather(_params(est))
     curves = comm.allgather(est.loss_curve_)
 
     order = distributed.global_order([np.arange(M)] * size, B)
-    ref = _fit(fastmlp.MLPClassifier(solver=solver, batch_size=B * size, shuffle=False, **COMMON), X[order],
-               y[order])
+    ref = _fit(fastmlp.MLPClassifier(solver=solver, batch_size=B * size, shuffle=False, **COMMON), X[order], y[order])
     assert list(est.classes_) == ["a", "b", "c"]  # the union, though rank 0 has no "c"
     np.testing.assert_array_equal(params[-1], params[0])
     assert curves[-1] == curves[0]
@@ -110,8 +109,9 @@ def test_bad_input_raises_on_every_rank(comm):
     with pytest.raises(ValueError, match="The 'distributed' parameter must be one of"):
         _fit(fastmlp.MLPClassifier(distributed="nccl", **COMMON), Xr, yr)
     with pytest.raises(ValueError, match="hidden_layer_sizes"):  # one rank's bad parameter
-        _fit(fastmlp.MLPClassifier(distributed="mpi", **dict(COMMON, hidden_layer_sizes=(0,) if last else (9,))),
-             Xr, yr)
+        _fit(
+            fastmlp.MLPClassifier(distributed="mpi", **dict(COMMON, hidden_layer_sizes=(0,) if last else (9,))), Xr, yr
+        )
     # One rank's bad data, found between the two agreements: every rank raises.
     X_bad = Xr.copy()
     X_bad[0, 0] = np.nan if last else X_bad[0, 0]

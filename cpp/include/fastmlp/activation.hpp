@@ -115,31 +115,19 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
     case Activation::Identity:
       if (a != z) A = Z;
       break;
-    case Activation::Logistic:
-      map_aligned(z, a, n, [](const auto& x) { return x.logistic(); });
-      break;
-    case Activation::Tanh:
-      map_aligned(z, a, n, [](const auto& x) { return x.tanh(); });
-      break;
-    case Activation::Relu:
-      A = Z.max(T(0));
-      break;
-    case Activation::LeakyRelu:
-      A = (Z > T(0)).select(Z, slope * Z);
-      break;
-    case Activation::Exp:
-      map_aligned(z, a, n, [](const auto& x) { return x.exp(); });
-      break;
-    case Activation::Softmax:
-      break;
+    case Activation::Logistic: map_aligned(z, a, n, [](const auto& x) { return x.logistic(); }); break;
+    case Activation::Tanh: map_aligned(z, a, n, [](const auto& x) { return x.tanh(); }); break;
+    case Activation::Relu: A = Z.max(T(0)); break;
+    case Activation::LeakyRelu: A = (Z > T(0)).select(Z, slope * Z); break;
+    case Activation::Exp: map_aligned(z, a, n, [](const auto& x) { return x.exp(); }); break;
+    case Activation::Softmax: break;
   }
 }
 
 // dZ = dA ⊙ f'(Z) for elementwise f; for softmax dZ = A ⊙ (dA − rowsum(dA ⊙ A)).
 // dZ may alias dA.
 template <class T>
-void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz,
-                         Index rows, Index cols) {
+void activation_backward(Activation f, T slope, const T* da, const T* z, const T* a, T* dz, Index rows, Index cols) {
   if (f == Activation::Softmax) {
     for (Index r = 0; r < rows; ++r) {
       const T* dar = da + r * cols;
@@ -158,23 +146,12 @@ void activation_backward(Activation f, T slope, const T* da, const T* z, const T
     case Activation::Identity:
       if (dz != da) dZ = dA;
       break;
-    case Activation::Logistic:
-      dZ = dA * A * (T(1) - A);
-      break;
-    case Activation::Tanh:
-      dZ = dA * (T(1) - A * A);
-      break;
-    case Activation::Relu:
-      dZ = (Z > T(0)).select(dA, T(0));
-      break;
-    case Activation::LeakyRelu:
-      dZ = (Z > T(0)).select(dA, slope * dA);
-      break;
-    case Activation::Exp:
-      dZ = dA * A;
-      break;
-    case Activation::Softmax:
-      break;
+    case Activation::Logistic: dZ = dA * A * (T(1) - A); break;
+    case Activation::Tanh: dZ = dA * (T(1) - A * A); break;
+    case Activation::Relu: dZ = (Z > T(0)).select(dA, T(0)); break;
+    case Activation::LeakyRelu: dZ = (Z > T(0)).select(dA, slope * dA); break;
+    case Activation::Exp: dZ = dA * A; break;
+    case Activation::Softmax: break;
   }
 }
 

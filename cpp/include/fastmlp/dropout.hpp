@@ -92,8 +92,7 @@ inline double gaussian(std::uint64_t k, std::uint32_t j) {
 // Rows [r0, r1) of X̃ = (X + σ·ε) ⊙ m₀ / (1 − p₀) into dst (both rows × cols,
 // row-major; dst may be x). sigma = 0: no noise; p = 0: no dropout.
 template <class T>
-void perturb_inputs(T* dst, const T* x, Index r0, Index r1, Index cols, double sigma, double p,
-                    const DrawKey& key) {
+void perturb_inputs(T* dst, const T* x, Index r0, Index r1, Index cols, double sigma, double p, const DrawKey& key) {
   const std::uint32_t threshold = keep_threshold(p);
   const T scale = T(1.0 / (1.0 - p));
   for (Index r = r0; r < r1; ++r) {

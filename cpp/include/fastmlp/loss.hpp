@@ -62,8 +62,8 @@ struct LossScale {
 // Writes A = f(Z) and dZ = dL/dZ for one slice of `rows` rows; returns the
 // slice's share Σ_i w_i ℓ_i / W of the batch's loss.
 template <class T>
-double output_loss_grad(Loss loss, Activation output, T slope, const T* z, const T* y, T* a, T* dz,
-                        Index rows, Index cols, const LossScale<T>& scale = {}) {
+double output_loss_grad(Loss loss, Activation output, T slope, const T* z, const T* y, T* a, T* dz, Index rows,
+                        Index cols, const LossScale<T>& scale = {}) {
   const double W = scale.total > 0.0 ? scale.total : double(rows);
   const T* sw = scale.sample_weight;
   auto weight = [sw](Index r) { return sw != nullptr ? sw[r] : T(1); };

@@ -40,9 +40,7 @@ class Rng {
 
   // Uniform integer in [0, bound) (Lemire's multiply-shift; bias < 2^-32 for
   // bounds below 2^32, far under anything a shuffle could show).
-  std::uint64_t below(std::uint64_t bound) {
-    return std::uint64_t((unsigned __int128)next() * bound >> 64);
-  }
+  std::uint64_t below(std::uint64_t bound) { return std::uint64_t((unsigned __int128)next() * bound >> 64); }
 
   // Fisher–Yates.
   template <class It>

@@ -22,8 +22,8 @@ SparseMap<T> map_csr(const CsrView<T>& x) {
 
 // As dense_forward: columns c of the output only.
 template <class T>
-void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* weight, const T* bias, Index n,
-                          Index n_in, Index n_out, Range c) {
+void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* weight, const T* bias, Index n, Index n_in,
+                          Index n_out, Range c) {
   if (c.size() <= 0) return;
   MatrixMap<T> o(out, n, n_out);
   ConstMatrixMap<T> w(weight, n_in, n_out);
@@ -36,8 +36,8 @@ void sparse_dense_forward(T* out, const CsrView<T>& x, Index begin, const T* wei
 
 // As dense_backward_weights: columns c of dW and db only.
 template <class T>
-void sparse_dense_backward(T* dweight, T* dbias, const T* dout, const CsrView<T>& x, Index begin, Index n,
-                           Index n_in, Index n_out, Range c) {
+void sparse_dense_backward(T* dweight, T* dbias, const T* dout, const CsrView<T>& x, Index begin, Index n, Index n_in,
+                           Index n_out, Range c) {
   if (c.size() <= 0) return;
   ConstMatrixMap<T> d(dout, n, n_out);
   MatrixMap<T> dw(dweight, n_in, n_out);
