@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "fastmlp/network.hpp"
@@ -350,10 +351,16 @@ template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
   py::class_<Net>(m, ("Network" + suffix).c_str())
-      .def(py::init([](std::vector<Index> sizes, const std::vector<std::string>& activations, const std::string& output,
-                       double slope, std::uint64_t seed, const std::string& init) {
+      // activation: one name for every hidden layer, or a list with one per hidden layer.
+      .def(py::init([](std::vector<Index> sizes, const std::variant<std::string, std::vector<std::string>>& activation,
+                       const std::string& output, double slope, std::uint64_t seed, const std::string& init) {
              std::vector<Activation> hidden;
-             for (const std::string& name : activations) hidden.push_back(parse_activation(name));
+             if (const auto* one = std::get_if<std::string>(&activation)) {
+               hidden.push_back(parse_activation(*one));
+             } else {
+               for (const std::string& name : std::get<std::vector<std::string>>(activation))
+                 hidden.push_back(parse_activation(name));
+             }
              return new Net(std::move(sizes), std::move(hidden), parse_activation(output), slope, seed,
                             parse_init(init));
            }),

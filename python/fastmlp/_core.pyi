@@ -72,7 +72,7 @@ class Network_float32:
     def __init__(
         self,
         layer_sizes: Sequence[int],
-        activation: Sequence[str],
+        activation: str | Sequence[str],
         output_activation: str,
         slope: float,
         seed: int,
@@ -207,7 +207,7 @@ class Network_float64:
     def __init__(
         self,
         layer_sizes: Sequence[int],
-        activation: Sequence[str],
+        activation: str | Sequence[str],
         output_activation: str,
         slope: float,
         seed: int,
