@@ -448,26 +448,3 @@ def test_to_sklearn_warns_about_dropout_and_refuses_mixed_activations():
     assert same.to_sklearn().activation == "tanh"
     with pytest.raises(ValueError, match="one activation for every hidden layer"):
         mixed.to_sklearn()
-
-
-def test_exports_carry_per_layer_activations_and_drop_nothing(tmp_path, rng):
-    from test_export import need, run_onnx
-
-    net = fastmlp.Network(
-        [6, 9, 7, 8, 4],
-        activation=["tanh", "leaky_relu", "logistic"],
-        output_activation="softmax",
-        seed=4,
-        dropout=[0.2, 0.5, 0.5, 0.5],
-        input_noise=0.5,
-    )
-    X = rng.standard_normal((25, 6)).astype(np.float32)
-    need("torch")
-    import torch
-
-    model = fastmlp.export.to_torch(net)
-    with torch.no_grad():
-        np.testing.assert_allclose(model(torch.from_numpy(X)).numpy(), net.forward(X), rtol=1e-5, atol=1e-6)
-    need("onnx")
-    need("onnxruntime")
-    np.testing.assert_allclose(run_onnx(net, X, tmp_path), net.forward(X), rtol=1e-5, atol=1e-6)

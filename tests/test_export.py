@@ -188,3 +188,25 @@ def test_an_activation_without_an_export_mapping_is_a_clear_error():
     """A new activation of the core that export does not map yet: a ValueError naming it, not a KeyError."""
     with pytest.raises(ValueError, match="activation 'gelu' has no ONNX operator"):
         export._mapped(export._ONNX_OPS, "gelu", "ONNX operator")
+
+
+def test_exports_carry_per_layer_activations_and_drop_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    net = fastmlp.Network(
+        [6, 9, 7, 8, 4],
+        activation=["tanh", "leaky_relu", "logistic"],
+        output_activation="softmax",
+        seed=4,
+        dropout=[0.2, 0.5, 0.5, 0.5],
+        input_noise=0.5,
+    )
+    X = rng.standard_normal((25, 6)).astype(np.float32)
+    need("torch")
+    import torch
+
+    model = fastmlp.export.to_torch(net)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(X)).numpy(), net.forward(X), rtol=1e-5, atol=1e-6)
+    need("onnx")
+    need("onnxruntime")
+    np.testing.assert_allclose(run_onnx(net, X, tmp_path), net.forward(X), rtol=1e-5, atol=1e-6)
