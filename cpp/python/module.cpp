@@ -8,6 +8,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -403,15 +404,13 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
             if (rows < 1) throw std::invalid_argument("rows must be >= 1, got " + std::to_string(rows));
             const TrainingNoise& noise = n.noise();
             const DrawKey key{n.seed(), step, 0};
+            // Drawn by the training step's own kernels (dropout.hpp), on zeros and ones.
             py::object eps = py::none();
             if (noise.input_noise > 0.0) {
               py::array_t<T> e = new_output<T>(rows, n.n_inputs());
               T* d = e.mutable_data();
-              for (Index r = 0; r < rows; ++r) {
-                const std::uint64_t k = row_key(key.seed, key.step, kNoiseSite, std::uint64_t(r));
-                for (Index j = 0; j < n.n_inputs(); ++j)
-                  d[r * n.n_inputs() + j] = T(noise.input_noise * gaussian(k, std::uint32_t(j)));
-              }
+              std::fill(d, d + rows * n.n_inputs(), T(0));
+              perturb_inputs(d, d, 0, rows, n.n_inputs(), noise.input_noise, 0.0, key);  // 0 + σ·ε
               eps = e;
             }
             py::list masks;
@@ -424,11 +423,9 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
               const Index width = n.layer_sizes()[std::size_t(l)];
               py::array_t<T> m = new_output<T>(rows, width);
               T* d = m.mutable_data();
-              for (Index r = 0; r < rows; ++r) {
-                const std::uint64_t k = row_key(key.seed, key.step, std::uint32_t(l), std::uint64_t(r));
-                for (Index j = 0; j < width; ++j)
-                  d[r * width + j] = unit_bits(k, std::uint32_t(j)) >= keep_threshold(p) ? T(1) : T(0);
-              }
+              std::fill(d, d + rows * width, T(1));
+              dropout_columns(d, d, rows, width, Range{0, width}, p, std::uint32_t(l), key);  // 1/(1 − p) or 0
+              for (Index i = 0; i < rows * width; ++i) d[i] = d[i] != T(0) ? T(1) : T(0);
               masks.append(m);
             }
             return py::make_tuple(eps, masks);

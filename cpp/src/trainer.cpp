@@ -308,23 +308,31 @@ void LearningRateSchedule::check() const {
     throw std::invalid_argument("total_epochs must be a finite number > 0, got " + std::to_string(total_epochs));
 }
 
+namespace {
+
+// One batch's objective and gradients without a step (draw_step: as that
+// training step draws its dropout and noise), after the checks both callers need.
 template <class T>
-double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss, const std::uint64_t* draw_step) {
-  if (draw_step == nullptr) return objective(net, batch, loss, Regularization{});
+double evaluate(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg,
+                const std::uint64_t* draw_step) {
   check_batch(net, batch, loss);
-  check_perturbable(net, batch);
+  if (draw_step != nullptr) check_perturbable(net, batch);
+  reg.check();
   const double W = weight_sum(batch);
   if (!(W > 0.0)) throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(W));
-  return step<T>(net, nullptr, batch, loss, Regularization{}, false, nullptr, draw_step);
+  return step<T>(net, nullptr, batch, loss, reg, false, nullptr, draw_step);
+}
+
+}  // namespace
+
+template <class T>
+double loss_and_grad(Network<T>& net, const Batch<T>& batch, Loss loss, const std::uint64_t* draw_step) {
+  return evaluate(net, batch, loss, Regularization{}, draw_step);
 }
 
 template <class T>
 double objective(Network<T>& net, const Batch<T>& batch, Loss loss, const Regularization& reg) {
-  check_batch(net, batch, loss);
-  reg.check();
-  const double W = weight_sum(batch);
-  if (!(W > 0.0)) throw std::invalid_argument("sample_weight must have a positive sum, got " + std::to_string(W));
-  return step<T>(net, nullptr, batch, loss, reg, false, nullptr);
+  return evaluate(net, batch, loss, reg, nullptr);
 }
 
 template <class T>

@@ -59,7 +59,7 @@ from ._training import (
     LocalEpochs,
     ProgressBar,
 )
-from ._validation import _is_int, _is_real, check_bool, check_choice, check_float, check_int
+from ._validation import _is_int, _is_real, check_bool, check_choice, check_dropout, check_float, check_int
 from .epoch import EpochRequest, epoch_options, make_regularization
 from .network import Network
 from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -387,7 +387,6 @@ class _BaseMLP(BaseEstimator):
         dropout = list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout)
         input_noise = float(self.input_noise)
         max_norm = None if self.max_norm is None else float(self.max_norm)
-        training = (dropout, input_noise, max_norm)
         noise_seed = getattr(self, "_noise_seed", 0)
         if (
             net is None
@@ -396,7 +395,10 @@ class _BaseMLP(BaseEstimator):
             or net.activation != activation
             or net.output_activation != self.out_activation_
             or net.leaky_relu_slope != float(self.leaky_relu_slope)
-            or getattr(self, "_net_training", None) != (training, noise_seed)
+            or net.dropout != tuple(check_dropout(dropout, len(sizes) - 1))
+            or net.input_noise != input_noise
+            or net.max_norm != max_norm
+            or net.seed != noise_seed
         ):
             # The network's seed keys the dropout and noise draws only (its weights are replaced).
             net = Network(
@@ -411,7 +413,6 @@ class _BaseMLP(BaseEstimator):
                 max_norm=max_norm,
             )
             self._net = net
-            self._net_training = (training, noise_seed)
         views_w, views_b = net.weights, net.biases
         for i in range(len(coefs)):
             if coefs[i] is not views_w[i]:
