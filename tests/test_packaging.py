@@ -59,7 +59,7 @@ def test_show_config_names_version_variant_reason_build_threads_and_extras():
         "cxx flags:",
         "eigen:        3.4.",
         "openmp:       OpenMP",
-        "gemm:         Eigen 3.4.",
+        f"gemm:         {_core.build_info()['gemm_kernel']} (",
         f"threads:      {fastmlp.get_num_threads()} ",
     ):
         assert needle in text, f"{needle!r} not in:\n{text}"

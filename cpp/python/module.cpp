@@ -31,6 +31,24 @@ namespace {
 template <class T>
 using InArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
+// c[:, cols] = op(a) · op(b), the rest of c untouched (the GEMM layer, for the tests).
+template <class T>
+void gemm_for_tests(const InArray<T>& a, const InArray<T>& b, bool transpose_a, bool transpose_b,
+                    std::pair<Index, Index> cols, py::array_t<T, py::array::c_style> c) {
+  if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2) throw std::invalid_argument("a, b and c must be 2-D");
+  const Index m = transpose_a ? a.shape(1) : a.shape(0), k = transpose_a ? a.shape(0) : a.shape(1);
+  const Index kb = transpose_b ? b.shape(1) : b.shape(0), n = transpose_b ? b.shape(0) : b.shape(1);
+  if (k != kb) throw std::invalid_argument("op(a) and op(b) do not chain");
+  if (c.shape(0) != m || c.shape(1) != n) throw std::invalid_argument("c must have shape (m, n)");
+  if (cols.first < 0 || cols.second > n || cols.first > cols.second) throw std::invalid_argument("cols out of range");
+  const gemm::Operand<T> A{a.data(), a.shape(1), transpose_a}, B{b.data(), b.shape(1), transpose_b};
+  gemm::Scratch scratch;
+  scratch.reserve();
+  T* out = c.mutable_data();
+  py::gil_scoped_release release;
+  gemm::gemm<T>(m, n, k, A, B, out, n, Range{cols.first, cols.second}, false, &scratch);
+}
+
 // A writable NumPy view of C++ memory owned by `owner` (kept alive by the view).
 template <class T>
 py::array_t<T> view(py::handle owner, T* data, std::vector<py::ssize_t> shape) {
@@ -754,6 +772,25 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
     info["eigen_simd"] = simd.empty() ? std::string("none") : simd;
     info["eigen_max_align_bytes"] = int(EIGEN_MAX_ALIGN_BYTES);
     info["openmp"] = _OPENMP;  // the spec's date, yyyymm: 201511 is OpenMP 4.5
+    info["gemm_kernel"] = gemm::kernel_name(gemm::kernel());
+    info["gemm_why"] = gemm::kernel_why();
+    info["gemm_kernels"] =
+        gemm::packed_available() ? std::vector<std::string>{"eigen", "packed"} : std::vector<std::string>{"eigen"};
     return info;
   });
+  // For the tests: the GEMM layer itself (gemm.hpp) on NumPy arrays, and the
+  // kernel it uses from now on.
+  m.def(
+      "_set_gemm_kernel",
+      [](const std::string& name) {
+        if (name != "eigen" && name != "packed")
+          throw std::invalid_argument("kernel must be 'eigen' or 'packed', got '" + name + "'");
+        if (!gemm::set_kernel(name == "packed" ? gemm::Kernel::Packed : gemm::Kernel::Eigen))
+          throw std::invalid_argument("this build has no packed GEMM kernel (it needs AVX2+FMA)");
+      },
+      py::arg("name"));
+  m.def("_gemm", &gemm_for_tests<float>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),
+        py::arg("cols"), py::arg("c"));
+  m.def("_gemm", &gemm_for_tests<double>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),
+        py::arg("cols"), py::arg("c"));
 }

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "fastmlp/dense.hpp"
+#include "fastmlp/gemm.hpp"
 #include "fastmlp/parallel.hpp"
 #include "fastmlp/sparse.hpp"
 
@@ -148,37 +149,91 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
 }
 
 template <class T>
-void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c) const {
+template <class After>
+void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch,
+                             After&& after) const {
   const T* w = params_.data() + weight_offset(0);
   const T* b = params_.data() + bias_offset(0);
   if (x.csr == nullptr) {
-    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c);
+    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c, scratch, after);
   } else {
     sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1], c);
+    if (c.size() > 0) after(z, sizes_[1], 0, rows, c.begin, c.size());
   }
 }
 
+// Z = A·W + b and the hidden activation f(Z) fused into the product's epilogue
+// (each block while it is in cache); the output activation (softmax needs whole
+// rows) after the product.
 template <class T>
-void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const {
+void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch) const {
   const T* in = nullptr;
   for (Index l = 0; l < n_layers(); ++l) {
     const bool last = l + 1 == n_layers();
     T* dst = last ? out : (l % 2 == 0 ? buf0 : buf1);
     const Range all{0, sizes_[l + 1]};
+    const Activation f = last ? output_ : hidden_[l];
+    const auto activate = [&](T* o, Index ld, Index r0, Index n, Index c0, Index cols) {
+      if (!last) activation_forward(f, slope_, o + r0 * ld, o + r0 * ld, n, ld, Range{c0, c0 + cols});
+    };
     if (l == 0) {
-      first_layer(x, rows, dst, all);
+      first_layer(x, rows, dst, all, scratch, activate);
     } else {
       dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                    sizes_[l + 1], all);
+                    sizes_[l + 1], all, scratch, activate);
     }
-    activation_forward(last ? output_ : hidden_[l], slope_, dst, dst, rows, sizes_[l + 1]);
+    if (last) activation_forward(f, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
   }
 }
 
+// What one forward() call needs beyond the network: two activation buffers
+// and a packing scratch per thread. Kept in a pool between calls (forward is
+// const and may run on several threads at once: each call takes its own).
+template <class T>
+struct Network<T>::ForwardContext {
+  Index chunk = 0, width = 0;
+  std::vector<Matrix<T>> buffers;       // 2 per thread, chunk × width
+  std::vector<gemm::Scratch> scratch;   // 1 per thread (float only)
+  void reserve(int threads, Index chunk_rows, Index widest) {
+    if (std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width) {
+      return;
+    }
+    chunk = std::max(chunk, chunk_rows);
+    width = std::max(width, widest);
+    buffers.assign(2 * std::size_t(threads), Matrix<T>(chunk, width));
+    scratch.resize(std::size_t(threads));
+    if constexpr (std::is_same_v<T, float>)
+      for (auto& s : scratch) s.reserve();
+  }
+};
+
+template <class T>
+std::unique_ptr<typename Network<T>::ForwardContext> Network<T>::take_context() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      auto context = std::move(pool_.back());
+      pool_.pop_back();
+      return context;
+    }
+  }
+  return std::make_unique<ForwardContext>();
+}
+
+template <class T>
+void Network<T>::give_back(std::unique_ptr<ForwardContext> context) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(context));
+}
+
+template <class T>
+Network<T>::~Network() = default;
+
 // Splits the n rows into one part per thread of the team (parallel.hpp),
 // each running chunks of at most kForwardChunk rows through every layer;
-// rows_of(r) is the Input at row r.
+// rows_of(r) is the Input at row r. A batch that one thread runs (n below
+// 2 × kMinForwardRows: a single row, say) opens no parallel region.
 template <class T>
 template <class RowsOf>
 void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
@@ -186,17 +241,27 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const int threads = parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
   const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
-  check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
-                       "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
-  // Allocated before the region, for as many threads as asked (a team is
-  // never larger): nothing may allocate, or throw, inside it.
-  std::vector<Matrix<T>> buffers(2 * std::size_t(threads), Matrix<T>(chunk, width));
+  std::unique_ptr<ForwardContext> context = take_context();
+  if (context->buffers.size() < 2 * std::size_t(threads) || context->chunk < chunk || context->width < width) {
+    check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
+                         "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
+    try {
+      // Sized before the region, for as many threads as asked (a team is never
+      // larger): nothing may allocate, or throw, inside it.
+      context->reserve(threads, chunk, width);
+    } catch (...) {
+      give_back(std::move(context));
+      throw;
+    }
+  }
+  ForwardContext& ctx = *context;
   parallel::run(threads, [&](int t, int team) {
     const Range rows = parallel::part(n, t, team);
     for (Index r = rows.begin; r < rows.end; r += chunk)
-      forward_rows(rows_of(r), std::min(chunk, rows.end - r), out + r * n_outputs(), buffers[2 * t].data(),
-                   buffers[2 * t + 1].data());
+      forward_rows(rows_of(r), std::min(chunk, rows.end - r), out + r * n_outputs(), ctx.buffers[2 * t].data(),
+                   ctx.buffers[2 * t + 1].data(), &ctx.scratch[std::size_t(t)]);
   });
+  give_back(std::move(context));
 }
 
 template <class T>
@@ -211,7 +276,8 @@ void Network<T>::forward(const CsrView<T>& x, T* out) const {
 
 template <class T>
 double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                                    Workspace<T>& ws, T* g, int t, int team, const DrawKey* draw) const {
+                                    Workspace<T>& ws, T* g, gemm::Scratch* scratch, int t, int team,
+                                    const DrawKey* draw) const {
   const Index L = n_layers();
   // This thread's columns of a layer of n units: the same share in the
   // forward and the backward pass, so a thread reads back the columns of Z,
@@ -238,13 +304,17 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   for (Index l = 0; l < L; ++l) {
     const Range c = mine(sizes_[l + 1]);
     T* z = ws.z[l].data();
+    T* a = ws.a[l].data();
+    // A_l = f(Z_l) of each block of Z_l as the product finishes it (hidden layers).
+    const auto activate = [&](T* o, Index ld, Index r0, Index n, Index c0, Index cols) {
+      if (l + 1 < L) activation_forward(hidden_[l], slope_, o + r0 * ld, a + r0 * ld, n, ld, Range{c0, c0 + cols});
+    };
     if (l == 0) {
-      first_layer(x, rows, z, c);
+      first_layer(x, rows, z, c, scratch, activate);
     } else {
-      dense_forward(z, input_of(l), W(l), b(l), rows, sizes_[l], sizes_[l + 1], c);
+      dense_forward(z, input_of(l), W(l), b(l), rows, sizes_[l], sizes_[l + 1], c, scratch, activate);
     }
     if (l + 1 < L) {
-      activation_forward(hidden_[l], slope_, z, ws.a[l].data(), rows, sizes_[l + 1], c);
       if (rate(l + 1) > 0.0)
         dropout_columns(ws.dropped[l].data(), ws.a[l].data(), rows, sizes_[l + 1], c, rate(l + 1), std::uint32_t(l + 1),
                         *draw);
@@ -265,9 +335,9 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   for (Index l = L - 1; l >= 1; --l) {
     const Range c_out = mine(sizes_[l + 1]), c_in = mine(sizes_[l]);
     dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), input_of(l), rows, sizes_[l],
-                           sizes_[l + 1], c_out);
+                           sizes_[l + 1], c_out, scratch);
     T* d_in = ws.delta[l - 1].data();
-    dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in);
+    dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in, scratch);
     if (rate(l) > 0.0)  // dL/dA = dL/dÃ · m / (1 − p), the forward pass's mask
       dropout_columns(d_in, d_in, rows, sizes_[l], c_in, rate(l), std::uint32_t(l), *draw);
     activation_backward(hidden_[l - 1], slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l],
@@ -278,7 +348,7 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   const Range c0 = mine(sizes_[1]);
   if (x.csr == nullptr) {
     dense_backward_weights(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense, rows, sizes_[0],
-                           sizes_[1], c0);
+                           sizes_[1], c0, scratch);
   } else {
     sparse_dense_backward(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), *x.csr, x.begin, rows,
                           sizes_[0], sizes_[1], c0);
@@ -341,6 +411,9 @@ parallel::StepPlan Network<T>::prepare_step(Index rows) {
   if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);
   for (int k = 1; k < slices; ++k)
     if (slice_grads_[k - 1].size() != n_params()) slice_grads_[k - 1].resize(n_params());
+  if (step_scratch_.size() < std::size_t(plan.threads)) step_scratch_.resize(std::size_t(plan.threads));
+  if constexpr (std::is_same_v<T, float>)
+    for (auto& s : step_scratch_) s.reserve();
   return plan;
 }
 

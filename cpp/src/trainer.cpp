@@ -195,7 +195,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       const Slice<T> s = slice_of(batch, 0, n_in, n_out, ws);
       const DrawKey key = draw(0);
       loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws, net.grads(),
-                                          t, team, perturb ? &key : nullptr);
+                                          net.step_scratch(t), t, team, perturb ? &key : nullptr);
       return;
     }
     for (int k = t; k < slices; k += team) {
@@ -205,7 +205,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       const Slice<T> s = slice_of(batch, r.begin, n_in, n_out, ws);
       const DrawKey key = draw(r.begin);
       loss_part[k] = net.forward_backward(s.x, s.y, r.size(), LossScale<T>{s.w, W, reg.grad_scale}, loss, ws,
-                                          net.slice_grads(k), 0, 1, perturb ? &key : nullptr);
+                                          net.slice_grads(k), net.step_scratch(t), 0, 1, perturb ? &key : nullptr);
     }
   };
   const auto reduce = [&](int t, int team) {

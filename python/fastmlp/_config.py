@@ -63,11 +63,12 @@ def config() -> dict[str, Any]:
         "cxx_flags": info.get("cxx_flags", ""),
         "eigen": f"{info['eigen']} (SIMD: {info['eigen_simd']}; alignment {info['eigen_max_align_bytes']} bytes)",
         "openmp": _openmp_version(int(info["openmp"])),
-        # Which GEMM runs: Eigen's own kernels for every product (no BLAS is linked), at
-        # the variant's SIMD level, on fastmlp's threads (cpp/include/fastmlp/parallel.hpp).
-        "gemm": f"Eigen {info['eigen']} ({info['eigen_simd'].split(',')[0]} kernels), one product per "
-        f"thread's share: row slices or columns (FASTMLP_STEP_SPLIT="
-        f"{os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
+        # Which GEMM kernel runs the float32 products (cpp/include/fastmlp/gemm.hpp: "packed",
+        # fastmlp's own, or Eigen's; float64 always Eigen's), why, and how a step shares them.
+        "gemm": f"{info['gemm_kernel']} ({info['gemm_why']}; this build has: "
+        f"{', '.join(info['gemm_kernels'])}; float64: eigen), one product per thread's share: "
+        f"row slices or columns (FASTMLP_STEP_SPLIT={os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
+        "FASTMLP_GEMM": os.environ.get("FASTMLP_GEMM", "unset"),
         "threads": fastmlp.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "cpu_count": os.cpu_count(),
@@ -104,6 +105,7 @@ def show_config(file: TextIO | None = None) -> None:
         f"  eigen:        {c['eigen']}",
         f"  openmp:       {c['openmp']}",
         f"  gemm:         {c['gemm']}",
+        f"    FASTMLP_GEMM: {c['FASTMLP_GEMM']}",
         f"  threads:      {c['threads']} (OMP_NUM_THREADS={c['OMP_NUM_THREADS']}, {c['cpu_count']} CPUs)",
         "  extras:",
     ]

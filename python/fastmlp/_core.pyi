@@ -27,7 +27,8 @@ def losses() -> list[tuple[str, str | None]]:
 def inits() -> list[str]: ...
 def schedules() -> list[str]: ...
 def build_info() -> dict[str, Any]:
-    """version, variant, compiler, cxx_flags, eigen, eigen_simd, eigen_max_align_bytes, openmp."""
+    """version, variant, compiler, cxx_flags, eigen, eigen_simd, eigen_max_align_bytes, openmp,
+    gemm_kernel (the GEMM kernel in use), gemm_why (why), gemm_kernels (those this build has)."""
 
 class Regularization:
     def __init__(

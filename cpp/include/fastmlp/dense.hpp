@@ -7,44 +7,50 @@
 //
 // Each kernel computes the columns `c` of its output only, serially: a team
 // that runs a product together gives each thread its own columns (the
-// caller decides, see parallel.hpp); one thread passes all of them.
+// caller decides, see parallel.hpp); one thread passes all of them. Every
+// product goes through gemm.hpp, with the calling thread's packing scratch.
 #pragma once
 
+#include "fastmlp/gemm.hpp"
 #include "fastmlp/tensor.hpp"
 
 namespace fastmlp {
 
-// out[:, c] = inp · W[:, c] + b[c]
-template <class T>
-void dense_forward(T* out, const T* inp, const T* weight, const T* bias, Index n, Index n_in, Index n_out, Range c) {
-  if (c.size() <= 0) return;
-  MatrixMap<T> o(out, n, n_out);
-  ConstMatrixMap<T> x(inp, n, n_in), w(weight, n_in, n_out);
-  ConstRowVectorMap<T> b(bias, n_out);
-  auto oc = o.middleCols(c.begin, c.size());
-  oc.noalias() = x * w.middleCols(c.begin, c.size());
-  oc.rowwise() += b.segment(c.begin, c.size());
+// out[:, c] = inp · W[:, c] + b[c]; then after(out, ld, row0, rows, col0, cols)
+// on each finished block of out (an activation fused into the product).
+template <class T, class After = gemm::NoEpilogue>
+void dense_forward(T* out, const T* inp, const T* weight, const T* bias, Index n, Index n_in, Index n_out, Range c,
+                   gemm::Scratch* scratch = nullptr, After&& after = {}) {
+  const auto epilogue = [&](T* o, Index ld, Index r0, Index rows, Index c0, Index cols) {
+    for (Index i = r0; i < r0 + rows; ++i) {
+      T* oi = o + i * ld;
+#pragma omp simd
+      for (Index j = c0; j < c0 + cols; ++j) oi[j] += bias[j];
+    }
+    after(o, ld, r0, rows, c0, cols);
+  };
+  gemm::gemm<T>(n, n_out, n_in, gemm::plain(inp, n_in), gemm::plain(weight, n_out), out, n_out, c, false, scratch,
+                epilogue);
 }
 
 // dW[:, c] = inpᵀ · dout[:, c],  db[c] = Σ_rows dout[:, c]
 template <class T>
 void dense_backward_weights(T* dweight, T* dbias, const T* dout, const T* inp, Index n, Index n_in, Index n_out,
-                            Range c) {
+                            Range c, gemm::Scratch* scratch = nullptr) {
   if (c.size() <= 0) return;
-  ConstMatrixMap<T> d(dout, n, n_out), x(inp, n, n_in);
-  MatrixMap<T> dw(dweight, n_in, n_out);
+  gemm::gemm<T>(n_in, n_out, n, gemm::transposed(inp, n_in), gemm::plain(dout, n_out), dweight, n_out, c, false,
+                scratch);
+  ConstMatrixMap<T> d(dout, n, n_out);
   RowVectorMap<T> db(dbias, n_out);
-  dw.middleCols(c.begin, c.size()).noalias() = x.transpose() * d.middleCols(c.begin, c.size());
   db.segment(c.begin, c.size()).noalias() = d.middleCols(c.begin, c.size()).colwise().sum();
 }
 
 // dinp[:, c] = dout · W[c, :]ᵀ   (c: columns of dinp, rows of W)
 template <class T>
-void dense_backward_input(T* dinp, const T* dout, const T* weight, Index n, Index n_in, Index n_out, Range c) {
-  if (c.size() <= 0) return;
-  ConstMatrixMap<T> d(dout, n, n_out), w(weight, n_in, n_out);
-  MatrixMap<T> dx(dinp, n, n_in);
-  dx.middleCols(c.begin, c.size()).noalias() = d * w.middleRows(c.begin, c.size()).transpose();
+void dense_backward_input(T* dinp, const T* dout, const T* weight, Index n, Index n_in, Index n_out, Range c,
+                          gemm::Scratch* scratch = nullptr) {
+  gemm::gemm<T>(n, n_in, n_out, gemm::plain(dout, n_out), gemm::transposed(weight, n_out), dinp, n_in, c, false,
+                scratch);
 }
 
 }  // namespace fastmlp

@@ -9,12 +9,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "fastmlp/activation.hpp"
 #include "fastmlp/dropout.hpp"
+#include "fastmlp/gemm.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/parallel.hpp"
 #include "fastmlp/rng.hpp"
@@ -102,6 +104,7 @@ class Network {
   Network(std::vector<Index> layer_sizes, Activation hidden, Activation output, double slope, std::uint64_t seed,
           Init init)
       : Network(std::move(layer_sizes), std::vector<Activation>{hidden}, output, slope, seed, init) {}
+  ~Network();
 
   const std::vector<Index>& layer_sizes() const { return sizes_; }
   Index n_layers() const { return Index(sizes_.size()) - 1; }
@@ -153,8 +156,10 @@ class Network {
   // With `draw` (a training step's key and the position in the batch of
   // row 0), noise() perturbs the pass: input noise and dropout as in
   // dropout.hpp, the same masks in the backward pass.
+  // `scratch`: the calling thread's packing scratch (step_scratch(t)).
   double forward_backward(const Input<T>& x, const T* y, Index rows, const LossScale<T>& scale, Loss loss,
-                          Workspace<T>& ws, T* g, int t = 0, int team = 1, const DrawKey* draw = nullptr) const;
+                          Workspace<T>& ws, T* g, gemm::Scratch* scratch, int t = 0, int team = 1,
+                          const DrawKey* draw = nullptr) const;
 
   // How a batch of `rows` rows is split across threads (parallel.hpp:
   // plan_step), with the slices' workspaces and gradient buffers sized;
@@ -163,6 +168,8 @@ class Network {
   Workspace<T>& slice_workspace(int k) { return slices_[k]; }
   // Slice k's gradient buffer: grads() for k = 0.
   T* slice_grads(int k) { return k == 0 ? grads_.data() : slice_grads_[k - 1].data(); }
+  // Thread t's packing scratch for the step's products (sized by prepare_step).
+  gemm::Scratch* step_scratch(int t) { return &step_scratch_[std::size_t(t)]; }
 
   // Held by whoever writes the parameters, gradients or workspaces.
   std::mutex& busy() const { return busy_; }
@@ -170,11 +177,16 @@ class Network {
   std::vector<std::int64_t>& epoch_order() { return order_; }
 
  private:
-  // Columns c of layer 0's Z = X·W_0 + b_0, for dense or sparse X.
-  void first_layer(const Input<T>& x, Index rows, T* z, Range c) const;
-  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1) const;
+  struct ForwardContext;
+  // Columns c of layer 0's Z = X·W_0 + b_0, for dense or sparse X; then
+  // after(z, ld, row0, rows, col0, cols) on each finished block.
+  template <class After>
+  void first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch, After&& after) const;
+  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch) const;
   template <class RowsOf>
   void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
+  std::unique_ptr<ForwardContext> take_context() const;
+  void give_back(std::unique_ptr<ForwardContext> context) const;
 
   std::vector<Index> sizes_;
   std::vector<Index> weight_offset_;
@@ -187,6 +199,10 @@ class Network {
   Rng rng_;
   std::vector<Workspace<T>> slices_;
   std::vector<Vector<T>> slice_grads_;
+  std::vector<gemm::Scratch> step_scratch_;  // one per thread of a step
+  // forward()'s buffers, kept between calls: each call takes one (or makes one).
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<ForwardContext>> pool_;
   std::vector<std::int64_t> order_;
   mutable std::mutex busy_;
 };

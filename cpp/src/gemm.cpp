@@ -1,0 +1,83 @@
+#include "fastmlp/gemm.hpp"
+
+#include <atomic>
+#include <new>
+#include <string>
+
+namespace fastmlp::gemm {
+
+namespace {
+
+// The default kernel of this build, by measurement (1 thread, float32, GFLOP/s
+// of the engine's product shapes; benchmarks/gemm.py, docs/benchmark.md):
+//  - AVX-512 builds: the packed kernel (AMD EPYC Zen 4: 85-100 against
+//    Eigen's 65-82 on every shape, OpenBLAS 90-93);
+//  - AVX2 builds: Eigen (Zen 4 with AVX2 forced: Eigen 73-99, the packed
+//    6 × 16 kernel 79-98, neither ahead on every shape);
+//  - without AVX2: Eigen, the only one built.
+#if defined(FASTMLP_PACKED_GEMM) && defined(__AVX512F__)
+constexpr Kernel kDefault = Kernel::Packed;
+constexpr const char* kDefaultWhy = "default for this build (AVX-512): measured faster than Eigen's GEMM";
+#elif defined(FASTMLP_PACKED_GEMM)
+constexpr Kernel kDefault = Kernel::Eigen;
+constexpr const char* kDefaultWhy = "default for this build (AVX2): measured on par with the packed kernel";
+#else
+constexpr Kernel kDefault = Kernel::Eigen;
+constexpr const char* kDefaultWhy = "default for this build (no AVX2/FMA: the packed kernel is not built)";
+#endif
+
+struct Choice {
+  Kernel kernel;
+  std::string why;
+};
+
+Choice from_environment() {
+  const char* v = std::getenv("FASTMLP_GEMM");
+  if (v == nullptr || *v == '\0') return {kDefault, kDefaultWhy};
+  const std::string s(v);
+  if (s == "eigen") return {Kernel::Eigen, "FASTMLP_GEMM=eigen"};
+  if (s == "packed") {
+    if (packed_available()) return {Kernel::Packed, "FASTMLP_GEMM=packed"};
+    return {kDefault, std::string("FASTMLP_GEMM=packed, but this build has no packed kernel (it needs AVX2+FMA); ") +
+                          kDefaultWhy};
+  }
+  return {kDefault, "FASTMLP_GEMM='" + s + "' is not a kernel (eigen, packed); " + kDefaultWhy};
+}
+
+Choice& choice() {
+  static Choice c = from_environment();
+  return c;
+}
+
+std::atomic<Kernel>& current() {
+  static std::atomic<Kernel> k{choice().kernel};
+  return k;
+}
+
+}  // namespace
+
+Kernel kernel() { return current().load(std::memory_order_relaxed); }
+
+const char* kernel_name(Kernel k) { return k == Kernel::Packed ? "packed" : "eigen"; }
+
+const char* kernel_why() { return choice().why.c_str(); }
+
+bool set_kernel(Kernel k) {
+  if (k == Kernel::Packed && !packed_available()) return false;
+  current().store(k, std::memory_order_relaxed);
+  choice().why = std::string("set_kernel('") + kernel_name(k) + "')";
+  return true;
+}
+
+void Scratch::reserve() {
+  if (ready()) return;
+  const auto make = [](Index values) {
+    void* p = std::aligned_alloc(64, std::size_t(values) * sizeof(float));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<float*>(p);
+  };
+  b.reset(make(kBValues));
+  a.reset(make(kAValues));
+}
+
+}  // namespace fastmlp::gemm
