@@ -789,6 +789,9 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
           throw std::invalid_argument("this build has no packed GEMM kernel (it needs AVX2+FMA)");
       },
       py::arg("name"));
+  // For the tests and show_config: (efficiency of the last window of regions, seconds of
+  // one-thread back-off left) — parallel.hpp, rule 5.
+  m.def("_contention_state", &parallel::contention_state);
   m.def("_gemm", &gemm_for_tests<float>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),
         py::arg("cols"), py::arg("c"));
   m.def("_gemm", &gemm_for_tests<double>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),

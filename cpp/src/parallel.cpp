@@ -1,7 +1,9 @@
 #include "fastmlp/parallel.hpp"
 
 #include <pthread.h>
+#include <time.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -57,7 +59,71 @@ StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_b
   return can_slice && slice_bytes <= kMaxSliceGradientBytes ? slices : shared;
 }
 
+namespace {
+
+// The contention monitor's state (rule 5). A spin flag, not a mutex: a region
+// that finds it taken skips recording (one region less in the window), and a
+// fork while it is held cannot leave the child blocked (the child clears it).
+struct Monitor {
+  std::atomic_flag busy = ATOMIC_FLAG_INIT;
+  double wall = 0.0, cpu = 0.0;  // the current window: Σ wall time, Σ least CPU time
+  double backoff = kMinBackoff;
+  std::atomic<double> until{0.0};  // back off until this wall time
+  std::atomic<double> efficiency{-1.0};
+};
+Monitor monitor;
+
+bool adaptive() {
+  static const bool on = [] {
+    const char* v = std::getenv("FASTMLP_ADAPTIVE_THREADS");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
+}
+
+}  // namespace
+
+int team_cap() {
+  const double until = monitor.until.load(std::memory_order_relaxed);
+  return until > 0.0 && detail::wall_seconds() < until ? 1 : kMaxThreads;
+}
+
+std::pair<double, double> contention_state() {
+  const double left = monitor.until.load() - detail::wall_seconds();
+  return {monitor.efficiency.load(), left > 0.0 ? left : 0.0};
+}
+
 namespace detail {
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double wall_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+void record_region(double wall, double least_cpu, int team) {
+  if (!adaptive() || team <= 1 || monitor.busy.test_and_set(std::memory_order_acquire)) return;
+  monitor.wall += wall;
+  monitor.cpu += least_cpu;
+  if (monitor.wall >= kContentionWindow) {
+    const double efficiency = monitor.cpu / monitor.wall;
+    monitor.efficiency.store(efficiency);
+    if (efficiency < kMinEfficiency) {
+      monitor.until.store(wall_seconds() + monitor.backoff);
+      monitor.backoff = std::min(kMaxBackoff, 2.0 * monitor.backoff);
+    } else {
+      monitor.backoff = kMinBackoff;
+    }
+    monitor.wall = monitor.cpu = 0.0;
+  }
+  monitor.busy.clear(std::memory_order_release);
+}
 
 namespace {
 
@@ -118,6 +184,7 @@ pthread_t forking_thread;  // ... and this is the thread that called fork()
 Relay* relay_of_child = nullptr;
 
 void after_fork_in_child() {
+  monitor.busy.clear();  // held by another thread of the parent at fork time, perhaps
   forked = true;
   forking_thread = pthread_self();
   relay_of_child = nullptr;  // the parent's relay thread, if any, did not survive the fork
