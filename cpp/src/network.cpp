@@ -230,8 +230,8 @@ void Network<T>::give_back(std::unique_ptr<ForwardContext> context) const {
 template <class T>
 Network<T>::~Network() = default;
 
-// Splits the n rows into one part per thread of the team (parallel.hpp),
-// each running chunks of at most kForwardChunk rows through every layer;
+// Runs the n rows in chunks of at most kForwardChunk rows through every layer,
+// the chunks shared by the team (parallel.hpp);
 // rows_of(r) is the Input at row r. A batch that one thread runs (n below
 // 2 × kMinForwardRows: a single row, say) opens no parallel region.
 template <class T>
@@ -255,11 +255,16 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
     }
   }
   ForwardContext& ctx = *context;
+  // Chunks on one grid from row 0, dealt round-robin: a row's output depends
+  // on its chunk only, never on the team that ran it (bit-identical for any
+  // thread count, and when parallel.hpp's rule 5 shrinks the team).
+  const Index chunks = (n + chunk - 1) / chunk;
   parallel::run(threads, [&](int t, int team) {
-    const Range rows = parallel::part(n, t, team);
-    for (Index r = rows.begin; r < rows.end; r += chunk)
-      forward_rows(rows_of(r), std::min(chunk, rows.end - r), out + r * n_outputs(), ctx.buffers[2 * t].data(),
+    for (Index q = t; q < chunks; q += team) {
+      const Index r = q * chunk;
+      forward_rows(rows_of(r), std::min(chunk, n - r), out + r * n_outputs(), ctx.buffers[2 * t].data(),
                    ctx.buffers[2 * t + 1].data(), &ctx.scratch[std::size_t(t)]);
+    }
   });
   give_back(std::move(context));
 }
