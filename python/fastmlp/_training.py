@@ -221,7 +221,7 @@ class EpochLoop:
         self.epochs = 0
 
     def run(self) -> float | None:
-        self.fit_progress.epochs_started = True
+        steps = self.net.training_steps
         try:
             for _ in range(self.max_iter):
                 loss, seconds = self._epoch()
@@ -235,6 +235,10 @@ class EpochLoop:
             self.guard.restore_if_nonfinite()
             warnings.warn("Training interrupted by user.", stacklevel=4)
         finally:
+            # Epochs started once a step was taken: a failure before (a check inside the first
+            # epoch) has changed no parameter, and the fit's transaction undoes the whole call.
+            if self.net.training_steps != steps:
+                self.fit_progress.epochs_started = True
             if self.progress is not None:
                 self.progress.close()
         return None
