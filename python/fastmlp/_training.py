@@ -21,7 +21,8 @@ scikit-learn splits its optimizers from its estimator; here the estimator
 
 ``KeyboardInterrupt`` between batches ends the loop with a warning (a non-finite interrupted epoch
 is rolled back); the bar is closed in every case. :attr:`FitProgress.epochs_started` tells the
-estimator's transaction that epochs ran, so that a later failure keeps what they did.
+estimator's transaction that a training step was taken, so that a later failure keeps what the
+epochs did (a failure before the first step is undone whole).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ Metrics = dict[str, Any]
 
 @dataclass
 class FitProgress:
-    """What one fit/partial_fit call has done, as its rollback needs it: before any epoch
-    started a failure undoes the call; after, it keeps what the epochs did."""
+    """What one fit/partial_fit call has done, as its rollback needs it: before its first
+    training step a failure undoes the call; after, it keeps what the epochs did."""
 
     epochs_started: bool = False
 

@@ -503,13 +503,14 @@ class _BaseMLP(BaseEstimator):
 
     # --- fitting -----------------------------------------------------------
     def _transaction(self, call: Callable[[FitProgress], Any]) -> Any:
-        """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first epoch.
+        """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first step.
 
         The refusal (RuntimeError) comes before anything is read or changed.
         On failure the attributes are restored from a shallow copy and the
-        parameters from one copy of the flat buffer (the checks may already
-        have re-initialized a reused network). Once epochs have run (`call` is
-        given the FitProgress that the epoch loop marks), a failure keeps what
+        parameters and the training step count from copies (the checks may
+        already have re-initialized a reused network). Once a training step
+        was taken (`call` is given the FitProgress that the epoch loop marks),
+        a failure keeps what
         they did: KeyboardInterrupt is caught between epochs, divergence keeps
         the last finite epoch (see fastmlp._training.EpochLoop); L-BFGS keeps
         its last iterate on KeyboardInterrupt (see _fit_lbfgs).
