@@ -394,7 +394,7 @@ def test_load_mnist_returns_true_pixel_values(data_dir, dtype):
 
 @pytest.mark.parametrize("activation", ["relu", "logistic", []])
 @pytest.mark.parametrize("cls,y", [(MLPClassifier, Y_CLF), (MLPClassifier, Y_REG > 0.5), (MLPRegressor, Y_REG)])
-def test_no_hidden_layers_trains_a_linear_model_as_scikit_learn_does(cls, y, activation):
+def test_no_hidden_layers_trains_a_linear_model_as_scikit_learn_does(tmp_path, cls, y, activation):
     """hidden_layer_sizes=() with activation=[] raised IndexError. It is a linear (logistic)
     model, which scikit-learn trains too: the same weights as scikit-learn's."""
     est = _quiet(cls(hidden_layer_sizes=(), activation=activation, max_iter=20, random_state=0).fit, X, y)
@@ -402,6 +402,10 @@ def test_no_hidden_layers_trains_a_linear_model_as_scikit_learn_does(cls, y, act
     assert est.predict(X).shape == (60,)
     net = est.fitted_network()
     assert net.layer_sizes == (4, est.n_outputs_) and net.activations == ()
+    path = tmp_path / "m.npz"
+    est.save(path)
+    assert fastmlp.load(path).predict(X).tobytes() == est.predict(X).tobytes()
+    est.summary(file=io.StringIO())
     if activation != []:
         sklearn_nn = pytest.importorskip("sklearn.neural_network")
         sk = _quiet(
@@ -413,6 +417,8 @@ def test_no_hidden_layers_trains_a_linear_model_as_scikit_learn_does(cls, y, act
         )
         for ours, theirs in zip(est.coefs_ + est.intercepts_, sk.coefs_ + sk.intercepts_):
             np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    pytest.importorskip("sklearn")
+    np.testing.assert_allclose(est.to_sklearn().predict(X), est.predict(X))  # activation=[]: raised
 
 
 def test_a_network_without_hidden_layers_takes_an_empty_activation_list():

@@ -551,6 +551,8 @@ def to_sklearn(est: Any) -> Any:
     if not hasattr(est, "coefs_"):
         raise ValueError(f"to_sklearn needs a fitted estimator; this {type(est).__name__} is not fitted yet")
     activation = est.activation
+    if isinstance(activation, (list, tuple)) and len(activation) == 0:  # no hidden layer: none is used
+        activation = "relu"  # (the Glorot bound fastmlp drew with, scikit-learn's default)
     if isinstance(activation, (list, tuple)):  # one per hidden layer: scikit-learn has one for all
         if len(set(activation)) != 1:
             raise ValueError(
