@@ -510,10 +510,10 @@ class _BaseMLP(BaseEstimator):
         parameters and the training step count from copies (the checks may
         already have re-initialized a reused network). Once a training step
         was taken (`call` is given the FitProgress that the epoch loop marks),
-        a failure keeps what
-        they did: KeyboardInterrupt is caught between epochs, divergence keeps
-        the last finite epoch (see fastmlp._training.EpochLoop); L-BFGS keeps
-        its last iterate on KeyboardInterrupt (see _fit_lbfgs).
+        a failure keeps what the epochs did: KeyboardInterrupt is caught
+        between epochs, divergence keeps the last finite epoch (see
+        fastmlp._training.EpochLoop); L-BFGS keeps its last iterate on
+        KeyboardInterrupt (see _fit_lbfgs).
         """
         with _exclusive(self):
             state = self.__dict__.copy()
