@@ -40,7 +40,6 @@ LAZY_IMPORTS = {
     ("estimators", "_validation"): "helpers used by score() and fit() only",
     ("io", "estimators"): "load(): the estimator classes (and scikit-learn) only when a model is read",
     ("export", "network"): "isinstance check; export is imported without the engine's Python layer",
-    ("network", "_compat"): "scipy.sparse detection without importing scipy at import time",
     ("_config", "_dispatch"): "show_config: which core variant was chosen",
 }
 

@@ -507,7 +507,13 @@ def _forged():
         ("unknown-class", _with_meta({**meta, "class": "os.system"})),
         ("unknown-param", _with_meta({**meta, "params": {**meta["params"], "evil": 1}})),
         ("bad-param", _with_meta({**meta, "params": {**meta["params"], "activation": "rm -rf"}})),
-        ("huge-hidden", _with_meta({**meta, "params": {**meta["params"], "hidden_layer_sizes": [10**12]}})),
+        ("huge-n-layers", _with_meta({**meta, "attributes": {**meta["attributes"], "n_layers_": 10**12}})),
+        (
+            "n-layers-one-short",
+            _with_meta(
+                {**meta, "attributes": {**meta["attributes"], "n_layers_": meta["attributes"]["n_layers_"] - 1}}
+            ),
+        ),
         ("huge-n-features", _with_meta({**meta, "attributes": {**meta["attributes"], "n_features_in_": 10**12}})),
         ("negative-n-iter", _with_meta({**meta, "attributes": {**meta["attributes"], "n_iter_": -1}})),
         ("str-loss", _with_meta({**meta, "attributes": {**meta["attributes"], "loss_": "x"}})),
@@ -528,6 +534,21 @@ def test_load_rejects_damaged_and_malicious_files(tmp_path, case, data):
     assert isinstance(result, ValueError), f"{case}: got {result!r}"
     assert str(tmp_path / "f.npz") in str(result)  # the message says which file
     assert peak < 8 * 2**20 + 8 * len(data), f"{case}: load allocated {peak} bytes"
+
+
+def test_a_pending_hidden_layer_sizes_loads_without_allocating(tmp_path):
+    """hidden_layer_sizes in the file is the next fit's parameter (set_params after the fit may have
+    changed it): the fitted shapes come from n_layers_ and the coefs_ chain, so even a huge value
+    loads without allocating, predicts as saved, and is refused by the next fit."""
+    meta = _meta(_GOOD)
+    est, peak = _load_bytes(
+        tmp_path, _with_meta({**meta, "params": {**meta["params"], "hidden_layer_sizes": [10**12]}})
+    )
+    assert peak < 8 * 2**20 + 8 * len(_GOOD)
+    assert est.hidden_layer_sizes == [10**12]
+    assert est.predict(X0).tobytes() == _EST.predict(X0).tobytes()
+    with pytest.raises(ValueError, match="GiB"):
+        est.fit(X0, _EST.predict(X0))
 
 
 def test_forged_baseline_loads(tmp_path):

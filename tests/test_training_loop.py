@@ -34,7 +34,7 @@ def _loop(
     check_stops=False,
     other_rank_stops=False,
 ):
-    net = types.SimpleNamespace(params=np.zeros(3))
+    net = types.SimpleNamespace(params=np.zeros(3), training_steps=0)
     request = types.SimpleNamespace(
         rows=types.SimpleNamespace(order=None), n_samples=10, optimizer=types.SimpleNamespace(lr=0.1)
     )
@@ -49,6 +49,7 @@ def _loop(
 
         def run(self, net, request):
             calls.append("run")
+            net.training_steps += 5  # its steps
             loss = next(losses)
             net.params += 1.0 if np.isfinite(loss) else np.nan
             return loss
@@ -131,4 +132,21 @@ def test_keyboard_interrupt_ends_the_loop_with_a_warning():
     loop.strategy.run = interrupted
     with pytest.warns(UserWarning, match="interrupted by user"):
         assert loop.run() is None
-    assert calls == ["order", "lr.before_epoch", "close"] and progress.epochs_started
+    assert calls == ["order", "lr.before_epoch", "close"]
+    assert not progress.epochs_started  # interrupted before its first step: nothing to keep
+
+
+def test_a_failure_before_the_first_step_is_not_an_epoch_started():
+    """A check that fails inside the first epoch, before any step (e.g. input noise on a sparse X):
+    the fit's transaction must undo the call, so the loop reports no epoch started; after a step, it does."""
+    for steps_before_failure in (0, 1):
+        loop, _, progress = _loop([])
+
+        def failing(net, request, steps=steps_before_failure):
+            net.training_steps += steps
+            raise ValueError("a check inside the epoch")
+
+        loop.strategy.run = failing
+        with pytest.raises(ValueError, match="inside the epoch"):
+            loop.run()
+        assert progress.epochs_started == bool(steps_before_failure)

@@ -60,14 +60,14 @@ void TrainingNoise::check(Index n_layers) const {
 }
 
 template <class T>
-void Workspace<T>::reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index n) {
+void Workspace<T>::reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index n, bool dense_x) {
   const std::size_t layers = sizes.size() - 1;
   const auto wants_dropped = [&](std::size_t l) { return l + 1 < dropout.size() && dropout[l + 1] > 0.0; };
-  bool ready = n <= rows && z.size() == layers && dropped.size() == layers;
+  bool ready = n <= rows && z.size() == layers && dropped.size() == layers && (!dense_x || x.rows() >= n);
   for (std::size_t l = 0; ready && l < layers; ++l) ready = (dropped[l].size() > 0) == wants_dropped(l);
   if (ready) return;
   n = std::max(n, rows);
-  x.resize(n, sizes.front());
+  if (dense_x) x.resize(n, sizes.front());
   y.resize(n, sizes.back());
   w.resize(n);
   z.resize(layers);
@@ -396,23 +396,23 @@ void Network<T>::apply_max_norm(int t, int team) {
 }
 
 template <class T>
-parallel::StepPlan Network<T>::prepare_step(Index rows) {
+parallel::StepPlan Network<T>::prepare_step(Index rows, bool dense_x) {
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), width, sizeof(T));
   const int slices = plan.slices;
   const Index per_slice = (rows + slices - 1) / slices;
   // Checked before anything is resized: a batch of many rows through wide
   // layers must fail cleanly here, not be killed by the kernel mid-epoch.
-  double per_row = double(n_inputs() + n_outputs());
+  double per_row = double(dense_x ? n_inputs() : 0) + double(n_outputs());
   for (Index l = 0; l < n_layers(); ++l) {  // z, a, delta (and the dropped a)
     const bool dropped = std::size_t(l + 1) < noise_.dropout.size() && noise_.dropout[std::size_t(l + 1)] > 0.0;
     per_row += (dropped ? 4.0 : 3.0) * double(sizes_[l + 1]);
   }
   check_fits_in_memory(
       (double(slices) * double(per_slice) * per_row + double(slices - 1) * double(n_params())) * sizeof(T),
-      "the training workspace (batch rows x (inputs + outputs + 3 x every layer's width))");
+      "the training workspace (batch rows x (dense inputs + outputs + 3 x every layer's width))");
   if (slices_.size() < std::size_t(slices)) slices_.resize(slices);
-  for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, noise_.dropout, per_slice);
+  for (int k = 0; k < slices; ++k) slices_[k].reserve(sizes_, noise_.dropout, per_slice, dense_x);
   if (slice_grads_.size() + 1 < std::size_t(slices)) slice_grads_.resize(slices - 1);
   for (int k = 1; k < slices; ++k)
     if (slice_grads_[k - 1].size() != n_params()) slice_grads_[k - 1].resize(n_params());

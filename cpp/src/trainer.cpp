@@ -165,7 +165,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
             bool clip, const GradientHook<T>* hook, const std::uint64_t* draw_step = nullptr) {
   const Index rows = batch.rows, n_in = net.n_inputs(), n_out = net.n_outputs(), P = net.n_params();
   const double W = weight_sum(batch);
-  const parallel::StepPlan plan = net.prepare_step(rows);
+  const parallel::StepPlan plan = net.prepare_step(rows, batch.csr == nullptr);
   const int slices = plan.slices;
   size_csr_gather(net, batch, slices);
   const bool split = hook != nullptr && hook->reduce;

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import is_sparse as is_sparse  # re-exported: the estimators' name for it
+
 try:  # pragma: no branch - one of the two is taken per environment
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
@@ -85,14 +87,6 @@ def check_random_state(seed: Any) -> np.random.RandomState:
     if isinstance(seed, np.random.RandomState):
         return seed
     raise ValueError(f"random_state must be None, an int or a numpy.random.RandomState, got {seed!r}")
-
-
-def is_sparse(x: Any) -> bool:
-    try:
-        import scipy.sparse as sp
-    except ImportError:
-        return False
-    return sp.issparse(x)
 
 
 def _num_features_message(est: Any, got: int) -> str:

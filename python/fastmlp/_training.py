@@ -21,7 +21,8 @@ scikit-learn splits its optimizers from its estimator; here the estimator
 
 ``KeyboardInterrupt`` between batches ends the loop with a warning (a non-finite interrupted epoch
 is rolled back); the bar is closed in every case. :attr:`FitProgress.epochs_started` tells the
-estimator's transaction that epochs ran, so that a later failure keeps what they did.
+estimator's transaction that a training step was taken, so that a later failure keeps what the
+epochs did (a failure before the first step is undone whole).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ Metrics = dict[str, Any]
 
 @dataclass
 class FitProgress:
-    """What one fit/partial_fit call has done, as its rollback needs it: before any epoch
-    started a failure undoes the call; after, it keeps what the epochs did."""
+    """What one fit/partial_fit call has done, as its rollback needs it: before its first
+    training step a failure undoes the call; after, it keeps what the epochs did."""
 
     epochs_started: bool = False
 
@@ -221,7 +222,7 @@ class EpochLoop:
         self.epochs = 0
 
     def run(self) -> float | None:
-        self.fit_progress.epochs_started = True
+        steps = self.net.training_steps
         try:
             for _ in range(self.max_iter):
                 loss, seconds = self._epoch()
@@ -235,6 +236,10 @@ class EpochLoop:
             self.guard.restore_if_nonfinite()
             warnings.warn("Training interrupted by user.", stacklevel=4)
         finally:
+            # Epochs started once a step was taken: a failure before (a check inside the first
+            # epoch) has changed no parameter, and the fit's transaction undoes the whole call.
+            if self.net.training_steps != steps:
+                self.fit_progress.epochs_started = True
             if self.progress is not None:
                 self.progress.close()
         return None

@@ -45,6 +45,20 @@ def check_dtype(dtype: Any) -> np.dtype:
 Style = Literal["plain", "sklearn"]
 
 
+def is_sparse(x: Any) -> bool:
+    """Whether `x` is a scipy.sparse matrix or array.
+
+    SciPy is imported only when `x`'s type (or a base of it) comes from SciPy: a NumPy
+    array, a list or a pandas frame never imports it (``import fastmlp`` and a first
+    prediction stay free of SciPy, scikit-learn and pandas).
+    """
+    if not any(getattr(c, "__module__", "").startswith("scipy.") for c in type(x).__mro__):
+        return False
+    import scipy.sparse as sp
+
+    return bool(sp.issparse(x))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
@@ -284,7 +298,9 @@ def check_activations(name: str, value: Any, n_hidden: int, choices: Sequence[st
         raise TypeError(f"{name} must be a str or a list of str (one per hidden layer), got {type(value).__name__}")
     if len(value) != n_hidden:
         raise ValueError(f"{name} must name one activation per hidden layer ({n_hidden}), got {len(value)}")
-    return [check_choice(f"{name}[{i}]", v, choices) for i, v in enumerate(value)]
+    # No hidden layer ([]): the core still takes one activation, for the Glorot bound ('relu''s, as
+    # scikit-learn's for every activation but 'logistic').
+    return [check_choice(f"{name}[{i}]", v, choices) for i, v in enumerate(value)] or ["relu"]
 
 
 def check_dropout(value: Any, n_layers: int) -> list[float]:

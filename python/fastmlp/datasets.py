@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import math
 import os
 import sys
 import tempfile
-import urllib.error
 import urllib.request
 import warnings
 import zlib
@@ -64,6 +64,26 @@ MNIST_MD5 = {
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
 }
+# The published size in bytes of each file: a download stops there (a server that sends more,
+# or without end, is refused before it fills the disk).
+MNIST_SIZES = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": 26421880,
+        "train-labels-idx1-ubyte.gz": 29515,
+        "t10k-images-idx3-ubyte.gz": 4422102,
+        "t10k-labels-idx1-ubyte.gz": 5148,
+    },
+}
+# What a failed download raises: URLError, HTTPError and timeouts are OSErrors; a connection cut
+# short (IncompleteRead), a server that does not speak HTTP (BadStatusLine) are HTTPExceptions;
+# a malformed URL is a ValueError.
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 _DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte before a download is given up
 
 
@@ -93,19 +113,30 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, target: Path, md5: str) -> None:
+def _fetch(url: str, target: Path, md5: str, published: int) -> None:
     """Downloads url to target: into a temporary file beside it, checked (length, MD5), then
-    renamed, so that target is either absent or complete and verified."""
+    renamed, so that target is either absent or complete and verified. At most `published`
+    bytes are read: a longer (or endless) answer is refused there."""
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         digest, size = hashlib.md5(usedforsecurity=False), 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT) as response:
             declared = response.headers.get("Content-Length")
-            for block in iter(lambda: response.read(1 << 20), b""):
+            if declared is not None and (not declared.isdigit() or int(declared) != published):
+                raise OSError(
+                    f"{url}: the server announces {declared} bytes, the published size is {published}; "
+                    "nothing was saved"
+                )
+            # one byte more than published: enough to tell an overlong answer, never more
+            while block := response.read(min(1 << 20, published + 1 - size)):
                 out.write(block)
                 digest.update(block)
                 size += len(block)
+                if size > published:
+                    raise OSError(
+                        f"{url}: the server sends more than the published {published} bytes; nothing was saved"
+                    )
         if declared is not None and size != int(declared):
             raise OSError(f"{url}: download truncated: got {size} of {declared} bytes; nothing was saved")
         if digest.hexdigest() != md5:
@@ -136,10 +167,11 @@ def _download(name: str, files: tuple[str, ...], folder: Path) -> None:
             url = base + file
             print(f"fastmlp: downloading {url} to {folder}", file=sys.stderr)
             try:
-                _fetch(url, target, MNIST_MD5[name][file])
+                _fetch(url, target, MNIST_MD5[name][file], MNIST_SIZES[name][file])
                 break
-            except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
-                errors.append(f"{url}: {exc}" if isinstance(exc, urllib.error.URLError) else str(exc))
+            except _NETWORK_ERRORS as exc:  # the next source, then one OSError saying what to do
+                text = str(exc) if str(exc).startswith(url) else f"{url}: {type(exc).__name__}: {exc}"
+                errors.append(text)
         else:
             raise OSError(
                 f"could not download {file} of {name!r}:\n  "
@@ -252,7 +284,8 @@ def load_mnist(
         (:data:`MNIST_MD5`) checked, and only then renamed: a truncated or
         corrupt download raises ``OSError`` and leaves nothing behind.
     dtype : dtype, default="float32"
-        The dtype of ``X``.
+        The dtype of ``X``: a floating dtype, or (``normalize=False``) any integer or
+        floating dtype that holds 0..255 exactly (``int8`` and ``bool`` are refused).
     normalize : bool, default=True
         Scale pixels from 0..255 to ``[0, 1]`` (``X = pixels / 255``); needs
         a floating ``dtype``.
@@ -271,6 +304,11 @@ def load_mnist(
     dtype = np.dtype(dtype)
     if normalize and dtype.kind != "f":
         raise ValueError(f"normalize=True needs a floating dtype; got dtype {dtype}")
+    if dtype.kind not in "iuf" or not np.can_cast(np.uint8, dtype):
+        raise ValueError(
+            f"dtype must be a numeric dtype that holds the pixel values 0..255 (uint8, int16, float32, ...); "
+            f"got dtype {dtype}"
+        )
     folder = data_home() / name if path is None else Path(path)
     images_stem, labels_stem = _MNIST_FILES[split]
     if download:

@@ -213,6 +213,11 @@ PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
 }
 
 
+# The parameters a fitted model's prediction reads (the network's activations; the threads):
+# checked when a model is loaded. The others act at the next fit, and are checked there.
+_PREDICTION_PARAMS = ("activation", "leaky_relu_slope", "n_threads")
+
+
 def _hidden_sizes(h: Any) -> list[int]:
     sizes = list(h) if hasattr(h, "__iter__") and not isinstance(h, str) else [h]
     for s in sizes:
@@ -359,11 +364,17 @@ class _BaseMLP(BaseEstimator):
         return (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
 
     # --- the network behind coefs_ and intercepts_ --------------------------
-    def _network(self) -> Network:
+    def _network(self, training: bool = False) -> Network:
         """The C++ network whose views coefs_ and intercepts_ are.
 
         coefs_/intercepts_ stay user-settable (scikit-learn's warm-start
         idiom): arrays that are not this network's views are copied in.
+        The training-only settings (dropout, input_noise, max_norm), which do
+        not change the network's outputs, are applied for `training` only
+        (after fit's checks): prediction, saving and summaries of a fitted
+        model use its network as it is, whatever set_params put there for the
+        next fit. A network built anew keeps the training step count (the key
+        of the dropout draws) of the one it replaces.
         """
         coefs, intercepts = self.coefs_, self.intercepts_
         sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs] if len(coefs) else []
@@ -379,39 +390,42 @@ class _BaseMLP(BaseEstimator):
                     f"coefs_[{i}] of shape {c.shape} and intercepts_[{i}] of shape {b.shape} do not "
                     f"chain into layer sizes {sizes}"
                 )
-        net = getattr(self, "_net", None)
+        old: Network | None = getattr(self, "_net", None)
         dtype = np.dtype(getattr(self, "_fit_dtype", None) or np.asarray(coefs[0]).dtype)
         if dtype.name not in ("float32", "float64"):
             dtype = np.dtype(np.float64)
         activation = self.activation if isinstance(self.activation, str) else list(self.activation)
-        dropout = list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout)
-        input_noise = float(self.input_noise)
-        max_norm = None if self.max_norm is None else float(self.max_norm)
-        noise_seed = getattr(self, "_noise_seed", 0)
-        if (
-            net is None
-            or list(net.layer_sizes) != sizes
-            or net.dtype != dtype
-            or net.activation != activation
-            or net.output_activation != self.out_activation_
-            or net.leaky_relu_slope != float(self.leaky_relu_slope)
-            or net.dropout != tuple(check_dropout(dropout, len(sizes) - 1))
-            or net.input_noise != input_noise
-            or net.max_norm != max_norm
-            or net.seed != noise_seed
-        ):
+
+        def build(noise: dict[str, Any]) -> Network:
             # The network's seed keys the dropout and noise draws only (its weights are replaced).
-            net = Network(
+            return Network(
                 sizes,
                 activation=activation,
                 output_activation=self.out_activation_,
                 dtype=dtype,
-                seed=noise_seed,
                 leaky_relu_slope=float(self.leaky_relu_slope),
-                dropout=dropout,
-                input_noise=input_noise,
-                max_norm=max_norm,
+                **noise,
             )
+
+        if (
+            old is not None
+            and list(old.layer_sizes) == sizes
+            and old.dtype == dtype
+            and old.activation == activation
+            and old.output_activation == self.out_activation_
+            and old.leaky_relu_slope == float(self.leaky_relu_slope)
+            and (not training or self._has_noise(old))
+        ):
+            net = old
+        else:
+            if training:
+                net = build(self._noise())
+            else:
+                try:  # the parameters' training settings where valid (summary shows them), else none
+                    net = build(self._noise())
+                except (TypeError, ValueError):
+                    net = build(dict(seed=getattr(self, "_noise_seed", 0)))
+            net.training_steps = getattr(self, "_training_steps", 0) if old is None else old.training_steps
             self._net = net
         views_w, views_b = net.weights, net.biases
         for i in range(len(coefs)):
@@ -421,6 +435,33 @@ class _BaseMLP(BaseEstimator):
                 views_b[i][...] = intercepts[i]
         self.coefs_, self.intercepts_ = list(views_w), list(views_b)
         return net
+
+    def _noise(self) -> dict[str, Any]:
+        """The training-only settings of the parameters, as Network's keywords (unchecked)."""
+        return dict(
+            dropout=list(self.dropout) if isinstance(self.dropout, (list, tuple)) else float(self.dropout),
+            input_noise=float(self.input_noise),
+            max_norm=None if self.max_norm is None else float(self.max_norm),
+            seed=getattr(self, "_noise_seed", 0),
+        )
+
+    def _has_noise(self, net: Network) -> bool:
+        """Whether `net` trains with the (checked) parameters' dropout, input noise, max-norm and noise seed."""
+        noise = self._noise()
+        return (
+            net.dropout == tuple(check_dropout(noise["dropout"], len(net.layer_sizes) - 1))
+            and net.input_noise == noise["input_noise"]
+            and net.max_norm == noise["max_norm"]
+            and net.seed == noise["seed"]
+        )
+
+    def _perturbs_inputs(self) -> bool:
+        """Whether input noise or input dropout is set (they need a dense X); False for unreadable values."""
+        try:
+            first = self.dropout[0] if isinstance(self.dropout, (list, tuple)) and len(self.dropout) else 0.0
+            return bool(self.input_noise > 0 or first > 0)
+        except TypeError:
+            return False
 
     def _initialize(self, n_outputs: int, layer_units: list[int], dtype: np.dtype, rs: np.random.RandomState) -> None:
         """Fresh weights and bookkeeping (scikit-learn's _initialize, same random draws)."""
@@ -433,7 +474,7 @@ class _BaseMLP(BaseEstimator):
         acts = self._hidden_activations(max(len(layer_units) - 2, 1))
         coefs, intercepts = [], []
         for l, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):
-            factor = 2.0 if acts[min(l, len(acts) - 1)] == "logistic" else 6.0
+            factor = 2.0 if acts and acts[min(l, len(acts) - 1)] == "logistic" else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
             coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
             intercepts.append(rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
@@ -462,21 +503,23 @@ class _BaseMLP(BaseEstimator):
 
     # --- fitting -----------------------------------------------------------
     def _transaction(self, call: Callable[[FitProgress], Any]) -> Any:
-        """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first epoch.
+        """Runs one fit/partial_fit call: refused while another runs, undone if it fails before its first step.
 
         The refusal (RuntimeError) comes before anything is read or changed.
         On failure the attributes are restored from a shallow copy and the
-        parameters from one copy of the flat buffer (the checks may already
-        have re-initialized a reused network). Once epochs have run (`call` is
-        given the FitProgress that the epoch loop marks), a failure keeps what
-        they did: KeyboardInterrupt is caught between epochs, divergence keeps
-        the last finite epoch (see fastmlp._training.EpochLoop); L-BFGS keeps
-        its last iterate on KeyboardInterrupt (see _fit_lbfgs).
+        parameters and the training step count from copies (the checks may
+        already have re-initialized a reused network). Once a training step
+        was taken (`call` is given the FitProgress that the epoch loop marks),
+        a failure keeps what the epochs did: KeyboardInterrupt is caught
+        between epochs, divergence keeps the last finite epoch (see
+        fastmlp._training.EpochLoop); L-BFGS keeps its last iterate on
+        KeyboardInterrupt (see _fit_lbfgs).
         """
         with _exclusive(self):
             state = self.__dict__.copy()
             net = state.get("_net")
             params = None if net is None else np.array(net.params)
+            steps = None if net is None else net.training_steps
             progress = FitProgress()  # the epoch loop (or L-BFGS) reports here that epochs started
             try:
                 return call(progress)
@@ -484,8 +527,9 @@ class _BaseMLP(BaseEstimator):
                 if not progress.epochs_started:
                     self.__dict__.clear()
                     self.__dict__.update(state)
-                    if net is not None and params is not None:  # (params is None when net is)
+                    if net is not None and params is not None and steps is not None:  # (None when net is)
                         net.params[...] = params
+                        net.training_steps = steps
                 raise
 
     def _fit(
@@ -509,6 +553,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        if self._perturbs_inputs() and _compat.is_sparse(X):
+            raise ValueError(
+                "input_noise and input dropout (dropout[0]) need a dense X, got a sparse X "
+                "(densify X, or set them to 0)"
+            )
         n_features = X.shape[1]
         dtype = np.dtype(X.dtype)
         sw = self._sample_weight(sample_weight, X, y, dtype)
@@ -531,7 +580,9 @@ class _BaseMLP(BaseEstimator):
                     f"hidden_layer_sizes, got {[c.shape for c in self.coefs_]}"
                 )
             self.n_outputs_ = Y.shape[1]
-        net = self._network()
+        net = self._network(training=True)
+        if first_pass:  # a new fit draws dropout anew: the same random_state, the same fit
+            net.training_steps = 0
         if net.dtype != dtype:  # continuing a model of the other precision
             X = X.astype(net.dtype)
             Y = Y.astype(net.dtype)
@@ -979,7 +1030,9 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X: Any) -> np.ndarray:
         self._check_fitted()
         net = self._network()
-        X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
+        # float32 or float64 as they come (the network converts to its fitted dtype): prediction
+        # does not read the dtype parameter, which is the next fit's
+        X = _compat.validate_X(self, X, reset=False, dtype=(np.float64, np.float32))
         with _threads(self.n_threads):
             return net.forward(X)
 
@@ -1038,8 +1091,9 @@ class _BaseMLP(BaseEstimator):
         """The fitted model as data: ``params`` (:meth:`get_params`), ``attributes`` (scalars, the label
         type, the optimizer's kind and step count) and ``arrays`` (weights, curves, classes, the
         optimizer's moments), under the names of :mod:`fastmlp.io`'s format; see :meth:`set_model_state`."""
-        self._network()  # coefs_ set by hand are checked here
+        net = self._network()  # coefs_ set by hand are checked here
         attributes = {name: getattr(self, name) for name in self._STATE_SCALARS if hasattr(self, name)}
+        attributes["_training_steps"] = net.training_steps  # the key of the next step's dropout
         arrays: dict[str, np.ndarray] = {}
         for i, (w, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             arrays[f"coefs_{i}"] = np.array(w)
@@ -1070,8 +1124,13 @@ class _BaseMLP(BaseEstimator):
     def set_model_state(self, state: dict[str, Any]) -> None:
         """Restores what :meth:`get_model_state` returned (``attributes`` and ``arrays``; the
         parameters are the constructor's) onto this estimator; a file's damage raises
-        ``KeyError``, ``TypeError`` or ``ValueError``."""
-        self._check_params()
+        ``KeyError``, ``TypeError`` or ``ValueError``.
+
+        Of the parameters, only those prediction reads (:data:`_PREDICTION_PARAMS`) are checked
+        here; the others are the next fit's, checked there (they may be invalid when saved:
+        set_params after the fit changes them for the next one)."""
+        for name in _PREDICTION_PARAMS:
+            PARAMETER_CONSTRAINTS[name](name, getattr(self, name))
         attrs, data = state["attributes"], state["arrays"]
         for name in self._STATE_SCALARS:
             if name in attrs:
@@ -1092,6 +1151,7 @@ class _BaseMLP(BaseEstimator):
         if self.solver not in ("lbfgs",) and getattr(self, "loss_curve_", None) is None:
             self.loss_curve_ = []
         net = self._network()  # checks that the weights chain
+        net.training_steps = attrs.get("_training_steps", 0)
         opt = attrs.get("optimizer")
         if opt is not None and self.solver != "lbfgs":
             optimizer = self._make_optimizer()
@@ -1104,7 +1164,9 @@ class _BaseMLP(BaseEstimator):
     # --- pickling: the C++ network is rebuilt on demand; the optimizer pickles its state ---
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_net", None)
+        net = state.pop("_net", None)
+        if net is not None:  # rebuilt on demand, with this step count (the key of the next dropout draws)
+            state["_training_steps"] = net.training_steps
         if "coefs_" in state:
             state["coefs_"] = [np.array(c) for c in state["coefs_"]]
             state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]
@@ -1115,7 +1177,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
+        tags.input_tags.sparse = not self._perturbs_inputs()  # input noise and input dropout need a dense X
         return tags
 
     # --- extras --------------------------------------------------------------

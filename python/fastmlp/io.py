@@ -209,6 +209,7 @@ _INT_ATTRS = (
     "_epoch_clock",
     "_no_improvement_count",
     "_noise_seed",
+    "_training_steps",
 )
 _FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_", "_sgd_lr")
 _STR_ATTRS = ("out_activation_", "_fit_dtype", "_loss_name")
@@ -264,6 +265,25 @@ def _headers(zf: zipfile.ZipFile, file_size: int) -> dict[str, tuple[tuple[int, 
     return out
 
 
+def _fitted_hidden(meta: dict[str, Any], headers: dict[str, Any]) -> list[Any]:
+    """The fitted hidden layers' widths: n_layers_ - 2 of them, read along the chain of the
+    coefs_ headers (the fitted shapes: ``hidden_layer_sizes`` may have been changed by
+    ``set_params`` after the fit, for the next one); files without n_layers_, from the params."""
+    n_layers = meta["attributes"].get("n_layers_")
+    if n_layers is None:
+        hidden = meta["params"].get("hidden_layer_sizes", [100])
+        return list(hidden) if isinstance(hidden, (list, tuple)) else [hidden]
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or not 2 <= n_layers <= len(headers):
+        raise ValueError(f"attribute n_layers_ must be an int in [2, {len(headers)}], got {n_layers!r}")
+    hidden = []
+    for i in range(n_layers - 2):
+        shape = headers.get(f"coefs_{i}", ((),))[0]
+        if len(shape) != 2:
+            raise ValueError(f"missing array coefs_{i}, or not 2-D")
+        hidden.append(shape[1])
+    return hidden
+
+
 def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
     """The members and their shapes must be those the metadata describes, and nothing else."""
     attrs = meta["attributes"]
@@ -284,9 +304,7 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"attribute {name} must be a string, got {attrs[name]!r}")
     if attrs.get("_fit_dtype", "float64") not in ("float32", "float64"):
         raise ValueError(f"attribute _fit_dtype must be 'float32' or 'float64', got {attrs['_fit_dtype']!r}")
-    hidden = meta["params"].get("hidden_layer_sizes", [100])
-    hidden = list(hidden) if isinstance(hidden, (list, tuple)) else [hidden]
-    units = [attrs.get("n_features_in_"), *hidden, attrs.get("n_outputs_")]
+    units = [attrs.get("n_features_in_"), *_fitted_hidden(meta, headers), attrs.get("n_outputs_")]
     if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
         raise ValueError(f"layer sizes {units} (n_features_in_, hidden_layer_sizes, n_outputs_) must be ints >= 1")
     fit_dtype = np.dtype(attrs.get("_fit_dtype", "float64"))
@@ -455,6 +473,7 @@ def load_network(path: Any, build: Any) -> Any:
                 raise ValueError(f"format version {meta.get('version')!r}; this fastmlp reads 1")
             if set(headers) != {"__fastmlp__", "params"}:
                 raise ValueError(f"expected the arrays __fastmlp__ and params, found {sorted(headers)}")
+            _check_network_shapes(meta, headers["params"])  # before build allocates what meta declares
             net = build(meta)
             if headers["params"] != ((net.n_params,), net.dtype):
                 raise ValueError(f"params is {headers['params']}, expected ({net.n_params},) of {net.dtype}")
@@ -466,6 +485,24 @@ def load_network(path: Any, build: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - whatever parsing an untrusted file raises
         raise ValueError(f"{path!r} is not a readable fastmlp network file: {type(exc).__name__}: {exc}") from None
     return net
+
+
+def _check_network_shapes(meta: dict[str, Any], params: tuple[tuple[int, ...], np.dtype]) -> None:
+    """The parameter count and dtype that the metadata's ``layer_sizes`` and ``dtype`` declare
+    must be those of the stored ``params`` (whose size the file's own size bounds): a forged
+    file cannot make ``load`` build a network larger than itself."""
+    sizes, dtype = meta.get("layer_sizes"), meta.get("dtype")
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) < 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)
+    ):
+        raise ValueError(f"layer_sizes must be a list of at least 2 ints >= 1, got {sizes!r}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))  # Python ints: no overflow
+    if params != ((count,), np.dtype(dtype)):
+        raise ValueError(f"params is {params}, but layer_sizes {sizes} of {dtype} declare ({count},) of {dtype}")
 
 
 def _open_regular(path: str) -> Any:
@@ -514,6 +551,8 @@ def to_sklearn(est: Any) -> Any:
     if not hasattr(est, "coefs_"):
         raise ValueError(f"to_sklearn needs a fitted estimator; this {type(est).__name__} is not fitted yet")
     activation = est.activation
+    if isinstance(activation, (list, tuple)) and len(activation) == 0:  # no hidden layer: none is used
+        activation = "relu"  # (the Glorot bound fastmlp drew with, scikit-learn's default)
     if isinstance(activation, (list, tuple)):  # one per hidden layer: scikit-learn has one for all
         if len(set(activation)) != 1:
             raise ValueError(

@@ -36,6 +36,7 @@ from ._validation import (
     check_int,
     check_layer_sizes,
     check_seed,
+    is_sparse as _is_sparse,
 )
 from .epoch import EpochRequest, as_csr, epoch_options, make_regularization
 
@@ -43,12 +44,6 @@ if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at 
     from .optim import Optimizer
 
 __all__ = ["EpochRequest", "Network", "as_csr", "epoch_options", "make_regularization"]
-
-
-def _is_sparse(X: Any) -> bool:
-    from ._compat import is_sparse
-
-    return is_sparse(X)
 
 
 class Network:

@@ -67,15 +67,16 @@ void check_fits_in_memory(double bytes, const char* what);
 template <class T>
 struct Workspace {
   Index rows = 0;
-  Matrix<T> x, y;                      // the slice's rows, when gathered or perturbed
+  Matrix<T> x, y;                      // the slice's rows, when gathered or perturbed (x: dense X only)
   Vector<T> w;                         // their sample weights
   std::vector<T> csr_data;             // the slice's rows of a sparse X, gathered
   std::vector<std::int64_t> csr_indices, csr_indptr;
   CsrView<T> csr_view;                 // ... and viewed
   std::vector<Matrix<T>> z, a, delta;  // per layer, rows × n_out
   std::vector<Matrix<T>> dropped;      // per layer: A after dropout (empty where the next layer's input has none)
-  // Sized for `rows` rows; dropout[l] > 0 for l >= 1 sizes dropped[l - 1].
-  void reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index rows);
+  // Sized for `rows` rows; dropout[l] > 0 for l >= 1 sizes dropped[l - 1];
+  // x only for a dense X (a CSR X is gathered into csr_*, never densified).
+  void reserve(const std::vector<Index>& sizes, const std::vector<double>& dropout, Index rows, bool dense_x);
 };
 
 // The regularizers that act during training only (inference and objective()
@@ -163,8 +164,8 @@ class Network {
 
   // How a batch of `rows` rows is split across threads (parallel.hpp:
   // plan_step), with the slices' workspaces and gradient buffers sized;
-  // allocates here only.
-  parallel::StepPlan prepare_step(Index rows);
+  // allocates here only. A sparse X (dense_x false) reserves no dense rows.
+  parallel::StepPlan prepare_step(Index rows, bool dense_x = true);
   Workspace<T>& slice_workspace(int k) { return slices_[k]; }
   // Slice k's gradient buffer: grads() for k = 0.
   T* slice_grads(int k) { return k == 0 ? grads_.data() : slice_grads_[k - 1].data(); }
