@@ -34,7 +34,9 @@ Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
+import operator
 import os
 import threading
 import types
@@ -420,6 +422,7 @@ class _BaseMLP(BaseEstimator):
             if intercepts[i] is not views_b[i]:
                 views_b[i][...] = intercepts[i]
         self.coefs_, self.intercepts_ = list(views_w), list(views_b)
+        self._fast = (net, tuple(views_w), tuple(views_b), self._inference_key())  # see _fast_network
         return net
 
     def _initialize(self, n_outputs: int, layer_units: list[int], dtype: np.dtype, rs: np.random.RandomState) -> None:
@@ -976,7 +979,44 @@ class _BaseMLP(BaseEstimator):
         return X_val, np.asarray(y_val), sw_val, Y_val
 
     # --- prediction --------------------------------------------------------
+    def _inference_key(self) -> tuple[Any, ...]:
+        """What, beside the weights, decides the fitted network's output."""
+        activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
+        return activation, self.out_activation_, self.leaky_relu_slope, getattr(self, "n_features_in_", None)
+
+    def _fast_network(self, X: Any) -> Network | None:
+        """The network to run `X` through without scikit-learn's validation, or None for the full path.
+
+        Taken when `X` is an aligned, C-contiguous ``numpy.ndarray`` of the network's dtype, 2-D with
+        ``n_features_in_`` columns and at least one row, and finite (its sum is: NaN and ±inf
+        propagate; an overflowing sum only sends X the full way), and when the network that the last
+        ``_network()`` call checked is still the one ``coefs_``, ``intercepts_`` and the parameters
+        describe (no ``n_threads``, no feature names to compare). Anything else takes the full path,
+        whose checks raise their usual errors: this path changes speed, never a result or a message.
+        """
+        fast = self.__dict__.get("_fast")
+        if fast is None or type(X) is not np.ndarray or X.ndim != 2 or self.n_threads is not None:
+            return None
+        net, coefs, intercepts, key = fast
+        if (
+            X.dtype != net.dtype
+            or X.shape[0] < 1
+            or X.shape[1] != net.n_inputs
+            or not (X.flags.c_contiguous and X.flags.aligned)
+            or "feature_names_in_" in self.__dict__
+            or len(self.coefs_) != len(coefs)
+            or not all(map(operator.is_, self.coefs_, coefs))
+            or not all(map(operator.is_, self.intercepts_, intercepts))
+            or key != self._inference_key()
+            or not math.isfinite(X.sum())
+        ):
+            return None
+        return net
+
     def _forward(self, X: Any) -> np.ndarray:
+        net = self._fast_network(X)
+        if net is not None:
+            return net._forward_checked(X)
         self._check_fitted()
         net = self._network()
         X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
@@ -1105,6 +1145,7 @@ class _BaseMLP(BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_net", None)
+        state.pop("_fast", None)
         if "coefs_" in state:
             state["coefs_"] = [np.array(c) for c in state["coefs_"]]
             state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]

@@ -291,6 +291,12 @@ class Network:
             raise ValueError("out must not overlap X")
         return self._net.forward(X, out)
 
+    def _forward_checked(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`forward` for an `X` its caller has checked: an aligned, C-contiguous
+        ``numpy.ndarray`` of :attr:`dtype`, shape ``(n >= 1, n_inputs)``, finite (the estimators'
+        fast path for small batches, where forward's general conversion costs more than the product)."""
+        return self._net.forward(X)
+
     def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
         return as_targets("y", y, loss, n, self.n_outputs, self._dtype)
 
