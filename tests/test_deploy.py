@@ -114,3 +114,19 @@ def test_a_pickled_or_saved_model_predicts_through_the_fast_path(tmp_path, monke
     no_validation(monkeypatch)
     np.testing.assert_array_equal(back.predict_proba(x), expected)
     np.testing.assert_array_equal(loaded.predict_proba(x), expected)
+
+
+# ------------------------------------------------------------ one fastmlp.load
+def test_fastmlp_load_reads_network_files_too_and_network_load_names_fastmlp_load(tmp_path):
+    net = fastmlp.Network([4, 6, 2], activation="tanh", output_activation="softmax", dtype="float64", seed=2)
+    net.save(tmp_path / "net.npz")
+    back = fastmlp.load(tmp_path / "net.npz")
+    assert isinstance(back, fastmlp.Network) and repr(back) == repr(net)
+    np.testing.assert_array_equal(back.params, net.params)
+    est, _ = fitted()
+    est.save(tmp_path / "est.npz")
+    with pytest.raises(ValueError, match=r"est.npz' is not a fastmlp network file but an estimator's .*fastmlp.load"):
+        fastmlp.Network.load(tmp_path / "est.npz")
+    np.savez(tmp_path / "other.npz", __fastmlp__=np.array('{"format": "something.else"}'))
+    with pytest.raises(ValueError, match="not a fastmlp model file"):
+        fastmlp.load(tmp_path / "other.npz")
