@@ -4,7 +4,10 @@ both file formats, and the small traps a new user met (callbacks, pickling, sche
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +48,29 @@ def test_a_small_contiguous_array_skips_validation_with_the_same_results(cls, dt
         for rows in (Xd[:1], Xd[:5]):
             got = getattr(est, m)(np.ascontiguousarray(rows))
             np.testing.assert_array_equal(got, expected[m][: len(rows)])
+
+
+def test_network_forward_takes_a_ready_array_as_it_is(monkeypatch):
+    """Network.forward: an aligned C-contiguous finite array of its dtype and width goes to the core
+    unconverted; anything else through as_matrix, with its messages."""
+    from fastmlp import network as network_module
+
+    net = fastmlp.Network([3, 5, 2], dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    expected = net.forward(x.tolist())
+    real, calls = network_module.as_matrix, []
+    monkeypatch.setattr(network_module, "as_matrix", lambda *a, **k: calls.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(net.forward(x), expected)
+    np.testing.assert_array_equal(net.forward(x[:1]), expected[:1])
+    assert not calls
+    np.testing.assert_array_equal(net.forward(x.astype(np.float32)), net.forward(x.astype(np.float32).tolist()))
+    assert calls
+    bad = x.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X must be finite, got NaN at index \(1, 2\)"):
+        net.forward(bad)
+    with pytest.raises(ValueError, match=r"X must have 3 features \(columns\), got shape \(1, 4\)"):
+        net.forward(np.zeros((1, 4)))
 
 
 @pytest.mark.parametrize(
@@ -130,3 +156,60 @@ def test_fastmlp_load_reads_network_files_too_and_network_load_names_fastmlp_loa
     np.savez(tmp_path / "other.npz", __fastmlp__=np.array('{"format": "something.else"}'))
     with pytest.raises(ValueError, match="not a fastmlp model file"):
         fastmlp.load(tmp_path / "other.npz")
+
+
+# ------------------------------------------------------------------ the traps
+def test_callbacks_takes_a_single_callable_and_numbers_epochs_from_one():
+    seen = []
+    est, X = fitted(callbacks=lambda m: seen.append(m["epoch"]))
+    assert seen == list(range(1, est.n_iter_ + 1)) and est.n_iter_ == 20
+    seen.clear()
+    est.partial_fit(X, est.predict(X))
+    assert seen == [1]
+    with pytest.raises(TypeError, match="must be None, a callable or a list of callables; got 3"):
+        fitted(callbacks=3)
+
+
+def module_level_callback(metrics):
+    return None
+
+
+def test_a_model_fitted_with_a_lambda_callback_pickles_without_it(tmp_path):
+    est, X = fitted(callbacks=[lambda m: None])
+    with pytest.warns(UserWarning, match=r"cannot be pickled .*callbacks=None \(as save\(\) writes it\)"):
+        data = pickle.dumps(est)
+    back = pickle.loads(data)
+    assert back.callbacks is None and est.callbacks is not None  # the original keeps them
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    kept, _ = fitted(callbacks=[module_level_callback])  # picklable: kept, no warning
+    assert pickle.loads(pickle.dumps(kept)).callbacks == [module_level_callback]
+    unfitted = fastmlp.MLPClassifier(callbacks=[module_level_callback])
+    assert pickle.loads(pickle.dumps(unfitted)).callbacks == [module_level_callback]
+
+
+def test_cosine_runs_its_planned_epochs_without_a_convergence_warning():
+    """The training-loss tol criterion once stopped a 50-epoch cosine run at 47 and warned at max_iter."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((80, 3))
+    y = (X[:, 0] > 0).astype(int)
+    kw = dict(hidden_layer_sizes=(4,), max_iter=30, random_state=0, tol=10.0, n_iter_no_change=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cos = fastmlp.MLPClassifier(learning_rate="cosine", **kw).fit(X, y)
+    assert cos.n_iter_ == 30  # tol=10 stops any other run after a few epochs:
+    assert fastmlp.MLPClassifier(learning_rate="step", **kw).fit(X, y).n_iter_ == 4
+    with pytest.warns(fastmlp.ConvergenceWarning, match="Maximum iterations"):
+        fastmlp.MLPClassifier(learning_rate="step", hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    stopped = fastmlp.MLPClassifier(learning_rate="cosine", early_stopping=True, **kw).fit(X, y)
+    assert stopped.n_iter_ < 30  # the validation criterion still stops it
+
+
+@pytest.mark.slow
+def test_the_dask_example_runs_as_a_script():
+    """docs/distributed.md's Dask snippet pasted into a script died with "Nanny failed to start"
+    (no __main__ guard); examples/dask_search.py is that snippet as a script that runs."""
+    pytest.importorskip("dask.distributed")
+    script = Path(__file__).resolve().parents[1] / "examples" / "dask_search.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("training accuracy") == 3 and "best lr=" in done.stdout

@@ -38,6 +38,7 @@ import math
 import numbers
 import operator
 import os
+import pickle
 import threading
 import types
 import warnings
@@ -164,8 +165,8 @@ def _check_random_state(name: str, v: Any) -> None:
 
 
 def _check_callbacks(name: str, v: Any) -> None:
-    if v is not None and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
-        raise TypeError(f"The '{name}' parameter must be None or a list of callables; got {v!r}.")
+    if v is not None and not callable(v) and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
+        raise TypeError(f"The '{name}' parameter must be None, a callable or a list of callables; got {v!r}.")
 
 
 # Every estimator parameter (but hidden_layer_sizes) and what it must be, checked in this order by
@@ -717,6 +718,7 @@ class _BaseMLP(BaseEstimator):
             max_iter=self.max_iter,
             one_epoch=incremental,
             verbose=bool(self.verbose),
+            planned=self._planned_schedule(),
         )
         self.n_iter_ = 0
         diverged = loop.run()
@@ -819,9 +821,17 @@ class _BaseMLP(BaseEstimator):
             metrics["validation_score"] = self.validation_scores_[-1]
         return metrics
 
+    def _planned_schedule(self) -> bool:
+        """learning_rate='cosine' anneals over max_iter epochs: running them all is the plan, so the
+        training-loss `tol` criterion does not cut it short and reaching max_iter is no ConvergenceWarning
+        (early_stopping's validation criterion still stops it)."""
+        return self.learning_rate == "cosine"
+
     def _check_no_improvement(self) -> bool:
         """n_iter_no_change exceeded: True to stop (scikit-learn's messages), or a lower adaptive rate."""
         if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self._planned_schedule() and not self.early_stopping:
             return False
         if self.early_stopping:
             msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
@@ -911,7 +921,7 @@ class _BaseMLP(BaseEstimator):
         try:
             import scipy.optimize
         except ImportError:
-            raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
+            raise ImportError("solver='lbfgs' needs SciPy: pip install scipy") from None
         reg = self._regularization()
         params, grads, loss = net.params, net.grads, self._loss_name
         rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
@@ -1016,7 +1026,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X: Any) -> np.ndarray:
         net = self._fast_network(X)
         if net is not None:
-            return net._forward_checked(X)
+            return net.forward(X)
         self._check_fitted()
         net = self._network()
         X = _compat.validate_X(self, X, reset=False, dtype=self._data_dtype())
@@ -1146,6 +1156,19 @@ class _BaseMLP(BaseEstimator):
         state = dict(self.__dict__)
         state.pop("_net", None)
         state.pop("_fast", None)
+        if "coefs_" in state and state.get("callbacks") is not None:
+            # A fitted model's callbacks served its training; one that pickle cannot write (a lambda,
+            # a local function) is dropped, as save() drops them all, so the model itself pickles.
+            try:
+                pickle.dumps(state["callbacks"])
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                warnings.warn(
+                    f"callbacks={state['callbacks']!r} cannot be pickled ({type(exc).__name__}: {exc}); the pickled "
+                    "model has callbacks=None (as save() writes it): set them again before training it further",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                state["callbacks"] = None
         if "coefs_" in state:
             state["coefs_"] = [np.array(c) for c in state["coefs_"]]
             state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]
@@ -1217,10 +1240,14 @@ _SHARED_DOC = """
     lr_gamma, lr_step_size, lr_min, warmup_epochs
         Schedule parameters: :math:`\\gamma` (``step``, ``exponential``), :math:`s` epochs (``step``),
         :math:`\\eta_{min}` (``cosine``, over ``max_iter`` epochs), linear warmup length (any schedule).
-    callbacks : list of callables or None, default=None
+        ``cosine`` runs its ``max_iter`` epochs: the training-loss ``tol`` criterion does not stop it
+        and reaching ``max_iter`` is no ``ConvergenceWarning`` (``early_stopping=True`` still stops it).
+    callbacks : callable, list of callables or None, default=None
         Each is called after every epoch with a dict (``epoch``, ``loss``, ``learning_rate``, ``seconds``,
         ``samples_per_second``, and ``validation_loss``/``validation_score`` when available); returning
-        ``False`` stops training.
+        ``False`` stops training. ``epoch`` counts from 1 within the current call (after it, ``n_iter_``
+        equals it for ``fit``; ``partial_fit``'s one epoch is 1). A fitted model pickles with callbacks
+        that pickle can write; others (lambdas) are dropped with a ``UserWarning``; ``save`` drops all.
     distributed : None or 'mpi', default=None
         ``'mpi'``: data-parallel training over ``MPI.COMM_WORLD`` (needs the
         ``mpi`` extra; run under ``mpiexec``). Every rank calls :meth:`fit`

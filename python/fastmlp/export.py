@@ -8,8 +8,9 @@ A Network's output is :meth:`Network.forward`'s; a classifier's is its
 columns ``[1 - p, p]``); a regressor's is ``predict`` as a 2-D
 ``(n_samples, n_outputs)`` array.
 
-Needs the extras ``fastmlp[onnx]`` (onnx; onnxruntime to run the file) or
-``fastmlp[torch]``; neither is imported before these functions are called.
+Needs the extra ``onnx`` (onnx, skl2onnx for pipelines; onnxruntime to run the file) or
+``torch``: ``pip install ".[onnx]"`` in fastmlp's clone, or ``pip install onnx onnxruntime skl2onnx``;
+none is imported before these functions are called.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
-        raise ImportError("to_onnx needs the onnx package: pip install 'fastmlp[onnx]'") from None
+        raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     from .network import Network
 
     dt = _onnx_dtype(dtype)
@@ -286,7 +287,7 @@ def _skl2onnx_convert(model: Any, X: Any, dtype: np.dtype) -> Any:
     try:
         import skl2onnx
     except ImportError:
-        raise ImportError(f"exporting a {type(model).__name__} needs skl2onnx: pip install 'fastmlp[onnx]'") from None
+        raise ImportError(f"exporting a {type(model).__name__} needs skl2onnx: pip install skl2onnx") from None
     if X is None:
         raise TypeError(
             f"exporting a {type(model).__name__} needs X=, a sample of its input (a few rows), "
@@ -343,7 +344,7 @@ def register_skl2onnx() -> None:
     try:
         from skl2onnx import update_registered_converter
     except ImportError:
-        raise ImportError("register_skl2onnx needs skl2onnx: pip install 'fastmlp[onnx]'") from None
+        raise ImportError("register_skl2onnx needs skl2onnx: pip install skl2onnx") from None
     from .estimators import MLPClassifier, MLPRegressor
 
     update_registered_converter(
@@ -423,7 +424,10 @@ def to_torch(model: Any) -> Any:
         import torch
         from torch import nn
     except ImportError:
-        raise ImportError("to_torch needs PyTorch: pip install 'fastmlp[torch]'") from None
+        raise ImportError(
+            "to_torch needs PyTorch: pip install torch (its CPU-only build, from PyTorch's CPU wheel "
+            "index, is far smaller than the default CUDA one)"
+        ) from None
 
     class Exp(nn.Module):
         def forward(self, z: torch.Tensor) -> torch.Tensor:

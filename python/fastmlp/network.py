@@ -7,6 +7,7 @@ the memory alive after the Network object is gone.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TextIO
@@ -49,6 +50,22 @@ def _is_sparse(X: Any) -> bool:
     from ._compat import is_sparse
 
     return is_sparse(X)
+
+
+def _ready(X: Any, dtype: np.dtype, n_inputs: int) -> bool:
+    """Whether `X` can go to the core as it is: an aligned, C-contiguous ``numpy.ndarray`` of
+    `dtype` and shape ``(n >= 1, n_inputs)``, finite (its sum is: NaN and ±inf propagate; an
+    overflowing sum only sends X through the full conversion, which decides)."""
+    return (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and X.ndim == 2
+        and X.shape[0] >= 1
+        and X.shape[1] == n_inputs
+        and X.flags.c_contiguous
+        and X.flags.aligned
+        and math.isfinite(X.sum())
+    )
 
 
 class Network:
@@ -276,6 +293,8 @@ class Network:
             if out is not None:
                 raise TypeError("out is supported for dense X only, got a scipy.sparse X")
             return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
+        if out is None and _ready(X, self._dtype, self.n_inputs):
+            return self._net.forward(X)  # small batches: as_matrix's conversions would cost more than the product
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         if out is None:
             return self._net.forward(X)
@@ -290,12 +309,6 @@ class Network:
         if np.may_share_memory(X, out):
             raise ValueError("out must not overlap X")
         return self._net.forward(X, out)
-
-    def _forward_checked(self, X: np.ndarray) -> np.ndarray:
-        """:meth:`forward` for an `X` its caller has checked: an aligned, C-contiguous
-        ``numpy.ndarray`` of :attr:`dtype`, shape ``(n >= 1, n_inputs)``, finite (the estimators'
-        fast path for small batches, where forward's general conversion costs more than the product)."""
-        return self._net.forward(X)
 
     def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
         return as_targets("y", y, loss, n, self.n_outputs, self._dtype)
