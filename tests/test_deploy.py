@@ -213,3 +213,18 @@ def test_the_dask_example_runs_as_a_script():
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("training accuracy") == 3 and "best lr=" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_latency_benchmark_prints_its_table():
+    """benchmarks/latency.py runs and prints one row per path (its numbers are not asserted: timing is noise here)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--repeats", "20", "--hidden", "8"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| path |") and {r.split(" | ")[0] for r in table[1:]} >= {
+        "| MLPClassifier.predict_proba",
+        "| Network.forward",
+    }
