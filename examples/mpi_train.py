@@ -73,7 +73,7 @@ def main() -> None:
     opt = fastmlp.SGD(lr=args.lr, momentum=0.9, nesterov=True)
     if rank == 0:
         print(
-            f"{size} ranks x {len(X_mine)} samples, batch {args.batch_size} per rank "
+            f"{size} {'rank' if size == 1 else 'ranks'} x {len(X_mine)} samples, batch {args.batch_size} per rank "
             f"({size * args.batch_size} global), {fastmlp.get_num_threads()} thread(s) per rank"
         )
     seconds = 0.0
@@ -89,7 +89,7 @@ def main() -> None:
         X_test, y_test = load_mnist("fashion-mnist", "test", path=args.data)
         accuracy = (net.forward(X_test).argmax(1) == y_test).mean()
         rate = args.epochs * size * len(X_mine) / seconds
-        print(f"test accuracy {accuracy:.4f}; {rate:,.0f} samples/s over {size} ranks")
+        print(f"test accuracy {accuracy:.4f}; {rate:,.0f} samples/s over {size} {'rank' if size == 1 else 'ranks'}")
 
 
 if __name__ == "__main__":

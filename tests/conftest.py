@@ -43,8 +43,18 @@ def data_dir() -> Path:
         )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
-        pytest.skip(reason)
+        _MISSING_DATA.append(reason)  # said once, at the end of the run (pytest_terminal_summary)
+        pytest.skip("no MNIST/Fashion-MNIST data (what is missing and the fix: the 'note:' line of this run)")
     return folder
+
+
+_MISSING_DATA: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The missing data's long explanation, once, however many tests it skipped."""
+    if _MISSING_DATA:
+        terminalreporter.write_line(f"note: {_MISSING_DATA[0]}")
 
 
 @pytest.fixture

@@ -40,6 +40,8 @@ LAZY_IMPORTS = {
     ("estimators", "_validation"): "helpers used by score() and fit() only",
     ("io", "estimators"): "load(): the estimator classes (and scikit-learn) only when a model is read",
     ("export", "network"): "isinstance check; export is imported without the engine's Python layer",
+    ("export", "estimators"): "the fastmlp estimators inside a pipeline, registered with skl2onnx on demand",
+    ("io", "network"): "load(): a Network's file is read by Network.load (which imports io lazily itself)",
     ("_config", "_dispatch"): "show_config: which core variant was chosen",
 }
 

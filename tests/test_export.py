@@ -74,6 +74,16 @@ def test_onnx_equals_forward(hidden, output, X, tmp_path):
     np.testing.assert_allclose(got, net.forward(X), rtol=1e-5, atol=1e-5)
 
 
+def run_onnx_outputs(model, X, tmp_path, **kw):
+    """Every output of the ONNX file of `model`, by name, for input X."""
+    ort = need("onnxruntime")
+    path = tmp_path / "model.onnx"
+    export.to_onnx(model, path, **kw)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"X": X})))
+
+
 @pytest.mark.parametrize("classes", [2, 3])
 def test_onnx_equals_predict_proba_and_predict(classes, X, tmp_path):
     need("onnx")
@@ -82,12 +92,142 @@ def test_onnx_equals_predict_proba_and_predict(classes, X, tmp_path):
         hidden_layer_sizes=(8,), activation="tanh", max_iter=30, dtype="float32", random_state=0
     )
     fit(clf, X, y)
-    got = run_onnx(clf, X, tmp_path)
-    assert got.shape == (len(X), classes)  # binary: the two columns [1 - p, p]
-    np.testing.assert_allclose(got, clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    out = run_onnx_outputs(clf, X, tmp_path)
+    assert sorted(out) == ["label", "probabilities"]
+    assert out["probabilities"].shape == (len(X), classes)  # binary: the two columns [1 - p, p]
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert out["label"].dtype == np.int64
+    np.testing.assert_array_equal(out["label"], clf.predict(X))
     reg = fastmlp.MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, dtype="float32", random_state=0)
     fit(reg, X, X[:, :2])
-    np.testing.assert_allclose(run_onnx(reg, X, tmp_path), reg.predict(X), rtol=1e-5, atol=1e-6)
+    out = run_onnx_outputs(reg, X, tmp_path)
+    assert list(out) == ["variable"]
+    np.testing.assert_allclose(out["variable"], reg.predict(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", ["str", "int", "float", "bool", "multilabel"])
+def test_onnx_of_a_float64_estimator_takes_float32_and_keeps_its_labels(labels, X, tmp_path):
+    """A model trained on float64 data (NumPy's and pandas' default) exports with a float32 input
+    by default (skl2onnx's convention), or float64 on request with float64's results; the label
+    output is predict's, string classes included."""
+    need("onnx")
+    X64 = X.astype(np.float64)
+    k = np.arange(len(X)) % 3
+    y = {
+        "str": np.array(["cat", "dog", "émeu"])[k],
+        "int": k * 7 - 3,
+        "float": k * 2.0 - 1.0,
+        "bool": k == 1,
+        "multilabel": np.stack([k == 1, k != 0], axis=1).astype(int),
+    }[labels]
+    clf = fit(fastmlp.MLPClassifier(hidden_layer_sizes=(6,), max_iter=40, random_state=0), X64, y)
+    out = run_onnx_outputs(clf, X, tmp_path)  # float32 in: every ONNX consumer's type
+    assert out["probabilities"].dtype == np.float32
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X64), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out["label"], clf.predict(X64))
+    out = run_onnx_outputs(clf, X64, tmp_path, dtype=np.float64)
+    assert out["probabilities"].dtype == np.float64
+    np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X64), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(out["label"], clf.predict(X64))
+
+
+def test_onnx_dtype_and_X_are_checked(X):
+    need("onnx")
+    net = network("relu", "identity")
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, got int64"):
+        export.to_onnx(net, dtype=np.int64)
+    with pytest.raises(TypeError, match="X is for a scikit-learn model"):
+        export.to_onnx(net, X=X)
+    with pytest.raises(TypeError, match=r"fastmlp.Network, a fitted MLPClassifier/MLPRegressor or a fitted"):
+        export.to_onnx(object())
+
+
+def frame(n: int = 120):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(3)
+    return pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, n),
+            "income": rng.lognormal(10, 1, n),
+            "visits": rng.integers(0, 20, n),
+            "city": rng.choice(["Lyon", "Oslo", "Kyoto", "Lima"], n),
+        }
+    )
+
+
+def pipeline(est):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    prep = ColumnTransformer(
+        [("num", StandardScaler(), ["age", "income", "visits"]), ("cat", OneHotEncoder(), ["city"])]
+    )
+    return Pipeline([("prep", prep), ("mlp", est)])
+
+
+def feeds(df):
+    return {
+        c: (df[[c]].to_numpy(np.float32) if df[c].dtype.kind in "fi" else df[[c]].to_numpy(dtype=object))
+        for c in df.columns
+    }
+
+
+@pytest.mark.parametrize("target", ["binary-str", "multiclass-str", "multiclass-int", "regression"])
+@pytest.mark.parametrize("via", ["fastmlp", "skl2onnx"])
+def test_a_whole_pipeline_exports_through_skl2onnx(target, via, tmp_path):
+    """A Pipeline(ColumnTransformer(StandardScaler, OneHotEncoder), fastmlp estimator) on a pandas
+    DataFrame with numeric and categorical columns: the ONNX graph's label and probabilities
+    (or variable) equal the pipeline's predict and predict_proba (predict)."""
+    need("onnx")
+    ort = need("onnxruntime")
+    skl2onnx = need("skl2onnx")
+    df = frame()
+    rng = np.random.default_rng(4)
+    score = (df["age"] - 50) / 20 + (df["city"] == "Oslo") + 0.3 * rng.standard_normal(len(df))
+    if target == "regression":
+        y, est = score.to_numpy(), fastmlp.MLPRegressor(hidden_layer_sizes=(10,), max_iter=60, random_state=0)
+    else:
+        est = fastmlp.MLPClassifier(hidden_layer_sizes=(10,), max_iter=60, random_state=0)
+        y = {
+            "binary-str": np.where(score > 0, "churn", "stay"),
+            "multiclass-str": np.array(["low", "mid", "high"])[np.digitize(score, [-0.5, 0.5])],
+            "multiclass-int": np.array([10, 20, 30])[np.digitize(score, [-0.5, 0.5])],
+        }[target]
+    pipe = fit(pipeline(est), df, y)
+    path = tmp_path / "pipe.onnx"
+    if via == "fastmlp":
+        export.to_onnx(pipe, path, X=df[:1])
+    else:
+        export.register_skl2onnx()
+        options = {fastmlp.MLPClassifier: {"zipmap": False}} if target != "regression" else None
+        proto = skl2onnx.to_onnx(pipe, df[:1], options=options)
+        path.write_bytes(proto.SerializeToString())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    x = feeds(df)
+    if via == "skl2onnx":  # skl2onnx types a DataFrame's float64 columns as double, its ints as int64
+        x = {c: (df[[c]].to_numpy() if df[c].dtype.kind in "fi" else v) for c, v in x.items()}
+    out = dict(zip(names, session.run(None, x)))
+    if target == "regression":
+        assert names == ["variable"]
+        np.testing.assert_allclose(out["variable"].ravel(), pipe.predict(df), rtol=1e-4, atol=1e-4)
+        return
+    assert names == ["label", "probabilities"]
+    proba = pipe.predict_proba(df)
+    np.testing.assert_allclose(out["probabilities"], proba, rtol=1e-4, atol=1e-5)
+    sure = np.sort(proba, axis=1)[:, -1] - np.sort(proba, axis=1)[:, -2] > 1e-4  # float32 may flip a near-tie
+    assert sure.mean() > 0.9
+    np.testing.assert_array_equal(out["label"][sure], pipe.predict(df)[sure])
+
+
+def test_exporting_a_pipeline_needs_a_sample_of_its_input():
+    need("onnx")
+    need("skl2onnx")
+    df = frame(40)
+    pipe = fit(pipeline(fastmlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=3)), df, df["age"].to_numpy())
+    with pytest.raises(TypeError, match="needs X=, a sample of its input"):
+        export.to_onnx(pipe)
 
 
 def test_onnx_graph_is_gemm_and_activations():

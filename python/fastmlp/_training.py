@@ -149,8 +149,8 @@ class Callbacks:
     """The user's callbacks: each gets the epoch's metrics; the first that returns False stops
     training (the rest are not called that epoch)."""
 
-    def __init__(self, callbacks: Sequence[Callable[[Metrics], Any]] | None) -> None:
-        self.callbacks = list(callbacks or [])
+    def __init__(self, callbacks: Sequence[Callable[[Metrics], Any]] | Callable[[Metrics], Any] | None) -> None:
+        self.callbacks = [callbacks] if callable(callbacks) else list(callbacks or [])
 
     def __call__(self, metrics: Metrics) -> bool:
         return any(cb(metrics) is False for cb in self.callbacks)
@@ -193,7 +193,8 @@ class ProgressBar:
 
 class EpochLoop:
     """Runs up to `max_iter` epochs of `request` on `net`, calling the hooks in the order of this
-    module's docstring; `one_epoch` (``partial_fit``) stops after the first.
+    module's docstring; `one_epoch` (``partial_fit``) stops after the first. Reaching `max_iter`
+    warns ``ConvergenceWarning`` unless `planned` (a schedule over `max_iter` epochs).
 
     :meth:`run` returns the loss of a diverged epoch (its parameters already rolled back) or None.
     """
@@ -213,11 +214,13 @@ class EpochLoop:
         max_iter: int,
         one_epoch: bool,
         verbose: bool,
+        planned: bool = False,
     ) -> None:
         self.net, self.request, self.strategy = net, request, strategy
         self.learning_rate, self.early_stopping, self.record = learning_rate, early_stopping, record
         self.callbacks, self.progress, self.fit_progress = callbacks, progress, progress_of_fit
         self.max_iter, self.one_epoch, self.verbose = max_iter, one_epoch, verbose
+        self.planned = planned  # max_iter epochs are the plan (a cosine schedule): no ConvergenceWarning at the end
         self.guard = DivergenceGuard(net.params)
         self.epochs = 0
 
@@ -278,7 +281,7 @@ class EpochLoop:
             return True
         if self.one_epoch:
             return True
-        if self.epochs == self.max_iter:
+        if self.epochs == self.max_iter and not self.planned:
             warnings.warn(
                 "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                 "hasn't converged yet." % self.max_iter,

@@ -62,7 +62,7 @@ def _mpi() -> Any:
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise ImportError(
             "fastmlp.distributed needs mpi4py and an MPI library: "
-            "pip install 'fastmlp[mpi]' (mpi4py and the mpich wheel)"
+            "pip install mpi4py mpich (the mpich wheel, where no system MPI is installed)"
         ) from e
     return MPI
 

@@ -34,8 +34,11 @@ Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
+import operator
 import os
+import pickle
 import threading
 import types
 import warnings
@@ -162,8 +165,8 @@ def _check_random_state(name: str, v: Any) -> None:
 
 
 def _check_callbacks(name: str, v: Any) -> None:
-    if v is not None and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
-        raise TypeError(f"The '{name}' parameter must be None or a list of callables; got {v!r}.")
+    if v is not None and not callable(v) and (not isinstance(v, (list, tuple)) or not all(callable(c) for c in v)):
+        raise TypeError(f"The '{name}' parameter must be None, a callable or a list of callables; got {v!r}.")
 
 
 # Every estimator parameter (but hidden_layer_sizes) and what it must be, checked in this order by
@@ -434,6 +437,7 @@ class _BaseMLP(BaseEstimator):
             if intercepts[i] is not views_b[i]:
                 views_b[i][...] = intercepts[i]
         self.coefs_, self.intercepts_ = list(views_w), list(views_b)
+        self._fast = (net, tuple(views_w), tuple(views_b), self._inference_key())  # see _fast_network
         return net
 
     def _noise(self) -> dict[str, Any]:
@@ -765,6 +769,7 @@ class _BaseMLP(BaseEstimator):
             max_iter=self.max_iter,
             one_epoch=incremental,
             verbose=bool(self.verbose),
+            planned=self._planned_schedule(),
         )
         self.n_iter_ = 0
         diverged = loop.run()
@@ -867,9 +872,17 @@ class _BaseMLP(BaseEstimator):
             metrics["validation_score"] = self.validation_scores_[-1]
         return metrics
 
+    def _planned_schedule(self) -> bool:
+        """learning_rate='cosine' anneals over max_iter epochs: running them all is the plan, so the
+        training-loss `tol` criterion does not cut it short and reaching max_iter is no ConvergenceWarning
+        (early_stopping's validation criterion still stops it)."""
+        return self.learning_rate == "cosine"
+
     def _check_no_improvement(self) -> bool:
         """n_iter_no_change exceeded: True to stop (scikit-learn's messages), or a lower adaptive rate."""
         if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self._planned_schedule() and not self.early_stopping:
             return False
         if self.early_stopping:
             msg = "Validation score did not improve more than tol=%f for %d consecutive epochs." % (
@@ -959,7 +972,7 @@ class _BaseMLP(BaseEstimator):
         try:
             import scipy.optimize
         except ImportError:
-            raise ImportError("solver='lbfgs' needs SciPy: pip install scipy (or fastmlp[sklearn])") from None
+            raise ImportError("solver='lbfgs' needs SciPy: pip install scipy") from None
         reg = self._regularization()
         params, grads, loss = net.params, net.grads, self._loss_name
         rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
@@ -1027,7 +1040,44 @@ class _BaseMLP(BaseEstimator):
         return X_val, np.asarray(y_val), sw_val, Y_val
 
     # --- prediction --------------------------------------------------------
+    def _inference_key(self) -> tuple[Any, ...]:
+        """What, beside the weights, decides the fitted network's output."""
+        activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
+        return activation, self.out_activation_, self.leaky_relu_slope, getattr(self, "n_features_in_", None)
+
+    def _fast_network(self, X: Any) -> Network | None:
+        """The network to run `X` through without scikit-learn's validation, or None for the full path.
+
+        Taken when `X` is an aligned, C-contiguous ``numpy.ndarray`` of the network's dtype, 2-D with
+        ``n_features_in_`` columns and at least one row, and finite (its sum is: NaN and ±inf
+        propagate; an overflowing sum only sends X the full way), and when the network that the last
+        ``_network()`` call checked is still the one ``coefs_``, ``intercepts_`` and the parameters
+        describe (no ``n_threads``, no feature names to compare). Anything else takes the full path,
+        whose checks raise their usual errors: this path changes speed, never a result or a message.
+        """
+        fast = self.__dict__.get("_fast")
+        if fast is None or type(X) is not np.ndarray or X.ndim != 2 or self.n_threads is not None:
+            return None
+        net, coefs, intercepts, key = fast
+        if (
+            X.dtype != net.dtype
+            or X.shape[0] < 1
+            or X.shape[1] != net.n_inputs
+            or not (X.flags.c_contiguous and X.flags.aligned)
+            or "feature_names_in_" in self.__dict__
+            or len(self.coefs_) != len(coefs)
+            or not all(map(operator.is_, self.coefs_, coefs))
+            or not all(map(operator.is_, self.intercepts_, intercepts))
+            or key != self._inference_key()
+            or not math.isfinite(X.sum())
+        ):
+            return None
+        return net
+
     def _forward(self, X: Any) -> np.ndarray:
+        net = self._fast_network(X)
+        if net is not None:
+            return net.forward(X)
         self._check_fitted()
         net = self._network()
         # float32 or float64 as they come (the network converts to its fitted dtype): prediction
@@ -1167,6 +1217,20 @@ class _BaseMLP(BaseEstimator):
         net = state.pop("_net", None)
         if net is not None:  # rebuilt on demand, with this step count (the key of the next dropout draws)
             state["_training_steps"] = net.training_steps
+        state.pop("_fast", None)
+        if "coefs_" in state and state.get("callbacks") is not None:
+            # A fitted model's callbacks served its training; one that pickle cannot write (a lambda,
+            # a local function) is dropped, as save() drops them all, so the model itself pickles.
+            try:
+                pickle.dumps(state["callbacks"])
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                warnings.warn(
+                    f"callbacks={state['callbacks']!r} cannot be pickled ({type(exc).__name__}: {exc}); the pickled "
+                    "model has callbacks=None (as save() writes it): set them again before training it further",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                state["callbacks"] = None
         if "coefs_" in state:
             state["coefs_"] = [np.array(c) for c in state["coefs_"]]
             state["intercepts_"] = [np.array(b) for b in state["intercepts_"]]
@@ -1238,10 +1302,14 @@ _SHARED_DOC = """
     lr_gamma, lr_step_size, lr_min, warmup_epochs
         Schedule parameters: :math:`\\gamma` (``step``, ``exponential``), :math:`s` epochs (``step``),
         :math:`\\eta_{min}` (``cosine``, over ``max_iter`` epochs), linear warmup length (any schedule).
-    callbacks : list of callables or None, default=None
+        ``cosine`` runs its ``max_iter`` epochs: the training-loss ``tol`` criterion does not stop it
+        and reaching ``max_iter`` is no ``ConvergenceWarning`` (``early_stopping=True`` still stops it).
+    callbacks : callable, list of callables or None, default=None
         Each is called after every epoch with a dict (``epoch``, ``loss``, ``learning_rate``, ``seconds``,
         ``samples_per_second``, and ``validation_loss``/``validation_score`` when available); returning
-        ``False`` stops training.
+        ``False`` stops training. ``epoch`` counts from 1 within the current call (after it, ``n_iter_``
+        equals it for ``fit``; ``partial_fit``'s one epoch is 1). A fitted model pickles with callbacks
+        that pickle can write; others (lambdas) are dropped with a ``UserWarning``; ``save`` drops all.
     distributed : None or 'mpi', default=None
         ``'mpi'``: data-parallel training over ``MPI.COMM_WORLD`` (needs the
         ``mpi`` extra; run under ``mpiexec``). Every rank calls :meth:`fit`

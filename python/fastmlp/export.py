@@ -8,8 +8,9 @@ A Network's output is :meth:`Network.forward`'s; a classifier's is its
 columns ``[1 - p, p]``); a regressor's is ``predict`` as a 2-D
 ``(n_samples, n_outputs)`` array.
 
-Needs the extras ``fastmlp[onnx]`` (onnx; onnxruntime to run the file) or
-``fastmlp[torch]``; neither is imported before these functions are called.
+Needs the extra ``onnx`` (onnx, skl2onnx for pipelines; onnxruntime to run the file) or
+``torch``: ``pip install ".[onnx]"`` in fastmlp's clone, or ``pip install onnx onnxruntime skl2onnx``;
+none is imported before these functions are called.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from ._names import canonical_activation
 
-__all__ = ["to_onnx", "to_torch"]
+__all__ = ["register_skl2onnx", "to_onnx", "to_torch"]
 
 # The ONNX operator set written: every operator used exists unchanged since 13;
 # 17 is read by every onnxruntime since 1.11 (the newest onnx package's opset can be
@@ -87,14 +88,129 @@ def _mapped(table: dict[str, Any], activation: str, what: str) -> Any:
     return table[activation]
 
 
-def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
+class _Node(NamedTuple):
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    domain: str = ""
+
+
+class _Graph(NamedTuple):
+    """The inference graph as plain data: nodes and initializers (numpy arrays), written out by
+    :func:`to_onnx` directly or by the skl2onnx converter into skl2onnx's container."""
+
+    nodes: list[_Node]
+    initializers: dict[str, np.ndarray]
+
+
+def _classes_tensor(classes: np.ndarray) -> np.ndarray:
+    """classes_ as an ONNX-typed array: integers and booleans as int64, floats as float64,
+    text as str (an ONNX string tensor)."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind in "biu":
+        return classes.astype(np.int64)
+    if classes.dtype.kind == "f":
+        return classes.astype(np.float64)
+    if classes.dtype.kind in "US" or (classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes)):
+        return classes.astype(str)
+    raise TypeError(f"classes_ of dtype {classes.dtype} (mixed objects) have no ONNX tensor type")
+
+
+def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) -> _Graph:
+    """`model`'s inference from input `x` to `outputs` (a Network: ``[Y]``; a classifier:
+    ``[label, probabilities]``; a regressor: ``[variable]``), computed in `dtype`;
+    ``fresh(prefix)`` names every intermediate value and initializer."""
+    layers = _layers(model)
+    nodes: list[_Node] = []
+    inits: dict[str, np.ndarray] = {}
+
+    def const(prefix: str, value: np.ndarray) -> str:
+        name = fresh(prefix)
+        inits[name] = value
+        return name
+
+    def node(op: str, inputs: list[str], out: str | None = None, domain: str = "", **attrs: Any) -> str:
+        out = out or fresh(op.lower())
+        nodes.append(_Node(op, inputs, [out], attrs, domain))
+        return out
+
+    for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
+        x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
+        op = _mapped(_ONNX_OPS, act, "ONNX operator")
+        if op is not None:
+            attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
+            x = node(op, [x], **attrs)
+    y_type = model.get_model_state()["attributes"].get("y_type") if hasattr(model, "get_model_state") else None
+    if y_type is None:  # a Network or a regressor: the output as it is
+        node("Identity", [x], outputs[0])
+        return _Graph(nodes, inits)
+    label, proba = outputs
+    if y_type == "multilabel-indicator":  # predict: p > 0.5 per label, as 0/1
+        node("Identity", [x], proba)
+        node("Cast", [node("Greater", [x, const("half", np.array(0.5, dtype=dtype))])], label, to=7)  # 7: INT64
+        return _Graph(nodes, inits)
+    if len(model.classes_) < 2:
+        raise ValueError("a classifier fitted on one class has no ONNX export (its label is constant)")
+    if layers.binary_proba:
+        x = node("Concat", [node("Sub", [const("one", np.ones((), dtype=dtype)), x]), x], axis=1)
+    node("Identity", [x], proba)
+    index = node("ArgMax", [proba], axis=1, keepdims=0)  # ties: the first class, as predict
+    node("Gather", [const("classes", _classes_tensor(model.classes_)), index], label, axis=0)
+    return _Graph(nodes, inits)
+
+
+def _output_names(model: Any) -> list[str]:
+    from .network import Network
+
+    if isinstance(model, Network):
+        return ["Y"]
+    return ["label", "probabilities"] if hasattr(model, "classes_") else ["variable"]
+
+
+def _onnx_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _fastmlp_estimators(model: Any) -> list[Any]:
+    """The fastmlp estimators inside `model` (a pipeline, a column transformer, ...), found through
+    scikit-learn's ``get_params(deep=True)``."""
+    from .estimators import MLPClassifier, MLPRegressor
+
+    found = [model] if isinstance(model, (MLPClassifier, MLPRegressor)) else []
+    params = model.get_params(deep=True) if hasattr(model, "get_params") else {}
+    found += [v for v in params.values() if isinstance(v, (MLPClassifier, MLPRegressor))]
+    return found
+
+
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any = np.float32, *, X: Any = None) -> Any:
     """The model as an ONNX graph; written to `path` when given.
 
-    Input ``X`` of shape ``(N, n_features)``, output ``Y`` of shape ``(N, n_outputs)``
-    (a binary classifier: ``(N, 2)``), in the model's dtype (float32 or float64).
+    `model`: a :class:`fastmlp.Network`, a fitted MLPClassifier/MLPRegressor, or any fitted
+    scikit-learn model holding them (a ``Pipeline`` with a ``ColumnTransformer``, ...), which
+    is converted by skl2onnx (:func:`register_skl2onnx`) from a sample `X` of its input.
+
+    Inputs and outputs follow skl2onnx's conventions. A Network or estimator has one input
+    ``X`` of shape ``(N, n_features)`` and type `dtype` (default float32, whatever the model
+    was trained in: weights are cast; float64 keeps a float64 model's exact results).
+    Outputs:
+
+    - a Network: ``Y``, :meth:`Network.forward`'s ``(N, n_outputs)``;
+    - a classifier: ``label`` (``predict``: int64 for integer or boolean classes, string for
+      text, float64 for float classes; a multilabel classifier's ``(N, n_labels)`` 0/1 int64)
+      and ``probabilities`` (``predict_proba``, ``(N, n_classes)``; binary: ``[1 - p, p]``);
+    - a regressor: ``variable``, ``predict`` as ``(N, n_outputs)``.
+
+    A scikit-learn model's inputs are skl2onnx's from `X` (a DataFrame: one input per column,
+    named as the column); its fastmlp classifiers have ``zipmap`` off, so that
+    ``probabilities`` is a plain tensor.
+
     Operators: ``Gemm`` per layer, then ``Relu``, ``Tanh``, ``Sigmoid``,
-    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)`` or ``Exp``
-    (identity: none); opset :data:`ONNX_OPSET`.
+    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)`` or ``Exp`` (identity: none);
+    ``ArgMax`` and ``Gather`` on the classes for the label; opset :data:`ONNX_OPSET`.
 
     Returns
     -------
@@ -105,44 +221,200 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None) -> Any:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
-        raise ImportError("to_onnx needs the onnx package: pip install 'fastmlp[onnx]'") from None
-    layers = _layers(model)
-    elem = TensorProto.FLOAT if layers.dtype == np.float32 else TensorProto.DOUBLE
-    nodes, inits = [], []
-    x = "X"
-    for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
-        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"b{i}"], [f"Z{i}"], name=f"dense{i}"))
-        x = f"Z{i}"
-        op = _mapped(_ONNX_OPS, act, "ONNX operator")
-        if op is not None:
-            attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
-            nodes.append(helper.make_node(op, [x], [f"A{i}"], name=f"{act}{i}", **attrs))
-            x = f"A{i}"
-    if layers.binary_proba:
-        inits.append(numpy_helper.from_array(np.ones((), dtype=layers.dtype), "one"))
-        nodes += [
-            helper.make_node("Sub", ["one", x], ["not_p"], name="one_minus_p"),
-            helper.make_node("Concat", ["not_p", x], ["proba"], name="proba", axis=1),
+        raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
+    from .network import Network
+
+    dt = _onnx_dtype(dtype)
+    if not isinstance(model, Network) and not hasattr(model, "fitted_network"):
+        if not hasattr(model, "get_params") or not hasattr(model, "fit"):
+            raise TypeError(
+                "model must be a fastmlp.Network, a fitted MLPClassifier/MLPRegressor or a fitted "
+                f"scikit-learn model (a Pipeline, ...), got {type(model).__name__}"
+            )
+        proto = _skl2onnx_convert(model, X, dt)
+    else:
+        if X is not None:
+            raise TypeError("X is for a scikit-learn model (a Pipeline); a fastmlp model's input is its n_features")
+        used: set[str] = set()
+
+        def fresh(prefix: str) -> str:
+            name, k = prefix, 0
+            while name in used:
+                k += 1
+                name = f"{prefix}_{k}"
+            used.add(name)
+            return name
+
+        outputs = _output_names(model)
+        used.update(["X", *outputs])
+        graph = _graph(model, "X", outputs, dt, fresh)
+        elem = TensorProto.FLOAT if dt == np.float32 else TensorProto.DOUBLE
+        layers = _layers(model)
+        n_in, n_out = layers.weights[0].shape[0], layers.weights[-1].shape[1]
+        if outputs == ["label", "probabilities"]:
+            n_proba = 2 if layers.binary_proba else n_out
+            classes = _classes_tensor(model.classes_)
+            label_elem = helper.np_dtype_to_tensor_dtype(classes.dtype) if classes.dtype.kind != "U" else 8
+            multilabel = model.get_model_state()["attributes"].get("y_type") == "multilabel-indicator"
+            outs = [
+                helper.make_tensor_value_info(
+                    "label", TensorProto.INT64 if multilabel else label_elem, ["N", n_out] if multilabel else ["N"]
+                ),
+                helper.make_tensor_value_info("probabilities", elem, ["N", n_proba]),
+            ]
+        else:
+            outs = [helper.make_tensor_value_info(outputs[0], elem, ["N", n_out])]
+        nodes = [
+            helper.make_node(n.op, n.inputs, n.outputs, name=n.outputs[0] + "_node", domain=n.domain, **n.attrs)
+            for n in graph.nodes
         ]
-        x = "proba"
-    nodes.append(helper.make_node("Identity", [x], ["Y"], name="output"))
-    n_out = 2 if layers.binary_proba else layers.weights[-1].shape[1]
-    n_in = layers.weights[0].shape[0]
-    graph = helper.make_graph(
-        nodes,
-        "fastmlp",
-        [helper.make_tensor_value_info("X", elem, ["N", n_in])],
-        [helper.make_tensor_value_info("Y", elem, ["N", n_out])],
-        initializer=inits,
-    )
-    proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="fastmlp", ir_version=_ONNX_IR_VERSION
-    )
+        inits = [numpy_helper.from_array(v, k) for k, v in graph.initializers.items()]
+        proto = helper.make_model(
+            helper.make_graph(
+                nodes, "fastmlp", [helper.make_tensor_value_info("X", elem, ["N", n_in])], outs, initializer=inits
+            ),
+            opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+            producer_name="fastmlp",
+            ir_version=_ONNX_IR_VERSION,
+        )
     onnx.checker.check_model(proto)
     if path is not None:
         onnx.save(proto, os.fspath(path))
     return proto
+
+
+def _skl2onnx_convert(model: Any, X: Any, dtype: np.dtype) -> Any:
+    try:
+        import skl2onnx
+    except ImportError:
+        raise ImportError(f"exporting a {type(model).__name__} needs skl2onnx: pip install skl2onnx") from None
+    if X is None:
+        raise TypeError(
+            f"exporting a {type(model).__name__} needs X=, a sample of its input (a few rows), "
+            "from which skl2onnx types the graph's inputs"
+        )
+    register_skl2onnx()
+    from .estimators import MLPClassifier
+
+    options = {id(m): {"zipmap": False} for m in _fastmlp_estimators(model) if isinstance(m, MLPClassifier)}
+    return skl2onnx.to_onnx(
+        model,
+        initial_types=_initial_types(X, dtype),
+        options=options,
+        target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
+    )
+
+
+def _numeric(dtype: Any) -> bool:
+    """Whether a column's dtype (NumPy's, or a pandas extension dtype) holds numbers."""
+    try:
+        return np.dtype(getattr(dtype, "numpy_dtype", dtype)).kind in "biuf"
+    except TypeError:  # pandas' StringDtype, CategoricalDtype, ...: not numbers
+        return False
+
+
+def _initial_types(X: Any, dtype: np.dtype) -> list[tuple[str, Any]]:
+    """skl2onnx's inputs for a sample `X`: a DataFrame's columns one input each, ``(N, 1)``,
+    named as the column (numbers as `dtype`, anything else as strings); an array one input ``X``
+    ``(N, n_features)`` of `dtype`."""
+    from skl2onnx.common.data_types import StringTensorType
+
+    number = _skl2onnx_tensor_type(dtype)
+    columns = getattr(X, "columns", None)
+    if columns is not None and hasattr(X, "dtypes"):
+        return [
+            (str(c), number([None, 1]) if _numeric(t) else StringTensorType([None, 1])) for c, t in X.dtypes.items()
+        ]
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (a sample of rows), got shape {X.shape}")
+    return [("X", (number if X.dtype.kind in "biuf" else StringTensorType)([None, X.shape[1]]))]
+
+
+def register_skl2onnx() -> None:
+    """Registers fastmlp's MLPClassifier and MLPRegressor with skl2onnx (a shape calculator and
+    a converter each), so that ``skl2onnx.to_onnx`` converts pipelines that hold them.
+
+    A classifier's outputs are skl2onnx's ``label`` and ``probabilities``; pass
+    ``options={id(clf): {"zipmap": False}}`` (or ``{MLPClassifier: {"zipmap": False}}``) for a
+    probabilities tensor instead of skl2onnx's default list of dicts. The graph computes in
+    the type of the estimator's input (float32 by default in skl2onnx, float64 on request).
+    Calling it again is harmless.
+    """
+    try:
+        from skl2onnx import update_registered_converter
+    except ImportError:
+        raise ImportError("register_skl2onnx needs skl2onnx: pip install skl2onnx") from None
+    from .estimators import MLPClassifier, MLPRegressor
+
+    update_registered_converter(
+        MLPClassifier,
+        "FastmlpMLPClassifier",
+        _skl2onnx_shapes,
+        _skl2onnx_converter,
+        options={"zipmap": [True, False, "columns"]},
+    )
+    update_registered_converter(MLPRegressor, "FastmlpMLPRegressor", _skl2onnx_shapes, _skl2onnx_converter)
+
+
+def _skl2onnx_tensor_type(dtype: np.dtype) -> Any:
+    from skl2onnx.common.data_types import (
+        DoubleTensorType,
+        FloatTensorType,
+        Int64TensorType,
+        StringTensorType,
+    )
+
+    return {"f4": FloatTensorType, "f8": DoubleTensorType, "i8": Int64TensorType}.get(
+        f"{dtype.kind}{dtype.itemsize}", StringTensorType
+    )
+
+
+def _skl2onnx_shapes(operator: Any) -> None:
+    """skl2onnx's shape calculator: outputs typed as :func:`to_onnx` types them."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, Int64TensorType
+
+    model = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    compute = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) else FloatTensorType
+    layers = _layers(model)
+    n_out = layers.weights[-1].shape[1]
+    if len(operator.outputs) == 1:  # a regressor
+        operator.outputs[0].type = compute([n, n_out])
+        return
+    multilabel = model.get_model_state()["attributes"].get("y_type") == "multilabel-indicator"
+    label_type = Int64TensorType if multilabel else _skl2onnx_tensor_type(_classes_tensor(model.classes_).dtype)
+    operator.outputs[0].type = label_type([n, n_out] if multilabel else [n])
+    operator.outputs[1].type = compute([n, 2 if layers.binary_proba else n_out])
+
+
+def _skl2onnx_converter(scope: Any, operator: Any, container: Any) -> None:
+    """skl2onnx's converter: :func:`_graph`'s nodes and initializers, added to its container."""
+    from onnx import TensorProto, helper
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    model = operator.raw_operator
+    dtype = np.dtype(np.float64 if isinstance(operator.inputs[0].type, DoubleTensorType) else np.float32)
+    x = scope.get_unique_variable_name("X")
+    container.add_node(
+        "Cast",
+        [operator.inputs[0].full_name],
+        [x],
+        to=helper.np_dtype_to_tensor_dtype(dtype),
+        name=scope.get_unique_operator_name("Cast"),
+    )
+    graph = _graph(model, x, list(operator.output_full_names), dtype, scope.get_unique_variable_name)
+    for name, value in graph.initializers.items():
+        if value.dtype.kind == "U":
+            container.add_initializer(name, TensorProto.STRING, list(value.shape), [s.encode() for s in value])
+        else:
+            container.add_initializer(
+                name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape), value.ravel()
+            )
+    for n in graph.nodes:
+        container.add_node(
+            n.op, n.inputs, n.outputs, op_domain=n.domain, name=scope.get_unique_operator_name(n.op), **n.attrs
+        )
 
 
 def to_torch(model: Any) -> Any:
@@ -152,7 +424,10 @@ def to_torch(model: Any) -> Any:
         import torch
         from torch import nn
     except ImportError:
-        raise ImportError("to_torch needs PyTorch: pip install 'fastmlp[torch]'") from None
+        raise ImportError(
+            "to_torch needs PyTorch: pip install torch (its CPU-only build, from PyTorch's CPU wheel "
+            "index, is far smaller than the default CUDA one)"
+        ) from None
 
     class Exp(nn.Module):
         def forward(self, z: torch.Tensor) -> torch.Tensor:

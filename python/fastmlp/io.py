@@ -367,7 +367,8 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
 
 
 def load(path: Any) -> Any:
-    """Reads an estimator written by ``save``; never unpickles.
+    """Reads an estimator written by ``save``, or a :class:`fastmlp.Network` written by
+    ``Network.save`` (the file's metadata says which: the same as ``Network.load``); never unpickles.
 
     Before any array is read, the .npy headers are checked against the
     metadata (format, version, the layer shapes it implies, dtypes, no extra
@@ -401,6 +402,10 @@ def load(path: Any) -> Any:
                     meta["params"] = {k: _decode(v) for k, v in meta["params"].items()}
                 _expected(meta, headers)
                 data = {k: z[k] for k in headers if k != "__fastmlp__"}
+    except _NetworkFile:
+        from .network import Network
+
+        return Network.load(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
         raise
     except ValueError as exc:
@@ -441,11 +446,21 @@ def _metadata(path: str, f: Any, headers: dict[str, Any], fmt: str, what: str) -
     f.seek(0)
     with np.load(f, allow_pickle=False) as z:
         meta = json.loads(str(z["__fastmlp__"][()]))
+    if isinstance(meta, dict) and fmt == NETWORK_FORMAT and meta.get("format") == FORMAT:
+        raise ValueError(
+            f"{path!r} is not a fastmlp network file but an estimator's (format {FORMAT!r}): read it with fastmlp.load"
+        )
+    if isinstance(meta, dict) and fmt == FORMAT and meta.get("format") == NETWORK_FORMAT:
+        raise _NetworkFile(path)
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise ValueError(
             f"{path!r} is not a fastmlp {what} file (format {meta.get('format') if isinstance(meta, dict) else meta!r})"
         )
     return meta
+
+
+class _NetworkFile(Exception):
+    """load() met a Network's file: it is read by Network.load instead."""
 
 
 NETWORK_FORMAT = "fastmlp.network"
@@ -482,6 +497,10 @@ def load_network(path: Any, build: Any) -> Any:
                 net.params[:] = z["params"]
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
         raise
+    except ValueError as exc:
+        if str(exc).startswith(repr(path)):  # already says which file and why
+            raise
+        raise ValueError(f"{path!r} is not a readable fastmlp network file: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever parsing an untrusted file raises
         raise ValueError(f"{path!r} is not a readable fastmlp network file: {type(exc).__name__}: {exc}") from None
     return net

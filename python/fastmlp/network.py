@@ -7,6 +7,7 @@ the memory alive after the Network object is gone.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, TextIO
@@ -44,6 +45,22 @@ if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at 
     from .optim import Optimizer
 
 __all__ = ["EpochRequest", "Network", "as_csr", "epoch_options", "make_regularization"]
+
+
+def _ready(X: Any, dtype: np.dtype, n_inputs: int) -> bool:
+    """Whether `X` can go to the core as it is: an aligned, C-contiguous ``numpy.ndarray`` of
+    `dtype` and shape ``(n >= 1, n_inputs)``, finite (its sum is: NaN and ±inf propagate; an
+    overflowing sum only sends X through the full conversion, which decides)."""
+    return (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and X.ndim == 2
+        and X.shape[0] >= 1
+        and X.shape[1] == n_inputs
+        and X.flags.c_contiguous
+        and X.flags.aligned
+        and math.isfinite(X.sum())
+    )
 
 
 class Network:
@@ -271,6 +288,8 @@ class Network:
             if out is not None:
                 raise TypeError("out is supported for dense X only, got a scipy.sparse X")
             return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
+        if out is None and _ready(X, self._dtype, self.n_inputs):
+            return self._net.forward(X)  # small batches: as_matrix's conversions would cost more than the product
         X = as_matrix("X", X, self.n_inputs, self._dtype)
         if out is None:
             return self._net.forward(X)
