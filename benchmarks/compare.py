@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import re
 import select
 import shutil
 import statistics
@@ -448,8 +449,8 @@ class JaxPeer(Peer):
                 return jax.tree_util.tree_map(lambda pi, v: pi + v, p, s), s
 
         else:  # Adam as fastmlp: p ← p − η √(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε)
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, self.params)
-            state0 = (zeros, zeros, jnp.zeros((), jnp.float32))
+            zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, self.params)  # noqa: E731 - two distinct buffers
+            state0 = (zeros(), zeros(), jnp.zeros((), jnp.float32))
 
             def update(p, s, g):
                 m, v, t = s
@@ -1003,9 +1004,11 @@ class Worker:
         return json.loads(line)
 
     def stderr_tail(self) -> str:
+        """The worker's last exception line ("...Error: ..."), else its last line of stderr."""
         self.stderr.seek(0)
         lines = self.stderr.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "(no output)"
+        errors = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", x)]
+        return (errors or lines or ["(no output)"])[-1]
 
     def close(self, kill: bool = False):
         if kill and self.proc.poll() is None:
