@@ -270,8 +270,12 @@ class TorchPeer(Peer):
 
     training_only = False
 
+    compiles = False  # torch.compile: its compile workers must not outlive the compilation
+
     def __init__(self, w, threads, params):
         super().__init__(w, threads, params)
+        if self.compiles:  # compile in-process: inductor's pool of compile subprocesses otherwise stays
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # alive beside the timed run (2x slower)
         torch = self.torch = require("torch")
         self.version = torch.__version__
         torch.set_num_threads(threads)
@@ -360,6 +364,8 @@ class TorchFusedPeer(TorchPeer):
 class TorchCompilePeer(TorchPeer):
     """``torch.compile(model)`` (mode default): forward and its backward compiled (AOTAutograd), eager optimizer."""
 
+    compiles = True
+
     def __init__(self, w, threads, params):
         super().__init__(w, threads, params)
         self.forward = self.torch.compile(self.model)
@@ -380,6 +386,7 @@ class TorchCompileStepPeer(TorchPeer):
     with ``torch._dynamo.config.compiled_autograd = True`` (the backward traced too)."""
 
     inference = False  # its forward is torch-compile's
+    compiles = True
 
     def make_step(self):
         torch = self.torch
