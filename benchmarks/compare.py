@@ -1550,7 +1550,7 @@ def thread_list(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sample counts (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="small sample counts, 2 repetitions (for the tests)")
     p.add_argument(
         "--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts (default: 1,cpu_count)"
     )
