@@ -1277,7 +1277,8 @@ except ImportError as e:
 c = _config.config()
 info = _core.build_info()
 out = {k: c.get(k) for k in ("fastmlp", "variant", "module", "variant_reason", "gemm")}
-out.update({k: str(v) for k, v in info.items() if "gemm" in k or "kernel" in k})
+for source in (c, info):  # a "gemm kernel" entry (the GEMM layer), wherever it is reported
+    out.update({k: str(v) for k, v in source.items() if ("gemm" in k or "kernel" in k) and k not in out})
 print(json.dumps(out))
 """
 
