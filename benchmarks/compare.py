@@ -242,7 +242,7 @@ class Peer:
         return X, y
 
     def rows(self, X) -> list:
-        """X's rows one by one, as 1-row inputs of predict (latency), made before the timing."""
+        """X's rows (a NumPy array) one by one, as 1-row inputs of predict (latency), made before the timing."""
         return [np.ascontiguousarray(X[i : i + 1]) for i in range(len(X))]
 
     def train_epoch(self, X, y, shuffle: bool = True):
@@ -315,7 +315,7 @@ class TorchPeer(Peer):
         return self.torch.from_numpy(X), self.torch.from_numpy(y)
 
     def rows(self, X):
-        return [X[i : i + 1].clone() for i in range(len(X))]
+        return [self.torch.from_numpy(np.ascontiguousarray(X[i : i + 1])) for i in range(len(X))]
 
     def describe(self):
         return {"cpu_capability": torch_capability(self.torch)}
@@ -609,6 +609,8 @@ class EstimatorPeer(Peer):
         module = self.load(threads)
         cls = module.MLPClassifier if w.loss == "log_loss" else module.MLPRegressor
         kind, lr, *rest = w.optimizer
+        if kind == "sgd" and w.loss == "squared_error":  # scikit-learn's gradient is k times fastmlp's
+            lr /= w.sizes[-1]  # (the sum over the k outputs): the same SGD steps at lr / k
         solver = (
             {"solver": "sgd", "momentum": rest[0], "nesterovs_momentum": False, "learning_rate": "constant"}
             if kind == "sgd"

@@ -111,6 +111,34 @@ def test_check_loss_is_fastmlps_definition(compare):
     assert compare.check_loss(mnist, p, np.array([1, 0])) == pytest.approx(-(np.log(0.75) + np.log(0.5)) / 2)
 
 
+def test_peers_in_process_train_the_same_multi_output_regression(compare):
+    """The check epoch from the common initial weights gives fastmlp's loss for every peer here (it
+    did not for the scikit-learn-API estimators, whose squared-error gradient is k times fastmlp's)."""
+    fastmlp = pytest.importorskip("fastmlp")
+    pytest.importorskip("sklearn")
+    w = compare.Workload("multi", (8, 16, 4), "tanh", "identity", compare.SGD, 16, 256, 256, check_samples=256)
+    threads = fastmlp.get_num_threads()
+    try:
+        losses = {p: compare.Bench(p, w, 1, False, 0.0).check()["check_loss"] for p in
+                  ("fastmlp", "fastmlp-est", "sklearn", "numpy")}  # fmt: skip
+    finally:
+        fastmlp.set_num_threads(threads)
+    X, y = compare.make_data(w, 256)
+    start = compare.check_loss(w, initial_output(compare, w, X), y)
+    assert losses["fastmlp"] < 0.9 * start  # the epoch trained
+    for peer, loss in losses.items():
+        assert loss == pytest.approx(losses["fastmlp"], rel=1e-5), (peer, losses)
+
+
+def initial_output(compare, w, X):
+    """The network's output from the common initial weights (tanh hidden layers, identity output)."""
+    params = compare.initial_params(w)
+    for W, b in params[:-1]:
+        X = np.tanh(X @ W + b)
+    W, b = params[-1]
+    return X @ W + b
+
+
 @pytest.mark.slow  # subprocesses that run the benchmark script
 def test_compare_quick_run_reports_consistent_numbers(tmp_path):
     out = tmp_path / "run.json"
@@ -120,7 +148,7 @@ def test_compare_quick_run_reports_consistent_numbers(tmp_path):
             str(SCRIPT),
             "--quick",
             "--peers",
-            "fastmlp,numpy,jax,onnxruntime",
+            "fastmlp,numpy,torch,jax,onnxruntime",
             "--workloads",
             "small,inference,latency",
             "--threads",
@@ -141,11 +169,11 @@ def test_compare_quick_run_reports_consistent_numbers(tmp_path):
     assert data["meta"]["fastmlp"]["variant"]  # which fastmlp ran
     rows = {(r["workload"], r["peer"]): r for r in data["results"]}
     # onnxruntime is an inference peer only
-    want = {(w, p) for w in ("small", "inference", "latency") for p in ("fastmlp", "numpy", "jax")}
+    want = {(w, p) for w in ("small", "inference", "latency") for p in ("fastmlp", "numpy", "torch", "jax")}
     assert set(rows) == want | {("inference", "onnxruntime"), ("latency", "onnxruntime")}
     batch = {"small": 32, "inference": 1024, "latency": 1}
     for (workload, peer), r in rows.items():
-        if peer in ("jax", "onnxruntime") and r["status"] == "n/a":  # optional peers (the bench extra)
+        if peer in ("torch", "jax", "onnxruntime") and r["status"] == "n/a":  # optional peers (the bench extra)
             assert "not installed" in r["reason"]
             continue
         assert r["status"] == "ok", r
