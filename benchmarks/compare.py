@@ -1,16 +1,27 @@
 #!/usr/bin/env python
-"""Time one epoch of MLP training (and a forward pass) in fastmlp and its peers.
+"""Time one epoch of MLP training, a forward pass and a one-row call in fastmlp and its peers.
 
-Peers: fastmlp's Network and estimators, PyTorch eager, scikit-learn and
-fastmlp's NumPy reference.  Every (peer, workload, thread count) runs in a
-fresh worker subprocess, and the peers of a (workload, thread count) run one
-after another: a worker is started, warmed up, timed for all its repetitions
-and has exited before the next one starts, so no idle peer's threads spin
-beside the one being timed (--interleave: the old way, all peers' workers
-alive at once and their repetitions interleaved).  Each row of the markdown
-table is printed as soon as it is measured, and --json FILE is rewritten after
-every row, so a timeout or a kill loses nothing already measured.  --cpu avx2
-forces the AVX2 code paths of fastmlp, PyTorch and NumPy on an AVX-512 CPU.
+Peers (each optional: one not installed is a blank cell with a footnote):
+fastmlp's Network and estimators; PyTorch eager, with a fused optimizer, under
+``torch.compile`` (the model; and the whole train step with compiled
+autograd); JAX (a jit-compiled step; a whole epoch as one ``lax.scan``); ONNX
+Runtime and OpenVINO f32 (inference, on the network exported by
+``fastmlp.export.to_onnx``); scikit-learn and fastmlp's NumPy reference.
+Every peer starts from the same initial weights on the same data, and each
+row carries a check: the loss after one in-order epoch over the first samples
+(training) or the largest |output - fastmlp's| (inference, latency), so the
+table shows that the peers computed the same thing.
+
+Every (peer, workload, thread count) runs in a fresh worker subprocess, and
+the peers of a (workload, thread count) run one after another: a worker is
+started, warmed up, timed for all its repetitions and has exited before the
+next one starts (--interleave: the old way, all peers' workers alive at once
+and their repetitions interleaved).  Each row of the markdown table is
+printed as soon as it is measured, and --json FILE is rewritten after every
+row, so a timeout or a kill loses nothing already measured; the summary table
+(fastmlp ÷ the best float32 peer) follows at the end.  --cpu avx2 forces the
+AVX2 code paths of fastmlp, PyTorch and NumPy on an AVX-512 CPU (JAX, ONNX
+Runtime and OpenVINO cannot be forced: they run natively and are marked so).
 
     python benchmarks/compare.py --quick
     python benchmarks/compare.py --threads 1,2 --json out.json --plot out.png
@@ -29,7 +40,9 @@ import json
 import math
 import os
 import platform
+import re
 import select
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +56,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-PEER_NAMES = ("fastmlp", "fastmlp-est", "torch", "sklearn", "numpy")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # --cpu CLASS: the environment that makes every peer run that instruction-set class.
 CPU_ENV = {
@@ -56,6 +68,9 @@ CPU_ENV = {
 }  # NumPy's OpenBLAS (an AVX2 core type)
 GEMM_LIBS = ("fastmlp", "numpy", "torch")  # one worker each, one after another
 SETTLE_S = 0.05  # pause between timed runs so the previous worker's threads go idle
+# The check column: a peer is marked when its check differs from fastmlp's by more than this.
+LOSS_RTOL = 1e-3  # training: |loss - fastmlp's loss| / fastmlp's loss after the check epoch
+OUTPUT_ATOL = 1e-4  # inference, latency: max |output - fastmlp's output| (softmax probabilities)
 
 
 # --------------------------------------------------------------------------- workloads
@@ -69,11 +84,13 @@ class Workload:
     output: str  # "softmax" (log_loss) or "identity" (squared_error)
     optimizer: tuple  # ("sgd", lr, momentum) or ("adam", lr)
     batch: int
-    samples: int  # full run (for a timed workload: the most it may use)
+    samples: int  # full run (for a timed workload: the most it may use; latency: calls per repetition)
     quick_samples: int
     warmup_steps: int = 8
-    inference: bool = False
+    inference: bool = False  # forward only
+    latency: bool = False  # forward only, one row per call: reported in µs per call
     timed: bool = False  # full run: as many steps as fit in --wide-seconds
+    check_samples: int = 64  # the check: one in-order epoch over these (training) or their outputs
 
     @property
     def loss(self) -> str:
@@ -94,13 +111,26 @@ SGD = ("sgd", 0.01, 0.9)
 WORKLOADS = {
     w.name: w
     for w in (
-        Workload("small", (32, 64, 64, 1), "tanh", "identity", SGD, 32, 20_000, 20_000),
-        Workload("mnist-sgd", MNIST, "relu", "softmax", SGD, 128, 60_000, 16_384),
-        Workload("mnist-adam", MNIST, "relu", "softmax", ("adam", 1e-3), 128, 60_000, 16_384),
+        Workload("small", (32, 64, 64, 1), "tanh", "identity", SGD, 32, 20_000, 20_000, check_samples=4096),
+        Workload("mnist-sgd", MNIST, "relu", "softmax", SGD, 128, 60_000, 16_384, check_samples=4096),
+        Workload("mnist-adam", MNIST, "relu", "softmax", ("adam", 1e-3), 128, 60_000, 16_384, check_samples=4096),
         Workload(
-            "wide", (1024, 4096, 4096, 1024), "relu", "identity", SGD, 512, 16_384, 1_024, warmup_steps=1, timed=True
+            "wide",
+            (1024, 4096, 4096, 1024),
+            "relu",
+            "identity",
+            SGD,
+            512,
+            16_384,
+            1_024,
+            warmup_steps=1,
+            timed=True,
+            check_samples=1024,
         ),
         Workload("inference", MNIST, "relu", "softmax", SGD, 1024, 61_440, 20_480, warmup_steps=2, inference=True),
+        Workload(
+            "latency", MNIST, "relu", "softmax", SGD, 1, 2_000, 300, warmup_steps=200, inference=True, latency=True
+        ),
     )
 }
 
@@ -116,11 +146,35 @@ def make_data(w: Workload, n: int):
     return X, np.tanh(T)
 
 
+def initial_params(w: Workload) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The initial weights every peer starts from: Glorot-uniform W (n_in, n_out) and b, float32, seed 1."""
+    rng = np.random.default_rng(1)
+    params = []
+    for a, b in pairwise(w.sizes):
+        bound = math.sqrt(6.0 / (a + b))
+        params.append(
+            (rng.uniform(-bound, bound, (a, b)).astype(np.float32), rng.uniform(-0.1, 0.1, b).astype(np.float32))
+        )
+    return params
+
+
+def check_loss(w: Workload, out: np.ndarray, y: np.ndarray) -> float:
+    """The loss the peers minimize, computed alike for all from their outputs (float64).
+
+    log_loss: mean over rows of -log p[y]; squared_error: sum((a - y)²) / (2 n k),
+    fastmlp's definition (torch's MSELoss / 2).
+    """
+    out = np.asarray(out, dtype=np.float64).reshape(len(y), -1)
+    if w.loss == "log_loss":
+        return float(-np.mean(np.log(np.maximum(out[np.arange(len(y)), y], 1e-300))))
+    return float(np.mean((out - np.asarray(y, dtype=np.float64).reshape(out.shape)) ** 2) / 2)
+
+
 # --------------------------------------------------------------------------- peers
 
 
 class NotAvailable(Exception):
-    """The peer is not installed or cannot run this workload: an "n/a" row."""
+    """The peer is not installed or cannot run this workload: a blank cell with a footnote."""
 
 
 def require(module: str):
@@ -168,64 +222,372 @@ def load_reference():
 
 
 class Peer:
-    """One library's way to train an epoch and predict; subclasses import lazily."""
+    """One library's way to train an epoch and predict; subclasses import lazily.
+
+    Every peer starts from ``params`` (:func:`initial_params`). ``train_epoch``
+    with ``shuffle=False`` visits the samples in order (the check epoch);
+    ``predict`` returns the output after the output activation, finished
+    (no asynchronous work left); ``output`` turns it into a NumPy array.
+    """
 
     version = ""
+    training = True  # trains (the training workloads)
+    inference = True  # predicts (inference, latency)
+    native_only = False  # ignores --cpu's forcing variables (its own CPU dispatch, no switch)
 
-    def __init__(self, w: Workload, threads: int):
+    def __init__(self, w: Workload, threads: int, params: list):
         self.w = w
 
     def prepare(self, X, y):
         return X, y
 
-    def train_epoch(self, X, y):
+    def rows(self, X) -> list:
+        """X's rows (a NumPy array) one by one, as 1-row inputs of predict (latency), made before the timing."""
+        return [np.ascontiguousarray(X[i : i + 1]) for i in range(len(X))]
+
+    def train_epoch(self, X, y, shuffle: bool = True):
         raise NotImplementedError
 
     def predict(self, X):
         raise NotImplementedError
 
+    def output(self, out) -> np.ndarray:
+        return np.asarray(out)
+
     def describe(self) -> dict:
         return {}
 
 
+def torch_optimizer(torch, w: Workload, params, **options):
+    kind, lr, *rest = w.optimizer
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=rest[0], **options)
+    return torch.optim.Adam(params, lr=lr, **options)
+
+
 class TorchPeer(Peer):
-    def __init__(self, w, threads):
-        super().__init__(w, threads)
+    """PyTorch eager: nn.Sequential, zero_grad/backward/step, batches from a randperm."""
+
+    training_only = False
+
+    compiles = False  # torch.compile: its compile workers must not outlive the compilation
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        if self.compiles:  # compile in-process: inductor's pool of compile subprocesses otherwise stays
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # alive beside the timed run (2x slower)
         torch = self.torch = require("torch")
         self.version = torch.__version__
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[w.activation]
         layers = []
-        for a, b in pairwise(w.sizes):
-            layers += [torch.nn.Linear(a, b), act()]
+        for W, b in params:
+            linear = torch.nn.Linear(*W.shape)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.T.copy()))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear, act()]
         self.model = torch.nn.Sequential(*layers[:-1])
-        kind, lr, *rest = w.optimizer
-        params = self.model.parameters()
-        self.opt = (
-            torch.optim.SGD(params, lr=lr, momentum=rest[0]) if kind == "sgd" else torch.optim.Adam(params, lr=lr)
-        )
-        self.loss_fn = torch.nn.CrossEntropyLoss() if w.loss == "log_loss" else torch.nn.MSELoss()
+        self.opt = self.make_optimizer()
+        # fastmlp's losses: mean cross-entropy; squared error sum((a - y)²) / (2 n k) = MSELoss / 2
+        if w.loss == "log_loss":
+            self.loss_fn = torch.nn.CrossEntropyLoss()
+        else:
+            mse = torch.nn.MSELoss()
+            self.loss_fn = lambda out, y: 0.5 * mse(out, y)
+        self.step = self.make_step()
+        self.forward = self.model
+
+    def make_optimizer(self):
+        return torch_optimizer(self.torch, self.w, self.model.parameters())
+
+    def make_step(self):
+        def step(xb, yb):
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.model(xb), yb)
+            loss.backward()
+            self.opt.step()
+
+        return step
 
     def prepare(self, X, y):
         return self.torch.from_numpy(X), self.torch.from_numpy(y)
 
+    def rows(self, X):
+        return [self.torch.from_numpy(np.ascontiguousarray(X[i : i + 1])) for i in range(len(X))]
+
     def describe(self):
         return {"cpu_capability": torch_capability(self.torch)}
 
-    def train_epoch(self, X, y):
-        perm = self.torch.randperm(len(X))
-        for i in range(0, len(X), self.w.batch):
-            idx = perm[i : i + self.w.batch]
-            self.opt.zero_grad()
-            loss = self.loss_fn(self.model(X[idx]), y[idx])
-            loss.backward()
-            self.opt.step()
+    def train_epoch(self, X, y, shuffle=True):
+        n, b = len(X), self.w.batch
+        perm = self.torch.randperm(n) if shuffle else None
+        for i in range(0, n, b):
+            if perm is None:
+                self.step(X[i : i + b], y[i : i + b])
+            else:
+                idx = perm[i : i + b]
+                self.step(X[idx], y[idx])
 
     def predict(self, X):
         with self.torch.inference_mode():
-            out = self.model(X)
+            out = self.forward(X)
             return self.torch.softmax(out, dim=1) if self.w.output == "softmax" else out
+
+    def output(self, out):
+        return out.detach().numpy()
+
+
+class TorchFusedPeer(TorchPeer):
+    """PyTorch eager with a fused optimizer: ``fused=True``, or ``foreach=True`` where this build
+    has no fused CPU kernel (describe() says which ran)."""
+
+    inference = False  # the same forward as `torch`
+
+    def make_optimizer(self):
+        torch = self.torch
+        probe = torch.nn.Parameter(torch.zeros(2))
+        probe.grad = torch.zeros(2)
+        try:  # one step on a scratch parameter: a build without the fused CPU kernel raises here, not later
+            torch_optimizer(torch, self.w, [probe], fused=True).step()
+            self.fused = "fused=True"
+        except (RuntimeError, ValueError, TypeError):
+            self.fused = "foreach=True"
+            return torch_optimizer(torch, self.w, self.model.parameters(), foreach=True)
+        return torch_optimizer(torch, self.w, self.model.parameters(), fused=True)
+
+    def describe(self):
+        return {**super().describe(), "optimizer": self.fused}
+
+
+class TorchCompilePeer(TorchPeer):
+    """``torch.compile(model)`` (mode default): forward and its backward compiled (AOTAutograd), eager optimizer."""
+
+    compiles = True
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        self.forward = self.torch.compile(self.model)
+        self.compiled = self.torch.compile(self.model)
+
+    def make_step(self):
+        def step(xb, yb):
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.compiled(xb), yb)
+            loss.backward()
+            self.opt.step()
+
+        return step
+
+
+class TorchCompileStepPeer(TorchPeer):
+    """The whole train step (forward, loss, backward, optimizer step) under ``torch.compile``,
+    with ``torch._dynamo.config.compiled_autograd = True`` (the backward traced too)."""
+
+    inference = False  # its forward is torch-compile's
+    compiles = True
+
+    def make_step(self):
+        torch = self.torch
+        torch._dynamo.config.compiled_autograd = True
+
+        def step(xb, yb):
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.model(xb), yb)
+            loss.backward()
+            self.opt.step()
+
+        return torch.compile(step)
+
+
+def xla_flags(threads: int) -> str:
+    """XLA's CPU thread option for `threads`, appended to the caller's XLA_FLAGS (once)."""
+    own = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+    have = os.environ.get("XLA_FLAGS", "")
+    return have if own in have.split() else f"{have} {own}".strip()
+
+
+def limit_affinity(threads: int) -> str:
+    """Restrict this process to `threads` CPUs (what bounds XLA's CPU thread pool); the CPUs kept."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads < len(cpus):
+        os.sched_setaffinity(0, cpus[:threads])
+    return ",".join(map(str, sorted(os.sched_getaffinity(0))))
+
+
+class JaxPeer(Peer):
+    """JAX: one ``jax.jit`` train step (value_and_grad + the optimizer, fastmlp's formulas), the
+    batch gathered inside the step from a host permutation; ``jax-scan`` runs the epoch's full
+    batches as one ``lax.scan`` (the last, partial, batch through the step)."""
+
+    native_only = True
+    scan = False
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        # XLA sizes its CPU thread pool from the CPUs it may run on: the affinity is what limits it
+        self.cpus = limit_affinity(threads)
+        jax = self.jax = require("jax")
+        jnp = self.jnp = jax.numpy
+        self.version = jax.__version__
+        self.params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+        self.rng = np.random.default_rng(0)
+        act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[w.activation]
+        kind, lr, *rest = w.optimizer
+
+        def logits(p, X):
+            for W, b in p[:-1]:
+                X = act(X @ W + b)
+            W, b = p[-1]
+            return X @ W + b
+
+        def loss(p, X, y):
+            z = logits(p, X)
+            if w.loss == "log_loss":
+                return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=1))
+            return 0.5 * jnp.mean((z - y) ** 2)
+
+        if kind == "sgd":  # v ← μv − ηg, p ← p + v
+            state0 = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+
+            def update(p, s, g):
+                s = jax.tree_util.tree_map(lambda v, gi: rest[0] * v - lr * gi, s, g)
+                return jax.tree_util.tree_map(lambda pi, v: pi + v, p, s), s
+
+        else:  # Adam as fastmlp: p ← p − η √(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + ε)
+            zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, self.params)  # noqa: E731 - two distinct buffers
+            state0 = (zeros(), zeros(), jnp.zeros((), jnp.float32))
+
+            def update(p, s, g):
+                m, v, t = s
+                t = t + 1
+                m = jax.tree_util.tree_map(lambda mi, gi: 0.9 * mi + 0.1 * gi, m, g)
+                v = jax.tree_util.tree_map(lambda vi, gi: 0.999 * vi + 0.001 * gi * gi, v, g)
+                rate = lr * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+                p = jax.tree_util.tree_map(lambda pi, mi, vi: pi - rate * mi / (jnp.sqrt(vi) + 1e-8), p, m, v)
+                return p, (m, v, t)
+
+        self.state = state0
+
+        def step(p, s, X, y, idx):
+            g = jax.grad(loss)(p, X[idx], y[idx])
+            return update(p, s, g)
+
+        def epoch(p, s, X, y, idx):  # idx: (steps, batch)
+            def body(carry, rows):
+                return step(*carry, X, y, rows), None
+
+            return jax.lax.scan(body, (p, s), idx)[0]
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.epoch = jax.jit(epoch, donate_argnums=(0, 1))
+        out = jax.nn.softmax if w.output == "softmax" else (lambda z: z)
+        self.forward = jax.jit(lambda p, X: out(logits(p, X)))
+
+    def prepare(self, X, y):
+        y = y.astype(np.int32) if self.w.loss == "log_loss" else y
+        return self.jax.device_put(X), self.jax.device_put(y)
+
+    def rows(self, X):
+        return [self.jax.device_put(np.asarray(X[i : i + 1])) for i in range(len(X))]
+
+    def train_epoch(self, X, y, shuffle=True):
+        n, b = len(X), self.w.batch
+        order = (self.rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
+        full = n // b * b
+        p, s = self.params, self.state
+        if self.scan and full:
+            p, s = self.epoch(p, s, X, y, order[:full].reshape(-1, b))
+            start = full
+        else:
+            start = 0
+        for i in range(start, n, b):
+            p, s = self.step(p, s, X, y, order[i : i + b])
+        self.params, self.state = self.jax.block_until_ready((p, s))
+
+    def predict(self, X):
+        return self.forward(self.params, X).block_until_ready()
+
+    def describe(self):
+        return {"devices": str(self.jax.devices()), "cpus": self.cpus, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+class JaxScanPeer(JaxPeer):
+    inference = False  # the same forward as `jax`
+    scan = True
+
+
+def export_onnx(w: Workload, params: list, threads: int) -> str:
+    """The network with `params`, exported by ``fastmlp.export.to_onnx`` to a temporary file."""
+    fastmlp = require("fastmlp")
+    require("onnx")
+    from fastmlp.export import to_onnx
+
+    net = fastmlp.Network(list(w.sizes), activation=w.activation, output_activation=w.output, dtype="float32")
+    for l, (W, b) in enumerate(params):
+        net.weights[l][...] = W
+        net.biases[l][...] = b
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    to_onnx(net, path)
+    return path
+
+
+class OrtPeer(Peer):
+    """ONNX Runtime's CPU provider, ``intra_op_num_threads`` = the thread count, all graph optimizations."""
+
+    training = False
+    native_only = True
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        ort = require("onnxruntime")
+        self.version = ort.__version__
+        path = export_onnx(w, params, threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        os.unlink(path)
+
+    def predict(self, X):
+        return self.session.run(["Y"], {"X": X})[0]
+
+    def describe(self):
+        return {"providers": self.session.get_providers()}
+
+
+class OpenVinoPeer(Peer):
+    """OpenVINO's CPU plugin, ``INFERENCE_PRECISION_HINT`` f32 (no bf16), ``INFERENCE_NUM_THREADS``."""
+
+    training = False
+    native_only = True
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        ov = require("openvino")
+        self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+        path = export_onnx(w, params, threads)
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
+        os.unlink(path)
+        self.request = self.compiled.create_infer_request()
+
+    def predict(self, X):
+        self.request.infer({0: X})
+        return self.request.get_output_tensor(0).data
+
+    def output(self, out):
+        return np.array(out)  # a view of the request's buffer, overwritten by the next call
+
+    def describe(self):
+        return {
+            k: str(self.compiled.get_property(k))
+            for k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT")
+        }
 
 
 class EstimatorPeer(Peer):
@@ -233,6 +595,8 @@ class EstimatorPeer(Peer):
 
     warm_start=True so that a timed fit continues from the warm-up's weights
     instead of re-initialising them: the time is the epoch's, not the set-up's.
+    A first fit on 1,024 samples makes the estimator (classes, shapes), then its
+    coefs_/intercepts_ are overwritten with the common initial weights.
     """
 
     def load(self, threads):
@@ -240,11 +604,13 @@ class EstimatorPeer(Peer):
         self.version = sklearn.__version__
         return require("sklearn.neural_network")
 
-    def __init__(self, w, threads):
-        super().__init__(w, threads)
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
         module = self.load(threads)
         cls = module.MLPClassifier if w.loss == "log_loss" else module.MLPRegressor
         kind, lr, *rest = w.optimizer
+        if kind == "sgd" and w.loss == "squared_error":  # scikit-learn's gradient is k times fastmlp's
+            lr /= w.sizes[-1]  # (the sum over the k outputs): the same SGD steps at lr / k
         solver = (
             {"solver": "sgd", "momentum": rest[0], "nesterovs_momentum": False, "learning_rate": "constant"}
             if kind == "sgd"
@@ -254,7 +620,7 @@ class EstimatorPeer(Peer):
             hidden_layer_sizes=w.sizes[1:-1],
             activation=w.activation,
             learning_rate_init=lr,
-            batch_size=w.batch,
+            batch_size=min(w.batch, 200) if w.latency else w.batch,
             alpha=0.0,
             tol=0.0,
             max_iter=1,
@@ -263,11 +629,18 @@ class EstimatorPeer(Peer):
             warm_start=True,
             **solver,
         )
+        self.params = params
 
     def prepare(self, X, y):
-        return X, (y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
+        y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
+        self.train_epoch(X[:1024], y[:1024])  # makes the estimator; its weights are replaced below
+        for l, (W, b) in enumerate(self.params):
+            self.est.coefs_[l][...] = W
+            self.est.intercepts_[l][...] = b
+        return X, y
 
-    def train_epoch(self, X, y):
+    def train_epoch(self, X, y, shuffle=True):
+        self.est.shuffle = shuffle
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Mm]aximum iterations")
             self.est.fit(X, y)
@@ -290,18 +663,21 @@ class FastmlpEstimatorPeer(EstimatorPeer):
 
 
 class FastmlpPeer(Peer):
-    def __init__(self, w, threads):
-        super().__init__(w, threads)
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
         fastmlp = self.fastmlp = import_fastmlp(threads)
         self.version = getattr(fastmlp, "__version__", "")
         self.net = fastmlp.Network(
             list(w.sizes), activation=w.activation, output_activation=w.output, dtype="float32", seed=0
         )
+        for l, (W, b) in enumerate(params):
+            self.net.weights[l][...] = W
+            self.net.biases[l][...] = b
         kind, lr, *rest = w.optimizer
         self.opt = fastmlp.SGD(lr=lr, momentum=rest[0], nesterov=False) if kind == "sgd" else fastmlp.Adam(lr=lr)
 
-    def train_epoch(self, X, y):
-        self.net.train_epoch(X, y, loss=self.w.loss, optimizer=self.opt, batch_size=self.w.batch, shuffle=True)
+    def train_epoch(self, X, y, shuffle=True):
+        self.net.train_epoch(X, y, loss=self.w.loss, optimizer=self.opt, batch_size=self.w.batch, shuffle=shuffle)
 
     def predict(self, X):
         return self.net.forward(X)
@@ -315,18 +691,15 @@ class FastmlpPeer(Peer):
 
 
 class NumpyPeer(Peer):
-    """fastmlp.reference: the NumPy oracle, Glorot-uniform initialised like scikit-learn."""
+    """fastmlp.reference: the NumPy oracle."""
 
-    def __init__(self, w, threads):
-        super().__init__(w, threads)
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
         self.ref = load_reference()
         self.version = np.__version__
         self.rng = np.random.default_rng(0)
-        self.weights, self.biases = [], []
-        for a, b in pairwise(w.sizes):
-            bound = math.sqrt(6.0 / (a + b))
-            self.weights.append(self.rng.uniform(-bound, bound, (a, b)).astype(np.float32))
-            self.biases.append(self.rng.uniform(-bound, bound, b).astype(np.float32))
+        self.weights = [W.copy() for W, _ in params]
+        self.biases = [b.copy() for _, b in params]
         kind, lr, *rest = w.optimizer
         self.opt = self.ref.SGD(lr, rest[0], False) if kind == "sgd" else self.ref.Adam(lr)
 
@@ -335,8 +708,8 @@ class NumpyPeer(Peer):
             y = np.eye(self.w.sizes[-1], dtype=np.float32)[y]
         return X, y
 
-    def train_epoch(self, X, y):
-        order = self.rng.permutation(len(X))
+    def train_epoch(self, X, y, shuffle=True):
+        order = self.rng.permutation(len(X)) if shuffle else np.arange(len(X))
         self.ref.train_epoch(
             self.weights,
             self.biases,
@@ -358,36 +731,75 @@ PEERS = {
     "fastmlp": FastmlpPeer,
     "fastmlp-est": FastmlpEstimatorPeer,
     "torch": TorchPeer,
+    "torch-fused": TorchFusedPeer,
+    "torch-compile": TorchCompilePeer,
+    "torch-compile-step": TorchCompileStepPeer,
+    "jax": JaxPeer,
+    "jax-scan": JaxScanPeer,
+    "onnxruntime": OrtPeer,
+    "openvino": OpenVinoPeer,
     "sklearn": EstimatorPeer,
     "numpy": NumpyPeer,
 }
+PEER_NAMES = tuple(PEERS)
+# Not peers: fastmlp itself and its own estimator (the "best peer" is chosen among the others).
+OURS = ("fastmlp", "fastmlp-est")
+# The latency workload's peers (the deployment paths); the estimators' single-row overhead is another issue's.
+LATENCY_PEERS = ("fastmlp", "torch", "torch-compile", "jax", "onnxruntime", "openvino", "numpy")
+
+
+def applies(peer: str, w: Workload) -> bool:
+    """Whether `peer` runs workload `w` (a peer that does not is left out, not an n/a row)."""
+    cls = PEERS[peer]
+    if w.latency and peer not in LATENCY_PEERS:
+        return False
+    return cls.inference if w.inference else cls.training
 
 
 # --------------------------------------------------------------------------- worker side
 
 
 class Bench:
-    """Data and model of one peer on one workload; times whole runs of it."""
+    """Data and model of one peer on one workload; checks it, then times whole runs of it."""
 
     def __init__(self, peer: str, w: Workload, threads: int, quick: bool, seconds: float):
         self.w = w
         self.pool = w.quick_samples if quick else w.samples
         self.n = self.pool
         self.seconds = seconds if (w.timed and not quick) else 0.0
-        X, y = make_data(w, self.pool)
-        self.peer = PEERS[peer](w, threads)
+        self.n_check = min(w.check_samples // (4 if quick and not w.inference else 1), self.pool)
+        X, y = make_data(w, max(self.pool, self.n_check))
+        self.peer = PEERS[peer](w, threads, initial_params(w))
+        self.y_check = y[: self.n_check]
         self.X, self.y = self.peer.prepare(X, y)
-        if w.inference:  # the estimators must be fitted before they predict
-            self.peer.train_epoch(self.X[: w.batch], self.y[: w.batch])
+        self.X_rows = self.peer.rows(X[: self.pool]) if w.latency else None
 
     def steps(self, n: int) -> int:
         return -(-n // self.w.batch)
+
+    def check(self) -> dict:
+        """Before any other step: training, one in-order epoch over the first n_check samples from the
+        initial weights, then the loss on them; inference, the outputs for the first n_check rows
+        (latency: one row per call)."""
+        n, w = self.n_check, self.w
+        if not w.inference:
+            self.peer.train_epoch(self.X[:n], self.y[:n], shuffle=False)
+            return {"check_loss": check_loss(w, self.peer.output(self.peer.predict(self.X[:n])), self.y_check)}
+        if w.latency:
+            out = np.concatenate([self.peer.output(self.peer.predict(r)).reshape(1, -1) for r in self.X_rows[:n]])
+        else:
+            out = self.peer.output(self.peer.predict(self.X[:n]))
+        out = np.asarray(out, dtype=np.float64).reshape(n, -1)
+        return {"check_output": out.ravel().tolist(), "check_loss": check_loss(w, out, self.y_check)}
 
     def _run(self, n: int) -> tuple[float, float]:
         """Wall and CPU seconds (all threads) of one pass over the first n samples."""
         b = self.w.batch
         start, cpu = time.perf_counter(), time.process_time()
-        if self.w.inference:
+        if self.w.latency:
+            for row in self.X_rows[:n]:
+                self.peer.predict(row)
+        elif self.w.inference:
             for i in range(0, n, b):
                 self.peer.predict(self.X[i : i + b])
         else:
@@ -395,7 +807,10 @@ class Bench:
         return time.perf_counter() - start, time.process_time() - cpu
 
     def warmup(self) -> dict:
+        check = self.check()
+        # the warm-up ends with a batch of the size the timed epoch ends with (compiled peers specialize on it)
         n = min(self.pool, self.w.warmup_steps * self.w.batch)
+        n = min(self.pool, n + self.pool % self.w.batch) if self.pool % self.w.batch else n
         self._run(n)
         if self.seconds:  # size the timed epoch from a second, warm, run
             per_step = self._run(n)[0] / self.steps(n)
@@ -406,6 +821,7 @@ class Bench:
             "samples_per_rep": self.n,
             "blas_threads": blas_threads(),
             **self.peer.describe(),
+            **check,
         }
 
     def run_once(self) -> dict:
@@ -435,8 +851,8 @@ def protocol_stream():
 
 
 def worker_env(threads: int, cpu: str | None = None) -> dict:
-    """This environment plus the thread-count variables and --cpu's forcing variables."""
-    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    """This environment plus the thread-count variables (XLA's too) and --cpu's forcing variables."""
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}, "XLA_FLAGS": xla_flags(threads)}
     if cpu:
         env.update(CPU_ENV[cpu])
     return env
@@ -451,7 +867,7 @@ def inherited_forcing() -> dict:
 def ensure_worker_env(threads: int, cpu: str | None):
     """Re-exec with the thread (and --cpu) variables set: BLAS reads them when numpy loads."""
     env = worker_env(threads, cpu)
-    if any(os.environ.get(k) != env.get(k) for k in (*THREAD_VARS, *CPU_ENV.get(cpu or "", {}))):
+    if any(os.environ.get(k) != env.get(k) for k in (*THREAD_VARS, "XLA_FLAGS", *CPU_ENV.get(cpu or "", {}))):
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
@@ -459,6 +875,9 @@ def worker_main(args) -> int:
     ensure_worker_env(args.threads, args.cpu)
     send = protocol_stream()
     peer, workload = args.worker
+    if not applies(peer, WORKLOADS[workload]):
+        send({"status": "n/a", "reason": f"{peer} does not run the {workload} workload"})
+        return 0
     try:
         bench = Bench(peer, WORKLOADS[workload], args.threads, args.quick, args.wide_seconds)
     except NotAvailable as e:
@@ -594,9 +1013,11 @@ class Worker:
         return json.loads(line)
 
     def stderr_tail(self) -> str:
+        """The worker's last exception line ("...Error: ..."), else its last line of stderr."""
         self.stderr.seek(0)
         lines = self.stderr.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "(no output)"
+        errors = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", x)]
+        return (errors or lines or ["(no output)"])[-1]
 
     def close(self, kill: bool = False):
         if kill and self.proc.poll() is None:
@@ -620,6 +1041,7 @@ class Row:
     reason: str = ""
     info: dict = field(default_factory=dict)
     reps: list = field(default_factory=list)
+    check: dict = field(default_factory=dict)  # check_result() against fastmlp's row
 
     def fail(self, status: str, reason: str):
         self.status, self.reason = status, reason
@@ -631,6 +1053,50 @@ class Row:
         rate = statistics.median(r["samples"] / r["seconds"] for r in self.reps)
         step = statistics.median(r["seconds"] / r["steps"] for r in self.reps)
         return {"samples_per_s": rate, "ms_per_step": 1e3 * step, "gflops": w.flops_per_sample * rate / 1e9}
+
+
+def check_result(w: Workload, info: dict, ours: dict | None) -> dict:
+    """This peer's check against fastmlp's (``ours``: fastmlp's worker info, or None).
+
+    Training: the loss after the in-order check epoch, within LOSS_RTOL of
+    fastmlp's. Inference and latency: max |output - fastmlp's output| on the
+    check rows, within OUTPUT_ATOL. ``ok`` is None where there is nothing to
+    compare with (no fastmlp row, or the peer did not report a check).
+    """
+    ours = ours or {}
+    if w.inference:
+        mine, theirs = info.get("check_output"), ours.get("check_output")
+        if mine is None or theirs is None or len(mine) != len(theirs):
+            return {"kind": "max |Δ|", "value": None, "ok": None}
+        diff = float(np.max(np.abs(np.asarray(mine) - np.asarray(theirs))))
+        return {"kind": "max |Δ|", "value": diff, "ok": bool(diff <= OUTPUT_ATOL)}
+    loss, ref = info.get("check_loss"), ours.get("check_loss")
+    ok = None if loss is None or ref is None else bool(abs(loss - ref) <= LOSS_RTOL * abs(ref))
+    return {"kind": "loss", "value": loss, "ok": ok}
+
+
+def best_peer(
+    rates: dict[str, float | None], excluded: set[str] | frozenset[str] = frozenset()
+) -> tuple[str | None, float | None]:
+    """The fastest peer (highest samples/s or calls/s) that counts, and its rate.
+
+    fastmlp's own rows (OURS), peers without a rate (n/a, error) and
+    `excluded` (failed their check, or not forced under --cpu) do not count.
+    """
+    eligible = {p: r for p, r in rates.items() if r and p not in OURS and p not in excluded}
+    if not eligible:
+        return None, None
+    name = max(eligible, key=eligible.get)
+    return name, eligible[name]
+
+
+def ratio_to_best(
+    rates: dict[str, float | None], excluded: set[str] | frozenset[str] = frozenset()
+) -> tuple[str | None, float | None]:
+    """(the best peer, fastmlp's rate ÷ its rate): above 1, fastmlp is faster (latency too: calls/s)."""
+    name, rate = best_peer(rates, excluded)
+    ours = rates.get("fastmlp")
+    return name, (ours / rate if ours and rate else None)
 
 
 def run_group(w: Workload, threads: int, peers: list[str], args) -> list[Row]:
@@ -760,6 +1226,17 @@ print(json.dumps(out))
 
 
 def cpu_model() -> str:
+    """lscpu's "Model name" (/proc/cpuinfo's "model name" where lscpu is missing)."""
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(
+                ["lscpu"], capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"}
+            )
+            for line in out.stdout.splitlines():
+                if line.startswith("Model name:"):
+                    return line.split(":", 1)[1].strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -769,15 +1246,59 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Distributions whose versions the header lists (the workers' own are in each row's info).
+DISTRIBUTIONS = (
+    ("torch", "torch"),
+    ("jax", "jax"),
+    ("jaxlib", "jaxlib"),
+    ("onnxruntime", "onnxruntime"),
+    ("openvino", "openvino"),
+    ("sklearn", "scikit-learn"),
+    ("fastmlp", "fastmlp"),
+)
+
+
 def versions() -> dict:
     """Installed versions, as the driver sees them (the workers' own are in each row's info)."""
     found = {"python": platform.python_version(), "numpy": np.__version__}
-    for name, dist in (("torch", "torch"), ("sklearn", "scikit-learn"), ("fastmlp", "fastmlp")):
+    for name, dist in DISTRIBUTIONS:
         try:
             found[name] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             found[name] = "n/a"
     return found
+
+
+FASTMLP_PROBE = r"""
+import json
+try:
+    import fastmlp
+    from fastmlp import _config, _core
+except ImportError as e:
+    print(json.dumps({"error": str(e)})); raise SystemExit(0)
+c = _config.config()
+info = _core.build_info()
+out = {k: c.get(k) for k in ("fastmlp", "variant", "module", "variant_reason", "gemm")}
+for source in (c, info):  # a "gemm kernel" entry (the GEMM layer), wherever it is reported
+    out.update({k: str(v) for k, v in source.items() if ("gemm" in k or "kernel" in k) and k not in out})
+print(json.dumps(out))
+"""
+
+
+def probe_fastmlp(threads: int, cpu: str | None) -> dict:
+    """What fastmlp runs in the workers' environment: variant (and why), the GEMM (and any "gemm
+    kernel" entry of build_info), from ``fastmlp._config.config()`` in a child process."""
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", FASTMLP_PROBE],
+            env=worker_env(threads, cpu),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return json.loads(run.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, IndexError, json.JSONDecodeError) as e:
+        return {"error": f"the fastmlp probe failed: {e}"}
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -817,22 +1338,32 @@ def peak(gemm: dict, threads: int) -> float:
 
 
 RESULTS_HEADER = [
-    "| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak | fastmlp/peer |",
-    "|---|---:|---|---:|---:|---:|---:|---:|",
+    "| workload | threads | peer | samples/s | ms/step | GFLOP/s | % GEMM peak | check | fastmlp/peer |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
 ]
+FAILED = " ✗"  # a check beyond tolerance
+
+
+def check_cell(check: dict) -> str:
+    """The check column: the loss after the check epoch, or max |output - fastmlp's|; ✗ beyond tolerance."""
+    value = check.get("value")
+    if value is None:
+        return ""
+    text = f"{value:.5g}" if check["kind"] == "loss" else ("0" if value == 0 else f"{value:.1e}")
+    return text + (FAILED if check.get("ok") is False else "")
 
 
 def result_line(gemm: dict, r: Row, ours: float | None) -> str:
     """One table row; ours: fastmlp Network's samples/s on the same (workload, threads)."""
     s = r.summary()
     if not s:
-        return f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | |"
+        return f"| {r.workload} | {r.threads} | {r.peer} | {r.status} | | | | | |"
     p = peak(gemm, r.threads)
     pct = f"{100 * s['gflops'] / p:.0f}%" if p else "–"
     ratio = f"{ours / s['samples_per_s']:.2f}×" if ours else "–"
     return (
         f"| {r.workload} | {r.threads} | {r.peer} | {fmt(s['samples_per_s'])} | "
-        f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {ratio} |"
+        f"{fmt(s['ms_per_step'])} | {fmt(s['gflops'])} | {pct} | {check_cell(r.check)} | {ratio} |"
     )
 
 
@@ -847,6 +1378,72 @@ def results_table(gemm: dict, rows: list[Row]) -> list[str]:
 
 def failure_notes(rows: list[Row]) -> list[str]:
     return [f"- {r.workload}, {r.threads} thread(s), {r.peer}: {r.status}: {r.reason}" for r in rows if not r.summary()]
+
+
+SUPERSCRIPTS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def footnote_mark(k: int) -> str:
+    return "".join(SUPERSCRIPTS[int(d) - 1] if d != "0" else "⁰" for d in str(k + 1))
+
+
+def summary_table(rows: list[Row], forced: str | None = None) -> list[str]:
+    """One line per (workload, threads): each peer's samples/s (latency: µs per call), the best
+    float32 peer and fastmlp ÷ it.
+
+    A peer that did not run (not installed, error) is a blank cell with a
+    footnote; one that does not apply to the workload is "–"; a check beyond
+    tolerance is marked ✗ and that peer does not count as the best. Under
+    --cpu, the peers that cannot be forced (native_only) are marked and do
+    not count either.
+    """
+    peers = [p for p in PEER_NAMES if any(r.peer == p for r in rows)]
+    if not peers:
+        return []
+    native = {p for p in peers if PEERS[p].native_only} if forced else set()
+    names = [f"{p} (native)" if p in native else p for p in peers]
+    lines = [
+        "fastmlp ÷ the best float32 peer (samples/s; latency: µs per call, lower is faster — its ratio is "
+        "still fastmlp's speed ÷ the best peer's, above 1 fastmlp is faster):",
+        "",
+        "| workload | threads | " + " | ".join(names) + " | best peer | fastmlp ÷ best |",
+        "|---|---:|" + "---:|" * len(peers) + "---|---:|",
+    ]
+    notes: dict[str, str] = {}
+    for key in dict.fromkeys((r.workload, r.threads) for r in rows):
+        group = {r.peer: r for r in rows if (r.workload, r.threads) == key}
+        latency = WORKLOADS[key[0]].latency
+        rates = {p: r.summary().get("samples_per_s") for p, r in group.items()}
+        failed = {p for p, r in group.items() if r.check.get("ok") is False}
+        best, ratio = ratio_to_best(rates, failed | native)
+        cells = []
+        for p in peers:
+            r = group.get(p)
+            if r is None:
+                cells.append("–")
+            elif not rates.get(p):
+                reason = f"{p}: {r.status}: {r.reason}"
+                mark = notes.setdefault(reason, footnote_mark(len(notes)))
+                cells.append(mark)
+            else:
+                rate = rates[p]
+                text = fmt(1e6 / rate) if latency else fmt(rate)
+                cells.append(text + (FAILED if p in failed else ""))
+        ratio_text = f"**{ratio:.2f}×**" if ratio else ""
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + f" | {best or ''} | {ratio_text} |")
+    lines += ["", *[f"{mark} {reason}" for reason, mark in notes.items()]] if notes else []
+    if any(r.check.get("ok") is False for r in rows):
+        lines += [
+            "",
+            f"{FAILED.strip()}: the check differs from fastmlp's beyond tolerance (loss rtol {LOSS_RTOL:g}, "
+            f"outputs atol {OUTPUT_ATOL:g}): not counted as the best peer.",
+        ]
+    if native:
+        lines += [
+            "",
+            f"(native): {', '.join(sorted(native))} cannot be forced to {forced}; not counted as the best peer.",
+        ]
+    return lines
 
 
 def header(meta: dict) -> list[str]:
@@ -875,12 +1472,32 @@ def header(meta: dict) -> list[str]:
         if load > meta["cpus"] / 2
         else []
     )
-    return [line, ""] + busy
+    fm = meta.get("fastmlp") or {}
+    if "error" in fm:
+        ran = f"fastmlp: not importable ({fm['error']})"
+    else:
+        kernel = "; ".join(
+            f"{k}: {v}" for k, v in fm.items() if k not in ("fastmlp", "variant", "module", "variant_reason", "gemm")
+        )
+        ran = (
+            f"fastmlp ran: variant **{fm.get('variant')}** ({fm.get('module')}; {fm.get('variant_reason')}); "
+            f"gemm: {fm.get('gemm')}" + (f"; {kernel}" if kernel else "")
+        )
+    threads = ", ".join(map(str, meta["threads"]))
+    lines = [line, "", f"CPU: {meta['cpu']}; threads per run: {threads} (of {meta['cpus']} CPUs).", "", ran, ""]
+    return lines + busy
 
 
 def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
     """The complete report (what a run prints, piece by piece)."""
-    return "\n".join(header(meta) + gemm_table(gemm) + [""] + results_table(gemm, rows))
+    tables = (
+        gemm_table(gemm)
+        + [""]
+        + results_table(gemm, rows)
+        + [""]
+        + summary_table(rows, meta.get("cpu_forced") and meta["cpu_forced"]["class"])
+    )
+    return "\n".join(header(meta) + tables)
 
 
 def plot(path: str, rows: list[Row], threads: list[int]):
@@ -936,7 +1553,7 @@ def thread_list(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sample counts (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="small sample counts, 2 repetitions (for the tests)")
     p.add_argument(
         "--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts (default: 1,cpu_count)"
     )
@@ -1026,6 +1643,7 @@ def main(argv=None) -> int:
         "load_average": [load_before, load_before],
     }
     meta["inherited_env"] = inherited_forcing()
+    meta["fastmlp"] = probe_fastmlp(threads[0], args.cpu)
     if args.cpu:
         meta["cpu_forced"] = {"class": args.cpu, **check_cpu_forcing(args.cpu)}
         meta["cpu_env"] = CPU_ENV[args.cpu]
@@ -1043,24 +1661,29 @@ def main(argv=None) -> int:
         save()
     print(f"[{time.perf_counter() - start:6.1f} s] GEMM peak measured", file=sys.stderr)
     say(*gemm_table(gemm), "", *RESULTS_HEADER)
-    ours = {}
+    ours, ours_info = {}, {}
 
     def emit(row: Row):
         rows.append(row)
+        key = (row.workload, row.threads)
         if row.peer == "fastmlp":
-            ours[(row.workload, row.threads)] = row.summary().get("samples_per_s")
-        say(result_line(gemm, row, ours.get((row.workload, row.threads))))
+            ours[key] = row.summary().get("samples_per_s")
+            ours_info[key] = dict(row.info)
+        row.check = check_result(WORKLOADS[row.workload], row.info, ours_info.get(key))
+        row.info.pop("check_output", None)  # compared; the JSON keeps the result, not the 640 numbers
+        say(result_line(gemm, row, ours.get(key)))
         if not row.summary():
             print(f"  {row.workload}, {row.threads} thread(s), {row.peer}: {row.status}: {row.reason}", file=sys.stderr)
         save()
 
     for name in args.workloads:
         for t in threads:
-            run_workload(WORKLOADS[name], t, peers, args, emit)
+            run_workload(WORKLOADS[name], t, [p for p in peers if applies(p, WORKLOADS[name])], args, emit)
             print(f"[{time.perf_counter() - start:6.1f} s] {name}, {t} thread(s) done", file=sys.stderr)
     notes = failure_notes(rows)
     if notes:
         say("", *notes)
+    say("", *summary_table(rows, args.cpu))
     meta["complete"] = True
     save()
     print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)
