@@ -269,7 +269,7 @@ class EpochLoop:
             self.progress.update(metrics)
         try:
             stop, error = self.callbacks(metrics), None
-        except Exception as e:  # under MPI every rank must hear of it before this one raises
+        except Exception as e:  # noqa: BLE001 - re-raised by any_stop; under MPI every rank must hear of it before this one raises
             stop, error = True, e
         stop = self.strategy.any_stop(stop, error)
         if self.early_stopping.check():
