@@ -241,6 +241,10 @@ struct EpochSettings {
   double epoch = 0.0;
   Index world_size = 1;  // how many processes' batches one step stands for (data parallel)
   Index rank = 0;        // which of them this one is (its rows' place in the global batch)
+  // The gradient hook's form: false, hook(grads, loss) -> loss averages over world_size
+  // processes (the penalties divide by world_size × W); true, hook(grads, loss, W) ->
+  // (loss, W_g) returns the global batch's weight total itself (GradientHook, trainer.hpp).
+  bool weighted_hook = false;
 };
 
 // The rows of an epoch or an objective, filled by field name
@@ -327,18 +331,32 @@ double run_epoch(Network<T>& n, const Rows<T>& rows, Loss loss, Optimizer<T>& op
   if (settings.rank < 0 || settings.rank >= settings.world_size)
     throw std::invalid_argument("rank must be in [0, world_size), got " + std::to_string(settings.rank));
   GradientHook<T> hook;
-  hook.world_size = settings.world_size;
   hook.rank = settings.rank;
   if (!gradient_hook.is_none()) {
-    hook.reduce = [&gradient_hook, &n](T* g, Index count, double* loss_value) {
+    const bool weighted = settings.weighted_hook;
+    const double world = double(settings.world_size);
+    hook.reduce = [&gradient_hook, &n, weighted, world](T* g, Index count, double* loss_value, double* weight) {
       py::gil_scoped_acquire acquire;
       py::array_t<T> grads({py::ssize_t(count)}, {py::ssize_t(sizeof(T))}, g,
                            py::cast(&n, py::return_value_policy::reference));
-      py::object value = gradient_hook(grads, *loss_value);
+      if (!weighted) {
+        py::object value = gradient_hook(grads, *loss_value);
+        try {
+          *loss_value = value.template cast<double>();
+        } catch (const py::cast_error&) {
+          throw py::type_error("gradient_hook must return the batch loss as a float, got " +
+                               std::string(py::repr(value)));
+        }
+        *weight *= world;
+        return;
+      }
+      py::object value = gradient_hook(grads, *loss_value, *weight);
       try {
-        *loss_value = value.template cast<double>();
+        const auto pair = value.template cast<std::pair<double, double>>();
+        *loss_value = pair.first;
+        *weight = pair.second;
       } catch (const py::cast_error&) {
-        throw py::type_error("gradient_hook must return the batch loss as a float, got " +
+        throw py::type_error("a weighted gradient_hook must return (loss, weight_total) as floats, got " +
                              std::string(py::repr(value)));
       }
     };
@@ -675,7 +693,8 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
       .def_readwrite("schedule", &EpochSettings::schedule)
       .def_readwrite("epoch", &EpochSettings::epoch)
       .def_readwrite("world_size", &EpochSettings::world_size)
-      .def_readwrite("rank", &EpochSettings::rank);
+      .def_readwrite("rank", &EpochSettings::rank)
+      .def_readwrite("weighted_hook", &EpochSettings::weighted_hook);
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   // The names the core accepts, from its tables (activation.hpp, loss.hpp,

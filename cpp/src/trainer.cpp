@@ -169,7 +169,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   const int slices = plan.slices;
   size_csr_gather(net, batch, slices);
   const bool split = hook != nullptr && hook->reduce;
-  const double penalty_scale = W * double(split ? hook->world_size : 1);
+  double penalty_scale = W;  // the (global, with a hook) batch's weight total
   const bool penalize = reg.l2 > 0.0 || reg.l1 > 0.0;
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
   const bool max_norm = optimizer != nullptr && net.noise().max_norm > 0.0;
@@ -257,7 +257,8 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   double value = 0.0;
   for (int k = 0; k < kMaxThreads; ++k) value += loss_part[k];
   if (split) {
-    hook->reduce(net.grads(), P, &value);
+    hook->reduce(net.grads(), P, &value, &penalty_scale);
+    if (!(penalty_scale > 0.0)) return 0.0;  // the global batch weighs nothing: skipped everywhere
     if (optimizer != nullptr) optimizer->begin_step();
     parallel::run(plan.threads, finish);
   }
@@ -395,7 +396,9 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
       batch.begin = data.begin + start;
     }
     seen += batch.rows;
-    if (!(weight_sum(batch) > 0.0)) continue;  // all-zero weights: nothing to learn from this batch
+    // All-zero weights: nothing to learn from this batch — but with a hook the other processes'
+    // part of the global batch may weigh something, so the step runs and the hook decides.
+    if (!(weight_sum(batch) > 0.0) && (hook == nullptr || !hook->reduce)) continue;
     if (options.schedule != nullptr)
       optimizer.lr = options.schedule->at(options.epoch + double(b) / double(n_batches), 1.0 / double(n_batches));
     total += step(net, &optimizer, batch, loss, options.regularization, true, hook) * double(batch.rows);

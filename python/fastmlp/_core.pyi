@@ -68,6 +68,7 @@ class EpochOptions:
     epoch: float
     world_size: int
     rank: int
+    weighted_hook: bool
 
 class Network_float32:
     def __init__(

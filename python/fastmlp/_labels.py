@@ -11,7 +11,7 @@ multilabel          0 .. k-1       the 0/1 indicator matrix itself  logistic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,8 +108,12 @@ class LabelCoder:
             return np.repeat(self.classes_[0], len(outputs))
         return self.classes_[(outputs.ravel() > 0.5).astype(int)]
 
-    def class_weights(self, class_weight: Any, y: np.ndarray) -> np.ndarray:
-        """The weight of each sample's class: 'balanced' = n / (n_classes · count(class)), or a dict."""
+    def class_weights(
+        self, class_weight: Any, y: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The weight of each sample's class: 'balanced' = n / (n_classes · count(class)), or a dict.
+
+        `reduce` (data-parallel training: the sum over the ranks) makes n and the counts global."""
         if self.y_type_ == "multilabel-indicator":
             raise ValueError("class_weight is not supported for multilabel targets; pass sample_weight instead")
         y = y.ravel()
@@ -117,9 +121,15 @@ class LabelCoder:
         if isinstance(class_weight, str):
             if class_weight != "balanced":
                 raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {class_weight!r}")
-            present, counts = np.unique(idx, return_counts=True)
+            if reduce is not None:
+                all_counts = reduce(np.bincount(idx, minlength=len(self.classes_)).astype(np.float64))
+                present = np.flatnonzero(all_counts)
+                counts, n = all_counts[present], float(all_counts.sum())
+            else:
+                present, counts = np.unique(idx, return_counts=True)
+                n = len(y)
             per_class = np.ones(len(self.classes_))
-            per_class[present] = len(y) / (len(present) * counts)
+            per_class[present] = n / (len(present) * counts)
             return per_class[idx]
         if not isinstance(class_weight, dict):
             raise TypeError(f"class_weight must be None, 'balanced' or a dict, got {type(class_weight).__name__}")

@@ -14,7 +14,8 @@ scikit-learn splits its optimizers from its estimator; here the estimator
 7. ``early_stopping.score()``: validation loss and score, the no-improvement count; extra metrics;
 8. ``learning_rate.after_epoch()``: scikit-learn's ``invscaling``;
 9. ``progress.update(metrics)``: the ``verbose=2`` bar;
-10. ``callbacks(metrics)``, then ``strategy.any_stop``: a callback returning False on any rank stops all;
+10. ``callbacks(metrics)``, then ``strategy.any_stop``: a callback returning False on any rank stops all,
+    one that raises on any rank raises on all (:class:`fastmlp.distributed.RankFailed` on the others);
 11. ``early_stopping.check()``: ``n_iter_no_change`` exceeded: stop, or (``adaptive``) a lower rate;
 12. the callbacks' stop; then one epoch only (``partial_fit``); then, at ``max_iter``, the
     ``ConvergenceWarning``.
@@ -57,7 +58,7 @@ class EpochStrategy(Protocol):
 
     def order(self) -> np.ndarray | None: ...
     def run(self, net: Any, request: EpochRequest) -> float: ...
-    def any_stop(self, stop: bool) -> bool: ...
+    def any_stop(self, stop: bool, error: BaseException | None = None) -> bool: ...
 
 
 class LocalEpochs:
@@ -81,7 +82,9 @@ class LocalEpochs:
     def run(self, net: Any, request: EpochRequest) -> float:
         return float(net.run_epoch(request))
 
-    def any_stop(self, stop: bool) -> bool:
+    def any_stop(self, stop: bool, error: BaseException | None = None) -> bool:
+        if error is not None:
+            raise error
         return stop
 
 
@@ -100,8 +103,8 @@ class DataParallelEpochs:
     def run(self, net: Any, request: EpochRequest) -> float:
         return float(net.run_epoch(request, hook=self.mpi_epoch))
 
-    def any_stop(self, stop: bool) -> bool:
-        return bool(self.mpi_epoch.any_stop(stop))
+    def any_stop(self, stop: bool, error: BaseException | None = None) -> bool:
+        return bool(self.mpi_epoch.any_stop(stop, error))
 
 
 class DivergenceGuard:
@@ -266,13 +269,17 @@ class EpochLoop:
             loss=loss,
             learning_rate=float(self.request.optimizer.lr),
             seconds=seconds,
-            samples_per_second=n_samples / max(seconds, 1e-12),
+            samples_per_second=n_samples * self.strategy.world_size / max(seconds, 1e-12),
         )
         metrics.update(self.early_stopping.score())
         self.learning_rate.after_epoch()
         if self.progress is not None:
             self.progress.update(metrics)
-        stop = self.strategy.any_stop(self.callbacks(metrics))
+        try:
+            stop, error = self.callbacks(metrics), None
+        except Exception as e:  # noqa: BLE001 - re-raised by any_stop; under MPI every rank must hear of it before this one raises
+            stop, error = True, e
+        stop = self.strategy.any_stop(stop, error)
         if self.early_stopping.check():
             return True
         if stop:

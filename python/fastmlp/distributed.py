@@ -44,6 +44,7 @@ from .epoch import epoch_options, make_regularization
 
 __all__ = [
     "MPIEpoch",
+    "RankFailed",
     "agree",
     "allreduce_hook",
     "broadcast_parameters",
@@ -250,20 +251,29 @@ def agree(
     return [rep[1] for rep in reports]
 
 
+class RankFailed(RuntimeError):
+    """Raised on every rank when another rank failed mid-epoch (its error is in the message)."""
+
+
 class MPIEpoch:
-    """The MPI strategy of an epoch: ``net.run_epoch(request, hook=MPIEpoch(comm))``.
+    r"""The MPI strategy of an epoch: ``net.run_epoch(request, hook=MPIEpoch(comm))``.
 
     On a request checked and agreed on (local ``rows.order``): before the epoch, rank 0's
-    parameters are broadcast and each batch's gradients are set to be averaged over the ranks
-    (:func:`allreduce_hook`, ``world_size = R``, no shuffling but the order's); after it, the
-    loss is averaged over the ranks. :meth:`any_stop` ORs a stop flag over the ranks (the
-    estimators' epoch loop, :mod:`fastmlp._training`).
+    parameters are broadcast and each batch's gradients are set to be combined over the ranks
+    by :meth:`reduce`; after it, the loss is averaged over the ranks. :meth:`any_stop` ORs a
+    stop flag over the ranks (the estimators' epoch loop, :mod:`fastmlp._training`).
+
+    **Errors.** Every collective of an epoch (:meth:`reduce`'s first ``Allreduce`` and
+    :meth:`after_epoch`'s) carries a failure count. A rank whose epoch raises
+    (:meth:`failed`, called by :meth:`fastmlp.Network.run_epoch`) sends a failure in the
+    collective the others are waiting in, so every other rank raises :class:`RankFailed`
+    naming it and its error instead of waiting forever.
     """
 
     def __init__(self, comm: Any) -> None:
         self.comm = check_comm(comm)
         self.size = comm.Get_size()
-        self._reduce = allreduce_hook(comm) if self.size > 1 else None
+        self._sums = np.zeros(3, dtype=np.float64)  # [Σ loss·W, Σ W, failures]
 
     def before_epoch(self, net: Any, request: Any) -> None:
         if self.size > 1:
@@ -271,16 +281,61 @@ class MPIEpoch:
         request.options.shuffle = False
         request.options.world_size = self.size
         request.options.rank = self.comm.Get_rank()  # its rows' place in each global batch (dropout masks)
-        request.gradient_hook = self._reduce
+        request.options.weighted_hook = True
+        request.gradient_hook = self.reduce
+
+    def _allreduce_checked(self, a: float, b: float) -> tuple[float, float]:
+        """``Allreduce`` of (a, b) with a failure count of 0; RankFailed if another rank failed."""
+        sums = self._sums
+        sums[0], sums[1], sums[2] = a, b, 0.0
+        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        if sums[2] > 0:
+            reports = self.comm.allgather(None)
+            failed = [(r, m) for r, m in enumerate(reports) if m is not None]
+            where = ", ".join(f"rank {r} failed with {m}" for r, m in failed)
+            raise RankFailed(f"data-parallel training stopped: {where}; this rank stopped with it")
+        return float(sums[0]), float(sums[1])
+
+    def reduce(self, grads: np.ndarray, loss: float, weight: float) -> tuple[float, float]:
+        r"""The gradient hook: this rank's batch (`grads` and `loss` its means over its weight
+        sum :math:`W_r`, `weight` = :math:`W_r`) made the global batch's, in place:
+        :math:`g \leftarrow \sum_r W_r g_r / W`, loss :math:`\sum_r W_r L_r / W` with
+        :math:`W = \sum_r W_r` — the weighted mean over the global batch, as one process
+        computes it. Two ``Allreduce``: (loss·W_r, W_r, failures), then the scaled gradients.
+        Returns (loss, W); W = 0 (no weight anywhere) skips the step on every rank."""
+        loss_sum, total = self._allreduce_checked(loss * weight, weight)
+        if not total > 0.0:
+            return 0.0, 0.0
+        if self.size > 1:
+            grads *= weight / total
+            self.comm.Allreduce(_mpi().IN_PLACE, grads, op=_mpi().SUM)
+        return loss_sum / total, total
 
     def after_epoch(self, net: Any, request: Any, loss: float) -> float:
-        total = np.array([loss], dtype=np.float64)
-        self.comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
-        return float(total[0]) / self.size
+        total, _ = self._allreduce_checked(loss, 0.0)
+        return total / self.size
 
-    def any_stop(self, stop: bool) -> bool:
-        """Whether any rank asks to stop (a collective call): one rank's callback stops them all."""
-        return any(self.comm.allgather(stop))
+    def failed(self, error: BaseException) -> None:
+        """This rank's epoch raised `error`: tell the others (in the collective they wait in)."""
+        if isinstance(error, RankFailed) or self.size == 1:
+            return
+        sums = self._sums
+        sums[0], sums[1], sums[2] = 0.0, 0.0, 1.0
+        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        self.comm.allgather(f"{type(error).__name__}: {error}")
+
+    def any_stop(self, stop: bool, error: BaseException | None = None) -> bool:
+        """Whether any rank asks to stop (a collective call): one rank's callback stops them all.
+        With `error` (this rank's callbacks raised), every rank raises: this one `error`, the
+        others :class:`RankFailed` naming it."""
+        reports = self.comm.allgather((bool(stop), None if error is None else f"{type(error).__name__}: {error}"))
+        if error is not None:
+            raise error
+        failed = [(r, m) for r, (_, m) in enumerate(reports) if m is not None]
+        if failed:
+            where = ", ".join(f"rank {r} failed with {m}" for r, m in failed)
+            raise RankFailed(f"data-parallel training stopped: {where}; this rank stopped with it")
+        return any(s for s, _ in reports)
 
 
 # Each network's shuffling generator for its ranks' local orders, keyed (seed, rank): kept here,
@@ -339,9 +394,10 @@ def train_epoch(
        and the schedule act on the averaged gradient, and every rank takes the
        same step.
 
-    `sample_weight` is not supported yet (ranks' batches would weigh
-    differently; it must be None) and `gradient_hook` must be None (the
-    communicator is the hook).
+    With `sample_weight` (this rank's weights), each global batch is the
+    weighted mean over all its rows, :math:`\sum_r W_r g_r / \sum_r W_r`
+    (:meth:`MPIEpoch.reduce`), as one process computes it; `gradient_hook`
+    must be None (the communicator is the hook).
 
     Returns
     -------
@@ -357,10 +413,6 @@ def train_epoch(
     def check() -> dict[str, Any]:
         if gradient_hook is not None:
             raise ValueError("gradient_hook must be None when comm is given (comm's allreduce is the hook)")
-        if sample_weight is not None:
-            raise ValueError(
-                "sample_weight must be None when comm is given (not supported in data-parallel training yet)"
-            )
         if check_int("world_size", world_size, minimum=1) not in (1, size):
             raise ValueError(
                 f"world_size must be left at 1 or equal comm's size ({size}) when comm is given, got {world_size}"
@@ -372,7 +424,9 @@ def train_epoch(
             schedule=schedule,
             regularization=make_regularization(l2=l2, l1=l1, clip_value=clip_value, clip_norm=clip_norm),
         )
-        request = checked["request"] = net.prepare_epoch(X, y, loss, optimizer, options, order=order)
+        request = checked["request"] = net.prepare_epoch(
+            X, y, loss, optimizer, options, order=order, sample_weight=sample_weight
+        )
         return {
             "X": request.n_samples,
             "batch_size": options.batch_size,

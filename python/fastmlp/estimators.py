@@ -595,6 +595,7 @@ class _BaseMLP(BaseEstimator):
             if self.solver == "lbfgs":
                 if validation_data is not None:
                     raise ValueError("validation_data is only used by the stochastic solvers, not by 'lbfgs'")
+                self._agree_on_shapes(net, X.shape[0], 0)
                 self._fit_lbfgs(net, X, Y, sw, progress)
             else:
                 self._fit_stochastic(net, X, Y, sw, incremental, validation_data, progress)
@@ -619,20 +620,6 @@ class _BaseMLP(BaseEstimator):
 
         def check() -> dict[str, Any]:
             self._check_params()
-            if not _stochastic(self):
-                raise ValueError(
-                    f"distributed='mpi' needs a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}), "
-                    f"got solver={self.solver!r}"
-                )
-            if self.early_stopping:
-                raise ValueError("early_stopping=True is not supported with distributed='mpi' yet")
-            for name, value in (
-                ("sample_weight", sample_weight),
-                ("validation_data", validation_data),
-                ("class_weight", getattr(self, "class_weight", None)),
-            ):
-                if value is not None:
-                    raise ValueError(f"{name} is not supported with distributed='mpi' yet; got {type(value).__name__}")
             labels = None
             if isinstance(self, ClassifierMixin) and y is not None:
                 y_arr = np.asarray(y)
@@ -642,14 +629,21 @@ class _BaseMLP(BaseEstimator):
             # (rank 0's weights and shuffling seed are broadcast).
             local = ("n_threads", "verbose", "callbacks", "random_state")
             params = sorted((k, repr(v)) for k, v in self.get_params(deep=False).items() if k not in local)
-            return {"params": params, "_labels": labels}
+            return {
+                "params": params,
+                "_labels": labels,
+                "validation_data": validation_data is not None,
+                "sample_weight": sample_weight is not None,
+            }
 
         reports = dist.agree(
             comm,
             check,
             explain={
                 "params": "the estimator's parameters must be the same on every rank (all but n_threads, verbose, "
-                "callbacks, random_state)"
+                "callbacks, random_state)",
+                "validation_data": "validation_data must be given on every rank (its own part) or on none",
+                "sample_weight": "sample_weight must be given on every rank (its own samples' weights) or on none",
             },
         )
         labels = [r["_labels"] for r in reports if r["_labels"] is not None]
@@ -670,6 +664,16 @@ class _BaseMLP(BaseEstimator):
         finally:
             self._mpi = None
 
+    def _sum_over_ranks(self, a: np.ndarray) -> np.ndarray:
+        """`a` summed over the MPI ranks (``Allreduce``, float64) with distributed='mpi'; else `a`."""
+        mpi = getattr(self, "_mpi", None)
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        if mpi is None:
+            return a
+        out = np.empty_like(a)
+        mpi.comm.Allreduce(a, out)
+        return out
+
     def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
         sw = None
         if sample_weight is not None:
@@ -679,7 +683,7 @@ class _BaseMLP(BaseEstimator):
         cw = self._class_weight_factors(y)
         if cw is not None:
             sw = cw if sw is None else sw * cw
-            if not sw.sum() > 0:
+            if not self._sum_over_ranks(np.array([sw.sum()]))[0] > 0:
                 raise ValueError("class_weight and sample_weight give every sample a weight of 0")
         return None if sw is None else np.ascontiguousarray(sw, dtype=dtype)
 
@@ -750,7 +754,7 @@ class _BaseMLP(BaseEstimator):
             epoch_options(batch_size, False, regularization=self._regularization()),
             sample_weight=sw,
         )
-        strategy = self._epoch_strategy(net, n_samples, batch_size)
+        strategy = self._epoch_strategy(net, n_samples, batch_size, X_val is not None)
         bar = ProgressBar(self.max_iter, incremental) if self._progress_bar() else None
         if X_val is not None and getattr(self, "validation_loss_curve_", None) is None:
             self.validation_loss_curve_ = []
@@ -826,24 +830,28 @@ class _BaseMLP(BaseEstimator):
             stacklevel=4,
         )
 
-    def _epoch_strategy(self, net: Network, n_samples: int, batch_size: int) -> EpochStrategy:
+    def _agree_on_shapes(self, net: Network, n_samples: int, batch_size: int, **more: Any) -> None:
+        """distributed='mpi': the second agreement (see _fit_distributed) on the shapes; else nothing."""
+        mpi = getattr(self, "_mpi", None)
+        if mpi is None:
+            return
+        from . import distributed as dist
+
+        mpi.agreed = True
+        # Full-batch L-BFGS sums shards of any size; the epochs pair the ranks' batches: equal shards.
+        signature = {} if self.solver == "lbfgs" else {"X": n_samples}
+        signature.update(batch_size=batch_size, dtype=net.dtype.name, network=tuple(net.layer_sizes), **more)
+        dist.agree(mpi.comm, lambda: signature)
+
+    def _epoch_strategy(self, net: Network, n_samples: int, batch_size: int, validation: bool) -> EpochStrategy:
         """How the epochs run: locally, or (distributed='mpi') data-parallel after the second agreement."""
         mpi = getattr(self, "_mpi", None)
         if mpi is None:
             return LocalEpochs(n_samples, bool(self.shuffle), self._random_state)
-        from . import distributed as dist  # the second agreement (see _fit_distributed): shapes
+        from . import distributed as dist
 
         mpi_epoch = dist.MPIEpoch(mpi.comm)
-        mpi.agreed = True
-        dist.agree(
-            mpi.comm,
-            lambda: {
-                "X": n_samples,
-                "batch_size": batch_size,
-                "dtype": net.dtype.name,
-                "network": tuple(net.layer_sizes),
-            },
-        )
+        self._agree_on_shapes(net, n_samples, batch_size, validation=validation)
         # rank r's shard in its own seeded order; gradients averaged over the ranks
         return DataParallelEpochs(mpi_epoch, n_samples, bool(self.shuffle), mpi.rng)
 
@@ -865,6 +873,10 @@ class _BaseMLP(BaseEstimator):
         metrics: dict[str, Any] = {}
         if X_val is not None:
             val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
+            if getattr(self, "_mpi", None) is not None:  # the mean over all ranks' validation samples
+                w = float(X_val.shape[0]) if sw_val is None else float(np.sum(sw_val, dtype=np.float64))
+                total = self._sum_over_ranks(np.array([val_loss * w, w]))
+                val_loss = float(total[0] / total[1])
             self.validation_loss_curve_.append(val_loss)
             metrics["validation_loss"] = val_loss
         self._update_no_improvement_count(X_val if self.early_stopping else None, y_val, sw_val)
@@ -949,7 +961,8 @@ class _BaseMLP(BaseEstimator):
 
     def _update_no_improvement_count(self, X_val: Any, y_val: Any, sw_val: Any) -> None:
         if X_val is not None:
-            score = self._score_on(X_val, y_val, sw_val)
+            mpi = getattr(self, "_mpi", None)
+            score = self._score_on(X_val, y_val, sw_val, reduce=None if mpi is None else self._sum_over_ranks)
             self.validation_scores_.append(score)
             if self.verbose and not self._progress_bar():
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -981,6 +994,10 @@ class _BaseMLP(BaseEstimator):
             params[:] = p  # the one copy: scipy owns its iterate
             value = net.run_objective(rows, loss, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
+
+        mpi = getattr(self, "_mpi", None)
+        if mpi is not None:
+            fun = self._mpi_objective(net, rows, X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64)))
 
         last: dict[str, Any] = {"x": None, "nit": 0}
 
@@ -1021,6 +1038,42 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = min(int(res.nit), self.max_iter)
         self.loss_ = float(res.fun)
         params[:] = res.x
+
+    def _mpi_objective(
+        self, net: Network, rows: Any, weight: float
+    ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+        r"""distributed='mpi' L-BFGS: the full-batch objective over every rank's samples.
+
+        Rank r computes its shard's objective with the penalties divided by R,
+        :math:`f_r = L_r + \Omega/(R W_r)` (:math:`L_r` its weighted mean loss, :math:`W_r` its
+        weight sum), and one ``Allreduce`` sums :math:`(W_r/W)(f_r, \nabla f_r)` with
+        :math:`W = \sum_r W_r`: :math:`\sum_r W_r L_r / W + \Omega / W`, the objective of one
+        process holding all the samples, and its gradient. Every rank then runs SciPy's L-BFGS
+        on the same numbers, so the iterates are the same on every rank (rank 0's start is broadcast).
+        """
+        mpi = self._mpi
+        assert mpi is not None
+        size = mpi.comm.Get_size()
+        reg = make_regularization(  # Ω/R on each rank: Σ_r Ω/R = Ω (clipping: not in the objective)
+            l2=float(self.alpha) / size,
+            l1=float(self.l1) / size,
+            grad_scale=float(self.n_outputs_ if self._loss_name == "squared_error" else 1),
+        )
+        total = float(self._sum_over_ranks(np.array([weight]))[0])
+        params, grads, loss = net.params, net.grads, self._loss_name
+        mpi.comm.Bcast(params, root=0)
+        buf = np.empty(params.shape[0] + 1, dtype=np.float64)
+
+        def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+            params[:] = p
+            value = net.run_objective(rows, loss, reg)
+            scale = weight / total
+            np.multiply(grads, scale, out=buf[:-1])
+            buf[-1] = value * scale
+            out = self._sum_over_ranks(buf)
+            return float(out[-1]), out[:-1]
+
+        return fun
 
     def _validation_set(self, validation_data: Any, dtype: np.dtype) -> tuple[Any, ...]:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -1470,7 +1523,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _class_weight_factors(self, y: Any) -> np.ndarray | None:
         if self.class_weight is None:
             return None
-        return self._label_coder.class_weights(self.class_weight, np.asarray(self._y_fit))
+        mpi = getattr(self, "_mpi", None)  # 'balanced': the counts over every rank's labels
+        reduce = None if mpi is None else self._sum_over_ranks
+        return self._label_coder.class_weights(self.class_weight, np.asarray(self._y_fit), reduce)
 
     def _encode_validation(self, y_val: Any, n: int, dtype: np.dtype) -> np.ndarray:
         y_val = np.asarray(y_val)
@@ -1559,16 +1614,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Mean accuracy (subset accuracy for multilabel), weighted by sample_weight."""
         return self._score_on(X, y, sample_weight, validate=True)
 
-    def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
+    def _score_on(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any,
+        validate: bool = False,
+        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> float:
+        """Accuracy; with `reduce` (the sum over MPI ranks) over every rank's samples:
+        Σ_r Σ_i w_i·correct_i / Σ_r Σ_i w_i (nan on every rank if any rank's output is not finite)."""
         out = self._forward(X) if validate else self._net.forward(X)
         if validate:
             y, sample_weight = self._score_targets(y, sample_weight, out.shape[0], numeric=False)
-        if not np.isfinite(out).all():
+        finite = bool(np.isfinite(out).all())
+        if reduce is None and not finite:
             return np.nan
-        pred = self._label_coder.decode(out)
-        y = np.asarray(y)
-        correct = (pred == y).all(axis=1) if pred.ndim == 2 else (pred == y.ravel())
-        return float(np.average(correct, weights=sample_weight))
+        correct = np.zeros(0)
+        if finite:
+            pred = self._label_coder.decode(out)
+            y = np.asarray(y)
+            correct = (pred == y).all(axis=1) if pred.ndim == 2 else (pred == y.ravel())
+        if reduce is None:
+            return float(np.average(correct, weights=sample_weight))
+        w = np.ones(len(correct)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        total = reduce(np.array([w @ correct if finite else 0.0, w.sum() if finite else 0.0, not finite]))
+        return np.nan if total[2] > 0 else float(total[0] / total[1])
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -1731,19 +1802,39 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """R² (uniform average over outputs), weighted by sample_weight: scikit-learn's r2_score."""
         return self._score_on(X, y, sample_weight, validate=True)
 
-    def _score_on(self, X: Any, y: Any, sample_weight: Any, validate: bool = False) -> float:
+    def _score_on(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any,
+        validate: bool = False,
+        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> float:
+        """R²; with `reduce` (the sum over MPI ranks) over every rank's samples, in two passes as
+        one process computes it: the weighted mean of y, then the weighted squared sums."""
         pred = self._forward(X) if validate else self._net.forward(X)
         if validate:
             y, sample_weight = self._score_targets(y, sample_weight, pred.shape[0], numeric=True)
-        if not np.isfinite(pred).all():
+        finite = bool(np.isfinite(pred).all())
+        if reduce is None and not finite:
             return np.nan
         y = np.asarray(y, dtype=np.float64)
         y = y.reshape(len(y), -1)
         pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging model's score is nan, silently
-            num = np.average((y - pred) ** 2, axis=0, weights=w)
-            den = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
+            if reduce is None:
+                num = np.average((y - pred) ** 2, axis=0, weights=w)
+                den = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
+            else:
+                w = np.ones(len(y)) if w is None else w
+                first = reduce(np.r_[w.sum(), w @ y, 0.0 if finite else 1.0])
+                if first[-1] > 0:
+                    return np.nan
+                k, total = y.shape[1], first[0]
+                mean = first[1 : 1 + k] / total
+                second = reduce(np.r_[w @ (y - pred) ** 2, w @ (y - mean) ** 2])
+                num, den = second[:k] / total, second[k:] / total
         if not np.isfinite(num).all():
             return np.nan
         ok = den != 0

@@ -528,13 +528,21 @@ class Network:
         `hook`, if given, is an epoch strategy: ``hook.before_epoch(net, request)`` runs first (it may
         change the request: e.g. :class:`fastmlp.distributed.MPIEpoch` broadcasts the parameters and
         sets the gradient allreduce), then the epoch, then ``hook.after_epoch(net, request, loss)``
-        returns the loss to report.
+        returns the loss to report. If the epoch raises, ``hook.failed(error)`` (when the strategy has
+        one) runs before the error propagates.
         """
         if hook is not None:
             hook.before_epoch(self, request)
-        value = float(
-            self._net.train_epoch(request.rows, request.loss, request.optimizer, request.options, request.gradient_hook)
-        )
+        try:
+            value = float(
+                self._net.train_epoch(
+                    request.rows, request.loss, request.optimizer, request.options, request.gradient_hook
+                )
+            )
+        except BaseException as e:
+            if hook is not None and hasattr(hook, "failed"):
+                hook.failed(e)  # e.g. MPIEpoch: the other ranks must not wait for this one
+            raise
         return value if hook is None else float(hook.after_epoch(self, request, value))
 
     def objective(

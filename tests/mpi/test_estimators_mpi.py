@@ -100,12 +100,15 @@ def test_bad_input_raises_on_every_rank(comm):
     last = comm.Get_rank() == comm.Get_size() - 1
     X, y = _classification(comm.Get_size())
     Xr, yr = distributed.shard(X, y, comm)
-    with pytest.raises(ValueError, match="needs a stochastic solver"):
-        _fit(fastmlp.MLPClassifier(solver="lbfgs", distributed="mpi", **COMMON), Xr, yr)
-    with pytest.raises(ValueError, match="early_stopping=True is not supported"):
-        _fit(fastmlp.MLPClassifier(early_stopping=True, distributed="mpi", **COMMON), Xr, yr)
-    with pytest.raises(ValueError, match="sample_weight is not supported"):
-        _fit(fastmlp.MLPClassifier(distributed="mpi", **COMMON), Xr, yr, sample_weight=np.ones(len(yr)))
+    with pytest.raises(ValueError, match="sample_weight"):  # one rank's negative weights
+        sw = -np.ones(len(yr)) if last else np.ones(len(yr))
+        _fit(fastmlp.MLPClassifier(distributed="mpi", **COMMON), Xr, yr, sample_weight=sw)
+    with pytest.raises(ValueError, match="sample_weight must be given on every rank"):
+        _fit(
+            fastmlp.MLPClassifier(distributed="mpi", **COMMON), Xr, yr, sample_weight=None if last else np.ones(len(yr))
+        )
+    with pytest.raises(ValueError, match="validation_data must be given on every rank"):
+        _fit(fastmlp.MLPClassifier(distributed="mpi", **COMMON), Xr, yr, validation_data=None if last else (Xr, yr))
     with pytest.raises(ValueError, match="The 'distributed' parameter must be one of"):
         _fit(fastmlp.MLPClassifier(distributed="nccl", **COMMON), Xr, yr)
     with pytest.raises(ValueError, match="hidden_layer_sizes"):  # one rank's bad parameter

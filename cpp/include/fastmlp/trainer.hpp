@@ -48,17 +48,20 @@ struct Batch {
   Index begin = 0;
 };
 
-// Data-parallel training: called once per step with the batch's gradients
-// (summed over threads, n_params values) and its mean loss, before the
-// penalties and the update — e.g. to average both over processes with an
-// allreduce, in place. `world_size` is how many such batches the result
-// stands for (the penalties then divide by world_size × W); `rank` is which
-// of them this process's is: its rows are rows [rank·b, (rank+1)·b) of the
-// global batch (b rows each), the rows whose dropout masks it draws.
+// Data-parallel training: called once per step, before the penalties and the
+// update, with this process's batch gradients (summed over threads, n_params
+// values) and mean loss, both normalized by the batch's weight sum W (its row
+// count when unweighted), and *weight = W. It makes them the global batch's in
+// place (e.g. with allreduces: g ← Σ_r W_r g_r / Σ_r W_r) and sets *weight to
+// the global batch's weight total W_g, which every process must agree on: the
+// penalties then divide by W_g, and W_g <= 0 skips the step (no update, not
+// counted) as one process skips a batch of zero weight. `rank` is which of
+// the global batch's parts this process's is: its rows are rows
+// [rank·b, (rank+1)·b) of the global batch (b rows each), the rows whose
+// dropout masks it draws.
 template <class T>
 struct GradientHook {
-  std::function<void(T* grads, Index n, double* loss)> reduce;
-  Index world_size = 1;
+  std::function<void(T* grads, Index n, double* loss, double* weight)> reduce;
   Index rank = 0;
 };
 
