@@ -54,8 +54,10 @@ def _loop(
             net.params += 1.0 if np.isfinite(loss) else np.nan
             return loss
 
-        def any_stop(self, stop):
+        def any_stop(self, stop, error=None):
             calls.append("any_stop")
+            if error is not None:
+                raise error
             return stop or other_rank_stops
 
     class Bar:

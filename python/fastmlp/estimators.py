@@ -839,7 +839,7 @@ class _BaseMLP(BaseEstimator):
 
         mpi.agreed = True
         # Full-batch L-BFGS sums shards of any size; the epochs pair the ranks' batches: equal shards.
-        signature = {} if self.solver == "lbfgs" else {"X": n_samples}
+        signature: dict[str, Any] = {} if self.solver == "lbfgs" else {"X": n_samples}
         signature.update(batch_size=batch_size, dtype=net.dtype.name, network=tuple(net.layer_sizes), **more)
         dist.agree(mpi.comm, lambda: signature)
 
@@ -990,11 +990,12 @@ class _BaseMLP(BaseEstimator):
         params, grads, loss = net.params, net.grads, self._loss_name
         rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
 
-        def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
+        def local(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
             value = net.run_objective(rows, loss, reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
+        fun: Callable[[np.ndarray], tuple[float, np.ndarray]] = local
         mpi = getattr(self, "_mpi", None)
         if mpi is not None:
             fun = self._mpi_objective(net, rows, X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64)))
