@@ -60,12 +60,12 @@ Kernel kernel() { return current().load(std::memory_order_relaxed); }
 
 const char* kernel_name(Kernel k) { return k == Kernel::Packed ? "packed" : "eigen"; }
 
-const char* kernel_why() { return choice().why.c_str(); }
+// The choice's reason while it stands; a kernel forced since by set_kernel() says so.
+const char* kernel_why() { return kernel() == choice().kernel ? choice().why.c_str() : "forced by set_kernel()"; }
 
 bool set_kernel(Kernel k) {
   if (k == Kernel::Packed && !packed_available()) return false;
   current().store(k, std::memory_order_relaxed);
-  choice().why = std::string("set_kernel('") + kernel_name(k) + "')";
   return true;
 }
 

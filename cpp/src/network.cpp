@@ -195,10 +195,10 @@ struct Network<T>::ForwardContext {
   Index chunk = 0, width = 0;
   std::vector<Matrix<T>> buffers;       // 2 per thread, chunk × width
   std::vector<gemm::Scratch> scratch;   // 1 per thread (float only)
+  bool fits(int threads, Index chunk_rows, Index widest) const {
+    return std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width;
+  }
   void reserve(int threads, Index chunk_rows, Index widest) {
-    if (std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width) {
-      return;
-    }
     chunk = std::max(chunk, chunk_rows);
     width = std::max(width, widest);
     buffers.assign(2 * std::size_t(threads), Matrix<T>(chunk, width));
@@ -242,7 +242,7 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   const int threads = parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
   const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
   std::unique_ptr<ForwardContext> context = take_context();
-  if (context->buffers.size() < 2 * std::size_t(threads) || context->chunk < chunk || context->width < width) {
+  if (!context->fits(threads, chunk, width)) {
     check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
                          "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
     try {

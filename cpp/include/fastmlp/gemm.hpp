@@ -15,7 +15,7 @@
 //                    kMr × kNr register tile of FMAs (AVX-512: 8 × 32, AVX2:
 //                    6 × 16), the epilogue run on each tile as it is stored.
 //                    Built where the core is compiled with AVX2+FMA or AVX-512.
-// FASTMLP_GEMM=eigen|packed forces one (tests, measurements); gemm_kernel_why()
+// FASTMLP_GEMM=eigen|packed forces one (tests, measurements); kernel_why()
 // says why the one in use was chosen (show_config).
 #pragma once
 
@@ -320,9 +320,8 @@ void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T
           bool accumulate, Scratch* scratch, Epilogue&& epilogue = {}) {
   if (cols.size() <= 0 || m <= 0) return;
   if (k <= 0) {  // an empty sum
-    for (Index i = 0; i < m; ++i)
-      for (Index j = cols.begin; j < cols.end; ++j)
-        if (!accumulate) c[i * ldc + j] = T(0);
+    if (!accumulate)
+      for (Index i = 0; i < m; ++i) std::fill(c + i * ldc + cols.begin, c + i * ldc + cols.end, T(0));
     epilogue(c, ldc, 0, m, cols.begin, cols.size());
     return;
   }
