@@ -43,7 +43,7 @@ void gemm_for_tests(const InArray<T>& a, const InArray<T>& b, bool transpose_a, 
   if (cols.first < 0 || cols.second > n || cols.first > cols.second) throw std::invalid_argument("cols out of range");
   const gemm::Operand<T> A{a.data(), a.shape(1), transpose_a}, B{b.data(), b.shape(1), transpose_b};
   gemm::Scratch scratch;
-  scratch.reserve();
+  scratch.reserve(m, n, k);
   T* out = c.mutable_data();
   py::gil_scoped_release release;
   gemm::gemm<T>(m, n, k, A, B, out, n, Range{cols.first, cols.second}, false, &scratch);

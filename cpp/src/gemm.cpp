@@ -69,15 +69,19 @@ bool set_kernel(Kernel k) {
   return true;
 }
 
-void Scratch::reserve() {
-  if (ready()) return;
+void Scratch::reserve(Index m, Index n, Index k) {
+  if (fits(m, n, k)) return;
   const auto make = [](Index values) {
-    void* p = std::aligned_alloc(64, std::size_t(values) * sizeof(float));
+    // aligned_alloc wants a size that is a multiple of the alignment
+    void* p = std::aligned_alloc(64, (std::size_t(values) * sizeof(float) + 63) / 64 * 64);
     if (p == nullptr) throw std::bad_alloc();
     return static_cast<float*>(p);
   };
-  b.reset(make(kBValues));
-  a.reset(make(kAValues));
+  const Index need_a = std::max(a_size, a_values(m, k)), need_b = std::max(b_size, b_values(n, k));
+  a.reset(make(need_a));
+  a_size = need_a;
+  b.reset(make(need_b));
+  b_size = need_b;
 }
 
 }  // namespace fastmlp::gemm

@@ -198,13 +198,14 @@ struct Network<T>::ForwardContext {
   bool fits(int threads, Index chunk_rows, Index widest) const {
     return std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width;
   }
-  void reserve(int threads, Index chunk_rows, Index widest) {
+  // depth: the widest layer, inputs included (the products' n and k).
+  void reserve(int threads, Index chunk_rows, Index widest, Index depth) {
     chunk = std::max(chunk, chunk_rows);
     width = std::max(width, widest);
     buffers.assign(2 * std::size_t(threads), Matrix<T>(chunk, width));
     scratch.resize(std::size_t(threads));
     if constexpr (std::is_same_v<T, float>)
-      for (auto& s : scratch) s.reserve();
+      for (auto& s : scratch) s.reserve(chunk, depth, depth);
   }
 };
 
@@ -248,7 +249,7 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
     try {
       // Sized before the region, for as many threads as asked (a team is never
       // larger): nothing may allocate, or throw, inside it.
-      context->reserve(threads, chunk, width);
+      context->reserve(threads, chunk, width, *std::max_element(sizes_.begin(), sizes_.end()));
     } catch (...) {
       give_back(std::move(context));
       throw;
@@ -417,8 +418,10 @@ parallel::StepPlan Network<T>::prepare_step(Index rows, bool dense_x) {
   for (int k = 1; k < slices; ++k)
     if (slice_grads_[k - 1].size() != n_params()) slice_grads_[k - 1].resize(n_params());
   if (step_scratch_.size() < std::size_t(plan.threads)) step_scratch_.resize(std::size_t(plan.threads));
-  if constexpr (std::is_same_v<T, float>)
-    for (auto& s : step_scratch_) s.reserve();
+  if constexpr (std::is_same_v<T, float>) {  // the step's products: m and k up to the rows or the widest layer
+    const Index widest = *std::max_element(sizes_.begin(), sizes_.end()), most = std::max(rows, widest);
+    for (auto& s : step_scratch_) s.reserve(most, widest, most);
+  }
   return plan;
 }
 

@@ -102,13 +102,22 @@ inline constexpr Index kNc = FASTMLP_GEMM_NC;  // columns of B packed at once (k
 // of B for a few rows costs more than the packed kernel saves.
 inline constexpr Index kMinPackedRows = 16;
 
-// The scratch one thread's products pack into: fixed sizes, whatever the
-// product (allocated once, before any parallel region, by its owner).
+// The scratch one thread's products pack into, sized by its owner (before any
+// parallel region) for the largest product it will run: a block of op(A) of
+// at most kMc rows and a panel of op(B) of at most kNc columns, each at most
+// kKc deep — a few KB for a small network, at most 1.7 MB whatever the sizes.
 struct Scratch {
-  static constexpr Index kAValues = kMc * kKc, kBValues = kKc * kNc;
+  // Values a product with at most m rows, n columns and depth k packs: its A block, its B panel.
+  static Index a_values(Index m, Index k) { return round_up(std::min(m, kMc), kMr) * std::min(k, kKc); }
+  static Index b_values(Index n, Index k) { return round_up(std::min(n, kNc), kNr) * std::min(k, kKc); }
   std::unique_ptr<float, decltype(&std::free)> a{nullptr, &std::free}, b{nullptr, &std::free};
-  void reserve();  // throws std::bad_alloc
-  bool ready() const { return a != nullptr; }
+  Index a_size = 0, b_size = 0;  // values allocated
+  // Room for every product of at most m rows, n columns and depth k (kept if larger). Throws std::bad_alloc.
+  void reserve(Index m, Index n, Index k);
+  bool fits(Index m, Index n, Index k) const { return a_values(m, k) <= a_size && b_values(n, k) <= b_size; }
+
+ private:
+  static Index round_up(Index x, Index to) { return (x + to - 1) / to * to; }
 };
 
 #ifdef FASTMLP_PACKED_GEMM
@@ -314,7 +323,7 @@ void eigen_product(Index m, Index n, Index k, const Operand<T>& A, const Operand
 
 // The product, then epilogue(c, ldc, row0, rows, col0, cols) over the result
 // (per tile with the packed kernel, once over rows × `cols` with Eigen's).
-// `scratch` must be ready() when the packed kernel may run (float).
+// The packed kernel runs only where `scratch` fits the product (float); else Eigen's.
 template <class T, class Epilogue = NoEpilogue>
 void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T* c, Index ldc, Range cols,
           bool accumulate, Scratch* scratch, Epilogue&& epilogue = {}) {
@@ -327,7 +336,7 @@ void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T
   }
 #ifdef FASTMLP_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) {
-    if (m >= kMinPackedRows && scratch != nullptr && scratch->ready() && kernel() == Kernel::Packed) {
+    if (m >= kMinPackedRows && scratch != nullptr && scratch->fits(m, n, k) && kernel() == Kernel::Packed) {
       detail::packed(m, n, k, A, B, c, ldc, cols, accumulate, *scratch, epilogue);
       return;
     }
