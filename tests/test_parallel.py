@@ -31,6 +31,18 @@ def _require(module: str):
 joblib = _require("joblib")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_loky_workers():
+    """Each test starts loky workers of its own. joblib reuses one executor across calls, and loky
+    restarts a worker whose memory grew by 300 MB since its first task: under AddressSanitizer,
+    importing scikit-learn and SciPy into a worker that first ran a Network (which imports
+    neither) grows it by ~400 MB, and the restart raced with the next test's queued tasks (a hang)."""
+    yield
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
+
+
 def _data():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 8))
