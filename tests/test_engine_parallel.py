@@ -270,11 +270,15 @@ def test_forward_out_is_checked():
         net.forward(X, out=[[0.0, 0.0]] * 5)
     with pytest.raises(ValueError, match=r"out must have shape \(5, 2\), got \(5, 3\)"):
         net.forward(X, out=np.empty((5, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match="C-contiguous and writable"):
+    with pytest.raises(ValueError, match="C-contiguous, aligned and writable"):
         net.forward(X, out=np.empty((2, 5), dtype=np.float32).T)
+    unaligned = np.frombuffer(bytearray(5 * 2 * 4 + 1), dtype=np.float32, offset=1).reshape(5, 2)
+    assert not unaligned.flags.aligned
+    with pytest.raises(ValueError, match="C-contiguous, aligned and writable"):
+        net.forward(X, out=unaligned)
     readonly = np.empty((5, 2), dtype=np.float32)
     readonly.flags.writeable = False
-    with pytest.raises(ValueError, match="C-contiguous and writable"):
+    with pytest.raises(ValueError, match="C-contiguous, aligned and writable"):
         net.forward(X, out=readonly)
     shared = np.ones((5, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="must not overlap X"):

@@ -173,3 +173,29 @@ def test_forward_sees_every_change_of_the_weights(kernel, rows, tmp_path):
     other.save(tmp_path / "net.npz")
     net = fastmlp.Network.load(tmp_path / "net.npz")
     check()
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of `a` whose elements lie one byte off their natural alignment
+    (as an array read from a byte buffer or unpickled out of band can)."""
+    raw = bytearray(a.nbytes + 1)
+    out = np.frombuffer(raw, dtype=a.dtype, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unaligned_arrays_give_the_aligned_results(kernel, dtype):
+    """Every array the core reads is element-aligned (the binding copies one that is not): the
+    kernels' scalar loads would otherwise be undefined behaviour (UBSan reports them)."""
+    sizes = [9, 40, 3]
+    net = fastmlp.Network(sizes, activation="tanh", output_activation="softmax", dtype=dtype, seed=0)
+    rng = np.random.default_rng(0)
+    X, Y = make_data(rng, 50, sizes[0], sizes[-1], "log_loss", dtype)
+    np.testing.assert_array_equal(net.forward(_unaligned(X)), net.forward(X))
+    assert net.loss_and_grad(_unaligned(X), _unaligned(Y), "log_loss") == net.loss_and_grad(X, Y, "log_loss")
+    twin = fastmlp.Network(sizes, activation="tanh", output_activation="softmax", dtype=dtype, seed=0)
+    net.train_epoch(_unaligned(X), _unaligned(Y), loss="log_loss", optimizer=fastmlp.SGD(lr=0.1), batch_size=16)
+    twin.train_epoch(X, Y, loss="log_loss", optimizer=fastmlp.SGD(lr=0.1), batch_size=16)
+    np.testing.assert_array_equal(net.params, twin.params)

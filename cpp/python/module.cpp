@@ -29,7 +29,9 @@ using namespace fastmlp;
 namespace {
 
 template <class T>
-using InArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using InArray =  // C order, this dtype and each element at an address that is a multiple of its size: NumPy's
+                 // `aligned` flag (an unaligned array, from a byte buffer or an unpickled one, is copied)
+    py::array_t<T, py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_>;
 
 // c[:, cols] = op(a) · op(b), the rest of c untouched (the GEMM layer, for the tests).
 template <class T>
@@ -217,8 +219,9 @@ py::array_t<T> output_array(const py::array& out, Index rows, Index cols) {
                          std::string(py::str(out.dtype())));
   if (out.ndim() != 2 || out.shape(0) != rows || out.shape(1) != cols)
     throw std::invalid_argument("out must have shape (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
-  if (!(out.flags() & py::array::c_style) || !out.writeable())
-    throw std::invalid_argument("out must be C-contiguous and writable");
+  if (!(out.flags() & py::array::c_style) || !(out.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) ||
+      !out.writeable())
+    throw std::invalid_argument("out must be C-contiguous, aligned and writable");
   return py::reinterpret_borrow<py::array_t<T>>(out);
 }
 
@@ -240,7 +243,7 @@ struct EpochSettings {
   std::optional<LearningRateSchedule> schedule;
   double epoch = 0.0;
   Index world_size = 1;  // how many processes' batches one step stands for (data parallel)
-  Index rank = 0;        // which of them this one is (its rows' place in the global batch)
+  Index rank = 0;  // which of them this one is (its rows' place in the global batch)
   // The gradient hook's form: false, hook(grads, loss) -> loss averages over world_size
   // processes (the penalties divide by world_size × W); true, hook(grads, loss, W) ->
   // (loss, W_g) returns the global batch's weight total itself (GradientHook, trainer.hpp).

@@ -299,8 +299,8 @@ class Network:
             raise TypeError(f"out must have dtype {self.dtype}, got {out.dtype}")
         if out.shape != (X.shape[0], self.n_outputs):
             raise ValueError(f"out must have shape {(X.shape[0], self.n_outputs)}, got {out.shape}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be C-contiguous and writable")
+        if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
+            raise ValueError("out must be C-contiguous, aligned and writable")
         if np.may_share_memory(X, out):
             raise ValueError("out must not overlap X")
         return self._net.forward(X, out)
