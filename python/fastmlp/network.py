@@ -681,7 +681,8 @@ class Network:
 
     def __repr__(self) -> str:
         extras = "".join(
-            f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm", "precision")
+            f", {k}={self._config[k]!r}"
+            for k in ("dropout", "input_noise", "max_norm", "precision")
             if k in self._config
         )
         return (
