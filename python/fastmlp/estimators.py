@@ -572,10 +572,11 @@ class _BaseMLP(BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        if not first_pass and self.precision is not None and getattr(self, "_fit_dtype", "float32") != "float32":
+        fitted_dtype = str(getattr(self, "_fit_dtype", "float32"))
+        if not first_pass and self.precision is not None and fitted_dtype != "float32":
             raise ValueError(
                 f"precision={self.precision!r} continues a float32 model only; this one is "
-                f"{self._fit_dtype} (fit anew, or leave precision=None)"
+                f"{fitted_dtype} (fit anew, or leave precision=None)"
             )
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if self._perturbs_inputs() and _compat.is_sparse(X):
