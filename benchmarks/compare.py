@@ -361,6 +361,30 @@ class TorchFusedPeer(TorchPeer):
         return {**super().describe(), "optimizer": self.fused}
 
 
+class TorchBf16Peer(TorchPeer):
+    """PyTorch eager under CPU autocast to bfloat16 (``torch.autocast("cpu", dtype=torch.bfloat16)``):
+    the linear layers in bf16, float32 master weights and optimizer (PyTorch's mixed precision)."""
+
+    def make_step(self):
+        torch = self.torch
+
+        def step(xb, yb):
+            self.opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = self.model(xb)
+            loss = self.loss_fn(out.float(), yb)
+            loss.backward()
+            self.opt.step()
+
+        return step
+
+    def predict(self, X):
+        torch = self.torch
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.forward(X).float()
+            return torch.softmax(out, dim=1) if self.w.output == "softmax" else out
+
+
 class TorchCompilePeer(TorchPeer):
     """``torch.compile(model)`` (mode default): forward and its backward compiled (AOTAutograd), eager optimizer."""
 
@@ -564,6 +588,7 @@ class OpenVinoPeer(Peer):
 
     training = False
     native_only = True
+    precision_hint = "f32"
 
     def __init__(self, w, threads, params):
         super().__init__(w, threads, params)
@@ -571,7 +596,7 @@ class OpenVinoPeer(Peer):
         self.version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         path = export_onnx(w, params, threads)
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        config = {"INFERENCE_PRECISION_HINT": self.precision_hint, "INFERENCE_NUM_THREADS": threads}
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
         os.unlink(path)
         self.request = self.compiled.create_infer_request()
@@ -588,6 +613,12 @@ class OpenVinoPeer(Peer):
             k: str(self.compiled.get_property(k))
             for k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT")
         }
+
+
+class OpenVinoBf16Peer(OpenVinoPeer):
+    """OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT`` bf16 (its default on CPUs with AMX)."""
+
+    precision_hint = "bf16"
 
 
 class EstimatorPeer(Peer):
@@ -663,12 +694,15 @@ class FastmlpEstimatorPeer(EstimatorPeer):
 
 
 class FastmlpPeer(Peer):
+    precision = None  # the products' precision: None (float32) or "bf16"
+
     def __init__(self, w, threads, params):
         super().__init__(w, threads, params)
         fastmlp = self.fastmlp = import_fastmlp(threads)
         self.version = getattr(fastmlp, "__version__", "")
+        options = {} if self.precision is None else {"precision": self.precision}
         self.net = fastmlp.Network(
-            list(w.sizes), activation=w.activation, output_activation=w.output, dtype="float32", seed=0
+            list(w.sizes), activation=w.activation, output_activation=w.output, dtype="float32", seed=0, **options
         )
         for l, (W, b) in enumerate(params):
             self.net.weights[l][...] = W
@@ -683,11 +717,25 @@ class FastmlpPeer(Peer):
         return self.net.forward(X)
 
     def describe(self):
-        return {
+        info = {
             "dtype": str(getattr(self.net, "dtype", "?")),
             "fastmlp_threads": getattr(self.fastmlp, "get_num_threads", lambda: None)(),
             "variant": fastmlp_variant(self.fastmlp),
         }
+        if self.precision is not None:
+            info["bf16_kernel"] = self.fastmlp._core.build_info().get("bf16_kernel", "?")
+        return info
+
+
+class FastmlpBf16Peer(FastmlpPeer):
+    """fastmlp with ``precision="bf16"``: bf16 operands, float32 accumulation (describe() names the kernel)."""
+
+    precision = "bf16"
+
+    def __init__(self, w, threads, params):
+        super().__init__(w, threads, params)
+        if not hasattr(self.net, "precision"):
+            raise NotAvailable("this fastmlp has no precision='bf16'")
 
 
 class NumpyPeer(Peer):
@@ -740,12 +788,18 @@ PEERS = {
     "openvino": OpenVinoPeer,
     "sklearn": EstimatorPeer,
     "numpy": NumpyPeer,
+    "fastmlp-bf16": FastmlpBf16Peer,
+    "torch-bf16": TorchBf16Peer,
+    "openvino-bf16": OpenVinoBf16Peer,
 }
 PEER_NAMES = tuple(PEERS)
+# The bfloat16 rows: never a float32 "best peer"; their own table (bf16_table), not in the default run.
+BF16 = ("fastmlp-bf16", "torch-bf16", "openvino-bf16")
+DEFAULT_PEERS = [p for p in PEER_NAMES if p not in BF16]
 # Not peers: fastmlp itself and its own estimator (the "best peer" is chosen among the others).
 OURS = ("fastmlp", "fastmlp-est")
 # The latency workload's peers (the deployment paths); the estimators' single-row overhead is another issue's.
-LATENCY_PEERS = ("fastmlp", "torch", "torch-compile", "jax", "onnxruntime", "openvino", "numpy")
+LATENCY_PEERS = ("fastmlp", "torch", "torch-compile", "jax", "onnxruntime", "openvino", "numpy", *BF16)
 
 
 def applies(peer: str, w: Workload) -> bool:
@@ -1083,7 +1137,7 @@ def best_peer(
     fastmlp's own rows (OURS), peers without a rate (n/a, error) and
     `excluded` (failed their check, or not forced under --cpu) do not count.
     """
-    eligible = {p: r for p, r in rates.items() if r and p not in OURS and p not in excluded}
+    eligible = {p: r for p, r in rates.items() if r and p not in OURS and p not in BF16 and p not in excluded}
     if not eligible:
         return None, None
     name = max(eligible, key=eligible.get)
@@ -1397,7 +1451,7 @@ def summary_table(rows: list[Row], forced: str | None = None) -> list[str]:
     --cpu, the peers that cannot be forced (native_only) are marked and do
     not count either.
     """
-    peers = [p for p in PEER_NAMES if any(r.peer == p for r in rows)]
+    peers = [p for p in PEER_NAMES if p not in BF16 and any(r.peer == p for r in rows)]
     if not peers:
         return []
     native = {p for p in peers if PEERS[p].native_only} if forced else set()
@@ -1443,6 +1497,36 @@ def summary_table(rows: list[Row], forced: str | None = None) -> list[str]:
             "",
             f"(native): {', '.join(sorted(native))} cannot be forced to {forced}; not counted as the best peer.",
         ]
+    return lines
+
+
+def bf16_table(rows: list[Row]) -> list[str]:
+    """The bfloat16 rows (when run): fastmlp-bf16 ÷ fastmlp float32, and ÷ the best bf16 peer."""
+    if not any(r.peer in BF16 for r in rows):
+        return []
+    lines = [
+        "",
+        "bfloat16 (samples/s; latency: µs per call): fastmlp precision='bf16' ÷ fastmlp float32, and ÷ the "
+        "best bf16 peer; the check column of the results compares with fastmlp float32:",
+        "",
+        "| workload | threads | fastmlp f32 | " + " | ".join(BF16) + " | bf16 ÷ f32 | best bf16 peer | bf16 ÷ best |",
+        "|---|---:|---:|" + "---:|" * len(BF16) + "---:|---|---:|",
+    ]
+    for key in dict.fromkeys((r.workload, r.threads) for r in rows):
+        group = {r.peer: r for r in rows if (r.workload, r.threads) == key}
+        if not any(p in group for p in BF16):
+            continue
+        latency = WORKLOADS[key[0]].latency
+        rates = {p: r.summary().get("samples_per_s") for p, r in group.items()}
+        cell = [
+            "" if not rates.get(p) else fmt(1e6 / rates[p]) if latency else fmt(rates[p]) for p in ("fastmlp", *BF16)
+        ]
+        ours, f32 = rates.get("fastmlp-bf16"), rates.get("fastmlp")
+        peers = {p: r for p, r in rates.items() if p in BF16 and p != "fastmlp-bf16" and r}
+        best = max(peers, key=peers.get) if peers else None
+        vs_f32 = f"{ours / f32:.2f}×" if ours and f32 else ""
+        vs_best = f"**{ours / peers[best]:.2f}×**" if ours and best else ""
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cell) + f" | {vs_f32} | {best or ''} | {vs_best} |")
     return lines
 
 
@@ -1496,6 +1580,7 @@ def render(meta: dict, gemm: dict, rows: list[Row]) -> str:
         + results_table(gemm, rows)
         + [""]
         + summary_table(rows, meta.get("cpu_forced") and meta["cpu_forced"]["class"])
+        + bf16_table(rows)
     )
     return "\n".join(header(meta) + tables)
 
@@ -1557,7 +1642,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts (default: 1,cpu_count)"
     )
-    p.add_argument("--peers", type=csv_choice(PEER_NAMES), default=list(PEER_NAMES))
+    p.add_argument("--peers", type=csv_choice(PEER_NAMES), default=DEFAULT_PEERS)
     p.add_argument("--workloads", type=csv_choice(list(WORKLOADS)), default=list(WORKLOADS))
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (default 3, quick 2)")
     p.add_argument(

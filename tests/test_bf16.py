@@ -41,6 +41,9 @@ SHAPES = [  # (m, n, k), as in test_gemm.py, plus odd depths (a pair half empty)
     (40, 1100, 50),
     (97, 131, 1),
     (8, 32, 771),  # several depth blocks of the bf16 kernel (768 values), an odd tail
+    (2, 300, 1),  # the few-rows kernel (m <= 4, nothing of B packed): one term
+    (3, 37, 771),  # ... several depth blocks, an odd tail, a partial column block
+    (4, 16, 2),
 ]
 
 

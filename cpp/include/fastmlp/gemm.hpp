@@ -470,10 +470,52 @@ FASTMLP_TARGET_BF16 inline void micro_kernel(Index pairs, const Word* a, const W
     }
 }
 
+// A few rows of C (m <= 4: one row at inference) by op(B) plain,
+// with nothing packed but op(A)'s pairs: each pair of B's rows is converted
+// as the product reads it (the same loads and as many instructions as float
+// FMAs), so a call costs one pass over B, not a packing of B and then a pass.
+// C[:, j : j + 16] stays in registers over a depth block of kKcValues.
+template <int M>  // the rows, a constant: the accumulators stay in registers
+FASTMLP_TARGET_BF16 void few_rows(Index k, const Operand<float>& A, const float* b, Index ldb, float* c, Index ldc,
+                                  Range cols, bool accumulate, Word* ap) {
+  constexpr Index m = M;
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (Index p0 = 0; p0 < k; p0 += kKcValues) {
+    const Index kc = std::min(kKcValues, k - p0), pairs = (kc + 1) / 2;
+    pack_lines(A.data + p0, A.ld, m, kc, kMr, ap);  // ap[t * kMr + i]: row i's pair t
+    const bool add_to_c = accumulate || p0 > 0;
+    for (Index j = cols.begin; j < cols.end; j += 16) {
+      const __mmask16 mask = cols.end - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols.end - j)) - 1u);
+      __m512 acc[M];
+      for (Index i = 0; i < m; ++i)
+        acc[i] = add_to_c ? _mm512_maskz_loadu_ps(mask, c + i * ldc + j) : _mm512_setzero_ps();
+      const float* bj = b + p0 * ldb + j;
+      for (Index t = 0; t < pairs; ++t) {
+        const __m512 lo = _mm512_maskz_loadu_ps(mask, bj + 2 * t * ldb);
+        const __m512 hi = 2 * t + 1 < kc ? _mm512_maskz_loadu_ps(mask, bj + (2 * t + 1) * ldb) : _mm512_setzero_ps();
+        const __m512bh w = (__m512bh)_mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        for (Index i = 0; i < m; ++i)
+          acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_set1_epi32(int(ap[t * kMr + i])), w);
+      }
+      for (Index i = 0; i < m; ++i) _mm512_mask_storeu_ps(c + i * ldc + j, mask, acc[i]);
+    }
+  }
+}
+
 template <class Epilogue>
 void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
             Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
   (void)n;
+  if (m <= 4 && !A.transposed && !B.transposed) {
+    Word* ap = reinterpret_cast<Word*>(scratch.a.get());
+    if (m == 1) few_rows<1>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
+    if (m == 2) few_rows<2>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
+    if (m == 3) few_rows<3>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
+    if (m == 4) few_rows<4>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
+    epilogue(c, ldc, 0, m, cols.begin, cols.size());
+    return;
+  }
   Word* ap = reinterpret_cast<Word*>(scratch.a.get());
   Word* bp = reinterpret_cast<Word*>(scratch.b.get());
   const auto micro = [](Index pairs, const Word* a, const Word* b, float* c, Index ldc, bool add) {
