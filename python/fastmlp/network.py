@@ -118,6 +118,7 @@ class Network:
         them (AVX512-BF16: AMD Zen 4 and later, Intel Cooper Lake and later;
         ``fastmlp.show_config()`` says which kernel), else rounds and
         multiplies in float32 (slower, the same result). Dense X only.
+        :mod:`fastmlp.export` writes float32 models (their products unrounded).
     """
 
     def __init__(
