@@ -15,8 +15,9 @@ none is imported before these functions are called.
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -67,9 +68,29 @@ def _layers(model: Any) -> _Layers:
     )
 
 
-# Each activation's ONNX operator (None: identity, no node). An activation of the core without an
-# entry here (or in to_torch's table) cannot be exported: _mapped says so with a ValueError.
-_ONNX_OPS: dict[str, str | None] = {
+# Each activation's ONNX operator (None: identity, no node), or the nodes that compute it from
+# operators of opset 17 (Gelu and Mish are operators only from opsets 20 and 18): a function
+# (x, node, const) -> output name, node(op, inputs, **attrs) adding a node and const(prefix, value)
+# a scalar initializer of the graph's dtype. An activation of the core without an entry here (or in
+# to_torch's table) cannot be exported: _mapped says so with a ValueError.
+_Build = Callable[[str, Callable[..., str], Callable[[str, float], str]], str]
+
+
+def _gelu_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
+    """x (1 + erf(x / sqrt 2)) / 2, the exact GELU."""
+    erf = node("Erf", [node("Mul", [x, const("inv_sqrt2", math.sqrt(0.5))])])
+    return node("Mul", [node("Mul", [x, const("half", 0.5)]), node("Add", [erf, const("one", 1.0)])])
+
+
+def _silu_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
+    return node("Mul", [x, node("Sigmoid", [x])])
+
+
+def _mish_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
+    return node("Mul", [x, node("Tanh", [node("Softplus", [x])])])
+
+
+_ONNX_OPS: dict[str, str | _Build | None] = {
     "identity": None,
     "relu": "Relu",
     "tanh": "Tanh",
@@ -77,6 +98,19 @@ _ONNX_OPS: dict[str, str | None] = {
     "leaky_relu": "LeakyRelu",
     "softmax": "Softmax",
     "exp": "Exp",
+    "gelu": _gelu_nodes,
+    "silu": _silu_nodes,
+    "selu": "Selu",
+    "mish": _mish_nodes,
+    "softplus": "Softplus",
+    "elu": "Elu",
+}
+# The attributes of the operators above (LeakyRelu's: the network's slope). Selu's constants are
+# written out (ONNX's defaults are float32 roundings of them).
+_ONNX_ATTRS: dict[str, dict[str, Any]] = {
+    "Softmax": {"axis": 1},
+    "Selu": {"alpha": 1.6732632423543772848170429916717, "gamma": 1.0507009873554804934193349852946},
+    "Elu": {"alpha": 1.0},
 }
 
 
@@ -138,8 +172,10 @@ def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) 
     for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
         x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
         op = _mapped(_ONNX_OPS, act, "ONNX operator")
-        if op is not None:
-            attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
+        if callable(op):
+            x = op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)))
+        elif op is not None:
+            attrs = _ONNX_ATTRS.get(op, {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {})
             x = node(op, [x], **attrs)
     y_type = model.get_model_state()["attributes"].get("y_type") if hasattr(model, "get_model_state") else None
     if y_type is None:  # a Network or a regressor: the output as it is
@@ -209,7 +245,10 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
     ``probabilities`` is a plain tensor.
 
     Operators: ``Gemm`` per layer, then ``Relu``, ``Tanh``, ``Sigmoid``,
-    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)`` or ``Exp`` (identity: none);
+    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)``, ``Exp``, ``Selu``, ``Elu``,
+    ``Softplus``, or for the activations that are no operator of opset 17: gelu as
+    ``x * 0.5 * (1 + Erf(x / sqrt 2))``, silu as ``x * Sigmoid(x)``, mish as
+    ``x * Tanh(Softplus(x))`` (identity: none);
     ``ArgMax`` and ``Gather`` on the classes for the label; opset :data:`ONNX_OPSET`.
 
     Returns
@@ -457,6 +496,12 @@ def to_torch(model: Any) -> Any:
                 "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
                 "softmax": lambda: nn.Softmax(dim=1),
                 "exp": Exp,
+                "gelu": nn.GELU,  # approximate="none": the exact erf form
+                "silu": nn.SiLU,
+                "selu": nn.SELU,
+                "mish": nn.Mish,
+                "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),  # z itself past 20 (within 2e-9)
+                "elu": lambda: nn.ELU(alpha=1.0),
             },
             act,
             "torch.nn module",
