@@ -124,7 +124,7 @@ def test_softmax_rows_sum_to_one(rng):
 
 def test_unknown_activation_is_rejected():
     with pytest.raises(ValueError, match="activation must be one of"):
-        ref.activation_forward("gelu", np.zeros((1, 1)))
+        ref.activation_forward("hardswish", np.zeros((1, 1)))
 
 
 # --------------------------------------------------------------------------- losses

@@ -68,26 +68,60 @@ def _layers(model: Any) -> _Layers:
     )
 
 
-# Each activation's ONNX operator (None: identity, no node), or the nodes that compute it from
-# operators of opset 17 (Gelu and Mish are operators only from opsets 20 and 18): a function
-# (x, node, const) -> output name, node(op, inputs, **attrs) adding a node and const(prefix, value)
-# a scalar initializer of the graph's dtype. An activation of the core without an entry here (or in
+# Each activation's ONNX operator (None: identity, no node), or a function that writes the nodes
+# computing it: build(x, node, const, double) -> the output's name, with node(op, inputs, **attrs)
+# adding a node, const(prefix, value) a scalar initializer of the graph's dtype, and `double` true
+# for a float64 graph. The functions use the operators onnxruntime runs in both dtypes: its CPU
+# kernels of Selu, Elu, Softplus and Erf are float32 only, and Gelu and Mish are operators only
+# from opsets 20 and 18 (ONNX_OPSET is 17). An activation of the core without an entry here (or in
 # to_torch's table) cannot be exported: _mapped says so with a ValueError.
-_Build = Callable[[str, Callable[..., str], Callable[[str, float], str]], str]
+_Node_ = Callable[..., str]
+_Const = Callable[[str, float], str]
+_Build = Callable[[str, _Node_, _Const, bool], str]
+_SELU_ALPHA, _SELU_GAMMA = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
-def _gelu_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
-    """x (1 + erf(x / sqrt 2)) / 2, the exact GELU."""
-    erf = node("Erf", [node("Mul", [x, const("inv_sqrt2", math.sqrt(0.5))])])
+def _softplus_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    """Softplus; float64: max(x, 0) + log(1 + exp(-|x|)), which never overflows."""
+    if not double:
+        return node("Softplus", [x])
+    tail = node("Log", [node("Add", [const("one", 1.0), node("Exp", [node("Neg", [node("Abs", [x])])])])])
+    return node("Add", [node("Max", [x, const("zero", 0.0)]), tail])
+
+
+def _elu_like(x: str, node: _Node_, const: _Const, alpha: float, gamma: float) -> str:
+    """gamma * (x if x > 0 else alpha * (exp(min(x, 0)) - 1))."""
+    negative = node(
+        "Mul",
+        [const("alpha", alpha), node("Sub", [node("Exp", [node("Min", [x, const("zero", 0.0)])]), const("one", 1.0)])],
+    )
+    out = node("Where", [node("Greater", [x, const("zero", 0.0)]), x, negative])
+    return out if gamma == 1.0 else node("Mul", [const("gamma", gamma), out])
+
+
+def _selu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    if not double:
+        return node("Selu", [x], alpha=_SELU_ALPHA, gamma=_SELU_GAMMA)  # ONNX's defaults are float32 roundings
+    return _elu_like(x, node, const, _SELU_ALPHA, _SELU_GAMMA)
+
+
+def _elu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    return _elu_like(x, node, const, 1.0, 1.0) if double else node("Elu", [x], alpha=1.0)
+
+
+def _gelu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    """x (1 + erf(x / sqrt 2)) / 2, the exact GELU; float64: erf evaluated in float32 (about 1e-7)."""
+    u = node("Mul", [x, const("inv_sqrt2", math.sqrt(0.5))])
+    erf = node("Cast", [node("Erf", [node("Cast", [u], to=1)])], to=11) if double else node("Erf", [u])  # 1: FLOAT
     return node("Mul", [node("Mul", [x, const("half", 0.5)]), node("Add", [erf, const("one", 1.0)])])
 
 
-def _silu_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
+def _silu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
     return node("Mul", [x, node("Sigmoid", [x])])
 
 
-def _mish_nodes(x: str, node: Callable[..., str], const: Callable[[str, float], str]) -> str:
-    return node("Mul", [x, node("Tanh", [node("Softplus", [x])])])
+def _mish_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    return node("Mul", [x, node("Tanh", [_softplus_nodes(x, node, const, double)])])
 
 
 _ONNX_OPS: dict[str, str | _Build | None] = {
@@ -100,17 +134,10 @@ _ONNX_OPS: dict[str, str | _Build | None] = {
     "exp": "Exp",
     "gelu": _gelu_nodes,
     "silu": _silu_nodes,
-    "selu": "Selu",
+    "selu": _selu_nodes,
     "mish": _mish_nodes,
-    "softplus": "Softplus",
-    "elu": "Elu",
-}
-# The attributes of the operators above (LeakyRelu's: the network's slope). Selu's constants are
-# written out (ONNX's defaults are float32 roundings of them).
-_ONNX_ATTRS: dict[str, dict[str, Any]] = {
-    "Softmax": {"axis": 1},
-    "Selu": {"alpha": 1.6732632423543772848170429916717, "gamma": 1.0507009873554804934193349852946},
-    "Elu": {"alpha": 1.0},
+    "softplus": _softplus_nodes,
+    "elu": _elu_nodes,
 }
 
 
@@ -173,9 +200,9 @@ def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) 
         x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
         op = _mapped(_ONNX_OPS, act, "ONNX operator")
         if callable(op):
-            x = op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)))
+            x = op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)), dtype == np.float64)
         elif op is not None:
-            attrs = _ONNX_ATTRS.get(op, {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {})
+            attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
             x = node(op, [x], **attrs)
     y_type = model.get_model_state()["attributes"].get("y_type") if hasattr(model, "get_model_state") else None
     if y_type is None:  # a Network or a regressor: the output as it is
@@ -248,7 +275,9 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
     ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)``, ``Exp``, ``Selu``, ``Elu``,
     ``Softplus``, or for the activations that are no operator of opset 17: gelu as
     ``x * 0.5 * (1 + Erf(x / sqrt 2))``, silu as ``x * Sigmoid(x)``, mish as
-    ``x * Tanh(Softplus(x))`` (identity: none);
+    ``x * Tanh(Softplus(x))`` (identity: none). A float64 graph writes Selu, Elu and Softplus
+    out of ``Exp``, ``Log``, ``Where`` … and evaluates gelu's ``Erf`` in float32 (about 1e-7
+    relative), as onnxruntime has float32 kernels only for these;
     ``ArgMax`` and ``Gather`` on the classes for the label; opset :data:`ONNX_OPSET`.
 
     Returns

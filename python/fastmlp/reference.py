@@ -246,8 +246,6 @@ _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., 
     "tanh": (_tanh, _tanh_backward),
     "relu": (_relu, _relu_backward),
     "leaky_relu": (_leaky_relu, _leaky_relu_backward),
-    "softmax": (_softmax, _softmax_backward),
-    "exp": (_exp, _exp_backward),
     "gelu": (_gelu, _gelu_backward),
     "silu": (_silu, _silu_backward),
     "swish": (_silu, _silu_backward),
@@ -255,6 +253,8 @@ _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., 
     "mish": (_mish, _mish_backward),
     "softplus": (_softplus, _softplus_backward),
     "elu": (_elu, _elu_backward),
+    "softmax": (_softmax, _softmax_backward),
+    "exp": (_exp, _exp_backward),
 }
 ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
 _OUTPUT_ONLY = ("softmax", "exp")  # not allowed in hidden layers
