@@ -78,8 +78,10 @@ class Network:
         ``[n_inputs, hidden..., n_outputs]``, each >= 1.
     activation : str or sequence of str
         Hidden activation: ``identity``, ``logistic`` (alias ``sigmoid``),
-        ``tanh``, ``relu``, ``leaky_relu``; one name for every hidden layer or
-        a list with one per hidden layer.
+        ``tanh``, ``relu``, ``leaky_relu``, ``gelu``, ``silu`` (alias ``swish``),
+        ``selu``, ``mish``, ``softplus``, ``elu`` (formulas in
+        :func:`fastmlp.reference.activation_forward`); one name for every hidden
+        layer or a list with one per hidden layer.
     output_activation : str
         One of the above, ``softmax`` or ``exp`` (for the ``poisson`` loss).
     dtype : {"float32", "float64"}
@@ -91,7 +93,8 @@ class Network:
     init : {"glorot", "he"}
         ``glorot``: :math:`W, b \sim U(-s, s)`, :math:`s=\sqrt{6/(n_{in}+n_{out})}`
         (2 instead of 6 for a logistic activation), scikit-learn's bounds;
-        ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0`.
+        ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0` (3 instead
+        of 6 for ``selu``: :math:`\mathrm{Var}\,W = 1/n_{in}`, LeCun's, which SELU assumes).
         With one activation per hidden layer, layer :math:`l`'s Glorot factor
         follows its own activation (the output layer's: the last hidden one).
     dropout : float or sequence of float
