@@ -515,3 +515,22 @@ def test_to_sklearn_drops_a_loss_scikit_learn_lacks(rng):
         sk = fastmlp.io.to_sklearn(reg)
     assert sk.loss == "squared_error"
     np.testing.assert_allclose(sk.predict(X), reg.predict(X), **TOL["float64"])
+
+
+def test_the_cores_loss_checks_its_own_arguments(rng):
+    """The binding's Loss, for callers of fastmlp._core: a range error or a wrong type, naming the argument."""
+    from fastmlp import _core
+
+    assert _core.Loss("huber", delta=2.0).delta == 2.0 and _core.Loss("quantile").alpha == 0.5
+    with pytest.raises(ValueError, match=r"loss parameter delta must be in \(0, inf\), got -1"):
+        _core.Loss("huber", delta=-1.0)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1"):
+        _core.Loss("log_loss", label_smoothing=1.0)
+    with pytest.raises(ValueError, match=r"loss must be one of 'squared_error'.*got 'hinge'"):
+        _core.Loss("hinge")
+    net = _core.Network_float64([2, 2], ["relu"], "identity", 0.01, 0, "glorot")
+    X = np.zeros((3, 2))
+    with pytest.raises(TypeError, match=r"loss must be a name .* or a fastmlp\._core\.Loss, got int"):
+        net.loss_and_grad(X, X, 3)
+    assert net.loss_and_grad(X, X, _core.Loss("huber")) == net.loss_and_grad(X, X, "huber")
+    assert net.loss_and_grad(X, X, _core.Loss("huber", delta=0.5)) != net.loss_and_grad(X, X, "huber")
