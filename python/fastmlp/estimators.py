@@ -22,7 +22,8 @@ output). As in scikit-learn, multi-output squared error is trained on the
 gradient of the *sum* over outputs while ``loss_`` reports the mean (a
 factor :math:`k` apart).
 
-Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
+Beyond scikit-learn (all off by default): ``dtype``, ``precision`` (``"bf16"``
+mixed precision), ``n_threads``, the
 ``leaky_relu`` activation, ``l1``, ``clip_norm``/``clip_value``, the solvers
 ``adamw``, ``rmsprop``, ``adagrad``, the schedules ``step``, ``exponential``,
 ``cosine`` with ``warmup_epochs``, ``class_weight``, ``validation_data`` in
@@ -216,6 +217,7 @@ PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
     "dropout": _check_dropout,
     "input_noise": _real_check(0),
     "max_norm": _real_check(0, lo_open=True, optional=True),
+    "precision": _choice_check(("fp32", "bf16"), optional=True),
 }
 
 
@@ -345,7 +347,13 @@ class _BaseMLP(BaseEstimator):
         return hidden
 
     def _check_training_extensions(self, hidden: list[int]) -> None:
-        """What the table cannot see: the lengths of list-valued activation and dropout, and the solver."""
+        """What the table cannot see: the lengths of list-valued activation and dropout, the solver, and
+        precision with dtype."""
+        if self.precision is not None and self.dtype is not None and np.dtype(self.dtype) != np.float32:
+            raise ValueError(
+                f"precision={self.precision!r} computes in float32: it needs dtype=None or 'float32', "
+                f"got dtype={np.dtype(self.dtype).name!r}"
+            )
         if isinstance(self.activation, (list, tuple)) and len(self.activation) != len(hidden):
             raise ValueError(
                 f"The 'activation' parameter must be a str or a list of one activation per hidden "
@@ -379,7 +387,13 @@ class _BaseMLP(BaseEstimator):
         return list(self.activation) if isinstance(self.activation, (list, tuple)) else [self.activation] * n_hidden
 
     def _data_dtype(self) -> Any:
-        return (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
+        if self.dtype is None:  # precision 'fp32' or 'bf16': a float32 network
+            return (np.float64, np.float32) if self.precision is None else np.float32
+        return np.dtype(self.dtype)
+
+    def _precision(self, dtype: np.dtype) -> str | None:
+        """The network's precision: 'bf16' for a float32 network when asked, else its dtype's own (None)."""
+        return "bf16" if self.precision == "bf16" and dtype == np.float32 else None
 
     # --- the network behind coefs_ and intercepts_ --------------------------
     def _network(self, training: bool = False) -> Network:
@@ -422,6 +436,7 @@ class _BaseMLP(BaseEstimator):
                 output_activation=self.out_activation_,
                 dtype=dtype,
                 leaky_relu_slope=float(self.leaky_relu_slope),
+                precision=self._precision(dtype),
                 **noise,
             )
 
@@ -432,6 +447,7 @@ class _BaseMLP(BaseEstimator):
             and old.activation == activation
             and old.output_activation == self.out_activation_
             and old.leaky_relu_slope == float(self.leaky_relu_slope)
+            and old.precision == (self._precision(dtype) or ("fp32" if dtype == np.float32 else "fp64"))
             and (not training or self._has_noise(old))
         ):
             net = old
@@ -571,6 +587,12 @@ class _BaseMLP(BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        fitted_dtype = str(getattr(self, "_fit_dtype", "float32"))
+        if not first_pass and self.precision is not None and fitted_dtype != "float32":
+            raise ValueError(
+                f"precision={self.precision!r} continues a float32 model only; this one is "
+                f"{fitted_dtype} (fit anew, or leave precision=None)"
+            )
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if self._perturbs_inputs() and _compat.is_sparse(X):
             raise ValueError(
@@ -1112,7 +1134,13 @@ class _BaseMLP(BaseEstimator):
     def _inference_key(self) -> tuple[Any, ...]:
         """What, beside the weights, decides the fitted network's output."""
         activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
-        return activation, self.out_activation_, self.leaky_relu_slope, getattr(self, "n_features_in_", None)
+        return (
+            activation,
+            self.out_activation_,
+            self.leaky_relu_slope,
+            getattr(self, "n_features_in_", None),
+            self.precision,
+        )
 
     def _fast_network(self, X: Any) -> Network | None:
         """The network to run `X` through without scikit-learn's validation, or None for the full path.
@@ -1401,6 +1429,13 @@ _SHARED_DOC = """
     max_norm : float or None, default=None
         After every update, each hidden unit's incoming weight vector is scaled
         to L2 norm at most ``max_norm``.
+    precision : {None, 'fp32', 'bf16'}, default=None
+        None: the precision of ``dtype`` (float64 or float32 data as given).
+        ``'fp32'``: a float32 network. ``'bf16'``: a float32 network whose matrix
+        products take bfloat16 operands and accumulate in float32 (training and
+        prediction; weights, optimizer state and the loss stay float32) — on the
+        CPU's AVX512-BF16 unit where it has one (``fastmlp.show_config()``).
+        Dense X only.
 """
 
 
@@ -1475,6 +1510,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         dropout: Any = 0.0,
         input_noise: float = 0.0,
         max_norm: float | None = None,
+        precision: str | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1518,6 +1554,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dropout = dropout
         self.input_noise = input_noise
         self.max_norm = max_norm
+        self.precision = precision
         self.label_smoothing = label_smoothing
 
     _OWN_CONSTRAINTS: ClassVar[dict[str, Callable[[str, Any], None]]] = {
@@ -1753,6 +1790,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         dropout: Any = 0.0,
         input_noise: float = 0.0,
         max_norm: float | None = None,
+        precision: str | None = None,
         delta: float = 1.0,
         quantile: float = 0.5,
     ) -> None:
@@ -1797,6 +1835,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.dropout = dropout
         self.input_noise = input_noise
         self.max_norm = max_norm
+        self.precision = precision
         self.delta = delta
         self.quantile = quantile
 
