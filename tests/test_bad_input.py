@@ -162,11 +162,25 @@ BAD_LOSS = [
         "unknown",
         "cross_entropy",
         ValueError,
-        r"loss.*\['squared_error', 'log_loss', 'binary_log_loss', 'poisson'\].*cross_entropy",
+        r"loss.*\['squared_error', 'log_loss', 'binary_log_loss', 'poisson', 'huber', 'absolute_error', "
+        r"'quantile'\].*cross_entropy",
     ),
     ("not_a_str", 3, TypeError, "loss.*str.*int"),
     ("none", None, TypeError, "loss"),
     ("binary_on_softmax", "binary_log_loss", ValueError, "binary_log_loss.*logistic.*this network has 'softmax'"),
+    # a loss spec: {"name": ..., its parameter: value}
+    ("huber_delta_0", {"name": "huber", "delta": 0.0}, ValueError, r"loss\['delta'\].*\(0, inf\).*got 0"),
+    ("huber_delta_neg", {"name": "huber", "delta": -1}, ValueError, r"loss\['delta'\].*\(0, inf\).*got -1"),
+    ("huber_delta_nan", {"name": "huber", "delta": float("nan")}, ValueError, r"loss\['delta'\].*finite.*nan"),
+    ("huber_delta_str", {"name": "huber", "delta": "1"}, TypeError, r"loss\['delta'\].*real number.*str"),
+    ("quantile_alpha_0", {"name": "quantile", "alpha": 0}, ValueError, r"loss\['alpha'\].*\(0, 1\).*got 0"),
+    ("quantile_alpha_1", {"name": "quantile", "alpha": 1}, ValueError, r"loss\['alpha'\].*\(0, 1\).*got 1"),
+    ("smoothing_1", {"name": "log_loss", "label_smoothing": 1.0}, ValueError, r"label_smoothing.*\[0, 1\).*got 1"),
+    ("smoothing_neg", {"name": "log_loss", "label_smoothing": -0.1}, ValueError, r"label_smoothing.*\[0, 1\).*-0.1"),
+    ("foreign_param", {"name": "squared_error", "delta": 1.0}, ValueError, "squared_error.*takes no param.*delta"),
+    ("wrong_param", {"name": "huber", "alpha": 0.5}, ValueError, "huber.*takes only 'delta'.*alpha"),
+    ("no_name", {"delta": 1.0}, ValueError, "loss.*needs a 'name'"),
+    ("spec_unknown", {"name": "hinge"}, ValueError, "loss.*must be one of.*hinge"),
 ]
 
 
@@ -255,9 +269,10 @@ BAD_NETWORK = [
     ("sizes_2**62_squared", dict(layer_sizes=[2**62, 2**62]), ValueError, "layer_sizes.*GiB"),
     (
         "activation_unknown",
-        dict(activation="gelu"),
+        dict(activation="hardswish"),
         ValueError,
-        r"activation.*\['identity', 'logistic', 'sigmoid', 'tanh', 'relu', 'leaky_relu'\].*gelu",
+        r"activation.*\['identity', 'logistic', 'sigmoid', 'tanh', 'relu', 'leaky_relu', 'gelu', 'silu', 'swish', "
+        r"'selu', 'mish', 'softplus', 'elu'\].*hardswish",
     ),
     ("activation_softmax_hidden", dict(activation="softmax"), ValueError, "activation.*got 'softmax'"),
     ("activation_int", dict(activation=3), TypeError, "activation.*str.*int"),

@@ -113,7 +113,12 @@ SW_CASES = [
 
 HYPER = [
     ("solver", "foo", r"solver.*\['sgd', 'adam'.*'lbfgs'\]"),
-    ("activation", "bar", r"activation.*\['identity', 'logistic', 'tanh', 'relu', 'leaky_relu'\]"),
+    (
+        "activation",
+        "bar",
+        r"activation.*\['identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'gelu', 'silu', 'selu', 'mish', "
+        r"'softplus', 'elu'\]",
+    ),
     ("learning_rate", "fast", r"learning_rate.*\['constant'"),
     ("learning_rate_init", -0.1, "learning_rate_init"),
     ("learning_rate_init", 0.0, "learning_rate_init"),

@@ -205,7 +205,8 @@ def test_partial_fit_needs_classes_and_is_absent_for_lbfgs(blobs):
     [
         (dict(hidden_layer_sizes=(4, 0)), ValueError, "hidden_layer_sizes must be > 0"),
         (dict(hidden_layer_sizes="4"), TypeError, "hidden_layer_sizes"),
-        (dict(activation="softplus"), ValueError, "'activation' parameter must be one of"),
+        (dict(activation="hardswish"), ValueError, "'activation' parameter must be one of"),
+        (dict(activation="swish"), ValueError, "'activation' parameter must be one of"),  # aliases: Network only
         (dict(solver="newton"), ValueError, "'solver' parameter"),
         (dict(alpha=-1.0), ValueError, "'alpha' parameter must be a real number in"),
         (dict(batch_size=0), ValueError, "'batch_size' parameter"),

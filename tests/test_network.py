@@ -47,7 +47,7 @@ def test_loss_and_grad_matches_reference(hidden, loss, output, dtype, rng):
 
 
 @pytest.mark.parametrize("loss,output", LOSS_OUTPUT)
-@pytest.mark.parametrize("hidden", ["identity", "logistic", "tanh", "leaky_relu", "relu"])
+@pytest.mark.parametrize("hidden", HIDDEN)
 def test_gradient_matches_finite_differences(hidden, loss, output, rng):
     net = make_net(hidden, output, "float64", sizes=[3, 5, 4, 3], leaky_relu_slope=0.1)
     X, Y = make_data(rng, 11, 3, 3, loss, "float64")

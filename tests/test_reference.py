@@ -12,7 +12,7 @@ from helpers import HIDDEN, LOSS_OUTPUT
 
 # The core's names (helpers.py); test_names_match_the_core checks the reference has the same.
 LOSS_OUTPUTS = LOSS_OUTPUT
-KINKED = ("relu", "leaky_relu")
+KINKED = ("relu", "leaky_relu", "selu")  # selu: slopes lambda and lambda * alpha meet at 0
 
 
 # Overflow, division by zero and NaNs are errors; underflow to 0 is the right answer
@@ -124,7 +124,7 @@ def test_softmax_rows_sum_to_one(rng):
 
 def test_unknown_activation_is_rejected():
     with pytest.raises(ValueError, match="activation must be one of"):
-        ref.activation_forward("gelu", np.zeros((1, 1)))
+        ref.activation_forward("hardswish", np.zeros((1, 1)))
 
 
 # --------------------------------------------------------------------------- losses
@@ -450,6 +450,18 @@ def test_names_match_the_core():
     assert ref.ACTIVATIONS == _names.OUTPUT_ACTIVATIONS
     assert ref.HIDDEN_ACTIVATIONS == _names.HIDDEN_ACTIVATIONS
     assert ref.LOSSES == _names.LOSSES
+    for name in _names.OUTPUT_ACTIVATIONS:  # the initializations' factors (kActivations' columns)
+        own = _names.canonical_activation(name)
+        assert ref.glorot_bound(3, 5, name) == math.sqrt(_names.GLOROT_FACTOR[own] / 8)
+        assert ref.he_bound(3, name) == math.sqrt(_names.HE_FACTOR[own] / 3)
+    for loss in _names.LOSSES:  # each loss's parameter, its default and range (kLosses, kLossParams)
+        param = _names.LOSS_PARAM[loss]
+        assert ref._LOSS_PARAMS.get(loss, (None,))[0] == param
+        if param is not None:
+            default, lo, hi, lo_open, hi_open = _names.LOSS_PARAM_RANGE[param]
+            _, ref_default, ok, _ = ref._LOSS_PARAMS[loss]
+            assert ref_default == default and ok(default)
+            assert ok(lo) != lo_open and (math.isinf(hi) or ok(hi) != hi_open)
     z = np.linspace(-3, 3, 7)
     for name in _names.OUTPUT_ACTIVATIONS:  # an alias computes what its activation computes
         np.testing.assert_array_equal(

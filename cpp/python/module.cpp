@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -322,6 +323,14 @@ struct CheckedRows {
   }
 };
 
+// A loss argument: a name of kLosses (its default parameters) or a _core.Loss.
+Loss as_loss(const py::handle& loss) {
+  if (py::isinstance<py::str>(loss)) return parse_loss(loss.cast<std::string>());
+  if (py::isinstance<Loss>(loss)) return loss.cast<Loss>();
+  throw py::type_error("loss must be a name (str) or a fastmlp._core.Loss, got " +
+                       std::string(py::str(py::type::of(loss).attr("__name__"))));
+}
+
 // One epoch from Python: the options, Ctrl-C polling, the gradient hook, and
 // the GIL released around the C++ loop.
 template <class T>
@@ -566,9 +575,9 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
           py::arg("data"), py::arg("indices"), py::arg("indptr"), py::arg("rows"), py::arg("cols"))
       .def(
           "loss_and_grad",
-          [](Net& n, const InArray<T>& x, const InArray<T>& y, const std::string& loss,
+          [](Net& n, const InArray<T>& x, const InArray<T>& y, const py::object& loss,
              std::optional<InArray<T>> sample_weight, std::optional<std::uint64_t> draw_step) {
-            const Loss l = parse_loss(loss);
+            const Loss l = as_loss(loss);
             check_xy(n, x, y);
             const Batch<T> batch{x.data(), nullptr, y.data(), weights_of(sample_weight, x.shape(0)), x.shape(0)};
             py::gil_scoped_release release;
@@ -579,8 +588,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
           py::arg("draw_step") = py::none())
       .def(
           "objective",
-          [](Net& n, const Rows<T>& rows, const std::string& loss, const Regularization& reg) {
-            const Loss l = parse_loss(loss);
+          [](Net& n, const Rows<T>& rows, const py::object& loss, const Regularization& reg) {
+            const Loss l = as_loss(loss);
             const CheckedRows<T> data(n, rows);
             py::gil_scoped_release release;
             auto lock = claim(n.busy());
@@ -589,9 +598,9 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
           py::arg("rows"), py::arg("loss"), py::arg("regularization"))
       .def(
           "train_epoch",
-          [](Net& n, const Rows<T>& rows, const std::string& loss, Optimizer<T>& optimizer,
-             const EpochSettings& options, const py::object& gradient_hook) {
-            return run_epoch(n, rows, parse_loss(loss), optimizer, options, gradient_hook);
+          [](Net& n, const Rows<T>& rows, const py::object& loss, Optimizer<T>& optimizer, const EpochSettings& options,
+             const py::object& gradient_hook) {
+            return run_epoch(n, rows, as_loss(loss), optimizer, options, gradient_hook);
           },
           py::arg("rows"), py::arg("loss"), py::arg("optimizer"), py::arg("options"),
           py::arg("gradient_hook") = py::none());
@@ -699,6 +708,22 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
       .def_readonly("clip_value", &Regularization::clip_value)
       .def_readonly("clip_norm", &Regularization::clip_norm)
       .def_readonly("grad_scale", &Regularization::grad_scale);
+  // A loss with its parameters (loss.hpp's Loss); each loss reads only its own (kLosses' param).
+  py::class_<Loss>(m, "Loss")
+      .def(py::init([](const std::string& name, double delta, double alpha, double label_smoothing) {
+             Loss loss = parse_loss(name);
+             loss.delta = delta;
+             loss.alpha = alpha;
+             loss.label_smoothing = label_smoothing;
+             check_loss_params(loss);
+             return loss;
+           }),
+           py::arg("name"), py::arg("delta") = Loss{}.delta, py::arg("alpha") = Loss{}.alpha,
+           py::arg("label_smoothing") = Loss{}.label_smoothing)
+      .def_property_readonly("name", [](const Loss& loss) { return std::string(loss_name(loss)); })
+      .def_readonly("delta", &Loss::delta)
+      .def_readonly("alpha", &Loss::alpha)
+      .def_readonly("label_smoothing", &Loss::label_smoothing);
   py::class_<LearningRateSchedule>(m, "LearningRateSchedule")
       .def(py::init([](const std::string& kind, double base_lr, double gamma, double step_size, double total_epochs,
                        double min_lr, double warmup_epochs) {
@@ -731,8 +756,9 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   // The names the core accepts, from its tables (activation.hpp, loss.hpp,
   // network.hpp, schedule.hpp): the Python package's lists are made from these.
   m.def("activations", []() {
-    std::vector<std::pair<std::string, bool>> out;
-    for (const ActivationInfo& row : kActivations) out.emplace_back(row.name, row.hidden);
+    std::vector<std::tuple<std::string, bool, double, double>> out;
+    for (const ActivationInfo& row : kActivations)
+      out.emplace_back(row.name, row.hidden, row.glorot_factor, row.he_factor);
     return out;
   });
   m.def("activation_aliases", []() {
@@ -741,10 +767,16 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
     return out;
   });
   m.def("losses", []() {
-    std::vector<std::pair<std::string, std::optional<std::string>>> out;
+    using Name = std::optional<std::string>;
+    std::vector<std::tuple<std::string, Name, Name>> out;
     for (const LossInfo& row : kLosses)
-      out.emplace_back(row.name,
-                       row.needs_output ? std::optional<std::string>(activation_name(row.output)) : std::nullopt);
+      out.emplace_back(row.name, row.needs_output ? Name(activation_name(row.output)) : std::nullopt,
+                       row.param != nullptr ? Name(row.param) : std::nullopt);
+    return out;
+  });
+  m.def("loss_params", []() {  // (name, default, lo, hi, lo_open, hi_open)
+    std::vector<std::tuple<std::string, double, double, double, bool, bool>> out;
+    for (const LossParam& p : kLossParams) out.emplace_back(p.name, Loss{}.*p.field, p.lo, p.hi, p.lo_open, p.hi_open);
     return out;
   });
   m.def("inits", []() {

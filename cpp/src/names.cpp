@@ -2,6 +2,8 @@
 // loss goes with which output activation — all read from the tables in the
 // headers (kActivations, kActivationAliases, kLosses, kInits, kSchedules):
 // nothing here changes when a row is added there.
+#include <cmath>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -60,11 +62,28 @@ const char* activation_name(Activation f) { return activation_info(f).name; }
 
 Loss parse_loss(const std::string& name) { return parse_name(kLosses, "loss", name); }
 
-const LossInfo& loss_info(Loss loss) { return find_row(kLosses, loss); }
+const LossInfo& loss_info(const Loss& loss) { return find_row(kLosses, loss.kind); }
 
-const char* loss_name(Loss loss) { return loss_info(loss).name; }
+const char* loss_name(const Loss& loss) { return loss_info(loss).name; }
 
-void check_loss_output(Loss loss, Activation output) {
+void check_loss_params(const Loss& loss) {
+  for (const LossParam& p : kLossParams) {
+    const double v = loss.*p.field;
+    if (!(p.lo_open ? v > p.lo : v >= p.lo) || !(p.hi_open ? v < p.hi : v <= p.hi)) {
+      std::ostringstream msg;  // "loss parameter delta must be in (0, inf), got -1"
+      msg << "loss parameter " << p.name << " must be in " << (p.lo_open ? "(" : "[") << p.lo << ", ";
+      if (std::isinf(p.hi))
+        msg << "inf";
+      else
+        msg << p.hi;
+      msg << (p.hi_open ? ")" : "]") << ", got " << v;
+      throw std::invalid_argument(msg.str());
+    }
+  }
+}
+
+void check_loss_output(const Loss& loss, Activation output) {
+  check_loss_params(loss);
   const LossInfo& info = loss_info(loss);
   if (info.needs_output && output != info.output)
     throw std::invalid_argument(std::string("loss '") + info.name + "' needs output_activation '" +

@@ -138,11 +138,11 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
     const Index fan_in = sizes_[l], fan_out = sizes_[l + 1];
     T* w = params_.data() + weight_offset(l);
     T* b = params_.data() + bias_offset(l);
-    // scikit-learn's factor follows the hidden activation; with one per hidden
-    // layer, layer l's own (the output layer: the last hidden layer's).
-    const Activation f = hidden_[std::min<std::size_t>(std::size_t(l), hidden_.size() - 1)];
-    const double bound = init == Init::He ? std::sqrt(6.0 / double(fan_in))
-                                          : std::sqrt(activation_info(f).glorot_factor / double(fan_in + fan_out));
+    // The factor follows the hidden activation (kActivations); with one per
+    // hidden layer, layer l's own (the output layer: the last hidden layer's).
+    const ActivationInfo& f = activation_info(hidden_[std::min<std::size_t>(std::size_t(l), hidden_.size() - 1)]);
+    const double bound = init == Init::He ? std::sqrt(f.he_factor / double(fan_in))
+                                          : std::sqrt(f.glorot_factor / double(fan_in + fan_out));
     for (Index i = 0; i < fan_in * fan_out; ++i) w[i] = T(bound * (2.0 * rng_.uniform() - 1.0));
     for (Index i = 0; i < fan_out; ++i) b[i] = init == Init::He ? T(0) : T(bound * (2.0 * rng_.uniform() - 1.0));
   }

@@ -15,20 +15,38 @@ import numpy.typing as npt
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def thread_limit() -> int: ...
-def activations() -> list[tuple[str, bool]]:
-    """(name, may be hidden) of every activation, in the core's order (activation.hpp's kActivations)."""
+def activations() -> list[tuple[str, bool, float, float]]:
+    """(name, may be hidden, Glorot factor, He factor) of every activation, in the core's order
+    (activation.hpp's kActivations)."""
 
 def activation_aliases() -> list[tuple[str, str]]:
     """(alias, name) of every other accepted name of an activation (e.g. sigmoid -> logistic)."""
 
-def losses() -> list[tuple[str, str | None]]:
-    """(name, the output activation it needs or None) of every loss (loss.hpp's kLosses)."""
+def losses() -> list[tuple[str, str | None, str | None]]:
+    """(name, the output activation it needs or None, the parameter it reads or None) of every loss
+    (loss.hpp's kLosses)."""
+
+def loss_params() -> list[tuple[str, float, float, float, bool, bool]]:
+    """(name, default, lo, hi, lo_open, hi_open) of every loss parameter (loss.hpp's kLossParams)."""
 
 def inits() -> list[str]: ...
 def schedules() -> list[str]: ...
 def build_info() -> dict[str, Any]:
     """version, variant, compiler, cxx_flags, eigen, eigen_simd, eigen_max_align_bytes, openmp,
     gemm_kernel (the GEMM kernel in use), gemm_why (why), gemm_kernels (those this build has)."""
+
+class Loss:
+    """A loss and its parameters (loss.hpp's Loss); each loss reads only its own."""
+
+    def __init__(self, name: str, delta: float = 1.0, alpha: float = 0.5, label_smoothing: float = 0.0) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def delta(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def label_smoothing(self) -> float: ...
 
 class Regularization:
     def __init__(
@@ -124,15 +142,15 @@ class Network_float32:
         self,
         X: npt.ArrayLike,
         y: npt.ArrayLike,
-        loss: str,
+        loss: str | Loss,
         sample_weight: npt.ArrayLike | None = None,
         draw_step: int | None = None,
     ) -> float: ...
-    def objective(self, rows: Rows_float32, loss: str, regularization: Regularization) -> float: ...
+    def objective(self, rows: Rows_float32, loss: str | Loss, regularization: Regularization) -> float: ...
     def train_epoch(
         self,
         rows: Rows_float32,
-        loss: str,
+        loss: str | Loss,
         optimizer: Optimizer_float32,
         options: EpochOptions,
         gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
@@ -263,15 +281,15 @@ class Network_float64:
         self,
         X: npt.ArrayLike,
         y: npt.ArrayLike,
-        loss: str,
+        loss: str | Loss,
         sample_weight: npt.ArrayLike | None = None,
         draw_step: int | None = None,
     ) -> float: ...
-    def objective(self, rows: Rows_float64, loss: str, regularization: Regularization) -> float: ...
+    def objective(self, rows: Rows_float64, loss: str | Loss, regularization: Regularization) -> float: ...
     def train_epoch(
         self,
         rows: Rows_float64,
-        loss: str,
+        loss: str | Loss,
         optimizer: Optimizer_float64,
         options: EpochOptions,
         gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,

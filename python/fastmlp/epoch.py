@@ -101,7 +101,7 @@ class EpochRequest:
     set ``rows.order``, ``options.epoch`` and ``options.schedule`` before each one)."""
 
     rows: Any  # _core.Rows_<dtype>: dense x or CSR arrays, y, sample_weight, order
-    loss: str
+    loss: Any  # _core.Loss: the loss and its parameter (a name is read as its default)
     optimizer: Any  # the C++ optimizer, bound to the network
     options: Any  # _core.EpochOptions
     gradient_hook: Callable[[np.ndarray, float], float] | None = None

@@ -44,14 +44,14 @@ import threading
 import types
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
 from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
-from ._names import HIDDEN
+from ._names import GLOROT_FACTOR, HIDDEN, LOSS_OUTPUT, loss_spec
 from ._training import (
     Callbacks,
     DataParallelEpochs,
@@ -75,6 +75,9 @@ if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at 
 STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
 ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (scikit-learn's list, extended)
+# MLPRegressor's losses: the core's that take any output activation (the regressor's is then
+# identity) or need exp (poisson), i.e. all but the classifier's two cross-entropies.
+REGRESSION_LOSSES = tuple(name for name, out in LOSS_OUTPUT.items() if out in (None, "exp"))
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
 # scikit-learn's sentence, which its users' code and tests match; details follow it.
@@ -331,10 +334,14 @@ class _BaseMLP(BaseEstimator):
     _mpi: types.SimpleNamespace | None
 
     # --- checks ------------------------------------------------------------
+    # The parameters of one estimator only (the loss's), checked after PARAMETER_CONSTRAINTS.
+    _OWN_CONSTRAINTS: ClassVar[dict[str, Callable[[str, Any], None]]] = {}
+
     def _check_params(self) -> list[int]:
-        """Checks every constructor parameter against PARAMETER_CONSTRAINTS (in its order); returns the hidden sizes."""
+        """Checks every constructor parameter against PARAMETER_CONSTRAINTS, then _OWN_CONSTRAINTS (in
+        their order); returns the hidden sizes."""
         hidden = _hidden_sizes(self.hidden_layer_sizes)
-        for name, check in PARAMETER_CONSTRAINTS.items():
+        for name, check in (PARAMETER_CONSTRAINTS | self._OWN_CONSTRAINTS).items():
             check(name, getattr(self, name))
         self._check_training_extensions(hidden)
         return hidden
@@ -367,6 +374,14 @@ class _BaseMLP(BaseEstimator):
         """Whether dropout, input noise or max-norm is on (checked values)."""
         rates = self.dropout if isinstance(self.dropout, (list, tuple)) else [self.dropout]
         return any(p > 0 for p in rates) or self.input_noise > 0 or self.max_norm is not None
+
+    def _loss_parameters(self) -> dict[str, float]:
+        """The parameter the fit's loss (_loss_name) reads, from this estimator's checked parameters."""
+        return {}
+
+    def _loss(self) -> dict[str, Any]:
+        """The fit's loss as the spec Network takes: ``{"name": _loss_name}`` and its parameter."""
+        return loss_spec({"name": self._loss_name, **self._loss_parameters()}, style="sklearn")
 
     def _hidden_activations(self, n_hidden: int) -> list[str]:
         return list(self.activation) if isinstance(self.activation, (list, tuple)) else [self.activation] * n_hidden
@@ -494,7 +509,7 @@ class _BaseMLP(BaseEstimator):
         acts = self._hidden_activations(max(len(layer_units) - 2, 1))
         coefs, intercepts = [], []
         for l, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):
-            factor = 2.0 if acts and acts[min(l, len(acts) - 1)] == "logistic" else 6.0
+            factor = GLOROT_FACTOR[acts[min(l, len(acts) - 1)]] if acts else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
             coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
             intercepts.append(rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
@@ -771,7 +786,7 @@ class _BaseMLP(BaseEstimator):
         request = net.prepare_epoch(
             X,
             Y,
-            self._loss_name,
+            self._loss(),
             self._optimizer,
             epoch_options(batch_size, False, regularization=self._regularization()),
             sample_weight=sw,
@@ -894,7 +909,7 @@ class _BaseMLP(BaseEstimator):
         """The validation loss and score after an epoch, the no-improvement count; the metrics to report."""
         metrics: dict[str, Any] = {}
         if X_val is not None:
-            val_loss = net.objective(X_val, Y_val, self._loss_name, sample_weight=sw_val)
+            val_loss = net.objective(X_val, Y_val, self._loss(), sample_weight=sw_val)
             if getattr(self, "_mpi", None) is not None:  # the mean over all ranks' validation samples
                 w = float(X_val.shape[0]) if sw_val is None else float(np.sum(sw_val, dtype=np.float64))
                 total = self._sum_over_ranks(np.array([val_loss * w, w]))
@@ -1009,7 +1024,7 @@ class _BaseMLP(BaseEstimator):
         except ImportError:
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy") from None
         reg = self._regularization()
-        params, grads, loss = net.params, net.grads, self._loss_name
+        params, grads, loss = net.params, net.grads, self._loss()
         rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
 
         def local(p: np.ndarray) -> tuple[float, np.ndarray]:
@@ -1083,7 +1098,7 @@ class _BaseMLP(BaseEstimator):
             grad_scale=float(self.n_outputs_ if self._loss_name == "squared_error" else 1),
         )
         total = float(self._sum_over_ranks(np.array([weight]))[0])
-        params, grads, loss = net.params, net.grads, self._loss_name
+        params, grads, loss = net.params, net.grads, self._loss()
         mpi.comm.Bcast(params, root=0)
         buf = np.empty(params.shape[0] + 1, dtype=np.float64)
 
@@ -1362,7 +1377,9 @@ _SHARED_DOC = """
     max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         scikit-learn's, same names, defaults and meaning. ``activation`` also
-        takes ``'leaky_relu'``, or a list with one name per hidden layer; ``solver`` also ``'adamw'``, ``'rmsprop'``,
+        takes ``'leaky_relu'``, ``'gelu'``, ``'silu'``, ``'selu'``, ``'mish'``, ``'softplus'``,
+        ``'elu'`` (formulas in :func:`fastmlp.reference.activation_forward`), or a list with one
+        name per hidden layer; ``solver`` also ``'adamw'``, ``'rmsprop'``,
         ``'adagrad'``; ``learning_rate`` also ``'step'``, ``'exponential'``,
         ``'cosine'`` (see :mod:`fastmlp.schedules`; these act on every
         stochastic solver, while ``'invscaling'`` and ``'adaptive'`` act on
@@ -1433,6 +1450,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         + """    class_weight : None, 'balanced' or dict, default=None
         Multiplies each sample's weight by its class's weight; ``'balanced'``:
         :math:`n / (n_{classes} \\cdot n_c)`.
+    label_smoothing : float in [0, 1), default=0.0
+        Trains (and reports ``loss_``) on the targets :math:`(1 - \\varepsilon)\\,\\mathrm{onehot} +
+        \\varepsilon / K` (PyTorch's convention), :math:`K` the number of classes; binary and
+        multilabel outputs (one logistic output per label) use :math:`K = 2`.
 
     Attributes
     ----------
@@ -1490,6 +1511,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         input_noise: float = 0.0,
         max_norm: float | None = None,
         precision: str | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1533,6 +1555,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.input_noise = input_noise
         self.max_norm = max_norm
         self.precision = precision
+        self.label_smoothing = label_smoothing
+
+    _OWN_CONSTRAINTS: ClassVar[dict[str, Callable[[str, Any], None]]] = {
+        "label_smoothing": _real_check(0, 1, hi_open=True)
+    }
+
+    def _loss_parameters(self) -> dict[str, float]:
+        return {"label_smoothing": float(self.label_smoothing)}
 
     # --- labels --------------------------------------------------------------
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
@@ -1690,10 +1720,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Multi-layer perceptron regressor: scikit-learn's MLPRegressor, trained in C++.
 
     ``loss='squared_error'`` (identity output) or ``'poisson'`` (exp output,
-    half the Poisson deviance).
+    half the Poisson deviance), or fastmlp's robust losses (identity output;
+    formulas in :meth:`fastmlp.Network.loss_and_grad`): ``'huber'`` (PyTorch's
+    ``HuberLoss`` with threshold ``delta``), ``'absolute_error'`` (the mean
+    absolute error) or ``'quantile'`` (the pinball loss of the ``quantile``
+    level: ``predict`` estimates that conditional quantile).
+    For ``'squared_error'`` the gradient of multi-output training is
+    scikit-learn's (the sum over outputs, while ``loss_`` is the mean); the
+    other losses train on the gradient of the reported loss.
     """
         + _SHARED_DOC
-        + """
+        + """    loss : {'squared_error', 'poisson', 'huber', 'absolute_error', 'quantile'}, default='squared_error'
+    delta : float > 0, default=1.0
+        The threshold of ``loss='huber'`` (read by that loss only).
+    quantile : float in (0, 1), default=0.5
+        The level of ``loss='quantile'`` (read by that loss only; 0.5 is half the absolute error).
+
     Attributes
     ----------
     coefs_, intercepts_, loss_, loss_curve_, best_loss_, validation_scores_, best_validation_score_,
@@ -1749,6 +1791,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         input_noise: float = 0.0,
         max_norm: float | None = None,
         precision: str | None = None,
+        delta: float = 1.0,
+        quantile: float = 0.5,
     ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1792,16 +1836,31 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.input_noise = input_noise
         self.max_norm = max_norm
         self.precision = precision
+        self.delta = delta
+        self.quantile = quantile
+
+    _OWN_CONSTRAINTS: ClassVar[dict[str, Callable[[str, Any], None]]] = {
+        "loss": _choice_check(REGRESSION_LOSSES),
+        "delta": _real_check(0, lo_open=True),
+        "quantile": _real_check(0, 1, lo_open=True, hi_open=True),
+    }
+
+    def _loss_parameters(self) -> dict[str, float]:
+        if self._loss_name == "huber":
+            return {"delta": float(self.delta)}
+        if self._loss_name == "quantile":
+            return {"alpha": float(self.quantile)}
+        return {}
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
-        check_choice("loss", self.loss, ("squared_error", "poisson"), style="sklearn")
+        check_choice("loss", self.loss, REGRESSION_LOSSES, style="sklearn")
         X, y = _compat.validate_Xy(self, X, y, reset=reset, dtype=self._data_dtype(), y_numeric=True)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = _compat.column_or_1d_warn(y)
         if self.loss == "poisson" and (y < 0).any():
             raise ValueError("loss='poisson' needs targets y >= 0, got a negative value")
-        self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        self.out_activation_ = LOSS_OUTPUT[self.loss] or "identity"
         self._loss_name = self.loss
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         return X, np.ascontiguousarray(Y, dtype=X.dtype)

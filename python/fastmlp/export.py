@@ -15,8 +15,9 @@ none is imported before these functions are called.
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -67,9 +68,63 @@ def _layers(model: Any) -> _Layers:
     )
 
 
-# Each activation's ONNX operator (None: identity, no node). An activation of the core without an
-# entry here (or in to_torch's table) cannot be exported: _mapped says so with a ValueError.
-_ONNX_OPS: dict[str, str | None] = {
+# Each activation's ONNX operator (None: identity, no node), or a function that writes the nodes
+# computing it: build(x, node, const, double) -> the output's name, with node(op, inputs, **attrs)
+# adding a node, const(prefix, value) a scalar initializer of the graph's dtype, and `double` true
+# for a float64 graph. The functions use the operators onnxruntime runs in both dtypes: its CPU
+# kernels of Selu, Elu, Softplus and Erf are float32 only, and Gelu and Mish are operators only
+# from opsets 20 and 18 (ONNX_OPSET is 17). An activation of the core without an entry here (or in
+# to_torch's table) cannot be exported: _mapped says so with a ValueError.
+_Node_ = Callable[..., str]
+_Const = Callable[[str, float], str]
+_Build = Callable[[str, _Node_, _Const, bool], str]
+_SELU_ALPHA, _SELU_GAMMA = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _softplus_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    """Softplus; float64: max(x, 0) + log(1 + exp(-|x|)), which never overflows."""
+    if not double:
+        return node("Softplus", [x])
+    tail = node("Log", [node("Add", [const("one", 1.0), node("Exp", [node("Neg", [node("Abs", [x])])])])])
+    return node("Add", [node("Max", [x, const("zero", 0.0)]), tail])
+
+
+def _elu_like(x: str, node: _Node_, const: _Const, alpha: float, gamma: float) -> str:
+    """gamma * (x if x > 0 else alpha * (exp(min(x, 0)) - 1))."""
+    negative = node(
+        "Mul",
+        [const("alpha", alpha), node("Sub", [node("Exp", [node("Min", [x, const("zero", 0.0)])]), const("one", 1.0)])],
+    )
+    out = node("Where", [node("Greater", [x, const("zero", 0.0)]), x, negative])
+    return out if gamma == 1.0 else node("Mul", [const("gamma", gamma), out])
+
+
+def _selu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    if not double:
+        return node("Selu", [x], alpha=_SELU_ALPHA, gamma=_SELU_GAMMA)  # ONNX's defaults are float32 roundings
+    return _elu_like(x, node, const, _SELU_ALPHA, _SELU_GAMMA)
+
+
+def _elu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    return _elu_like(x, node, const, 1.0, 1.0) if double else node("Elu", [x], alpha=1.0)
+
+
+def _gelu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    """x (1 + erf(x / sqrt 2)) / 2, the exact GELU; float64: erf evaluated in float32 (about 1e-7)."""
+    u = node("Mul", [x, const("inv_sqrt2", math.sqrt(0.5))])
+    erf = node("Cast", [node("Erf", [node("Cast", [u], to=1)])], to=11) if double else node("Erf", [u])  # 1: FLOAT
+    return node("Mul", [node("Mul", [x, const("half", 0.5)]), node("Add", [erf, const("one", 1.0)])])
+
+
+def _silu_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    return node("Mul", [x, node("Sigmoid", [x])])
+
+
+def _mish_nodes(x: str, node: _Node_, const: _Const, double: bool) -> str:
+    return node("Mul", [x, node("Tanh", [_softplus_nodes(x, node, const, double)])])
+
+
+_ONNX_OPS: dict[str, str | _Build | None] = {
     "identity": None,
     "relu": "Relu",
     "tanh": "Tanh",
@@ -77,6 +132,12 @@ _ONNX_OPS: dict[str, str | None] = {
     "leaky_relu": "LeakyRelu",
     "softmax": "Softmax",
     "exp": "Exp",
+    "gelu": _gelu_nodes,
+    "silu": _silu_nodes,
+    "selu": _selu_nodes,
+    "mish": _mish_nodes,
+    "softplus": _softplus_nodes,
+    "elu": _elu_nodes,
 }
 
 
@@ -138,7 +199,9 @@ def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) 
     for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
         x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
         op = _mapped(_ONNX_OPS, act, "ONNX operator")
-        if op is not None:
+        if callable(op):
+            x = op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)), dtype == np.float64)
+        elif op is not None:
             attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
             x = node(op, [x], **attrs)
     y_type = model.get_model_state()["attributes"].get("y_type") if hasattr(model, "get_model_state") else None
@@ -209,7 +272,12 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
     ``probabilities`` is a plain tensor.
 
     Operators: ``Gemm`` per layer, then ``Relu``, ``Tanh``, ``Sigmoid``,
-    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)`` or ``Exp`` (identity: none);
+    ``LeakyRelu(alpha=leaky_relu_slope)``, ``Softmax(axis=1)``, ``Exp``, ``Selu``, ``Elu``,
+    ``Softplus``, or for the activations that are no operator of opset 17: gelu as
+    ``x * 0.5 * (1 + Erf(x / sqrt 2))``, silu as ``x * Sigmoid(x)``, mish as
+    ``x * Tanh(Softplus(x))`` (identity: none). A float64 graph writes Selu, Elu and Softplus
+    out of ``Exp``, ``Log``, ``Where`` … and evaluates gelu's ``Erf`` in float32 (about 1e-7
+    relative), as onnxruntime has float32 kernels only for these;
     ``ArgMax`` and ``Gather`` on the classes for the label; opset :data:`ONNX_OPSET`.
 
     Returns
@@ -457,6 +525,12 @@ def to_torch(model: Any) -> Any:
                 "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
                 "softmax": lambda: nn.Softmax(dim=1),
                 "exp": Exp,
+                "gelu": nn.GELU,  # approximate="none": the exact erf form
+                "silu": nn.SiLU,
+                "selu": nn.SELU,
+                "mish": nn.Mish,
+                "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),  # z itself past 20 (within 2e-9)
+                "elu": lambda: nn.ELU(alpha=1.0),
             },
             act,
             "torch.nn module",

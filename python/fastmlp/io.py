@@ -596,6 +596,9 @@ def to_sklearn(est: Any) -> Any:
     if params.get("solver") not in ("sgd", "adam", "lbfgs"):
         dropped.append(f"solver={params['solver']!r} (becomes 'adam')")
         params["solver"] = "adam"
+    if "loss" in params and params["loss"] not in ("squared_error", "poisson"):  # the prediction is the same
+        dropped.append(f"loss={params['loss']!r} (becomes 'squared_error')")
+        params["loss"] = "squared_error"
     if params.get("learning_rate") not in ("constant", "invscaling", "adaptive"):
         dropped.append(f"learning_rate={params['learning_rate']!r} (becomes 'constant')")
         params["learning_rate"] = "constant"

@@ -24,6 +24,8 @@ from ._names import (
     LOSSES as LOSSES,
     OUTPUT_ACTIVATIONS as OUTPUT_ACTIVATIONS,
     canonical_activation,
+    core_loss,
+    loss_spec,
 )
 from ._validation import (
     as_matrix,
@@ -76,8 +78,10 @@ class Network:
         ``[n_inputs, hidden..., n_outputs]``, each >= 1.
     activation : str or sequence of str
         Hidden activation: ``identity``, ``logistic`` (alias ``sigmoid``),
-        ``tanh``, ``relu``, ``leaky_relu``; one name for every hidden layer or
-        a list with one per hidden layer.
+        ``tanh``, ``relu``, ``leaky_relu``, ``gelu``, ``silu`` (alias ``swish``),
+        ``selu``, ``mish``, ``softplus``, ``elu`` (formulas in
+        :func:`fastmlp.reference.activation_forward`); one name for every hidden
+        layer or a list with one per hidden layer.
     output_activation : str
         One of the above, ``softmax`` or ``exp`` (for the ``poisson`` loss).
     dtype : {"float32", "float64"}
@@ -89,7 +93,8 @@ class Network:
     init : {"glorot", "he"}
         ``glorot``: :math:`W, b \sim U(-s, s)`, :math:`s=\sqrt{6/(n_{in}+n_{out})}`
         (2 instead of 6 for a logistic activation), scikit-learn's bounds;
-        ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0`.
+        ``he``: :math:`W \sim U(-\sqrt{6/n_{in}}, \sqrt{6/n_{in}})`, :math:`b = 0` (3 instead
+        of 6 for ``selu``: :math:`\mathrm{Var}\,W = 1/n_{in}`, LeCun's, which SELU assumes).
         With one activation per hidden layer, layer :math:`l`'s Glorot factor
         follows its own activation (the output layer's: the last hidden one).
     dropout : float or sequence of float
@@ -334,15 +339,17 @@ class Network:
     def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
         return as_targets("y", y, loss, n, self.n_outputs, self._dtype)
 
-    def _check_loss(self, loss: str) -> None:
-        check_choice("loss", loss, LOSSES)
-        need = LOSS_OUTPUT[loss]
+    def _check_loss(self, loss: Any) -> dict[str, Any]:
+        """The checked spec of `loss` (:func:`fastmlp._names.loss_spec`) for this network's output."""
+        spec = loss_spec(loss)
+        need = LOSS_OUTPUT[spec["name"]]
         out = canonical_activation(self.output_activation)
         if need is not None and out != need:
-            raise ValueError(f"loss {loss!r} needs output_activation {need!r}, this network has {out!r}")
+            raise ValueError(f"loss {spec['name']!r} needs output_activation {need!r}, this network has {out!r}")
+        return spec
 
     def loss_and_grad(
-        self, X: Any, y: Any, loss: str, sample_weight: Any = None, *, training_step: int | None = None
+        self, X: Any, y: Any, loss: Any, sample_weight: Any = None, *, training_step: int | None = None
     ) -> float:
         r"""Mean loss over the batch (no regularization); fills the gradient views.
 
@@ -352,7 +359,21 @@ class Network:
         ``squared_error``: :math:`\sum_i w_i \|\hat y_i - y_i\|^2 / (2Wk)`;
         ``log_loss``: :math:`-\sum_i w_i\, y_i \cdot \log \mathrm{softmax}(z_i) / W`;
         ``binary_log_loss``: :math:`\sum_i w_i \sum_j (\mathrm{softplus}(z) - y z)_{ij} / W`;
-        ``poisson`` (``exp`` output): :math:`\sum_i w_i \sum_j (e^{z} - y z + y\log y - y)_{ij} / W`.
+        ``poisson`` (``exp`` output): :math:`\sum_i w_i \sum_j (e^{z} - y z + y\log y - y)_{ij} / W`;
+        with :math:`d = \hat y - y` (any output activation):
+        ``huber``: :math:`\sum_i w_i \sum_j h_\delta(d_{ij}) / (Wk)`, :math:`h_\delta(d) = d^2/2` for
+        :math:`|d| \le \delta`, else :math:`\delta(|d| - \delta/2)` (PyTorch's ``HuberLoss``);
+        ``absolute_error``: :math:`\sum_i w_i \sum_j |d_{ij}| / (Wk)`;
+        ``quantile``: :math:`\sum_i w_i \sum_j \rho_\alpha(-d_{ij}) / (Wk)`,
+        :math:`\rho_\alpha(r) = \max(\alpha r, (\alpha - 1) r)` (the pinball loss).
+        The subgradient of a kink at :math:`d = 0` is 0.
+
+        `loss` is a name (its parameter at the default) or a JSON-able mapping with the parameter:
+        ``{"name": "huber", "delta": 1.0}`` (:math:`\delta > 0`), ``{"name": "quantile", "alpha": 0.5}``
+        (:math:`0 < \alpha < 1`), ``{"name": "log_loss", "label_smoothing": 0.1}`` (also
+        ``binary_log_loss``; :math:`0 \le \varepsilon < 1`): the targets become
+        :math:`(1 - \varepsilon) y + \varepsilon / K`, :math:`K` the number of classes (PyTorch's
+        convention; ``binary_log_loss``: :math:`K = 2` for each output).
         For ``log_loss`` y may be integer (or boolean) class indices (1-D) or
         one-hot (2-D). X and y are accepted as in :meth:`forward`. A failed
         call (bad input, or another thread training this network:
@@ -363,7 +384,7 @@ class Network:
         input noise drawn for that step (:meth:`draws`); nothing else
         changes (dense X only).
         """
-        self._check_loss(loss)
+        spec = self._check_loss(loss)
         if training_step is not None:
             training_step = check_int("training_step", training_step, minimum=0, maximum=2**64 - 1)
             if _is_sparse(X):
@@ -371,15 +392,15 @@ class Network:
         elif _is_sparse(X):  # the objective without penalties is this loss
             return self.objective(X, y, loss, sample_weight=sample_weight)
         X = as_matrix("X", X, self.n_inputs, self._dtype)
-        Y = self._targets(y, loss, X.shape[0])
+        Y = self._targets(y, spec["name"], X.shape[0])
         w = as_sample_weight(sample_weight, X.shape[0], self._dtype)
-        return float(self._net.loss_and_grad(X, Y, loss, w, training_step))
+        return float(self._net.loss_and_grad(X, Y, core_loss(spec), w, training_step))
 
     def train_epoch(
         self,
         X: Any,
         y: Any,
-        loss: str,
+        loss: Any,
         optimizer: Optimizer,
         batch_size: int = 200,
         shuffle: bool = True,
@@ -491,10 +512,10 @@ class Network:
         if not callable(getattr(optimizer, "bind", None)):  # duck-typed: fastmlp.optim's optimizers
             raise TypeError(f"optimizer must be a fastmlp optimizer (SGD, Adam, ...), got {type(optimizer).__name__}")
 
-    def prepare_rows(self, X: Any, y: Any, loss: str, *, sample_weight: Any = None, order: Any = None) -> Any:
+    def prepare_rows(self, X: Any, y: Any, loss: Any, *, sample_weight: Any = None, order: Any = None) -> Any:
         """X, y (and sample weights, visiting order) checked and converted as :meth:`train_epoch`
         checks them: the C++ Rows record of this network's dtype (dense ``x`` or CSR arrays)."""
-        self._check_loss(loss)
+        name = self._check_loss(loss)["name"]
         rows = getattr(_core, "Rows_" + self._dtype.name)()
         if _is_sparse(X):
             rows.data, rows.indices, rows.indptr, rows.n_rows, rows.n_cols = as_csr("X", X, self.n_inputs, self._dtype)
@@ -502,7 +523,7 @@ class Network:
         else:
             rows.x = as_matrix("X", X, self.n_inputs, self._dtype)
             n = rows.x.shape[0]
-        rows.y = self._targets(y, loss, n)
+        rows.y = self._targets(y, name, n)
         rows.sample_weight = as_sample_weight(sample_weight, n, self._dtype)
         if order is not None:
             order = np.asarray(order)
@@ -521,7 +542,7 @@ class Network:
         self,
         X: Any,
         y: Any,
-        loss: str,
+        loss: Any,
         optimizer: Any,
         options: Any = None,
         *,
@@ -535,14 +556,14 @@ class Network:
         `order` and `gradient_hook` are as in :meth:`train_epoch`. Raises as :meth:`train_epoch` does,
         before anything changes.
         """
-        self._check_loss(loss)
+        spec = self._check_loss(loss)
         self._check_optimizer(optimizer)
-        rows = self.prepare_rows(X, y, loss, sample_weight=sample_weight, order=order)
+        rows = self.prepare_rows(X, y, spec, sample_weight=sample_weight, order=order)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         return EpochRequest(
             rows=rows,
-            loss=loss,
+            loss=core_loss(spec),
             optimizer=optimizer.bind(self),
             options=epoch_options() if options is None else options,
             gradient_hook=gradient_hook,
@@ -572,7 +593,7 @@ class Network:
         return value if hook is None else float(hook.after_epoch(self, request, value))
 
     def objective(
-        self, X: Any, y: Any, loss: str, *, l2: float = 0.0, l1: float = 0.0, sample_weight: Any = None
+        self, X: Any, y: Any, loss: Any, *, l2: float = 0.0, l1: float = 0.0, sample_weight: Any = None
     ) -> float:
         r"""The full-batch training objective and its gradient (in :attr:`grads`).
 
@@ -583,10 +604,10 @@ class Network:
         reg = make_regularization(l2=l2, l1=l1)
         return self.run_objective(self.prepare_rows(X, y, loss, sample_weight=sample_weight), loss, reg)
 
-    def run_objective(self, rows: Any, loss: str, regularization: Any) -> float:
+    def run_objective(self, rows: Any, loss: Any, regularization: Any) -> float:
         """:meth:`objective` on rows from :meth:`prepare_rows` and a :func:`make_regularization`
         record (what L-BFGS calls at every iteration, the conversion done once)."""
-        return float(self._net.objective(rows, loss, regularization))
+        return float(self._net.objective(rows, core_loss(self._check_loss(loss)), regularization))
 
     def apply_step(self, optimizer: Any) -> None:
         """One update of :attr:`params` from :attr:`grads` by `optimizer` (what ``optimizer.step(net)`` does)."""

@@ -23,7 +23,8 @@ them is needed (optimizers).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ __all__ = [
     "bf16_round",
     "forward",
     "glorot_bound",
+    "he_bound",
     "loss_and_grad",
     "matmul",
     "max_norm",
@@ -51,7 +53,15 @@ __all__ = [
     "train_epoch",
 ]
 
-LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson")
+LOSSES = ("squared_error", "log_loss", "binary_log_loss", "poisson", "huber", "absolute_error", "quantile")
+# The one parameter a loss reads: (name, default, check). A loss is given as its name (the default)
+# or as a mapping {"name": ..., parameter: value}.
+_LOSS_PARAMS: dict[str, tuple[str, float, Callable[[float], bool], str]] = {
+    "huber": ("delta", 1.0, lambda v: v > 0, "> 0"),
+    "quantile": ("alpha", 0.5, lambda v: 0 < v < 1, "in (0, 1)"),
+    "log_loss": ("label_smoothing", 0.0, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "binary_log_loss": ("label_smoothing", 0.0, lambda v: 0 <= v < 1, "in [0, 1)"),
+}
 # ACTIVATIONS (every name, aliases included) and HIDDEN_ACTIVATIONS are made from
 # _ACTIVATION_FUNCTIONS below. These lists are the reference's own (it imports nothing
 # of the compiled core); tests/test_reference.py checks they equal the core's.
@@ -101,6 +111,27 @@ def matmul(a: np.ndarray, b: np.ndarray, precision: str | None = None) -> np.nda
 def _check_name(kind: str, name: str, valid: Sequence[str]) -> None:
     if name not in valid:
         raise ValueError(f"{kind} must be one of {', '.join(map(repr, valid))}; got {name!r}")
+
+
+def _loss_spec(loss) -> tuple[str, float]:
+    """(name, its parameter's value; 0 when it takes none) of a loss name or ``{"name": ..., parameter: value}``."""
+    if isinstance(loss, Mapping):
+        given = dict(loss)
+        name = given.pop("name", None)
+    else:
+        name, given = loss, {}
+    _check_name("loss", name, LOSSES)
+    if name not in _LOSS_PARAMS:
+        if given:
+            raise ValueError(f"loss {name!r} takes no parameters; got {sorted(given)}")
+        return name, 0.0
+    param, default, ok, bounds = _LOSS_PARAMS[name]
+    if set(given) - {param}:
+        raise ValueError(f"loss {name!r} takes only {param!r}; got {sorted(given)}")
+    value = float(given.get(param, default))
+    if not ok(value):
+        raise ValueError(f"loss {name!r}: {param} must be {bounds}; got {value}")
+    return name, value
 
 
 # ---------------------------------------------------------------------------
@@ -175,6 +206,74 @@ def _exp_backward(dA, z, a, slope):
     return dA * a
 
 
+# The smooth activations: each derivative needs z (the output alone does not determine it).
+_SELU_LAMBDA = 1.0507009873554804934193349852946  # Klambauer et al. 2017 (PyTorch's and ONNX's values)
+_SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+def _erf(z: np.ndarray) -> np.ndarray:
+    """erf element-wise (NumPy has none): math.erf in float64, rounded to z's dtype."""
+    return np.vectorize(math.erf, otypes=[np.float64])(z).astype(z.dtype, copy=False)
+
+
+def _gelu(z, slope):
+    # z Phi(z), Phi the standard normal CDF (1 + erf(z / sqrt(2))) / 2: the exact form, not tanh's approximation
+    return z * (1 + _erf(z * z.dtype.type(math.sqrt(0.5)))) / 2
+
+
+def _gelu_backward(dA, z, a, slope):
+    # Phi(z) + z phi(z),  phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+    pdf = np.exp(-(z * z) / 2) * z.dtype.type(1 / math.sqrt(2 * math.pi))
+    return dA * ((1 + _erf(z * z.dtype.type(math.sqrt(0.5)))) / 2 + z * pdf)
+
+
+def _silu(z, slope):
+    return z * _logistic(z, slope)
+
+
+def _silu_backward(dA, z, a, slope):
+    s = _logistic(z, slope)
+    return dA * s * (1 + z * (1 - s))
+
+
+def _selu(z, slope):
+    t = z.dtype.type
+    return np.where(z > 0, t(_SELU_LAMBDA) * z, t(_SELU_LAMBDA * _SELU_ALPHA) * np.expm1(np.minimum(z, 0)))
+
+
+def _selu_backward(dA, z, a, slope):
+    # the kink at 0 takes the z <= 0 side (PyTorch's)
+    t = z.dtype.type
+    return dA * np.where(z > 0, t(_SELU_LAMBDA), t(_SELU_LAMBDA * _SELU_ALPHA) * np.exp(np.minimum(z, 0)))
+
+
+def _softplus(z, slope):
+    # log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): never overflows
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def _softplus_backward(dA, z, a, slope):
+    return dA * _logistic(z, slope)
+
+
+def _mish(z, slope):
+    return z * np.tanh(_softplus(z, slope))
+
+
+def _mish_backward(dA, z, a, slope):
+    # t + z (1 - t^2) sigmoid(z),  t = tanh(softplus(z))
+    t = np.tanh(_softplus(z, slope))
+    return dA * (t + z * (1 - t * t) * _logistic(z, slope))
+
+
+def _elu(z, slope):
+    return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+
+def _elu_backward(dA, z, a, slope):
+    return dA * np.where(z > 0, 1, np.exp(np.minimum(z, 0))).astype(z.dtype, copy=False)
+
+
 _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]] = {
     "identity": (_identity, _identity_backward),
     "logistic": (_logistic, _logistic_backward),
@@ -182,6 +281,13 @@ _ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., 
     "tanh": (_tanh, _tanh_backward),
     "relu": (_relu, _relu_backward),
     "leaky_relu": (_leaky_relu, _leaky_relu_backward),
+    "gelu": (_gelu, _gelu_backward),
+    "silu": (_silu, _silu_backward),
+    "swish": (_silu, _silu_backward),
+    "selu": (_selu, _selu_backward),
+    "mish": (_mish, _mish_backward),
+    "softplus": (_softplus, _softplus_backward),
+    "elu": (_elu, _elu_backward),
     "softmax": (_softmax, _softmax_backward),
     "exp": (_exp, _exp_backward),
 }
@@ -203,6 +309,13 @@ def activation_forward(name: str, z, slope: float = 0.01) -> np.ndarray:
     leaky_relu            z if z > 0 else slope * z
     softmax               exp(z_j - max_i z_i) / sum_k exp(z_k - max_i z_i)
     exp                   exp(z)   (the output of Poisson regression)
+    gelu                  z Phi(z) = z (1 + erf(z / sqrt(2))) / 2   (exact)
+    silu (swish)          z sigmoid(z)
+    selu                  lambda z if z > 0 else lambda alpha (exp(z) - 1),
+                          lambda = 1.0507009873554805, alpha = 1.6732632423543772
+    mish                  z tanh(softplus(z))
+    softplus              log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))
+    elu                   z if z > 0 else exp(z) - 1   (alpha = 1)
     ====================  ==============================================
 
     The logistic function is evaluated as ``1 / (1 + e)`` for ``z >= 0`` and
@@ -243,11 +356,17 @@ def activation_backward(name: str, dA, z, a, slope: float = 0.01) -> np.ndarray:
     leaky_relu            dA * (1 if z > 0 else slope)
     softmax               a * (dA - sum_j dA_j a_j)   (row-wise)
     exp                   dA * a
+    gelu                  dA * (Phi(z) + z exp(-z**2 / 2) / sqrt(2 pi))
+    silu (swish)          dA * s (1 + z (1 - s)),  s = sigmoid(z)
+    selu                  dA * (lambda if z > 0 else lambda alpha exp(z))
+    mish                  dA * (t + z (1 - t**2) sigmoid(z)),  t = tanh(softplus(z))
+    softplus              dA * sigmoid(z)
+    elu                   dA * (1 if z > 0 else exp(z))
     ====================  ==============================================
 
     For softmax this is the product of the row's Jacobian
-    ``diag(a) - a a^T`` with ``dA``. The derivative of relu and leaky_relu at
-    ``z = 0`` is taken as that of the ``z < 0`` side.
+    ``diag(a) - a a^T`` with ``dA``. The derivative of relu, leaky_relu, selu
+    and elu at ``z = 0`` is taken as that of the ``z < 0`` side.
 
     Parameters
     ----------
@@ -284,7 +403,13 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
 
 
 def output_loss_and_grad(
-    loss: str, output_activation: str, z, y, slope: float = 0.01, sample_weight=None, grad_scale: float = 1.0
+    loss: str | Mapping[str, Any],
+    output_activation: str,
+    z,
+    y,
+    slope: float = 0.01,
+    sample_weight=None,
+    grad_scale: float = 1.0,
 ) -> tuple[float, np.ndarray]:
     """Weighted mean loss of a batch and its gradient with respect to the output pre-activations.
 
@@ -303,6 +428,19 @@ def output_loss_and_grad(
         summed over the ``k`` independent outputs.
     ``poisson`` (exp output only; half the Poisson deviance, scikit-learn's)
         L = sum_i w_i sum_j (exp(z) - y z + xlogy(y, y) - y)_ij / W,  dZ_i = w_i (exp(z_i) - y_i) / W.
+    ``huber`` (any output activation; parameter ``delta`` > 0, default 1: PyTorch's HuberLoss)
+        with d = a - y:  h(d) = d**2 / 2 if |d| <= delta else delta (|d| - delta / 2),
+        L = sum_i w_i sum_j h(d)_ij / (W k),  dL/da_i = w_i clip(d_i, -delta, delta) / (W k).
+    ``absolute_error`` (any output activation)
+        L = sum_i w_i sum_j |d|_ij / (W k),  dL/da_i = w_i sign(d_i) / (W k)   (0 at d = 0).
+    ``quantile`` (any output activation; parameter ``alpha`` in (0, 1), default 0.5: the pinball loss)
+        rho(r) = alpha r if r >= 0 else (alpha - 1) r,  L = sum_i w_i sum_j rho(y - a)_ij / (W k),
+        dL/da_i = w_i ((1 - alpha) [d_i > 0] - alpha [d_i < 0]) / (W k).
+    For the last three, dZ = activation_backward(output_activation, dL/da, z, a) as for squared_error.
+
+    Label smoothing ``eps`` (``log_loss`` and ``binary_log_loss``, parameter ``label_smoothing`` in
+    [0, 1), default 0) replaces y by ``(1 - eps) y + eps / K`` in the formulas above, K the number
+    of classes: k for ``log_loss``, 2 for each output of ``binary_log_loss`` (PyTorch's convention).
 
     ``grad_scale`` multiplies dZ only: scikit-learn trains multi-output
     ``squared_error`` on ``k`` times this gradient (the sum over outputs)
@@ -315,8 +453,9 @@ def output_loss_and_grad(
 
     Parameters
     ----------
-    loss : str
-        One of :data:`LOSSES`.
+    loss : str or mapping
+        One of :data:`LOSSES`, or ``{"name": name, parameter: value}`` (``delta``,
+        ``alpha`` or ``label_smoothing``, as above).
     output_activation : str
         The output layer's activation, one of :data:`ACTIVATIONS`.
     z : array_like of shape (n, k)
@@ -336,7 +475,7 @@ def output_loss_and_grad(
     dZ : ndarray of shape (n, k)
         ``dL/dz`` (times ``grad_scale``), in the dtype of ``z``.
     """
-    _check_name("loss", loss, LOSSES)
+    loss, param = _loss_spec(loss)
     _check_name("output_activation", output_activation, ACTIVATIONS)
     z = _as_float_array(z)
     y = np.asarray(y, dtype=z.dtype)
@@ -347,11 +486,31 @@ def output_loss_and_grad(
     W = float(np.sum(w, dtype=np.float64))
     wc = w[:, None]
 
+    t = z.dtype.type
+    if loss in ("log_loss", "binary_log_loss") and param:  # label smoothing over K classes
+        n_classes = k if loss == "log_loss" else 2
+        y = t(1 - param) * y + t(param / n_classes)
     if loss == "squared_error":
         a = activation_forward(output_activation, z, slope)
         diff = a - y
         value = np.sum(wc * diff * diff) / (2 * W * k)
         dZ = activation_backward(output_activation, wc * diff * z.dtype.type(grad_scale / (W * k)), z, a, slope)
+    elif loss in ("huber", "absolute_error", "quantile"):
+        a = activation_forward(output_activation, z, slope)
+        d = a - y
+        d64 = d.astype(np.float64)
+        if loss == "huber":
+            small = np.abs(d64) <= param
+            ell = np.where(small, d64 * d64 / 2, param * (np.abs(d64) - param / 2))
+            dA = np.clip(d, -t(param), t(param))
+        elif loss == "absolute_error":
+            ell = np.abs(d64)
+            dA = np.sign(d)
+        else:
+            ell = np.where(d64 < 0, -param * d64, (1 - param) * d64)
+            dA = np.where(d < 0, t(-param), np.where(d > 0, t(1 - param), t(0)))
+        value = np.sum(w.astype(np.float64)[:, None] * ell) / (W * k)
+        dZ = activation_backward(output_activation, wc * dA.astype(z.dtype) * t(grad_scale / (W * k)), z, a, slope)
     elif loss == "log_loss":
         if output_activation != "softmax":
             raise ValueError(f"loss 'log_loss' needs output_activation 'softmax'; got {output_activation!r}")
@@ -492,7 +651,7 @@ def loss_and_grad(
     biases: Sequence[np.ndarray],
     X,
     Y,
-    loss: str,
+    loss: str | Mapping[str, Any],
     activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
@@ -526,8 +685,8 @@ def loss_and_grad(
         As in :func:`forward`.
     Y : array_like of shape (n, n_outputs)
         Targets, as made by :func:`to_targets`.
-    loss : str
-        One of :data:`LOSSES`.
+    loss : str or mapping
+        One of :data:`LOSSES`, or its spec (see :func:`output_loss_and_grad`).
     sample_weight, grad_scale
         As in :func:`output_loss_and_grad`.
     dropout : sequence of float, optional
@@ -575,7 +734,7 @@ def loss_and_grad(
     return value, weight_grads[::-1], bias_grads[::-1]
 
 
-def to_targets(y, loss: str, n_outputs: int, dtype="float64") -> np.ndarray:
+def to_targets(y, loss: str | Mapping[str, Any], n_outputs: int, dtype="float64") -> np.ndarray:
     """Turn labels or target values into the 2-D targets the losses expect.
 
     - ``log_loss`` with a 1-D array of integer class indices in
@@ -587,8 +746,8 @@ def to_targets(y, loss: str, n_outputs: int, dtype="float64") -> np.ndarray:
     Parameters
     ----------
     y : array_like of shape (n,) or (n, n_outputs)
-    loss : str
-        One of :data:`LOSSES`.
+    loss : str or mapping
+        One of :data:`LOSSES` (or its spec, as in :func:`output_loss_and_grad`).
     n_outputs : int
         Width of the network's output layer.
     dtype : dtype, default="float64"
@@ -597,7 +756,7 @@ def to_targets(y, loss: str, n_outputs: int, dtype="float64") -> np.ndarray:
     -------
     Y : ndarray of shape (n, n_outputs) and the given dtype
     """
-    _check_name("loss", loss, LOSSES)
+    loss, _ = _loss_spec(loss)
     y = np.asarray(y)
     dtype = np.dtype(dtype)
     if y.ndim == 2:
@@ -808,7 +967,7 @@ def objective(
     biases: Sequence[np.ndarray],
     X,
     Y,
-    loss: str,
+    loss: str | Mapping[str, Any],
     activation: str = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
@@ -877,7 +1036,7 @@ def train_epoch(
     biases: Sequence[np.ndarray],
     X,
     Y,
-    loss: str,
+    loss: str | Mapping[str, Any],
     optimizer,
     batch_size: int,
     order,
@@ -922,8 +1081,8 @@ def train_epoch(
     X : ndarray of shape (n, n_features)
     Y : ndarray of shape (n, n_outputs)
         Targets, as made by :func:`to_targets`.
-    loss : str
-        One of :data:`LOSSES`.
+    loss : str or mapping
+        One of :data:`LOSSES`, or its spec (see :func:`output_loss_and_grad`).
     optimizer : SGD, Adam, AdamW, RMSprop or Adagrad
     batch_size : int
     order : array_like of int of shape (n,)
@@ -989,6 +1148,11 @@ def train_epoch(
     return total / n
 
 
+# The initializations' factors where they are not 6 (see glorot_bound and he_bound).
+_GLOROT_FACTOR = {"logistic": 2.0, "sigmoid": 2.0}
+_HE_FACTOR = {"selu": 3.0}
+
+
 def glorot_bound(fan_in: int, fan_out: int, activation: str) -> float:
     """Half-width of scikit-learn's uniform Glorot initialization.
 
@@ -998,5 +1162,15 @@ def glorot_bound(fan_in: int, fan_out: int, activation: str) -> float:
     ``activation`` is the network's hidden activation, used for every layer.
     """
     _check_name("activation", activation, ACTIVATIONS)
-    factor = 2.0 if activation in ("logistic", "sigmoid") else 6.0
-    return math.sqrt(factor / (fan_in + fan_out))
+    return math.sqrt(_GLOROT_FACTOR.get(activation, 6.0) / (fan_in + fan_out))
+
+
+def he_bound(fan_in: int, activation: str) -> float:
+    """Half-width of the uniform He initialization: ``bound = sqrt(factor / fan_in)``.
+
+    ``factor`` is 6 (variance ``2 / fan_in``, He's for ReLU-like units), and 3
+    for selu (variance ``1 / fan_in``: LeCun's, which SELU's self-normalization
+    assumes).
+    """
+    _check_name("activation", activation, ACTIVATIONS)
+    return math.sqrt(_HE_FACTOR.get(activation, 6.0) / fan_in)

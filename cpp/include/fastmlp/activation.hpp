@@ -1,8 +1,9 @@
 // Activations: forward  A = f(Z)  and backward  dZ = dA ⊙ f'(Z)  (softmax: its
 // Jacobian-vector product). Each derivative sits beside its forward and is
 // computed from what is correct for it: the pre-activation Z where the output
-// alone does not determine the slope (relu, leaky_relu), the output A where
-// that is the cheap exact form (logistic, tanh, softmax).
+// alone does not determine the slope (relu, leaky_relu, gelu, silu, selu, mish,
+// softplus, elu), the output A where that is the cheap exact form (logistic,
+// tanh, softmax, exp).
 #pragma once
 
 #include <algorithm>
@@ -13,12 +14,33 @@
 
 namespace fastmlp {
 
-enum class Activation { Identity, Logistic, Tanh, Relu, LeakyRelu, Softmax, Exp };
+enum class Activation {
+  Identity,
+  Logistic,
+  Tanh,
+  Relu,
+  LeakyRelu,
+  Softmax,
+  Exp,
+  Gelu,
+  Silu,
+  Selu,
+  Mish,
+  Softplus,
+  Elu
+};
 
 // Every activation, in the order the names are listed everywhere (Python's
 // lists, error messages): its name, whether a hidden layer may use it (softmax
-// and exp are for the output layer only), and its Glorot initialization
-// factor s² · (n_in + n_out) — scikit-learn's: 2 for logistic, 6 otherwise.
+// and exp are for the output layer only), and the two factors of the uniform
+// initializations W ~ U(−s, s) (network.hpp's Init):
+//   glorot_factor  s² · (n_in + n_out): scikit-learn's, 2 for logistic, 6 for
+//                  the others (Var W = 2 / (n_in + n_out), Glorot's);
+//   he_factor      s² · n_in: 6 (Var W = 2 / n_in, He's for ReLU-like units)
+//                  except selu, 3 (Var W = 1 / n_in: LeCun's, the variance
+//                  SELU's self-normalization is derived for).
+// The smooth ReLU-likes (gelu, silu, mish, softplus, elu) take relu's factors;
+// selu's Glorot factor 6 is LeCun's variance when n_in = n_out.
 // Parsing, naming, the hidden-layer check and fastmlp._core.activations() are
 // made from this table: a new activation is a row here plus its cases in
 // activation_forward and activation_backward below.
@@ -27,15 +49,22 @@ struct ActivationInfo {
   const char* name;
   bool hidden;
   double glorot_factor;
+  double he_factor;
 };
 inline constexpr ActivationInfo kActivations[] = {
-    {Activation::Identity, "identity", true, 6.0},
-    {Activation::Logistic, "logistic", true, 2.0},
-    {Activation::Tanh, "tanh", true, 6.0},
-    {Activation::Relu, "relu", true, 6.0},
-    {Activation::LeakyRelu, "leaky_relu", true, 6.0},
-    {Activation::Softmax, "softmax", false, 6.0},
-    {Activation::Exp, "exp", false, 6.0},  // the output of Poisson regression
+    {Activation::Identity, "identity", true, 6.0, 6.0},
+    {Activation::Logistic, "logistic", true, 2.0, 6.0},
+    {Activation::Tanh, "tanh", true, 6.0, 6.0},
+    {Activation::Relu, "relu", true, 6.0, 6.0},
+    {Activation::LeakyRelu, "leaky_relu", true, 6.0, 6.0},
+    {Activation::Softmax, "softmax", false, 6.0, 6.0},
+    {Activation::Exp, "exp", false, 6.0, 6.0},  // the output of Poisson regression
+    {Activation::Gelu, "gelu", true, 6.0, 6.0},
+    {Activation::Silu, "silu", true, 6.0, 6.0},
+    {Activation::Selu, "selu", true, 6.0, 3.0},
+    {Activation::Mish, "mish", true, 6.0, 6.0},
+    {Activation::Softplus, "softplus", true, 6.0, 6.0},
+    {Activation::Elu, "elu", true, 6.0, 6.0},
 };
 
 // Other names accepted for an activation (listed right after it).
@@ -43,7 +72,8 @@ struct ActivationAlias {
   const char* alias;
   Activation value;
 };
-inline constexpr ActivationAlias kActivationAliases[] = {{"sigmoid", Activation::Logistic}};
+inline constexpr ActivationAlias kActivationAliases[] = {{"sigmoid", Activation::Logistic},
+                                                         {"swish", Activation::Silu}};
 
 // A name or alias of kActivations; throws std::invalid_argument listing the
 // valid names otherwise.
@@ -57,6 +87,55 @@ inline T logistic(T z) {
   if (z >= T(0)) return T(1) / (T(1) + std::exp(-z));
   const T e = std::exp(z);
   return e / (T(1) + e);
+}
+
+// SELU's constants (Klambauer et al. 2017), PyTorch's and ONNX's values.
+inline constexpr double kSeluLambda = 1.0507009873554804934193349852946;
+inline constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+
+// The smooth activations, one value at a time (std:: functions: the same bits
+// at any address, chunk or thread count), each forward beside its derivative
+// f'(z), which needs z (the output alone does not determine it).
+//   gelu      f = z Φ(z),  Φ(z) = (1 + erf(z/√2)) / 2     f' = Φ(z) + z φ(z),  φ(z) = e^(−z²/2) / √(2π)
+//   silu      f = z σ(z)                                   f' = σ(z) (1 + z (1 − σ(z)))
+//   selu      f = λ z (z > 0),  λ α (e^z − 1) (z ≤ 0)      f' = λ (z > 0),  λ α e^z (z ≤ 0)
+//   mish      f = z tanh(softplus(z))                      f' = t + z (1 − t²) σ(z),  t = tanh(softplus(z))
+//   softplus  f = log(1 + e^z) = max(z, 0) + log1p(e^−|z|)  f' = σ(z)   (never overflows)
+//   elu       f = z (z > 0),  e^z − 1 (z ≤ 0)  (α = 1)     f' = 1 (z > 0),  e^z (z ≤ 0)
+// (The kinks of selu and elu at 0 take the z ≤ 0 side, as PyTorch does.)
+template <class T>
+struct Smooth {
+  static constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+  static T gelu(T z) { return T(0.5) * z * (T(1) + std::erf(z * T(kInvSqrt2))); }
+  static T gelu_slope(T z) {
+    return T(0.5) * (T(1) + std::erf(z * T(kInvSqrt2))) + z * std::exp(T(-0.5) * z * z) * T(kInvSqrt2Pi);
+  }
+  static T silu(T z) { return z * logistic(z); }
+  static T silu_slope(T z) {
+    const T s = logistic(z);
+    return s * (T(1) + z * (T(1) - s));
+  }
+  static T selu(T z) { return z > T(0) ? T(kSeluLambda) * z : T(kSeluLambda * kSeluAlpha) * std::expm1(z); }
+  static T selu_slope(T z) { return z > T(0) ? T(kSeluLambda) : T(kSeluLambda * kSeluAlpha) * std::exp(z); }
+  static T mish(T z) { return z * std::tanh(softplus(z)); }
+  static T mish_slope(T z) {
+    const T t = std::tanh(softplus(z));
+    return t + z * (T(1) - t * t) * logistic(z);
+  }
+  static T softplus(T z) { return std::max(z, T(0)) + std::log1p(std::exp(-std::abs(z))); }
+  static T softplus_slope(T z) { return logistic(z); }
+  static T elu(T z) { return z > T(0) ? z : std::expm1(z); }
+  static T elu_slope(T z) { return z > T(0) ? T(1) : std::exp(z); }
+};
+
+// a[i] = f(z[i]);  dz[i] = da[i] · f'(z[i]).  a and dz may alias z or da.
+template <class T, class F>
+void map_each(const T* z, T* a, Index n, F f) {
+  for (Index i = 0; i < n; ++i) a[i] = f(z[i]);
+}
+template <class T, class F>
+void map_slope(const T* da, const T* z, T* dz, Index n, F slope) {
+  for (Index i = 0; i < n; ++i) dz[i] = da[i] * slope(z[i]);
 }
 
 template <class T>
@@ -120,6 +199,12 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
     case Activation::Relu: A = Z.max(T(0)); break;
     case Activation::LeakyRelu: A = (Z > T(0)).select(Z, slope * Z); break;
     case Activation::Exp: map_aligned(z, a, n, [](const auto& x) { return x.exp(); }); break;
+    case Activation::Gelu: map_each(z, a, n, Smooth<T>::gelu); break;
+    case Activation::Silu: map_each(z, a, n, Smooth<T>::silu); break;
+    case Activation::Selu: map_each(z, a, n, Smooth<T>::selu); break;
+    case Activation::Mish: map_each(z, a, n, Smooth<T>::mish); break;
+    case Activation::Softplus: map_each(z, a, n, Smooth<T>::softplus); break;
+    case Activation::Elu: map_each(z, a, n, Smooth<T>::elu); break;
     case Activation::Softmax: break;
   }
 }
@@ -151,6 +236,12 @@ void activation_backward(Activation f, T slope, const T* da, const T* z, const T
     case Activation::Relu: dZ = (Z > T(0)).select(dA, T(0)); break;
     case Activation::LeakyRelu: dZ = (Z > T(0)).select(dA, slope * dA); break;
     case Activation::Exp: dZ = dA * A; break;
+    case Activation::Gelu: map_slope(da, z, dz, n, Smooth<T>::gelu_slope); break;
+    case Activation::Silu: map_slope(da, z, dz, n, Smooth<T>::silu_slope); break;
+    case Activation::Selu: map_slope(da, z, dz, n, Smooth<T>::selu_slope); break;
+    case Activation::Mish: map_slope(da, z, dz, n, Smooth<T>::mish_slope); break;
+    case Activation::Softplus: map_slope(da, z, dz, n, Smooth<T>::softplus_slope); break;
+    case Activation::Elu: map_slope(da, z, dz, n, Smooth<T>::elu_slope); break;
     case Activation::Softmax: break;
   }
 }

@@ -47,7 +47,8 @@ struct Input {
 // glorot: W, b ~ U(−s, s), s = √(c / (n_in + n_out)), c the hidden
 //         activation's glorot_factor (scikit-learn's bounds: 2 for logistic,
 //         6 otherwise);
-// he:     W ~ U(−s, s), s = √(6 / n_in), b = 0.
+// he:     W ~ U(−s, s), s = √(c / n_in), c the hidden activation's he_factor
+//         (6; selu 3, LeCun's variance), b = 0.
 enum class Init { Glorot, He };
 struct InitInfo {
   Init value;
