@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import data as _data
 from ._validation import check_int, check_seed
 from .epoch import epoch_options, make_regularization
 
@@ -124,15 +125,25 @@ def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple
             return len(a)
         raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
 
+    if _data.is_out_of_core(X) and not isinstance(X, np.ndarray):  # .npy paths: a source of their rows
+        X = _data.as_source(X, check=False)
     n = n_rows("X", X)
     if n_rows("y", y) != n:
         raise ValueError(f"y must have one row per sample of X ({n}), got {n_rows('y', y)}")
     idx = shard_indices(n, comm.Get_rank(), comm.Get_size(), seed)
     if seed is None:
         rows = slice(int(idx[0]), int(idx[-1]) + 1)
-        return X[rows], y[rows]
+        if isinstance(X, _data.RowSource):
+            X_mine = X[rows]
+            X_mine.check()
+            return X_mine, y[rows]
+        return X[rows], y[rows]  # a memmap's slice: a memmap, checked when it is trained on
 
     def take(a: Any) -> Any:
+        if _data.is_out_of_core(a):  # a memmap or a source: this rank's rows, read once to check them
+            mine = _data.as_source(a, check=False)[idx]
+            mine.check()
+            return mine
         if hasattr(a, "iloc"):  # pandas: rows by position
             return a.iloc[idx]
         return a[idx] if hasattr(a, "shape") else np.asarray(a)[idx]
