@@ -1,7 +1,7 @@
 """What the gradient allreduce costs in a data-parallel step, and whether it can hide behind compute.
 
     OMP_NUM_THREADS=1 mpiexec -n 2 python benchmarks/mpi_overlap.py
-    OMP_NUM_THREADS=1 MPIR_CVAR_ASYNC_PROGRESS=1 mpiexec -n 2 python benchmarks/mpi_overlap.py   # MPICH's progress thread
+    OMP_NUM_THREADS=1 MPIR_CVAR_ASYNC_PROGRESS=1 mpiexec -n 2 python benchmarks/mpi_overlap.py  # + a progress thread
 
 Measures, on every rank (rank 0 prints the medians):
 

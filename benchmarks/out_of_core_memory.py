@@ -16,7 +16,6 @@ beside the size of its shard and of the file. The file is deleted at the end (``
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +62,7 @@ def main() -> None:
     p.add_argument("--dir", default=tempfile.gettempdir())
     p.add_argument("--in-memory", action="store_true", help="load the shard whole (np.array) to compare")
     p.add_argument("--keep", action="store_true", help="keep the data file")
+    p.add_argument("--no-shuffle", action="store_true", help="visit the rows in file order (sequential reads)")
     a = p.parse_args()
 
     try:
@@ -89,11 +89,12 @@ def main() -> None:
     opt = fastmlp.SGD(0.01, momentum=0.9)
     reset_peak()
     t = time.perf_counter()
-    loss = net.train_epoch(X, y, "log_loss", opt, a.batch, comm=comm)
+    loss = net.train_epoch(X, y, "log_loss", opt, a.batch, shuffle=not a.no_shuffle, comm=comm)
     seconds = time.perf_counter() - t
     s = status()
     line = (
-        f"rank {rank}/{size}: {'in memory' if a.in_memory else 'out of core'}, file {path.stat().st_size / MiB:,.0f} MiB, "
+        f"rank {rank}/{size}: {'in memory' if a.in_memory else 'out of core'}"
+        f"{', in file order' if a.no_shuffle else ', shuffled'}, file {path.stat().st_size / MiB:,.0f} MiB, "
         f"shard {shard_bytes / MiB:,.0f} MiB ({len(y):,} rows); epoch {seconds:.1f} s, "
         f"{len(y) * size / seconds:,.0f} samples/s, loss {loss:.4f}; peak RSS during the epoch (VmHWM) "
         f"{s['VmHWM'] / MiB:,.0f} MiB; at the end RSS {s['VmRSS'] / MiB:,.0f} MiB = anonymous "

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import fastmlp
-
-pytestmark = pytest.mark.filterwarnings("ignore::fastmlp.ConvergenceWarning")
 from fastmlp.data import ArrayRows, NpyFiles, as_source
 from fastmlp.schedules import Schedule
+
+pytestmark = pytest.mark.filterwarnings("ignore::fastmlp.ConvergenceWarning")
 
 
 def _data(n: int = 103, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ def test_npy_files_are_their_rows_concatenated(tmp_path):
 
 
 def test_rows_of_a_source(tmp_path):
-    X, y, _ = _data()
+    X, _, _ = _data()
     src = as_source(_memmap(tmp_path, X))
     idx = np.array([5, 3, 100])
     np.testing.assert_array_equal(src[idx].read([2, 0]), X[[100, 5]])
@@ -131,7 +131,7 @@ def test_bad_out_of_core_input_changes_nothing(tmp_path):
         NpyFiles([tmp_path / "a.npy", tmp_path / "b.npy"])
     with pytest.raises(ValueError, match=r"X\[0\]: cannot read"):
         NpyFiles([tmp_path / "missing.npy"])
-    with pytest.raises(TypeError, match="non-empty list of .npy paths"):
+    with pytest.raises(TypeError, match=r"non-empty list of \.npy paths"):
         NpyFiles(str(tmp_path / "a.npy"))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="real numbers"):
         ArrayRows(np.zeros((3, 2), dtype=complex))

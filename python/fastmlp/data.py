@@ -15,7 +15,8 @@ float tolerance). What the process keeps resident is the model, a batch and the 
 file it just read: a source drops its file pages from the process's mapping
 (``madvise(MADV_DONTNEED)``; the kernel's page cache keeps them for the next reader) whenever the
 rows read since the last drop may have mapped 64 MiB (each row counted with the 64 KiB that
-Linux maps around a faulting page). y, the sample weights and the order stay in memory (one row of
+Linux maps around a faulting page) or, on Linux, the process's resident set has grown by 64 MiB
+since the epoch began. y, the sample weights and the order stay in memory (one row of
 targets per sample, usually far narrower than X).
 
 A source's values are checked once, when it is made (a streamed pass over the file: NaN or
@@ -25,6 +26,7 @@ rather than a raw memmap, which is wrapped and checked again on each call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -117,10 +119,8 @@ def _release(a: np.ndarray) -> None:
     discard the process's changes)."""
     mm = getattr(a, "_mmap", None)
     if isinstance(mm, mmap.mmap) and getattr(a, "mode", "c") in ("r", "r+", "w+") and hasattr(mm, "madvise"):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # closed, or refused: the pages stay, nothing breaks
             mm.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):  # closed, or the platform refuses: the pages stay, nothing breaks
-            pass
 
 
 class ArrayRows(RowSource):
@@ -177,7 +177,7 @@ class NpyFiles(RowSource):
     def __init__(self, paths: Sequence[str | os.PathLike[str]], *, check: bool = True, name: str = "X") -> None:
         if isinstance(paths, (str, os.PathLike)) or not isinstance(paths, Sequence) or not paths:
             raise TypeError(f"{name} must be a non-empty list of .npy paths, got {type(paths).__name__}")
-        arrays = []
+        arrays: list[np.ndarray] = []
         for i, p in enumerate(paths):
             if not isinstance(p, (str, os.PathLike)):
                 raise TypeError(f"{name}[{i}] must be a path (str or os.PathLike), got {type(p).__name__}")
@@ -238,6 +238,27 @@ class Rows(RowSource):
         self.source.release()
 
 
+class _ResidentSet:
+    """This process's resident set in bytes, read from /proc/self/statm (Linux; elsewhere None)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+        self._page = mmap.PAGESIZE
+
+    def bytes(self) -> int | None:
+        if self._fd is None:
+            return None
+        return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def is_out_of_core(X: Any) -> bool:
     """Whether X is read batch by batch (:func:`as_source`): a memmap, a source, a list of paths."""
     if isinstance(X, (RowSource, np.memmap)):
@@ -291,7 +312,12 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     one.rank, one.weighted_hook = options.rank, options.weighted_hook
     schedule = options.schedule
     check = dtype != source.dtype  # a conversion (float64 to float32) may overflow
+    # Release when the rows read since the last release may have mapped _RELEASE_BYTES, or (Linux)
+    # when the resident set has grown by that much: a fault may map a whole large folio of the
+    # page cache, more than fault-around's 64 KiB.
     release_rows = max(1, _RELEASE_BYTES // (d * source.dtype.itemsize + _FAULT_AROUND_BYTES))
+    resident = _ResidentSet()
+    floor = resident.bytes()
     total, since_release = 0.0, 0
     for j in range(n_batches):
         start, stop = j * b, min(n, (j + 1) * b)
@@ -309,8 +335,10 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
             request.optimizer.lr = schedule.at(options.epoch + j / n_batches, 1.0 / n_batches)
         total += net.train_epoch(batch, request.loss, request.optimizer, one, request.gradient_hook) * k
         since_release += k
-        if since_release >= release_rows:
+        now = resident.bytes()
+        if since_release >= release_rows or (now is not None and floor is not None and now - floor > _RELEASE_BYTES):
             source.release()
             since_release = 0
+    resident.close()
     source.release()
     return total / n

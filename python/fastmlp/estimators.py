@@ -690,8 +690,10 @@ class _BaseMLP(BaseEstimator):
         a = np.ascontiguousarray(a, dtype=np.float64)
         if mpi is None:
             return a
+        from .distributed import allreduce
+
         out = np.empty_like(a)
-        mpi.comm.Allreduce(a, out)
+        allreduce(mpi.comm, a, out, "a sum over the ranks")
         return out
 
     def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
@@ -1084,7 +1086,9 @@ class _BaseMLP(BaseEstimator):
         )
         total = float(self._sum_over_ranks(np.array([weight]))[0])
         params, grads, loss = net.params, net.grads, self._loss_name
-        mpi.comm.Bcast(params, root=0)
+        from .distributed import broadcast_parameters
+
+        broadcast_parameters(net, mpi.comm)
         buf = np.empty(params.shape[0] + 1, dtype=np.float64)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
