@@ -19,6 +19,10 @@ Linux maps around a faulting page) or, on Linux, the process's resident set has 
 since the epoch began. y, the sample weights and the order stay in memory (one row of
 targets per sample, usually far narrower than X).
 
+An error while an epoch reads (an ``OSError`` from the file system, a source's own error) ends it
+after the batches already taken, as Ctrl-C does; under MPI the other ranks then raise
+:class:`fastmlp.distributed.RankFailed`.
+
 A source's values are checked once, when it is made (a streamed pass over the file: NaN or
 infinity is a ``ValueError`` naming the row); make the source once and pass it to every epoch
 rather than a raw memmap, which is wrapped and checked again on each call.
