@@ -179,3 +179,26 @@ def test_estimator_on_npy_files_and_partial_fit(tmp_path):
         fastmlp.MLPClassifier(solver="lbfgs").fit(paths, y)
     with pytest.raises(ValueError, match="X has 4 features, but MLPClassifier is expecting 5"):
         b.partial_fit(as_source(_memmap(tmp_path, X[:, :4], "x4.npy")), y)
+
+
+def test_rows_read_from_the_file_and_through_a_mapping(tmp_path):
+    """A memmap's C-ordered rows are read from its file (positioned reads, runs of rows in one
+    call); other arrays (a copy-on-write memmap, strided columns, plain arrays) by np.take."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4))
+    np.save(tmp_path / "X.npy", X)
+    m = np.load(tmp_path / "X.npy", mmap_mode="r")
+    cases = {
+        "file": m,
+        "file, a row slice": m[1000:2500],
+        "copy-on-write": np.load(tmp_path / "X.npy", mmap_mode="c"),
+        "strided columns": m[:, ::2],
+        "in memory": X,
+    }
+    for what, a in cases.items():
+        src = ArrayRows(a)
+        assert (src._file is not None) == what.startswith("file"), what
+        n = a.shape[0]
+        for idx in (np.arange(n)[::-1], rng.integers(0, n, 700), np.r_[5, 6, 7, 1, 2, 2, n - 1]):
+            np.testing.assert_array_equal(src.read(idx), np.asarray(a)[idx], err_msg=what)
+            np.testing.assert_array_equal(src.read(idx, np.float32), np.asarray(a)[idx].astype(np.float32))
