@@ -11,13 +11,12 @@ r"""Training data larger than memory: rows read from disk batch by batch.
 Such an X is never read whole. Each mini-batch's rows, in the epoch's order, are gathered into
 one reusable buffer of ``batch_size`` rows and trained on as one step (:func:`run_streamed`): the
 same samples in the same order, the same steps, the same loss as the in-memory epoch (tested to
-float tolerance). What the process keeps resident is the model, a batch and the pages of the
-file it just read: a source drops its file pages from the process's mapping
-(``madvise(MADV_DONTNEED)``; the kernel's page cache keeps them for the next reader) whenever the
-rows read since the last drop may have mapped 64 MiB (each row counted with the 64 KiB that
-Linux maps around a faulting page) or, on Linux, the process's resident set has grown by 64 MiB
-since the epoch began. y, the sample weights and the order stay in memory (one row of
-targets per sample, usually far narrower than X).
+float tolerance). A memmap's rows (and each ``.npy`` file's) are read from the file with
+positioned reads (``os.preadv``), not through the mapping, so the process keeps resident the
+model and a batch, not the file (the page cache holds that); other arrays are gathered with
+``np.take`` and a memmap's mapped pages dropped (``madvise(MADV_DONTNEED)``) every 64 MiB.
+y, the sample weights and the order stay in memory (one row of targets per sample, usually far
+narrower than X).
 
 An error while an epoch reads (an ``OSError`` from the file system, a source's own error) ends it
 after the batches already taken, as Ctrl-C does; under MPI the other ranks then raise
