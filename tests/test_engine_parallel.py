@@ -38,13 +38,15 @@ _ENTRY_POINTS = textwrap.dedent("""
         return X, y
 
     def run(threads, dtype):
+        # "bf16": a float32 network whose products take bf16 operands
+        precision, dtype = ("bf16", "float32") if dtype == "bf16" else (None, dtype)
         fastmlp.set_num_threads(threads)
         X, y = data()
         Y = np.eye(2)[y]
         out = {}
         # 20-256-256-2: big enough that every path splits (slices, columns, parameter chunks).
         net = fastmlp.Network([20, 256, 256, 2], activation="tanh", output_activation="softmax",
-                              dtype=dtype, seed=3)
+                              dtype=dtype, seed=3, precision=precision)
         out["forward"] = net.forward(X)
         net.loss_and_grad(X, Y, "log_loss")
         out["grads"] = net.grads.copy()
@@ -54,7 +56,7 @@ _ENTRY_POINTS = textwrap.dedent("""
                             clip_norm=5.0)
         out["trained"] = net.params.copy()
         clf = fastmlp.MLPClassifier(hidden_layer_sizes=(64,), max_iter=15, random_state=0, n_threads=threads,
-                                    dtype=dtype)
+                                    dtype=dtype, precision=precision)
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -70,7 +72,7 @@ _ENTRY_POINTS = textwrap.dedent("""
 
     def main(mode, threads):
         result = {}
-        for dtype in ("float64", "float32"):
+        for dtype in ("float64", "float32", "bf16"):
             if mode == "openmp":  # inside another library's OpenMP region
                 call = lambda f: fastmlp._core._call_in_openmp_region(f, 2)
             elif mode == "joblib":  # from a joblib worker thread
@@ -86,7 +88,7 @@ _ENTRY_POINTS = textwrap.dedent("""
 
 # Differences allowed between a 1-thread and a many-thread result: the sums
 # are split differently (float rounding), nothing else.
-_TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+_TOLERANCE = {"float64": 1e-9, "float32": 2e-4, "bf16": 2e-3}
 
 
 def _child(
@@ -166,7 +168,11 @@ _FORK = textwrap.dedent("""
         twin = fastmlp.Network([30, 256, 256, 3], output_activation="softmax", seed=1)
         twin.params[:] = net.params
         loss = twin.train_epoch(X, Y, loss="log_loss", optimizer=fastmlp.SGD(0.05), batch_size=512, shuffle=False)
-        return net.forward(X), twin.params.copy(), loss
+        half = fastmlp.Network([30, 256, 256, 3], output_activation="softmax", seed=1, precision="bf16")
+        half.params[:] = net.params
+        half_loss = half.train_epoch(X, Y, loss="log_loss", optimizer=fastmlp.SGD(0.05), batch_size=512,
+                                     shuffle=False)
+        return net.forward(X), twin.params.copy(), loss, half.forward(X), half.params.copy(), half_loss
 
     expected = work()
 

@@ -34,10 +34,31 @@ using InArray =  // C order, this dtype and each element at an address that is a
                  // `aligned` flag (an unaligned array, from a byte buffer or an unpickled one, is copied)
     py::array_t<T, py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_>;
 
-// c[:, cols] = op(a) · op(b), the rest of c untouched (the GEMM layer, for the tests).
+// A network's precision by name: "bf16", or the full precision of its dtype
+// ("fp32" for float32, "fp64" for float64).
+template <class T>
+const char* precision_name(gemm::Precision p) {
+  if (p == gemm::Precision::BF16) return "bf16";
+  return std::is_same_v<T, float> ? "fp32" : "fp64";
+}
+template <class T>
+gemm::Precision parse_precision(const std::string& name) {
+  if (name == "bf16") return gemm::Precision::BF16;
+  if (name == precision_name<T>(gemm::Precision::Full)) return gemm::Precision::Full;
+  throw std::invalid_argument(std::string("precision must be '") + precision_name<T>(gemm::Precision::Full) +
+                              "' or 'bf16', got '" + name + "'");
+}
+
+// c[:, cols] = op(a) · op(b), the rest of c untouched (the GEMM layer, for the
+// tests), in `precision`; bf16_room false: the scratch without the bf16
+// fallback's buffers (its scalar loop).
 template <class T>
 void gemm_for_tests(const InArray<T>& a, const InArray<T>& b, bool transpose_a, bool transpose_b,
-                    std::pair<Index, Index> cols, py::array_t<T, py::array::c_style> c) {
+                    std::pair<Index, Index> cols, py::array_t<T, py::array::c_style> c, const std::string& precision,
+                    bool bf16_room) {
+  const gemm::Precision p = parse_precision<T>(precision);
+  if (p == gemm::Precision::BF16 && !std::is_same_v<T, float>)
+    throw std::invalid_argument("precision 'bf16' needs float32 arrays");
   if (a.ndim() != 2 || b.ndim() != 2 || c.ndim() != 2) throw std::invalid_argument("a, b and c must be 2-D");
   const Index m = transpose_a ? a.shape(1) : a.shape(0), k = transpose_a ? a.shape(0) : a.shape(1);
   const Index kb = transpose_b ? b.shape(1) : b.shape(0), n = transpose_b ? b.shape(0) : b.shape(1);
@@ -46,10 +67,10 @@ void gemm_for_tests(const InArray<T>& a, const InArray<T>& b, bool transpose_a, 
   if (cols.first < 0 || cols.second > n || cols.first > cols.second) throw std::invalid_argument("cols out of range");
   const gemm::Operand<T> A{a.data(), a.shape(1), transpose_a}, B{b.data(), b.shape(1), transpose_b};
   gemm::Scratch scratch;
-  scratch.reserve(m, n, k);
+  scratch.reserve(m, n, k, bf16_room ? p : gemm::Precision::Full);
   T* out = c.mutable_data();
   py::gil_scoped_release release;
-  gemm::gemm<T>(m, n, k, A, B, out, n, Range{cols.first, cols.second}, false, &scratch);
+  gemm::gemm<T>(m, n, k, A, B, out, n, Range{cols.first, cols.second}, false, &scratch, p);
 }
 
 // A writable NumPy view of C++ memory owned by `owner` (kept alive by the view).
@@ -421,6 +442,13 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
                       auto lock = claim(n.busy());
                       n.set_steps(steps);
                     })
+      .def_property(
+          "precision", [](const Net& n) { return precision_name<T>(n.precision()); },
+          [](Net& n, const std::string& name) {
+            const gemm::Precision p = parse_precision<T>(name);
+            auto lock = claim(n.busy());
+            n.set_precision(p);
+          })
       .def_property_readonly("dropout", [](const Net& n) { return n.noise().dropout; })
       .def_property_readonly("input_noise", [](const Net& n) { return n.noise().input_noise; })
       .def_property_readonly("max_norm", [](const Net& n) { return n.noise().max_norm; })
@@ -814,6 +842,10 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
     info["gemm_why"] = gemm::kernel_why();
     info["gemm_kernels"] =
         gemm::packed_available() ? std::vector<std::string>{"eigen", "packed"} : std::vector<std::string>{"eigen"};
+    info["bf16_kernel"] = gemm::bf16_kernel_name(gemm::bf16_kernel());
+    info["bf16_why"] = gemm::bf16_kernel_why();
+    info["bf16_kernels"] = gemm::bf16_native_available() ? std::vector<std::string>{"avx512bf16", "fallback"}
+                                                         : std::vector<std::string>{"fallback"};
     return info;
   });
   // For the tests: the GEMM layer itself (gemm.hpp) on NumPy arrays, and the
@@ -827,11 +859,20 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
           throw std::invalid_argument("this build has no packed GEMM kernel (it needs AVX2+FMA)");
       },
       py::arg("name"));
+  m.def(
+      "_set_bf16_kernel",
+      [](const std::string& name) {
+        if (name != "avx512bf16" && name != "fallback")
+          throw std::invalid_argument("kernel must be 'avx512bf16' or 'fallback', got '" + name + "'");
+        if (!gemm::set_bf16_kernel(name == "fallback" ? gemm::Bf16Kernel::Fallback : gemm::Bf16Kernel::Avx512Bf16))
+          throw std::invalid_argument("the AVX512-BF16 kernel is not available here (this build or this CPU lacks it)");
+      },
+      py::arg("name"));
   // For the tests and show_config: (efficiency of the last window of regions, seconds of
   // one-thread back-off left) — parallel.hpp, rule 5.
   m.def("_contention_state", &parallel::contention_state);
   m.def("_gemm", &gemm_for_tests<float>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),
-        py::arg("cols"), py::arg("c"));
+        py::arg("cols"), py::arg("c"), py::arg("precision") = "fp32", py::arg("bf16_room") = true);
   m.def("_gemm", &gemm_for_tests<double>, py::arg("a"), py::arg("b"), py::arg("transpose_a"), py::arg("transpose_b"),
-        py::arg("cols"), py::arg("c"));
+        py::arg("cols"), py::arg("c"), py::arg("precision") = "fp64", py::arg("bf16_room") = true);
 }

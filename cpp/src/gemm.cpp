@@ -69,19 +69,82 @@ bool set_kernel(Kernel k) {
   return true;
 }
 
-void Scratch::reserve(Index m, Index n, Index k) {
-  if (fits(m, n, k)) return;
-  const auto make = [](Index values) {
+namespace {
+
+bool cpu_has_avx512bf16() {
+#ifdef FASTMLP_BF16_GEMM
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+struct Bf16Choice {
+  Bf16Kernel kernel;
+  std::string why;
+};
+
+Bf16Choice bf16_from_environment() {
+  const char* v = std::getenv("FASTMLP_BF16");
+  const std::string s = v == nullptr ? "" : v;
+  std::string why;
+  if (s == "fallback") return {Bf16Kernel::Fallback, "FASTMLP_BF16=fallback"};
+  if (!s.empty() && s != "avx512bf16") why = "FASTMLP_BF16='" + s + "' is not a kernel (avx512bf16, fallback); ";
+  if (bf16_native_available()) return {Bf16Kernel::Avx512Bf16, why + "the CPU has AVX512-BF16"};
+#ifdef FASTMLP_BF16_GEMM
+  return {Bf16Kernel::Fallback, why + "the CPU has no AVX512-BF16: operands rounded, float32 products"};
+#else
+  return {Bf16Kernel::Fallback,
+          why + "this build has no AVX512-BF16 kernel (it needs AVX-512 BW/VL): operands rounded, float32 products"};
+#endif
+}
+
+Bf16Choice& bf16_choice() {
+  static Bf16Choice c = bf16_from_environment();
+  return c;
+}
+
+std::atomic<Bf16Kernel>& bf16_current() {
+  static std::atomic<Bf16Kernel> k{bf16_choice().kernel};
+  return k;
+}
+
+}  // namespace
+
+bool bf16_native_available() {
+  static const bool available = cpu_has_avx512bf16();
+  return available;
+}
+
+Bf16Kernel bf16_kernel() { return bf16_current().load(std::memory_order_relaxed); }
+
+const char* bf16_kernel_name(Bf16Kernel k) { return k == Bf16Kernel::Avx512Bf16 ? "avx512bf16" : "fallback"; }
+
+const char* bf16_kernel_why() {
+  return bf16_kernel() == bf16_choice().kernel ? bf16_choice().why.c_str() : "forced by set_bf16_kernel()";
+}
+
+bool set_bf16_kernel(Bf16Kernel k) {
+  if (k == Bf16Kernel::Avx512Bf16 && !bf16_native_available()) return false;
+  bf16_current().store(k, std::memory_order_relaxed);
+  return true;
+}
+
+void Scratch::reserve(Index m, Index n, Index k, Precision precision) {
+  const auto grow = [](Buffer& buffer, Index& size, Index values) {
+    if (values <= size) return;
     // aligned_alloc wants a size that is a multiple of the alignment
     void* p = std::aligned_alloc(64, (std::size_t(values) * sizeof(float) + 63) / 64 * 64);
     if (p == nullptr) throw std::bad_alloc();
-    return static_cast<float*>(p);
+    buffer.reset(static_cast<float*>(p));
+    size = values;
   };
-  const Index need_a = std::max(a_size, a_values(m, k)), need_b = std::max(b_size, b_values(n, k));
-  a.reset(make(need_a));
-  a_size = need_a;
-  b.reset(make(need_b));
-  b_size = need_b;
+  grow(a, a_size, a_values(m, k));
+  grow(b, b_size, b_values(n, k));
+  if (precision == Precision::BF16) {
+    grow(rounded_a, rounded_a_size, rounded_a_values(m, k));
+    grow(rounded_b, rounded_b_size, rounded_b_values(n, k));
+  }
 }
 
 }  // namespace fastmlp::gemm

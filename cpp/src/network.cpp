@@ -155,7 +155,7 @@ void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm:
   const T* w = params_.data() + weight_offset(0);
   const T* b = params_.data() + bias_offset(0);
   if (x.csr == nullptr) {
-    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c, scratch, after);
+    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c, scratch, precision_, after);
   } else {
     sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1], c);
     if (c.size() > 0) after(z, sizes_[1], 0, rows, c.begin, c.size());
@@ -180,7 +180,7 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T*
       first_layer(x, rows, dst, all, scratch, activate);
     } else {
       dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                    sizes_[l + 1], all, scratch, activate);
+                    sizes_[l + 1], all, scratch, precision_, activate);
     }
     if (last) activation_forward(f, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
@@ -195,17 +195,20 @@ struct Network<T>::ForwardContext {
   Index chunk = 0, width = 0;
   std::vector<Matrix<T>> buffers;       // 2 per thread, chunk × width
   std::vector<gemm::Scratch> scratch;   // 1 per thread (float only)
-  bool fits(int threads, Index chunk_rows, Index widest) const {
-    return std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width;
+  bool bf16_ready = false;              // the scratch holds the bf16 fallback's buffers too
+  bool fits(int threads, Index chunk_rows, Index widest, gemm::Precision precision) const {
+    return std::size_t(threads) * 2 <= buffers.size() && chunk_rows <= chunk && widest <= width &&
+           (precision == gemm::Precision::Full || bf16_ready);
   }
   // depth: the widest layer, inputs included (the products' n and k).
-  void reserve(int threads, Index chunk_rows, Index widest, Index depth) {
+  void reserve(int threads, Index chunk_rows, Index widest, Index depth, gemm::Precision precision) {
     chunk = std::max(chunk, chunk_rows);
     width = std::max(width, widest);
     buffers.assign(2 * std::size_t(threads), Matrix<T>(chunk, width));
     scratch.resize(std::size_t(threads));
     if constexpr (std::is_same_v<T, float>)
-      for (auto& s : scratch) s.reserve(chunk, depth, depth);
+      for (auto& s : scratch) s.reserve(chunk, depth, depth, precision);
+    bf16_ready = bf16_ready || precision == gemm::Precision::BF16;
   }
 };
 
@@ -243,13 +246,13 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   const int threads = parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
   const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
   std::unique_ptr<ForwardContext> context = take_context();
-  if (!context->fits(threads, chunk, width)) {
+  if (!context->fits(threads, chunk, width, precision_)) {
     check_fits_in_memory(2.0 * double(threads) * double(chunk) * double(width) * sizeof(T),
                          "forward's activation buffers (2 x threads x chunk rows x the widest layer)");
     try {
       // Sized before the region, for as many threads as asked (a team is never
       // larger): nothing may allocate, or throw, inside it.
-      context->reserve(threads, chunk, width, *std::max_element(sizes_.begin(), sizes_.end()));
+      context->reserve(threads, chunk, width, *std::max_element(sizes_.begin(), sizes_.end()), precision_);
     } catch (...) {
       give_back(std::move(context));
       throw;
@@ -275,8 +278,17 @@ void Network<T>::forward(const T* x, Index n, T* out) const {
   forward_chunked(n, out, [&](Index r) { return Input<T>{x + r * n_inputs()}; });
 }
 
+// A sparse first layer multiplies in T (Eigen's sparse product): a bf16
+// network refuses a sparse X rather than mix precisions.
+static void check_sparse_precision(gemm::Precision precision) {
+  if (precision == gemm::Precision::BF16)
+    throw std::invalid_argument(
+        "precision 'bf16' takes dense X only; a sparse X needs precision 'fp32' (or X.toarray())");
+}
+
 template <class T>
 void Network<T>::forward(const CsrView<T>& x, T* out) const {
+  check_sparse_precision(precision_);
   forward_chunked(x.rows, out, [&](Index r) { return Input<T>{nullptr, &x, r}; });
 }
 
@@ -318,7 +330,7 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
     if (l == 0) {
       first_layer(x, rows, z, c, scratch, activate);
     } else {
-      dense_forward(z, input_of(l), W(l), b(l), rows, sizes_[l], sizes_[l + 1], c, scratch, activate);
+      dense_forward(z, input_of(l), W(l), b(l), rows, sizes_[l], sizes_[l + 1], c, scratch, precision_, activate);
     }
     if (l + 1 < L) {
       if (rate(l + 1) > 0.0)
@@ -341,9 +353,9 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   for (Index l = L - 1; l >= 1; --l) {
     const Range c_out = mine(sizes_[l + 1]), c_in = mine(sizes_[l]);
     dense_backward_weights(g + weight_offset(l), g + bias_offset(l), ws.delta[l].data(), input_of(l), rows, sizes_[l],
-                           sizes_[l + 1], c_out, scratch);
+                           sizes_[l + 1], c_out, scratch, precision_);
     T* d_in = ws.delta[l - 1].data();
-    dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in, scratch);
+    dense_backward_input(d_in, ws.delta[l].data(), W(l), rows, sizes_[l], sizes_[l + 1], c_in, scratch, precision_);
     if (rate(l) > 0.0)  // dL/dA = dL/dÃ · m / (1 − p), the forward pass's mask
       dropout_columns(d_in, d_in, rows, sizes_[l], c_in, rate(l), std::uint32_t(l), *draw);
     activation_backward(hidden_[l - 1], slope_, d_in, ws.z[l - 1].data(), ws.a[l - 1].data(), d_in, rows, sizes_[l],
@@ -354,12 +366,19 @@ double Network<T>::forward_backward(const Input<T>& x_in, const T* y, Index rows
   const Range c0 = mine(sizes_[1]);
   if (x.csr == nullptr) {
     dense_backward_weights(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), x.dense, rows, sizes_[0],
-                           sizes_[1], c0, scratch);
+                           sizes_[1], c0, scratch, precision_);
   } else {
     sparse_dense_backward(g + weight_offset(0), g + bias_offset(0), ws.delta[0].data(), *x.csr, x.begin, rows,
                           sizes_[0], sizes_[1], c0);
   }
   return value;
+}
+
+template <class T>
+void Network<T>::set_precision(gemm::Precision precision) {
+  if (precision == gemm::Precision::BF16 && !std::is_same_v<T, float>)
+    throw std::invalid_argument("precision 'bf16' needs a float32 network (dtype float32); this one is float64");
+  precision_ = precision;
 }
 
 template <class T>
@@ -398,6 +417,7 @@ void Network<T>::apply_max_norm(int t, int team) {
 
 template <class T>
 parallel::StepPlan Network<T>::prepare_step(Index rows, bool dense_x) {
+  if (!dense_x) check_sparse_precision(precision_);
   const Index width = *std::max_element(sizes_.begin() + 1, sizes_.end());
   const parallel::StepPlan plan = parallel::plan_step(rows, n_params(), width, sizeof(T));
   const int slices = plan.slices;
@@ -420,7 +440,7 @@ parallel::StepPlan Network<T>::prepare_step(Index rows, bool dense_x) {
   if (step_scratch_.size() < std::size_t(plan.threads)) step_scratch_.resize(std::size_t(plan.threads));
   if constexpr (std::is_same_v<T, float>) {  // the step's products: m and k up to the rows or the widest layer
     const Index widest = *std::max_element(sizes_.begin(), sizes_.end()), most = std::max(rows, widest);
-    for (auto& s : step_scratch_) s.reserve(most, widest, most);
+    for (auto& s : step_scratch_) s.reserve(most, widest, most, precision_);
   }
   return plan;
 }

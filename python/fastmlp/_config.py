@@ -68,6 +68,8 @@ def config() -> dict[str, Any]:
         "gemm": f"{info['gemm_kernel']} ({info['gemm_why']}; this build has: "
         f"{', '.join(info['gemm_kernels'])}; float64: eigen), one product per thread's share: "
         f"row slices or columns (FASTMLP_STEP_SPLIT={os.environ.get('FASTMLP_STEP_SPLIT', 'unset')})",
+        # Which kernel runs precision="bf16" products (gemm.hpp: "avx512bf16" or "fallback").
+        "bf16": f"{info['bf16_kernel']} ({info['bf16_why']}; available: {', '.join(info['bf16_kernels'])})",
         "FASTMLP_GEMM": os.environ.get("FASTMLP_GEMM", "unset"),
         "threads": fastmlp.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
@@ -105,6 +107,7 @@ def show_config(file: TextIO | None = None) -> None:
         f"  eigen:        {c['eigen']}",
         f"  openmp:       {c['openmp']}",
         f"  gemm:         {c['gemm']}",
+        f"  bf16:         {c['bf16']}",
         f"    FASTMLP_GEMM: {c['FASTMLP_GEMM']}",
         f"  threads:      {c['threads']} (OMP_NUM_THREADS={c['OMP_NUM_THREADS']}, {c['cpu_count']} CPUs)",
         "  extras:",

@@ -22,7 +22,8 @@ output). As in scikit-learn, multi-output squared error is trained on the
 gradient of the *sum* over outputs while ``loss_`` reports the mean (a
 factor :math:`k` apart).
 
-Beyond scikit-learn (all off by default): ``dtype``, ``n_threads``, the
+Beyond scikit-learn (all off by default): ``dtype``, ``precision`` (``"bf16"``
+mixed precision), ``n_threads``, the
 ``leaky_relu`` activation, ``l1``, ``clip_norm``/``clip_value``, the solvers
 ``adamw``, ``rmsprop``, ``adagrad``, the schedules ``step``, ``exponential``,
 ``cosine`` with ``warmup_epochs``, ``class_weight``, ``validation_data`` in
@@ -213,6 +214,7 @@ PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
     "dropout": _check_dropout,
     "input_noise": _real_check(0),
     "max_norm": _real_check(0, lo_open=True, optional=True),
+    "precision": _choice_check(("fp32", "bf16"), optional=True),
 }
 
 
@@ -338,7 +340,13 @@ class _BaseMLP(BaseEstimator):
         return hidden
 
     def _check_training_extensions(self, hidden: list[int]) -> None:
-        """What the table cannot see: the lengths of list-valued activation and dropout, and the solver."""
+        """What the table cannot see: the lengths of list-valued activation and dropout, the solver, and
+        precision with dtype."""
+        if self.precision is not None and self.dtype is not None and np.dtype(self.dtype) != np.float32:
+            raise ValueError(
+                f"precision={self.precision!r} computes in float32: it needs dtype=None or 'float32', "
+                f"got dtype={np.dtype(self.dtype).name!r}"
+            )
         if isinstance(self.activation, (list, tuple)) and len(self.activation) != len(hidden):
             raise ValueError(
                 f"The 'activation' parameter must be a str or a list of one activation per hidden "
@@ -364,7 +372,13 @@ class _BaseMLP(BaseEstimator):
         return list(self.activation) if isinstance(self.activation, (list, tuple)) else [self.activation] * n_hidden
 
     def _data_dtype(self) -> Any:
-        return (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
+        if self.dtype is None:  # precision 'fp32' or 'bf16': a float32 network
+            return (np.float64, np.float32) if self.precision is None else np.float32
+        return np.dtype(self.dtype)
+
+    def _precision(self, dtype: np.dtype) -> str | None:
+        """The network's precision: 'bf16' for a float32 network when asked, else its dtype's own (None)."""
+        return "bf16" if self.precision == "bf16" and dtype == np.float32 else None
 
     # --- the network behind coefs_ and intercepts_ --------------------------
     def _network(self, training: bool = False) -> Network:
@@ -407,6 +421,7 @@ class _BaseMLP(BaseEstimator):
                 output_activation=self.out_activation_,
                 dtype=dtype,
                 leaky_relu_slope=float(self.leaky_relu_slope),
+                precision=self._precision(dtype),
                 **noise,
             )
 
@@ -417,6 +432,7 @@ class _BaseMLP(BaseEstimator):
             and old.activation == activation
             and old.output_activation == self.out_activation_
             and old.leaky_relu_slope == float(self.leaky_relu_slope)
+            and old.precision == (self._precision(dtype) or ("fp32" if dtype == np.float32 else "fp64"))
             and (not training or self._has_noise(old))
         ):
             net = old
@@ -556,6 +572,12 @@ class _BaseMLP(BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        fitted_dtype = str(getattr(self, "_fit_dtype", "float32"))
+        if not first_pass and self.precision is not None and fitted_dtype != "float32":
+            raise ValueError(
+                f"precision={self.precision!r} continues a float32 model only; this one is "
+                f"{fitted_dtype} (fit anew, or leave precision=None)"
+            )
         source = _data.as_source(X) if _data.is_out_of_core(X) else None
         if source is not None:
             if self.solver == "lbfgs":
@@ -1123,7 +1145,13 @@ class _BaseMLP(BaseEstimator):
     def _inference_key(self) -> tuple[Any, ...]:
         """What, beside the weights, decides the fitted network's output."""
         activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
-        return activation, self.out_activation_, self.leaky_relu_slope, getattr(self, "n_features_in_", None)
+        return (
+            activation,
+            self.out_activation_,
+            self.leaky_relu_slope,
+            getattr(self, "n_features_in_", None),
+            self.precision,
+        )
 
     def _fast_network(self, X: Any) -> Network | None:
         """The network to run `X` through without scikit-learn's validation, or None for the full path.
@@ -1410,6 +1438,13 @@ _SHARED_DOC = """
     max_norm : float or None, default=None
         After every update, each hidden unit's incoming weight vector is scaled
         to L2 norm at most ``max_norm``.
+    precision : {None, 'fp32', 'bf16'}, default=None
+        None: the precision of ``dtype`` (float64 or float32 data as given).
+        ``'fp32'``: a float32 network. ``'bf16'``: a float32 network whose matrix
+        products take bfloat16 operands and accumulate in float32 (training and
+        prediction; weights, optimizer state and the loss stay float32) — on the
+        CPU's AVX512-BF16 unit where it has one (``fastmlp.show_config()``).
+        Dense X only.
 """
 
 
@@ -1480,6 +1515,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         dropout: Any = 0.0,
         input_noise: float = 0.0,
         max_norm: float | None = None,
+        precision: str | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1522,6 +1558,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dropout = dropout
         self.input_noise = input_noise
         self.max_norm = max_norm
+        self.precision = precision
 
     # --- labels --------------------------------------------------------------
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
@@ -1737,6 +1774,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         dropout: Any = 0.0,
         input_noise: float = 0.0,
         max_norm: float | None = None,
+        precision: str | None = None,
     ) -> None:
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1779,6 +1817,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.dropout = dropout
         self.input_noise = input_noise
         self.max_norm = max_norm
+        self.precision = precision
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
         check_choice("loss", self.loss, ("squared_error", "poisson"), style="sklearn")

@@ -107,6 +107,17 @@ class Network:
         After every update, each hidden unit's incoming weights (a column of
         :math:`W_l`, hidden layers only) are scaled to L2 norm at most
         `max_norm` (Srivastava et al. 2014); None is off.
+    precision : {None, "fp32", "fp64", "bf16"}
+        The precision of the matrix products. None (the default) is the
+        dtype's own (``"fp32"`` for float32, ``"fp64"`` for float64).
+        ``"bf16"`` (float32 networks only) is mixed precision: every matrix
+        product (forward, and both of the backward pass) takes its operands
+        rounded to bfloat16 and accumulates in float32; the weights, the
+        gradients, the optimizer's state, biases, activations and the loss
+        stay float32. It runs on the CPU's bfloat16 instructions where it has
+        them (AVX512-BF16: AMD Zen 4 and later, Intel Cooper Lake and later;
+        ``fastmlp.show_config()`` says which kernel), else rounds and
+        multiplies in float32 (slower, the same result). Dense X only.
     """
 
     def __init__(
@@ -122,6 +133,7 @@ class Network:
         dropout: Any = 0.0,
         input_noise: float = 0.0,
         max_norm: float | None = None,
+        precision: str | None = None,
     ) -> None:
         sizes = check_layer_sizes(layer_sizes)
         n_layers = len(sizes) - 1
@@ -135,9 +147,15 @@ class Network:
         if max_norm is not None:
             max_norm = check_float("max_norm", max_norm, minimum=0.0, open_min=True)
         self._seed = check_seed(seed)
+        full = "fp32" if self._dtype == np.float32 else "fp64"
+        if precision is not None:
+            check_choice("precision", precision, (full, "bf16"))
+            if precision == "bf16" and self._dtype != np.float32:
+                raise ValueError("precision='bf16' needs dtype='float32', got dtype='float64'")
         cls = getattr(_core, "Network_" + self._dtype.name)
         self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
         self._net.set_noise(rates, input_noise, max_norm or 0.0)
+        self._net.precision = precision or full
         self._config: dict[str, Any] = dict(
             activation=activation if isinstance(activation, str) else list(activation),
             output_activation=output_activation,
@@ -151,6 +169,8 @@ class Network:
             self._config["input_noise"] = input_noise
         if max_norm is not None:
             self._config["max_norm"] = max_norm
+        if precision == "bf16":
+            self._config["precision"] = precision
         self._make_views()
 
     def _make_views(self) -> None:
@@ -197,6 +217,11 @@ class Network:
     @property
     def max_norm(self) -> float | None:
         return float(self._net.max_norm) or None
+
+    @property
+    def precision(self) -> str:
+        """The matrix products' precision: ``"fp32"``, ``"fp64"`` or ``"bf16"``."""
+        return str(self._net.precision)
 
     @property
     def training_steps(self) -> int:
@@ -608,7 +633,7 @@ class Network:
             if value
         ]
         lines = [
-            title or f"Network ({self._dtype.name})",
+            title or f"Network ({self._dtype.name}" + (", bf16 products)" if self.precision == "bf16" else ")"),
             fmt.format(*head[:k]),
             *(fmt.format(*r[:k]) for r in rows),
             f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"
@@ -670,7 +695,9 @@ class Network:
 
     def __repr__(self) -> str:
         extras = "".join(
-            f", {k}={self._config[k]!r}" for k in ("dropout", "input_noise", "max_norm") if k in self._config
+            f", {k}={self._config[k]!r}"
+            for k in ("dropout", "input_noise", "max_norm", "precision")
+            if k in self._config
         )
         return (
             f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "

@@ -38,9 +38,11 @@ __all__ = [
     "activation_backward",
     "activation_forward",
     "apply_dropout",
+    "bf16_round",
     "forward",
     "glorot_bound",
     "loss_and_grad",
+    "matmul",
     "max_norm",
     "objective",
     "output_loss_and_grad",
@@ -61,6 +63,39 @@ def _as_float_array(x) -> np.ndarray:
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     return x
+
+
+def bf16_round(x) -> np.ndarray:
+    """``x`` (float32) rounded to bfloat16, returned as float32: round to nearest,
+    ties to even, on the upper 16 bits of the float32 pattern; a denormal becomes a
+    zero of its sign and a NaN stays a (quiet) NaN: the rule of the CPU's
+    ``vcvtneps2bf16``, which fastmlp's kernels use."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"bf16_round takes float32 values, got {x.dtype}")
+    u = np.ascontiguousarray(x).view(np.uint32)
+    wide = u.astype(np.uint64)
+    r = (((wide + 0x7FFF + ((wide >> 16) & 1)) >> 16) << 16).astype(np.uint32)
+    r = np.where((u & 0x7F800000) == 0, u & 0x80000000, r)  # zero or denormal
+    r = np.where((u & 0x7FFFFFFF) > 0x7F800000, (u | 0x00400000) & 0xFFFF0000, r)  # NaN
+    return r.astype(np.uint32).view(np.float32).reshape(x.shape)
+
+
+PRECISIONS = ("fp32", "fp64", "bf16")
+
+
+def matmul(a: np.ndarray, b: np.ndarray, precision: str | None = None) -> np.ndarray:
+    """``a @ b`` in `precision`: None (or the dtype's own, ``"fp32"``/``"fp64"``)
+    as NumPy computes it; ``"bf16"`` (float32 only) the product of the operands
+    rounded by :func:`bf16_round`, accumulated in float32 — every matrix product
+    of a ``precision="bf16"`` network (forward, and both products of backward)."""
+    if precision is None or precision in ("fp32", "fp64"):
+        return a @ b
+    if precision != "bf16":
+        raise ValueError(f"precision must be one of {list(PRECISIONS)} or None, got {precision!r}")
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise TypeError(f"precision 'bf16' takes float32 arrays, got {a.dtype} and {b.dtype}")
+    return bf16_round(a) @ bf16_round(b)
 
 
 def _check_name(kind: str, name: str, valid: Sequence[str]) -> None:
@@ -394,6 +429,8 @@ def forward(
     activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
+    *,
+    precision: str | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Forward pass, keeping every layer's pre-activations and activations.
 
@@ -412,6 +449,8 @@ def forward(
     output_activation : str, default="identity"
     slope : float, default=0.01
         Slope of ``leaky_relu`` for ``z <= 0``.
+    precision : {None, "fp32", "fp64", "bf16"}, optional
+        The products' precision (:func:`matmul`).
 
     Returns
     -------
@@ -426,7 +465,7 @@ def forward(
     Zs = []
     n_layers = len(weights)
     for l, (W, b) in enumerate(zip(weights, biases)):
-        Z = As[-1] @ W + b
+        Z = matmul(As[-1], W, precision) + b
         f = hidden[l] if l < n_layers - 1 else output_activation
         Zs.append(Z)
         As.append(activation_forward(f, Z, slope))
@@ -440,9 +479,11 @@ def predict(
     activation: str | Sequence[str] = "relu",
     output_activation: str = "identity",
     slope: float = 0.01,
+    *,
+    precision: str | None = None,
 ) -> np.ndarray:
     """The network's output ``A_{L-1}`` for the batch ``X``; see :func:`forward`."""
-    _, As = forward(weights, biases, X, activation, output_activation, slope)
+    _, As = forward(weights, biases, X, activation, output_activation, slope, precision=precision)
     return As[-1]
 
 
@@ -461,6 +502,7 @@ def loss_and_grad(
     dropout: Sequence[float] | None = None,
     masks: Sequence[np.ndarray | None] | None = None,
     noise: np.ndarray | None = None,
+    precision: str | None = None,
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
     """(Weighted) mean loss over a batch and its gradients, by backpropagation.
 
@@ -494,6 +536,9 @@ def loss_and_grad(
         The keep mask ``m_l`` (0/1, shaped like ``I_l``) of each layer's input.
     noise : ndarray of shape (n, n_features), optional
         Added to X before input dropout (``sigma * epsilon``).
+    precision : {None, "fp32", "fp64", "bf16"}, optional
+        The precision of the three products (:func:`matmul`): ``I_l W_l``,
+        ``I_l^T dZ_l`` and ``dZ_l W_l^T``.
 
     Returns
     -------
@@ -512,17 +557,17 @@ def loss_and_grad(
     L = len(weights)
     for l, (W, b) in enumerate(zip(weights, biases)):
         inputs.append(_layer_input(A, l, dropout, masks, noise))
-        Z = inputs[l] @ W + b
+        Z = matmul(inputs[l], W, precision) + b
         A = activation_forward(hidden[l] if l < L - 1 else output_activation, Z, slope)
         Zs.append(Z)
         As.append(A)
     value, dZ = output_loss_and_grad(loss, output_activation, Zs[-1], Y, slope, sample_weight, grad_scale)
     weight_grads, bias_grads = [], []
     for l in reversed(range(L)):
-        weight_grads.append(inputs[l].T @ dZ)
+        weight_grads.append(matmul(inputs[l].T, dZ, precision))
         bias_grads.append(np.sum(dZ, axis=0))
         if l > 0:
-            dA = dZ @ weights[l].T
+            dA = matmul(dZ, weights[l].T, precision)
             mask = None if masks is None else masks[l]
             if mask is not None and dropout is not None:
                 dA = apply_dropout(dA, mask, dropout[l])
@@ -775,6 +820,7 @@ def objective(
     dropout: Sequence[float] | None = None,
     masks: Sequence[np.ndarray | None] | None = None,
     noise: np.ndarray | None = None,
+    precision: str | None = None,
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
     """The regularized batch objective, scikit-learn's form extended by an L1 term
     (``dropout``, ``masks``, ``noise``: as in :func:`loss_and_grad`).
@@ -798,6 +844,7 @@ def objective(
         dropout=dropout,
         masks=masks,
         noise=noise,
+        precision=precision,
     )
     W = float(len(X) if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
     if l2 or l1:
@@ -849,6 +896,7 @@ def train_epoch(
     dropout: Sequence[float] | None = None,
     draws: Callable[[int, int], tuple[np.ndarray | None, Sequence[np.ndarray | None]]] | None = None,
     max_norm_limit: float | None = None,
+    precision: str | None = None,
 ) -> float:
     """One pass over the data in mini-batches; updates the parameters in place.
 
@@ -889,6 +937,8 @@ def train_epoch(
     schedule : callable (p, delta) -> lr, optional
     epoch : float
         The schedule's clock at the start of the epoch.
+    precision : {None, "fp32", "fp64", "bf16"}, optional
+        As in :func:`loss_and_grad`.
 
     Returns
     -------
@@ -925,6 +975,7 @@ def train_epoch(
             dropout=dropout,
             masks=masks,
             noise=noise,
+            precision=precision,
         )
         total += value * len(idx)
         grads = [g for gW, gb in zip(weight_grads, bias_grads) for g in (gW, gb)]

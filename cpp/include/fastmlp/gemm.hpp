@@ -17,9 +17,20 @@
 //                    Built where the core is compiled with AVX2+FMA or AVX-512.
 // FASTMLP_GEMM=eigen|packed forces one (tests, measurements); kernel_why()
 // says why the one in use was chosen (show_config).
+//
+// Precision::BF16 (float only): the product of op(A) and op(B) with every
+// operand rounded to bfloat16 (round to nearest even, as the hardware does),
+// accumulated in float32:  C = Σ_p bf16(A[i,p]) · bf16(B[p,j]).  Two kernels:
+//  - Bf16Kernel::Avx512Bf16  the packed kernel with pairs of bf16 values
+//                            (vdpbf16ps: two products per float lane), where
+//                            the CPU has AVX512-BF16 (build: AVX-512 BW/VL);
+//  - Bf16Kernel::Fallback    the operands rounded into the scratch's buffers,
+//                            then the float product (every CPU; never faster).
+// FASTMLP_BF16=fallback forces the fallback.
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -31,12 +42,21 @@
 #include <immintrin.h>
 #define FASTMLP_PACKED_GEMM 1
 #endif
+// The AVX512-BF16 kernel: compiled where the build has AVX-512 F/BW/VL (its
+// functions carry the bf16 target themselves), run where the CPU has it.
+#if defined(FASTMLP_PACKED_GEMM) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__GNUC__)
+#define FASTMLP_BF16_GEMM 1
+#define FASTMLP_TARGET_BF16 __attribute__((target("avx512bf16,avx512bw,avx512vl,avx512f")))
+#endif
 
 namespace fastmlp {
 
 namespace gemm {
 
 enum class Kernel { Eigen, Packed };
+enum class Precision { Full, BF16 };
+enum class Bf16Kernel { Fallback, Avx512Bf16 };
 
 // True where this build has the packed float kernel.
 constexpr bool packed_available() {
@@ -55,6 +75,33 @@ const char* kernel_name(Kernel k);
 const char* kernel_why();
 // Forces a kernel from now on (tests); false if it is not available here.
 bool set_kernel(Kernel k);
+
+// The kernel BF16 products use: Avx512Bf16 where built and the CPU has it,
+// unless FASTMLP_BF16=fallback; read once. Like kernel(): a name, the reason,
+// and a setter for tests (false where unavailable).
+Bf16Kernel bf16_kernel();
+bool bf16_native_available();  // built, and the CPU has AVX512-BF16
+const char* bf16_kernel_name(Bf16Kernel k);
+const char* bf16_kernel_why();
+bool set_bf16_kernel(Bf16Kernel k);
+
+// The bits of x rounded to bfloat16: round to nearest, ties to even; a
+// denormal to a zero of its sign and a NaN kept quiet (vcvtneps2bf16's rule).
+inline std::uint16_t bf16_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7F800000u) == 0) return std::uint16_t((u >> 16) & 0x8000u);       // zero or denormal
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return std::uint16_t((u >> 16) | 0x40u);  // NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return std::uint16_t(u >> 16);
+}
+// x rounded to bfloat16, as a float.
+inline float round_bf16(float x) {
+  const std::uint32_t u = std::uint32_t(bf16_bits(x)) << 16;
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
 
 // A row-major array read as op(X): element (i, p) of op(X) is x[i * ld + p],
 // or x[p * ld + i] when transposed.
@@ -102,19 +149,33 @@ inline constexpr Index kNc = FASTMLP_GEMM_NC;  // columns of B packed at once (k
 // of B for a few rows costs more than the packed kernel saves.
 inline constexpr Index kMinPackedRows = 16;
 
+// Columns of op(B) the bf16 fallback rounds at once (its B buffer: k × this).
+inline constexpr Index kRoundCols = 256;
+
 // The scratch one thread's products pack into, sized by its owner (before any
 // parallel region) for the largest product it will run: a block of op(A) of
 // at most kMc rows and a panel of op(B) of at most kNc columns, each at most
 // kKc deep — a few KB for a small network, at most 1.7 MB whatever the sizes.
+// For Precision::BF16 also the fallback's rounded operands: op(A) whole
+// (m × k) and kRoundCols columns of op(B).
 struct Scratch {
   // Values a product with at most m rows, n columns and depth k packs: its A block, its B panel.
   static Index a_values(Index m, Index k) { return round_up(std::min(m, kMc), kMr) * std::min(k, kKc); }
   static Index b_values(Index n, Index k) { return round_up(std::min(n, kNc), kNr) * std::min(k, kKc); }
-  std::unique_ptr<float, decltype(&std::free)> a{nullptr, &std::free}, b{nullptr, &std::free};
-  Index a_size = 0, b_size = 0;  // values allocated
-  // Room for every product of at most m rows, n columns and depth k (kept if larger). Throws std::bad_alloc.
-  void reserve(Index m, Index n, Index k);
+  // ... and rounds (bf16 fallback).
+  static Index rounded_a_values(Index m, Index k) { return m * k; }
+  static Index rounded_b_values(Index n, Index k) { return std::min(n, kRoundCols) * k; }
+  using Buffer = std::unique_ptr<float, decltype(&std::free)>;
+  Buffer a{nullptr, &std::free}, b{nullptr, &std::free};
+  Buffer rounded_a{nullptr, &std::free}, rounded_b{nullptr, &std::free};
+  Index a_size = 0, b_size = 0, rounded_a_size = 0, rounded_b_size = 0;  // values allocated
+  // Room for every product of at most m rows, n columns and depth k in
+  // `precision` (kept if larger). Throws std::bad_alloc.
+  void reserve(Index m, Index n, Index k, Precision precision = Precision::Full);
   bool fits(Index m, Index n, Index k) const { return a_values(m, k) <= a_size && b_values(n, k) <= b_size; }
+  bool rounding_fits(Index m, Index n, Index k) const {
+    return rounded_a_values(m, k) <= rounded_a_size && rounded_b_values(n, k) <= rounded_b_size;
+  }
 
  private:
   static Index round_up(Index x, Index to) { return (x + to - 1) / to * to; }
@@ -250,23 +311,25 @@ inline void pack_b(const Operand<float>& B, Index p0, Index kc, Index j0, Index 
   }
 }
 
-// C[i0 : i0 + mc, j0 : j0 + nc] (+)= packed A block · packed B panel over kc;
-// the epilogue runs on each finished tile when `last` (the last depth block).
-template <class Epilogue>
-void macro_kernel(Index mc, Index nc, Index kc, const float* ap, const float* bp, float* c, Index ldc, Index i0,
-                  Index j0, bool add_to_c, bool last, Epilogue& epilogue) {
+// C[i0 : i0 + mc, j0 : j0 + nc] (+)= packed A block · packed B panel of
+// `depth` packed values (P: float, or a pair of bf16 in a uint32) with
+// micro(depth, a, b, c, ldc, add) the tile kernel; the epilogue runs on each
+// finished tile when `last` (the last depth block).
+template <class P, class Micro, class Epilogue>
+void macro_kernel(Index mc, Index nc, Index depth, const P* ap, const P* bp, float* c, Index ldc, Index i0, Index j0,
+                  bool add_to_c, bool last, Micro&& micro, Epilogue& epilogue) {
   alignas(64) float edge[kMr * kNr];
   for (Index q = 0; q < nc; q += kNr) {
     const Index cols = std::min(kNr, nc - q);
-    const float* b = bp + q * kc;
+    const P* b = bp + q * depth;
     for (Index s = 0; s < mc; s += kMr) {
       const Index rows = std::min(kMr, mc - s);
-      const float* a = ap + s * kc;
+      const P* a = ap + s * depth;
       float* ct = c + (i0 + s) * ldc + j0 + q;
       if (rows == kMr && cols == kNr) {
-        micro_kernel(kc, a, b, ct, ldc, add_to_c);
+        micro(depth, a, b, ct, ldc, add_to_c);
       } else {  // an edge tile: computed whole into `edge`, its valid part copied
-        micro_kernel(kc, a, b, edge, kNr, false);
+        micro(depth, a, b, edge, kNr, false);
         for (Index i = 0; i < rows; ++i)
           for (Index j = 0; j < cols; ++j) ct[i * ldc + j] = (add_to_c ? ct[i * ldc + j] : 0.0f) + edge[i * kNr + j];
       }
@@ -289,12 +352,150 @@ void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<fl
       for (Index i0 = 0; i0 < m; i0 += kMc) {
         const Index mc = std::min(kMc, m - i0);
         pack_a(A, i0, mc, p0, kc, ap);
-        macro_kernel(mc, nc, kc, ap, bp, c, ldc, i0, j0, add_to_c, last, epilogue);
+        macro_kernel(mc, nc, kc, ap, bp, c, ldc, i0, j0, add_to_c, last, micro_kernel, epilogue);
       }
     }
   }
 }
 
+#ifdef FASTMLP_BF16_GEMM
+// The AVX512-BF16 kernel. A depth block of kc values is packed as ⌈kc/2⌉
+// pairs: the word of pair t holds bf16(x[2t]) in its low half and
+// bf16(x[2t + 1]) (0 past kc) in its high half, and vdpbf16ps adds both
+// products of a pair into a float lane:  acc[j] += a₀·b₀[j] + a₁·b₁[j].
+// Products of bf16 values are exact in float32, so each step is a float FMA.
+namespace bf16 {
+
+using Word = std::uint32_t;
+
+// Depth of a packed block, in values: kKc pairs, the same bytes as a float block.
+inline constexpr Index kKcValues = 2 * kKc;
+
+// w[j] = bf16(r0[j]) | bf16(r1[j]) << 16 for j < n (r1 null: zeros).
+FASTMLP_TARGET_BF16 inline void pair_rows(const float* r0, const float* r1, Index n, Word* w) {
+  // 16-bit element e of the result: element e/2 of r0 (e even) or of r1 (e odd),
+  // from cvtne2ps's [bf16(r0[0..15]) | bf16(r1[0..15])].
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (Index j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1u);
+    const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + j);
+    const __m512 hi = r1 != nullptr ? _mm512_maskz_loadu_ps(m, r1 + j) : _mm512_setzero_ps();
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    _mm512_mask_storeu_epi32(w + j, m, _mm512_permutexvar_epi16(interleave, both));
+  }
+}
+
+// Lines of values contiguous in depth (op(A) plain, op(B) transposed): line i
+// (i < lines <= width) is src[i * ld + p], p < kc; writes out[t * width + i]
+// for every pair t, lines past `lines` zero.
+FASTMLP_TARGET_BF16 inline void pack_lines(const float* src, Index ld, Index lines, Index kc, Index width, Word* out) {
+  const Index pairs = (kc + 1) / 2;
+  Index i = 0;
+  if (kc % 16 == 0)  // 8 lines × 8 pairs at a time: converted, then an 8 × 8 word transpose
+    for (; i + 8 <= lines; i += 8)
+      for (Index t = 0; t < pairs; t += 8) {
+        alignas(32) Word block[8 * 8];
+        for (Index r = 0; r < 8; ++r)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(block + 8 * r),
+                             (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + (i + r) * ld + 2 * t)));
+        transpose8x8(reinterpret_cast<const float*>(block), 8, reinterpret_cast<float*>(out + t * width + i), width);
+      }
+  for (; i < width; ++i)
+    for (Index t = 0; t < pairs; ++t) {
+      Word w = 0;
+      if (i < lines) {
+        const float* x = src + i * ld + 2 * t;
+        w = Word(bf16_bits(x[0])) | (2 * t + 1 < kc ? Word(bf16_bits(x[1])) << 16 : 0u);
+      }
+      out[t * width + i] = w;
+    }
+}
+
+// Lines of values strided in depth (op(A) transposed, op(B) plain): pair t
+// reads src[(2t) * ld + j] and src[(2t + 1) * ld + j], j < count; writes
+// out[t * width + j], columns past `count` zero.
+FASTMLP_TARGET_BF16 inline void pack_rows(const float* src, Index ld, Index count, Index kc, Index width, Word* out) {
+  for (Index t = 0; t < (kc + 1) / 2; ++t) {
+    Word* dst = out + t * width;
+    pair_rows(src + 2 * t * ld, 2 * t + 1 < kc ? src + (2 * t + 1) * ld : nullptr, count, dst);
+    for (Index j = count; j < width; ++j) dst[j] = 0;
+  }
+}
+
+// op(A)[i0 : i0 + mc, p0 : p0 + kc] into strips of kMr rows of pairs.
+FASTMLP_TARGET_BF16 inline void pack_a(const Operand<float>& A, Index i0, Index mc, Index p0, Index kc, Word* out) {
+  const Index pairs = (kc + 1) / 2;
+  for (Index s = 0; s < mc; s += kMr, out += kMr * pairs) {
+    const Index rows = std::min(kMr, mc - s);
+    if (A.transposed) {
+      pack_rows(A.data + p0 * A.ld + i0 + s, A.ld, rows, kc, kMr, out);
+    } else {
+      pack_lines(A.data + (i0 + s) * A.ld + p0, A.ld, rows, kc, kMr, out);
+    }
+  }
+}
+
+// op(B)[p0 : p0 + kc, j0 : j0 + nc] into panels of kNr columns of pairs.
+FASTMLP_TARGET_BF16 inline void pack_b(const Operand<float>& B, Index p0, Index kc, Index j0, Index nc, Word* out) {
+  const Index pairs = (kc + 1) / 2;
+  for (Index q = 0; q < nc; q += kNr, out += kNr * pairs) {
+    const Index cols = std::min(kNr, nc - q);
+    if (B.transposed) {
+      pack_lines(B.data + (j0 + q) * B.ld + p0, B.ld, cols, kc, kNr, out);
+    } else {
+      pack_rows(B.data + p0 * B.ld + j0 + q, B.ld, cols, kc, kNr, out);
+    }
+  }
+}
+
+// tile (kMr × kNr) = Σ_t Σ_{h=0,1} a[t*kMr + i].h · b[t*kNr + j].h over `pairs`; stored as micro_kernel's.
+FASTMLP_TARGET_BF16 inline void micro_kernel(Index pairs, const Word* a, const Word* b, float* c, Index ldc,
+                                             bool add_to_c) {
+  static_assert(kNr == 32 && kLanes == 16, "the bf16 tile is 8 x 32 floats");
+  __m512 acc[kMr][2];
+  for (Index i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (Index t = 0; t < pairs; ++t, a += kMr, b += kNr) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
+    for (Index i = 0; i < kMr; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  for (Index i = 0; i < kMr; ++i)
+    for (Index v = 0; v < 2; ++v) {
+      float* ci = c + i * ldc + v * 16;
+      _mm512_storeu_ps(ci, add_to_c ? _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][v]) : acc[i][v]);
+    }
+}
+
+template <class Epilogue>
+void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
+            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
+  (void)n;
+  Word* ap = reinterpret_cast<Word*>(scratch.a.get());
+  Word* bp = reinterpret_cast<Word*>(scratch.b.get());
+  const auto micro = [](Index pairs, const Word* a, const Word* b, float* c, Index ldc, bool add) {
+    micro_kernel(pairs, a, b, c, ldc, add);
+  };
+  for (Index j0 = cols.begin; j0 < cols.end; j0 += kNc) {
+    const Index nc = std::min(kNc, cols.end - j0);
+    for (Index p0 = 0; p0 < k; p0 += kKcValues) {
+      const Index kc = std::min(kKcValues, k - p0), pairs = (kc + 1) / 2;
+      pack_b(B, p0, kc, j0, nc, bp);
+      const bool add_to_c = accumulate || p0 > 0, last = p0 + kc >= k;
+      for (Index i0 = 0; i0 < m; i0 += kMc) {
+        const Index mc = std::min(kMc, m - i0);
+        pack_a(A, i0, mc, p0, kc, ap);
+        macro_kernel(mc, nc, pairs, ap, bp, c, ldc, i0, j0, add_to_c, last, micro, epilogue);
+      }
+    }
+  }
+}
+
+}  // namespace bf16
+#endif  // FASTMLP_BF16_GEMM
 }  // namespace detail
 #endif  // FASTMLP_PACKED_GEMM
 
@@ -321,19 +522,11 @@ void eigen_product(Index m, Index n, Index k, const Operand<T>& A, const Operand
     product(a_plain.transpose(), b_plain.middleRows(cols.begin, cols.size()).transpose());
 }
 
-// The product, then epilogue(c, ldc, row0, rows, col0, cols) over the result
-// (per tile with the packed kernel, once over rows × `cols` with Eigen's).
-// The packed kernel runs only where `scratch` fits the product (float); else Eigen's.
-template <class T, class Epilogue = NoEpilogue>
-void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T* c, Index ldc, Range cols,
-          bool accumulate, Scratch* scratch, Epilogue&& epilogue = {}) {
-  if (cols.size() <= 0 || m <= 0) return;
-  if (k <= 0) {  // an empty sum
-    if (!accumulate)
-      for (Index i = 0; i < m; ++i) std::fill(c + i * ldc + cols.begin, c + i * ldc + cols.end, T(0));
-    epilogue(c, ldc, 0, m, cols.begin, cols.size());
-    return;
-  }
+// The full-precision product: the packed kernel where `scratch` fits it
+// (float), else Eigen's; then the epilogue (per tile, or once over the result).
+template <class T, class Epilogue>
+void full_product(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T* c, Index ldc, Range cols,
+                  bool accumulate, Scratch* scratch, Epilogue& epilogue) {
 #ifdef FASTMLP_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) {
     if (m >= kMinPackedRows && scratch != nullptr && scratch->fits(m, n, k) && kernel() == Kernel::Packed) {
@@ -346,6 +539,79 @@ void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T
 #endif
   eigen_product(m, n, k, A, B, c, ldc, cols, accumulate);
   epilogue(c, ldc, 0, m, cols.begin, cols.size());
+}
+
+// The BF16 product without the AVX512-BF16 kernel: op(A) rounded whole into
+// the scratch, op(B) kRoundCols columns at a time, then the float product of
+// the rounded copies. Where the owner reserved no room (Scratch::reserve with
+// Precision::BF16), a scalar loop: slow, never wrong, never allocating.
+template <class Epilogue>
+void bf16_fallback(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
+                   Range cols, bool accumulate, Scratch* scratch, Epilogue& epilogue) {
+  if (scratch == nullptr || !scratch->rounding_fits(m, n, k)) {
+    for (Index i = 0; i < m; ++i)
+      for (Index j = cols.begin; j < cols.end; ++j) {
+        float sum = 0.0f;
+        for (Index p = 0; p < k; ++p) sum += round_bf16(A.at(i, p)) * round_bf16(B.at(p, j));
+        c[i * ldc + j] = accumulate ? c[i * ldc + j] + sum : sum;
+      }
+    epilogue(c, ldc, 0, m, cols.begin, cols.size());
+    return;
+  }
+  float* ra = scratch->rounded_a.get();  // op(A), m × k
+  if (A.transposed) {
+    for (Index p = 0; p < k; ++p)
+      for (Index i = 0; i < m; ++i) ra[i * k + p] = round_bf16(A.data[p * A.ld + i]);
+  } else {
+    for (Index i = 0; i < m; ++i)
+      for (Index p = 0; p < k; ++p) ra[i * k + p] = round_bf16(A.data[i * A.ld + p]);
+  }
+  float* rb = scratch->rounded_b.get();  // op(B)[:, j0 : j0 + nc], k × nc
+  for (Index j0 = cols.begin; j0 < cols.end; j0 += kRoundCols) {
+    const Index nc = std::min(kRoundCols, cols.end - j0);
+    if (B.transposed) {
+      for (Index j = 0; j < nc; ++j)
+        for (Index p = 0; p < k; ++p) rb[p * nc + j] = round_bf16(B.data[(j0 + j) * B.ld + p]);
+    } else {
+      for (Index p = 0; p < k; ++p)
+        for (Index j = 0; j < nc; ++j) rb[p * nc + j] = round_bf16(B.data[p * B.ld + j0 + j]);
+    }
+    // The block's columns start at 0 in the product, at j0 in C and for the epilogue.
+    const auto shifted = [&](float* o, Index ld, Index r0, Index rows, Index c0, Index count) {
+      epilogue(o - j0, ld, r0, rows, c0 + j0, count);
+    };
+    full_product<float>(m, nc, k, plain(static_cast<const float*>(ra), k), plain(static_cast<const float*>(rb), nc),
+                        c + j0, ldc, Range{0, nc}, accumulate, scratch, shifted);
+  }
+}
+
+// The product, then epilogue(c, ldc, row0, rows, col0, cols) over the result
+// (per tile with the packed kernels, once over rows × `cols` with Eigen's):
+// full precision as full_product; BF16 (float only) with bf16_kernel().
+template <class T, class Epilogue = NoEpilogue>
+void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T* c, Index ldc, Range cols,
+          bool accumulate, Scratch* scratch, Precision precision = Precision::Full, Epilogue&& epilogue = {}) {
+  if (cols.size() <= 0 || m <= 0) return;
+  if (k <= 0) {  // an empty sum
+    if (!accumulate)
+      for (Index i = 0; i < m; ++i) std::fill(c + i * ldc + cols.begin, c + i * ldc + cols.end, T(0));
+    epilogue(c, ldc, 0, m, cols.begin, cols.size());
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (precision == Precision::BF16) {
+#ifdef FASTMLP_BF16_GEMM
+      if (scratch != nullptr && scratch->fits(m, n, k) && bf16_kernel() == Bf16Kernel::Avx512Bf16) {
+        detail::bf16::packed(m, n, k, A, B, c, ldc, cols, accumulate, *scratch, epilogue);
+        return;
+      }
+#endif
+      bf16_fallback(m, n, k, A, B, c, ldc, cols, accumulate, scratch, epilogue);
+      return;
+    }
+  }
+  (void)precision;
+  full_product(m, n, k, A, B, c, ldc, cols, accumulate, scratch, epilogue);
 }
 
 }  // namespace gemm

@@ -135,6 +135,13 @@ class Network {
   // noise draws (dropout.hpp).
   std::uint64_t steps() const { return steps_; }
   void set_steps(std::uint64_t steps) { steps_ = steps; }
+  // The precision of the matrix products (gemm.hpp): Full, or BF16 (float
+  // networks only: operands rounded to bf16, float32 accumulation; the
+  // parameters, gradients, optimizer state, biases, activations and loss stay
+  // float32). Throws std::invalid_argument for BF16 on a double network; the
+  // caller holds busy().
+  gemm::Precision precision() const { return precision_; }
+  void set_precision(gemm::Precision precision);
   const TrainingNoise& noise() const { return noise_; }
   void set_noise(TrainingNoise noise);  // checked; the caller holds busy()
   // Scales each hidden unit's incoming weights to norm <= noise().max_norm,
@@ -196,6 +203,7 @@ class Network {
   T slope_;
   std::uint64_t seed_ = 0, steps_ = 0;
   TrainingNoise noise_;
+  gemm::Precision precision_ = gemm::Precision::Full;
   Vector<T> params_, grads_;
   Rng rng_;
   std::vector<Workspace<T>> slices_;
