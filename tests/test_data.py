@@ -202,3 +202,18 @@ def test_rows_read_from_the_file_and_through_a_mapping(tmp_path):
         for idx in (np.arange(n)[::-1], rng.integers(0, n, 700), np.r_[5, 6, 7, 1, 2, 2, n - 1]):
             np.testing.assert_array_equal(src.read(idx), np.asarray(a)[idx], err_msg=what)
             np.testing.assert_array_equal(src.read(idx, np.float32), np.asarray(a)[idx].astype(np.float32))
+
+
+def test_bf16_network_on_a_memmap(tmp_path):
+    """precision='bf16' streams as float32 does: batch by batch, the same steps."""
+    X, y, _ = _data()
+    X = X.astype(np.float32)
+
+    def train(X):
+        net = fastmlp.Network([5, 8, 3], "tanh", "softmax", seed=3, precision="bf16")
+        opt = fastmlp.SGD(0.05, momentum=0.9)
+        return net, [net.train_epoch(X, y, "log_loss", opt, batch_size=16) for _ in range(2)]
+
+    (a, la), (b, lb) = train(X), train(_memmap(tmp_path, X))
+    np.testing.assert_allclose(lb, la, rtol=1e-6)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-5, atol=1e-6)
