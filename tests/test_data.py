@@ -217,3 +217,16 @@ def test_bf16_network_on_a_memmap(tmp_path):
     (a, la), (b, lb) = train(X), train(_memmap(tmp_path, X))
     np.testing.assert_allclose(lb, la, rtol=1e-6)
     np.testing.assert_allclose(b.params, a.params, rtol=1e-5, atol=1e-6)
+
+
+def test_read_checks_its_index(tmp_path):
+    src = as_source(_memmap(tmp_path, np.zeros((4, 2))))
+    with pytest.raises(IndexError, match=r"index must hold row numbers in \[0, 4\), got -1\.\.2"):
+        src.read([-1, 2])
+    with pytest.raises(IndexError, match=r"in \[0, 4\)"):
+        src.read([4])
+    with pytest.raises(TypeError, match="index must be a 1-D array of row numbers"):
+        src.read([[0]])
+    with pytest.raises(TypeError, match="index must be a 1-D array of row numbers"):
+        src.read([0.5])
+    assert src.read([]).shape == (0, 2)

@@ -14,7 +14,8 @@ same samples in the same order, the same steps, the same loss as the in-memory e
 float tolerance). A memmap's rows (and each ``.npy`` file's) are read from the file with
 positioned reads (``os.preadv``), not through the mapping, so the process keeps resident the
 model and a batch, not the file (the page cache holds that); other arrays are gathered with
-``np.take`` and a memmap's mapped pages dropped (``madvise(MADV_DONTNEED)``) every 64 MiB.
+``np.take`` and a (shared, not copy-on-write) memmap's mapped pages dropped
+(``madvise(MADV_DONTNEED)``) every 64 MiB.
 y, the sample weights and the order stay in memory (one row of targets per sample, usually far
 narrower than X).
 
@@ -89,8 +90,13 @@ class RowSource:
         return Rows(self, index)
 
     def read(self, index: Any, dtype: Any = None) -> np.ndarray:
-        """Rows `index` as a new in-memory array (of `dtype`, default the source's)."""
-        index = np.asarray(index, dtype=np.int64)
+        """Rows `index` (in ``[0, n)``) as a new in-memory array (of `dtype`, default the source's)."""
+        index = np.asarray(index)
+        if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+            raise TypeError(f"index must be a 1-D array of row numbers, got {index!r}")
+        index = index.astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.shape[0]):
+            raise IndexError(f"index must hold row numbers in [0, {self.shape[0]}), got {index.min()}..{index.max()}")
         out = np.empty((index.shape[0], self.shape[1]), dtype=self.dtype if dtype is None else dtype)
         self.take(index, out)
         return out
@@ -149,6 +155,8 @@ class _FileRows:
 
     def read(self, index: np.ndarray, out: np.ndarray) -> None:
         """Rows `index` into the C-contiguous rows ``out[:len(index)]`` (the file's dtype)."""
+        if index.shape[0] == 0:
+            return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
             weakref.finalize(self, os.close, self._fd)
