@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <exception>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -603,7 +604,22 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
             return run_epoch(n, rows, as_loss(loss), optimizer, options, gradient_hook);
           },
           py::arg("rows"), py::arg("loss"), py::arg("optimizer"), py::arg("options"),
-          py::arg("gradient_hook") = py::none());
+          py::arg("gradient_hook") = py::none())
+      .def(
+          "shuffled_order",
+          // The order train_epoch(shuffle=True) would visit n samples in, drawn from (and advancing)
+          // the same generator: an epoch streamed batch by batch from Python (fastmlp.data) visits
+          // the samples of the in-memory epoch.
+          [](Net& n, Index count) {
+            if (count < 0) throw std::invalid_argument("n must be >= 0, got " + std::to_string(count));
+            py::array_t<std::int64_t> order(count);
+            std::int64_t* p = order.mutable_data();
+            std::iota(p, p + count, std::int64_t(0));
+            auto lock = claim(n.busy());
+            n.rng().shuffle(p, p + count);
+            return order;
+          },
+          py::arg("n"));
 
   py::class_<Rows<T>> rows(m, ("Rows" + suffix).c_str());
   keyword_init<Rows<T>>(rows);

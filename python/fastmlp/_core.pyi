@@ -155,6 +155,7 @@ class Network_float32:
         options: EpochOptions,
         gradient_hook: Callable[[npt.NDArray[np.float32], float], float] | None = None,
     ) -> float: ...
+    def shuffled_order(self, n: int) -> npt.NDArray[np.int64]: ...
 
 class Rows_float32:
     """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""
@@ -294,6 +295,7 @@ class Network_float64:
         options: EpochOptions,
         gradient_hook: Callable[[npt.NDArray[np.float64], float], float] | None = None,
     ) -> float: ...
+    def shuffled_order(self, n: int) -> npt.NDArray[np.int64]: ...
 
 class Rows_float64:
     """An epoch's (or an objective's) rows, set by keyword: dense x, or CSR data/indices/indptr/n_rows/n_cols."""

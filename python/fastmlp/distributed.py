@@ -33,23 +33,31 @@ script with ``mpiexec -n 4 python script.py``; see ``docs/distributed.md``.
 
 from __future__ import annotations
 
+import atexit
+import os
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 
+from . import data as _data
 from ._validation import check_int, check_seed
 from .epoch import epoch_options, make_regularization
 
 __all__ = [
+    "CollectiveTimeout",
     "MPIEpoch",
     "RankFailed",
     "agree",
+    "allreduce",
     "allreduce_hook",
     "broadcast_parameters",
     "check_comm",
+    "get_collective_timeout",
     "global_order",
+    "set_collective_timeout",
     "shard",
     "shard_indices",
     "train_epoch",
@@ -105,7 +113,7 @@ def shard_indices(n_samples: int, rank: int, size: int, seed: int | None = None)
     return np.sort(perm[rank * m : (rank + 1) * m]).astype(np.int64)
 
 
-def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple[Any, Any]:
     """This rank's shard ``(X[idx], y[idx])`` of data that every rank holds.
 
     ``idx = shard_indices(n, comm.rank, comm.size, seed)``: equal,
@@ -113,6 +121,11 @@ def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple
     None). X may be a NumPy array, a scipy.sparse matrix, a pandas object or
     a sequence. `comm` defaults to ``MPI.COMM_WORLD``. Calling it with a new seed
     every epoch re-deals the samples among the ranks: a global shuffle.
+
+    X larger than memory (:mod:`fastmlp.data`) is never read whole: a memmap's shard is a
+    memmap slice (seed None) or a :class:`fastmlp.data.Rows` source of its rows (a seed); a list of
+    ``.npy`` paths or a source gives a ``Rows`` source. A source shard's values are checked
+    here (one streamed pass over this rank's rows).
     """
     comm = check_comm(_mpi().COMM_WORLD if comm is None else comm)
 
@@ -124,15 +137,25 @@ def shard(X: Any, y: Any, comm: Any = None, *, seed: int | None = None) -> tuple
             return len(a)
         raise TypeError(f"{name} must be an array-like with rows, got {type(a).__name__}")
 
+    if _data.is_out_of_core(X) and not isinstance(X, np.ndarray):  # .npy paths: a source of their rows
+        X = _data.as_source(X, check=False)
     n = n_rows("X", X)
     if n_rows("y", y) != n:
         raise ValueError(f"y must have one row per sample of X ({n}), got {n_rows('y', y)}")
     idx = shard_indices(n, comm.Get_rank(), comm.Get_size(), seed)
     if seed is None:
         rows = slice(int(idx[0]), int(idx[-1]) + 1)
-        return X[rows], y[rows]
+        if isinstance(X, _data.RowSource):
+            X_mine = X[rows]
+            X_mine.check()
+            return X_mine, y[rows]
+        return X[rows], y[rows]  # a memmap's slice: a memmap, checked when it is trained on
 
     def take(a: Any) -> Any:
+        if _data.is_out_of_core(a):  # a memmap or a source: this rank's rows, read once to check them
+            mine = _data.as_source(a, check=False)[idx]
+            mine.check()
+            return mine
         if hasattr(a, "iloc"):  # pandas: rows by position
             return a.iloc[idx]
         return a[idx] if hasattr(a, "shape") else np.asarray(a)[idx]
@@ -167,11 +190,120 @@ def global_order(local_orders: Sequence[Any], batch_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- collectives
 
 
+class RankFailed(RuntimeError):
+    """Raised on every rank when another rank failed mid-epoch (its error is in the message)."""
+
+
+class CollectiveTimeout(RankFailed):
+    """A collective call that the other ranks did not join within the collective timeout
+    (:func:`set_collective_timeout`): one of them died, hangs, or is slower than the timeout.
+    The communicator cannot be used after it (a collective stays pending): end the program."""
+
+
+def _timeout_from_env() -> float | None:
+    value = os.environ.get("FASTMLP_MPI_TIMEOUT", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"FASTMLP_MPI_TIMEOUT must be a number of seconds > 0, got {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"FASTMLP_MPI_TIMEOUT must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+_timeout: float | None = _timeout_from_env()
+
+
+def set_collective_timeout(seconds: float | None) -> None:
+    """How long a rank waits in a collective of data-parallel training before it raises
+    :class:`CollectiveTimeout` (None: forever, the default; the environment variable
+    ``FASTMLP_MPI_TIMEOUT`` sets it at import).
+
+    With a timeout, every collective fastmlp calls (the parameters' broadcast, each step's
+    allreduces, the agreements on arguments and on stopping, L-BFGS's sums) is non-blocking
+    and waited for with a deadline, so a rank whose peer died or hangs stops with an error
+    naming the collective instead of waiting forever. Set it to well above the slowest step
+    (an allreduce waits for the slowest rank's compute). Set the same value on every rank.
+    """
+    global _timeout
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise ValueError(f"seconds must be a number > 0 or None, got {seconds!r}")
+        seconds = float(seconds)
+    _timeout = seconds
+
+
+def get_collective_timeout() -> float | None:
+    """The collective timeout in seconds (None: none); see :func:`set_collective_timeout`."""
+    return _timeout
+
+
+def _wait(request: Any, what: str) -> None:
+    """Waits for a non-blocking collective, at most the collective timeout."""
+    if _timeout is None:
+        request.Wait()
+        return
+    deadline = time.monotonic() + _timeout
+    spins = 0
+    while not request.Test():
+        spins += 1
+        if spins > 1000:  # past the first ~millisecond: leave the core to the other ranks
+            time.sleep(1e-4)
+        if time.monotonic() > deadline:
+            _abort_at_exit()
+            raise CollectiveTimeout(
+                f"data-parallel training stopped: the other ranks did not join {what} within "
+                f"{_timeout:g} s (the collective timeout, FASTMLP_MPI_TIMEOUT): a rank died, hangs, or is "
+                "slower than the timeout; the communicator cannot be used any more (at exit, this process calls "
+                "MPI_Abort, which ends the job)"
+            )
+
+
+_aborting = False
+
+
+def _abort_at_exit() -> None:
+    """After a timeout a collective stays pending, and MPI_Finalize (at the interpreter's exit)
+    would wait for it forever: at exit, ``MPI_Abort`` instead, which ends every rank's process
+    (the launcher cleans up the job). Registered once; Python's exit handlers run before mpi4py
+    finalizes MPI."""
+    global _aborting
+    if not _aborting:
+        _aborting = True
+        atexit.register(lambda: _mpi().COMM_WORLD.Abort(1))
+
+
+def _rendezvous(comm: Any, what: str) -> None:
+    """With a collective timeout: every rank reaches this point within it (an ``Ibarrier``), so
+    that the blocking collective after it cannot wait forever. Without one: nothing."""
+    if _timeout is not None and comm.Get_size() > 1:
+        _wait(comm.Ibarrier(), what)
+
+
+def allreduce(comm: Any, send: Any, recv: Any, what: str = "an allreduce") -> None:
+    """``comm.Allreduce(send, recv, op=SUM)`` (`send` may be ``MPI.IN_PLACE``), within the
+    collective timeout when one is set."""
+    MPI = _mpi()
+    if _timeout is None or comm.Get_size() == 1:
+        comm.Allreduce(send, recv, op=MPI.SUM)
+    else:
+        _wait(comm.Iallreduce(send, recv, op=MPI.SUM), what)
+
+
+def _bcast_array(comm: Any, a: np.ndarray, what: str, root: int = 0) -> None:
+    if _timeout is None or comm.Get_size() == 1:
+        comm.Bcast(a, root=root)
+    else:
+        _wait(comm.Ibcast(a, root=root), what)
+
+
 def broadcast_parameters(net: Any, comm: Any, root: int = 0) -> None:
     """Overwrites every rank's parameters with rank `root`'s, in place (one ``Bcast``)."""
     comm = check_comm(comm)
     root = check_int("root", root, minimum=0, maximum=comm.Get_size() - 1)
-    comm.Bcast(net.params, root=root)
+    _bcast_array(comm, net.params, f"the broadcast of rank {root}'s parameters", root)
 
 
 def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
@@ -188,7 +320,7 @@ def allreduce_hook(comm: Any) -> Callable[[np.ndarray, Any], Any]:
     size = comm.Get_size()
 
     def hook(grads: np.ndarray, loss: Any) -> Any:
-        comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+        allreduce(comm, MPI.IN_PLACE, grads, "a step's allreduce of the gradients")
         grads /= size
         return loss
 
@@ -235,6 +367,7 @@ def agree(
             signature = check()
         except (TypeError, ValueError) as e:
             error = e
+    _rendezvous(comm, "the check of the arguments")
     reports = comm.allgather((None if error is None else (type(error).__name__, str(error)), signature))
     if error is not None:
         raise error
@@ -249,10 +382,6 @@ def agree(
             reason = why.get(key, f"{key} must be the same on every rank")
             raise ValueError(f"{key}: {reason}; got {values} on ranks 0..{comm.Get_size() - 1}")
     return [rep[1] for rep in reports]
-
-
-class RankFailed(RuntimeError):
-    """Raised on every rank when another rank failed mid-epoch (its error is in the message)."""
 
 
 class MPIEpoch:
@@ -277,7 +406,7 @@ class MPIEpoch:
 
     def before_epoch(self, net: Any, request: Any) -> None:
         if self.size > 1:
-            self.comm.Bcast(net.params, root=0)
+            _bcast_array(self.comm, net.params, "the broadcast of rank 0's parameters")
         request.options.shuffle = False
         request.options.world_size = self.size
         request.options.rank = self.comm.Get_rank()  # its rows' place in each global batch (dropout masks)
@@ -288,7 +417,7 @@ class MPIEpoch:
         """``Allreduce`` of (a, b) with a failure count of 0; RankFailed if another rank failed."""
         sums = self._sums
         sums[0], sums[1], sums[2] = a, b, 0.0
-        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        allreduce(self.comm, _mpi().IN_PLACE, sums, "a step's allreduce of the loss and weight")
         if sums[2] > 0:
             reports = self.comm.allgather(None)
             failed = [(r, m) for r, m in enumerate(reports) if m is not None]
@@ -308,7 +437,7 @@ class MPIEpoch:
             return 0.0, 0.0
         if self.size > 1:
             grads *= weight / total
-            self.comm.Allreduce(_mpi().IN_PLACE, grads, op=_mpi().SUM)
+            allreduce(self.comm, _mpi().IN_PLACE, grads, "a step's allreduce of the gradients")
         return loss_sum / total, total
 
     def after_epoch(self, net: Any, request: Any, loss: float) -> float:
@@ -321,13 +450,17 @@ class MPIEpoch:
             return
         sums = self._sums
         sums[0], sums[1], sums[2] = 0.0, 0.0, 1.0
-        self.comm.Allreduce(_mpi().IN_PLACE, sums, op=_mpi().SUM)
+        try:
+            allreduce(self.comm, _mpi().IN_PLACE, sums, "the report of this rank's failure")
+        except CollectiveTimeout as e:
+            raise e from error
         self.comm.allgather(f"{type(error).__name__}: {error}")
 
     def any_stop(self, stop: bool, error: BaseException | None = None) -> bool:
         """Whether any rank asks to stop (a collective call): one rank's callback stops them all.
         With `error` (this rank's callbacks raised), every rank raises: this one `error`, the
         others :class:`RankFailed` naming it."""
+        _rendezvous(self.comm, "the end-of-epoch agreement on stopping")
         reports = self.comm.allgather((bool(stop), None if error is None else f"{type(error).__name__}: {error}"))
         if error is not None:
             raise error

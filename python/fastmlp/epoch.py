@@ -105,7 +105,10 @@ class EpochRequest:
     optimizer: Any  # the C++ optimizer, bound to the network
     options: Any  # _core.EpochOptions
     gradient_hook: Callable[[np.ndarray, float], float] | None = None
+    source: Any = None  # X read batch by batch (fastmlp.data.RowSource); rows.x is then None
 
     @property
     def n_samples(self) -> int:
+        if self.source is not None:
+            return int(self.source.shape[0])
         return int(self.rows.x.shape[0]) if self.rows.x is not None else int(self.rows.n_rows)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from . import _compat
+from . import _compat, data as _data
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from ._names import GLOROT_FACTOR, HIDDEN, LOSS_OUTPUT, loss_spec
@@ -593,6 +593,14 @@ class _BaseMLP(BaseEstimator):
                 f"precision={self.precision!r} continues a float32 model only; this one is "
                 f"{fitted_dtype} (fit anew, or leave precision=None)"
             )
+        source = _data.as_source(X) if _data.is_out_of_core(X) else None
+        if source is not None:
+            if self.solver == "lbfgs":
+                raise ValueError(
+                    "solver='lbfgs' needs X in memory (a full-batch method); an out-of-core X "
+                    f"({type(X).__name__}) trains with the stochastic solvers"
+                )
+            X = self._source_stub(source)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if self._perturbs_inputs() and _compat.is_sparse(X):
             raise ValueError(
@@ -625,9 +633,12 @@ class _BaseMLP(BaseEstimator):
         if first_pass:  # a new fit draws dropout anew: the same random_state, the same fit
             net.training_steps = 0
         if net.dtype != dtype:  # continuing a model of the other precision
-            X = X.astype(net.dtype)
+            if source is None:
+                X = X.astype(net.dtype)
             Y = Y.astype(net.dtype)
             sw = None if sw is None else sw.astype(net.dtype)
+        if source is not None:
+            X = source  # read batch by batch, converted to the network's dtype as it is read
         with _threads(self.n_threads):
             if self.solver == "lbfgs":
                 if validation_data is not None:
@@ -639,6 +650,15 @@ class _BaseMLP(BaseEstimator):
         if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
             raise ValueError(NON_FINITE)
         return self
+
+    def _source_stub(self, source: _data.RowSource) -> np.ndarray:
+        """What the input checks see of an out-of-core X: an array of its shape and of the dtype the
+        fit will use, all zeros, in no memory (one row broadcast); the values were checked when
+        the source was made."""
+        dtype = self._data_dtype()
+        if isinstance(dtype, tuple):
+            dtype = source.dtype if source.dtype in dtype else dtype[0]
+        return np.broadcast_to(np.zeros((1, source.shape[1]), dtype=dtype), source.shape)
 
     def _fit_distributed(
         self, X: Any, y: Any, sample_weight: Any, incremental: bool, validation_data: Any, progress: FitProgress
@@ -707,8 +727,10 @@ class _BaseMLP(BaseEstimator):
         a = np.ascontiguousarray(a, dtype=np.float64)
         if mpi is None:
             return a
+        from .distributed import allreduce
+
         out = np.empty_like(a)
-        mpi.comm.Allreduce(a, out)
+        allreduce(mpi.comm, a, out, "a sum over the ranks")
         return out
 
     def _sample_weight(self, sample_weight: Any, X: Any, y: Any, dtype: np.dtype) -> np.ndarray | None:
@@ -837,7 +859,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
-        X, X_val, Y, Y_val = X[train], X[val], Y[train], Y[val]
+        # An out-of-core X (fastmlp.data): the training rows stay on disk, the validation rows are read.
+        X_val = X.read(val, net.dtype) if isinstance(X, _data.RowSource) else X[val]
+        X, Y, Y_val = X[train], Y[train], Y[val]
         sw_val = None
         if sw is not None:
             sw, sw_val = sw[train], sw[val]
@@ -1098,8 +1122,15 @@ class _BaseMLP(BaseEstimator):
             grad_scale=float(self.n_outputs_ if self._loss_name == "squared_error" else 1),
         )
         total = float(self._sum_over_ranks(np.array([weight]))[0])
+<<<<<<< HEAD
         params, grads, loss = net.params, net.grads, self._loss()
         mpi.comm.Bcast(params, root=0)
+=======
+        params, grads, loss = net.params, net.grads, self._loss_name
+        from .distributed import broadcast_parameters
+
+        broadcast_parameters(net, mpi.comm)
+>>>>>>> ooc
         buf = np.empty(params.shape[0] + 1, dtype=np.float64)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
-from . import _core
+from . import _core, data as _data
 
 # The core's names (HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, LOSSES, INITS stay importable from here).
 from ._names import (
@@ -450,6 +450,11 @@ class Network:
         ``comm.size × batch_size`` rows, and every rank ends the epoch with the
         same parameters. See :func:`fastmlp.distributed.train_epoch`.
 
+        X larger than memory: a NumPy memmap (``np.load(path, mmap_mode="r")``), a list of
+        ``.npy`` paths (their rows concatenated) or a :class:`fastmlp.data.RowSource` is read
+        batch by batch into one reusable buffer, never whole; the epoch is the in-memory one
+        (the same batches, order, steps and loss). See :mod:`fastmlp.data`.
+
         Returns
         -------
         float
@@ -517,7 +522,11 @@ class Network:
         checks them: the C++ Rows record of this network's dtype (dense ``x`` or CSR arrays)."""
         name = self._check_loss(loss)["name"]
         rows = getattr(_core, "Rows_" + self._dtype.name)()
-        if _is_sparse(X):
+        if isinstance(X, _data.RowSource):  # read batch by batch (run_epoch): only its shape here
+            if X.shape[1] != self.n_inputs:
+                raise ValueError(f"X must have {self.n_inputs} features (columns), got shape {X.shape}")
+            n = X.shape[0]
+        elif _is_sparse(X):
             rows.data, rows.indices, rows.indptr, rows.n_rows, rows.n_cols = as_csr("X", X, self.n_inputs, self._dtype)
             n = rows.n_rows
         else:
@@ -558,7 +567,8 @@ class Network:
         """
         spec = self._check_loss(loss)
         self._check_optimizer(optimizer)
-        rows = self.prepare_rows(X, y, spec, sample_weight=sample_weight, order=order)
+        source = _data.as_source(X) if _data.is_out_of_core(X) else None
+        rows = self.prepare_rows(X if source is None else source, y, spec, sample_weight=sample_weight, order=order)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
         return EpochRequest(
@@ -567,6 +577,7 @@ class Network:
             optimizer=optimizer.bind(self),
             options=epoch_options() if options is None else options,
             gradient_hook=gradient_hook,
+            source=source,
         )
 
     def run_epoch(self, request: EpochRequest, hook: Any = None) -> float:
@@ -581,11 +592,14 @@ class Network:
         if hook is not None:
             hook.before_epoch(self, request)
         try:
-            value = float(
-                self._net.train_epoch(
-                    request.rows, request.loss, request.optimizer, request.options, request.gradient_hook
+            if request.source is not None:
+                value = _data.run_streamed(self._net, request, request.source)
+            else:
+                value = float(
+                    self._net.train_epoch(
+                        request.rows, request.loss, request.optimizer, request.options, request.gradient_hook
+                    )
                 )
-            )
         except BaseException as e:
             if hook is not None and hasattr(hook, "failed"):
                 hook.failed(e)  # e.g. MPIEpoch: the other ranks must not wait for this one

@@ -1,0 +1,113 @@
+"""Out-of-core X over MPI: each rank reads only its rows of a memmap or of .npy files, batch by
+batch, and trains exactly as the same shards held in memory (which tests/mpi/test_parity.py and
+test_data_parallel.py show equal one process with the global batch)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import data, distributed
+from fastmlp.estimators import ConvergenceWarning
+
+M = 37  # rows per rank (batch 8: a partial last batch)
+
+
+@pytest.fixture
+def shared_dir(comm):
+    """A directory every rank sees (rank 0 makes it, and removes it after the test)."""
+    path = comm.bcast(tempfile.mkdtemp(prefix="fastmlp-ooc-") if comm.Get_rank() == 0 else None, root=0)
+    yield Path(path)
+    comm.Barrier()
+    if comm.Get_rank() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _save(comm, path: Path, a: np.ndarray) -> None:
+    if comm.Get_rank() == 0:
+        np.save(path, a)
+    comm.Barrier()
+
+
+def _problem(comm):
+    size = comm.Get_size()
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((M * size + 2, 6))  # + 2: rows no shard uses
+    y = rng.integers(0, 3, M * size + 2)
+    w = rng.uniform(0, 2, M * size + 2)
+    return X, y, w
+
+
+def _train(comm, X, y, w, epochs=3):
+    net = fastmlp.Network([6, 10, 3], "relu", "softmax", dtype="float64", seed=4, dropout=0.2)
+    opt = fastmlp.Adam(0.01)
+    curve = [net.train_epoch(X, y, "log_loss", opt, 8, sample_weight=w, l2=0.01, comm=comm) for _ in range(epochs)]
+    return np.array(net.params), curve
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_memmap_shards_train_as_in_memory(comm, shared_dir, seed):
+    X, y, w = _problem(comm)
+    _save(comm, shared_dir / "X.npy", X)
+    Xm = np.load(shared_dir / "X.npy", mmap_mode="r")
+    X_mine, y_mine = distributed.shard(Xm, y, comm, seed=seed)
+    w_mine = distributed.shard(w, w, comm, seed=seed)[0]
+    assert data.is_out_of_core(X_mine)  # a memmap slice, or a source of this rank's rows: nothing read
+    got = _train(comm, X_mine, y_mine, w_mine)
+    want = _train(comm, *distributed.shard(X, y, comm, seed=seed), w_mine)
+    results = comm.allgather((got, want))
+    for (p, c), (p_ref, c_ref) in results:
+        np.testing.assert_allclose(c, c_ref, rtol=1e-12)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
+    np.testing.assert_array_equal(results[0][0][0], results[-1][0][0])  # the replicas agree
+
+
+def test_npy_files_sharded_over_ranks(comm, shared_dir):
+    X, y, w = _problem(comm)
+    parts = [(0, 10), (10, 50), (50, X.shape[0])]
+    for i, (a, b) in enumerate(parts):
+        _save(comm, shared_dir / f"part{i}.npy", X[a:b])
+    paths = [shared_dir / f"part{i}.npy" for i in range(len(parts))]
+    X_mine, y_mine = distributed.shard(paths, y, comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    got = _train(comm, X_mine, y_mine, w_mine, epochs=2)
+    want = _train(comm, *distributed.shard(X, y, comm), w_mine, epochs=2)
+    for (p, c), (p_ref, c_ref) in comm.allgather((got, want)):
+        np.testing.assert_allclose(c, c_ref, rtol=1e-12)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_estimator_fit_on_memmap_shards(comm, shared_dir, early_stopping):
+    X, y, w = _problem(comm)
+    _save(comm, shared_dir / "X.npy", X)
+    Xm = np.load(shared_dir / "X.npy", mmap_mode="r")
+    X_mine, y_mine = distributed.shard(Xm, y, comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    params = dict(
+        hidden_layer_sizes=(9,),
+        batch_size=8,
+        max_iter=4,
+        random_state=comm.Get_rank(),  # rank 0's is used
+        early_stopping=early_stopping,
+        validation_fraction=0.25,
+        distributed="mpi",
+        solver="adam",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = fastmlp.MLPClassifier(**params).fit(X_mine, y_mine, sample_weight=w_mine)
+        want = fastmlp.MLPClassifier(**params).fit(np.array(X_mine), y_mine, sample_weight=w_mine)
+    results = comm.allgather(
+        [(e.loss_curve_, np.concatenate([c.ravel() for c in e.coefs_]), e.n_iter_) for e in (got, want)]
+    )
+    for (c, p, n), (c_ref, p_ref, n_ref) in results:
+        assert n == n_ref
+        np.testing.assert_allclose(c, c_ref, rtol=1e-12)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
