@@ -1122,15 +1122,10 @@ class _BaseMLP(BaseEstimator):
             grad_scale=float(self.n_outputs_ if self._loss_name == "squared_error" else 1),
         )
         total = float(self._sum_over_ranks(np.array([weight]))[0])
-<<<<<<< HEAD
         params, grads, loss = net.params, net.grads, self._loss()
-        mpi.comm.Bcast(params, root=0)
-=======
-        params, grads, loss = net.params, net.grads, self._loss_name
         from .distributed import broadcast_parameters
 
         broadcast_parameters(net, mpi.comm)
->>>>>>> ooc
         buf = np.empty(params.shape[0] + 1, dtype=np.float64)
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
