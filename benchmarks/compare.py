@@ -1768,7 +1768,7 @@ def main(argv=None) -> int:
     notes = failure_notes(rows)
     if notes:
         say("", *notes)
-    say("", *summary_table(rows, args.cpu))
+    say("", *summary_table(rows, args.cpu), *bf16_table(rows))
     meta["complete"] = True
     save()
     print(f"\ntotal wall time {meta['wall_s']:.0f} s", file=sys.stderr)

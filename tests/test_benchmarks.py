@@ -208,3 +208,17 @@ def test_compare_quick_run_reports_consistent_numbers(tmp_path):
         name = max((p for p in peers if p != "fastmlp"), key=peers.get)
         assert best == name
         assert ratio == pytest.approx(peers["fastmlp"] / peers[name], rel=0.006, abs=0.006)
+
+
+def test_bf16_rows_have_their_own_table_and_never_are_the_float32_best(compare):
+    rows = [
+        row(compare, "wide", "fastmlp", 2.0),  # 500 samples/s
+        row(compare, "wide", "torch", 4.0),  # 250
+        row(compare, "wide", "fastmlp-bf16", 1.0),  # 1000
+        row(compare, "wide", "torch-bf16", 0.5),  # 2000: faster, but bf16
+    ]
+    summary = compare.summary_table(rows)
+    assert "| wide | 2 | 500 | 250 | torch | **2.00×** |" in summary  # no bf16 column, torch the best
+    assert compare.bf16_table([r for r in rows if r.peer in ("fastmlp", "torch")]) == []
+    table = compare.bf16_table(rows)
+    assert "| wide | 2 | 500 | 1,000 | 2,000 |  | 2.00× | torch-bf16 | **0.50×** |" in table
