@@ -319,9 +319,8 @@ class Network:
             if out is not None:
                 raise TypeError("out is supported for dense X only, got a scipy.sparse X")
             return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
-        if out is None and _ready(X, self._dtype, self.n_inputs):
-            return self._net.forward(X)  # small batches: as_matrix's conversions would cost more than the product
-        X = as_matrix("X", X, self.n_inputs, self._dtype)
+        if not _ready(X, self._dtype, self.n_inputs):  # else as it is: as_matrix's checks would cost more
+            X = as_matrix("X", X, self.n_inputs, self._dtype)  # than a small batch's product
         if out is None:
             return self._net.forward(X)
         if not isinstance(out, np.ndarray):
