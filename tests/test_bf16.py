@@ -135,7 +135,12 @@ def test_bf16_gemm_writes_only_its_columns(bf16_kernel, cols):
 
 
 def test_bf16_gemm_is_split_invariant(bf16_kernel):
-    """A column of C does not depend on the share of columns that computed it (bit for bit)."""
+    """A column of C does not depend on the share of columns that computed it (bit for bit): the
+    AVX512-BF16 kernel, and the fallback on the packed float kernel, sum each element over k in one
+    fixed order (Eigen's GEMM, the fallback's float product on builds without the packed kernel
+    or where it is forced, does not promise it)."""
+    if bf16_kernel == "fallback" and _core.build_info()["gemm_kernel"] != "packed":
+        pytest.skip("the fallback runs Eigen's float GEMM here, which is not split-invariant")
     rng = np.random.default_rng(2)
     a = rng.standard_normal((64, 900)).astype(np.float32)
     b = rng.standard_normal((900, 200)).astype(np.float32)

@@ -96,15 +96,23 @@ def test_gemm_writes_only_its_columns(kernel, cols, dtype):
 def test_kernels_agree_on_every_column_split():
     """A column of C does not depend on which share of the columns computed it (the packed
     kernel sums each element over k in one fixed order): a product split across threads
-    equals the product computed whole, bit for bit."""
+    equals the product computed whole, bit for bit. (Eigen's GEMM, the default of builds
+    without AVX-512, does not promise it: there a split changes the last bits.)"""
+    if "packed" not in KERNELS:
+        pytest.skip("this build has no packed kernel (it needs AVX2+FMA)")
     rng = np.random.default_rng(2)
     a = rng.standard_normal((64, 900)).astype(np.float32)
     b = rng.standard_normal((900, 200)).astype(np.float32)
-    whole = np.zeros((64, 200), np.float32)
-    _core._gemm(a, b, False, False, (0, 200), whole)
-    split = np.zeros((64, 200), np.float32)
-    for begin, end in [(0, 16), (16, 112), (112, 200)]:
-        _core._gemm(a, b, False, False, (begin, end), split)
+    default = _core.build_info()["gemm_kernel"]
+    _core._set_gemm_kernel("packed")
+    try:
+        whole = np.zeros((64, 200), np.float32)
+        _core._gemm(a, b, False, False, (0, 200), whole)
+        split = np.zeros((64, 200), np.float32)
+        for begin, end in [(0, 16), (16, 112), (112, 200)]:
+            _core._gemm(a, b, False, False, (begin, end), split)
+    finally:
+        _core._set_gemm_kernel(default)
     np.testing.assert_array_equal(split, whole)
 
 
