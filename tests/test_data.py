@@ -121,6 +121,18 @@ def test_bad_out_of_core_input_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="X must be finite, got NaN or infinity in row 57"):
         net.train_epoch(_memmap(tmp_path, X), y, "log_loss", fastmlp.SGD(0.1))
     np.testing.assert_array_equal(net.params, before)
+    # finite in the file's float64, beyond float32's range: refused before a float32 network trains
+    # (the fuzz test found it raised mid-epoch, after some batches had trained)
+    X[57, 2] = 1e300
+    small = fastmlp.Network([5, 8, 3], "tanh", "softmax", seed=3)
+    start = small.params.copy()
+    for fit in (
+        lambda: small.train_epoch(_memmap(tmp_path, X, "big.npy"), y, "log_loss", fastmlp.SGD(0.1), batch_size=8),
+        lambda: fastmlp.MLPClassifier((4,), max_iter=2, dtype="float32").fit(_memmap(tmp_path, X, "big.npy"), y),
+    ):
+        with pytest.raises(ValueError, match="beyond float32's range\\) in row 57"):
+            fit()
+    np.testing.assert_array_equal(small.params, start)
     with pytest.raises(ValueError, match="X must have 5 features"):
         net.train_epoch(_memmap(tmp_path, np.zeros((4, 6)), "six.npy"), y[:4], "log_loss", fastmlp.SGD(0.1))
     with pytest.raises(ValueError, match=r"y must have 4 entries"):

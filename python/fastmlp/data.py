@@ -104,11 +104,13 @@ class RowSource:
     def release(self) -> None:
         """Drops the file pages this process has mapped (they stay in the page cache)."""
 
-    def check(self, name: str = "X") -> None:
-        """NaN or infinity in any row: ValueError naming the row (read ~16 MiB at a time, the
-        pages released as it goes)."""
+    def check(self, name: str = "X", dtype: Any = None) -> None:
+        """NaN or infinity in any row — in `dtype` when given (a float64 file read by a float32
+        network: a value beyond float32's range overflows) —: ValueError naming the row (read
+        ~16 MiB at a time, the pages released as it goes)."""
         if self.dtype.kind != "f":
             return
+        target = self.dtype if dtype is None else np.dtype(dtype)
         n, d = self.shape
         step = max(1, _SCAN_BYTES // (d * self.dtype.itemsize))
         buf = np.empty((min(step, n), d), dtype=self.dtype)
@@ -118,9 +120,12 @@ class RowSource:
             index = np.arange(i, min(n, i + step), dtype=np.int64)
             part = buf[: index.shape[0]]
             self.take(index, part)
-            if not math.isfinite(float(part.sum(dtype=np.float64))):
-                bad = int(np.nonzero(~np.isfinite(part).all(axis=1))[0][0])
-                raise ValueError(f"{name} must be finite, got NaN or infinity in row {i + bad}")
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite(part if target == self.dtype else part.astype(target)).all(axis=1)
+            if not finite.all():
+                bad = int(np.nonzero(~finite)[0][0])
+                beyond = "" if target == self.dtype else f" (or a value beyond {target.name}'s range)"
+                raise ValueError(f"{name} must be finite, got NaN or infinity{beyond} in row {i + bad}")
             now = resident.bytes()
             if (i // step) % 4 == 3 or (now is not None and floor is not None and now - floor > _RELEASE_BYTES):
                 self.release()
@@ -343,14 +348,20 @@ def is_out_of_core(X: Any) -> bool:
     return isinstance(X, (list, tuple)) and bool(X) and all(isinstance(p, (str, os.PathLike)) for p in X)
 
 
-def as_source(X: Any, name: str = "X", *, check: bool = True) -> RowSource:
+def as_source(X: Any, name: str = "X", *, check: bool = True, dtype: Any = None) -> RowSource:
     """X as a :class:`RowSource`: itself, :class:`ArrayRows` of a memmap, :class:`NpyFiles` of
-    paths (checked, when `check`, as they are made)."""
+    paths (checked, when `check`, as they are made; in `dtype`, the network's, when given: a
+    source of a wider float type is checked again in it)."""
     if isinstance(X, RowSource):
-        return X
-    if isinstance(X, np.ndarray):
-        return ArrayRows(X, name=name, check=check)
-    return NpyFiles(X, name=name, check=check)
+        source = X
+    elif isinstance(X, np.ndarray):
+        source = ArrayRows(X, name=name, check=False)
+    else:
+        source = NpyFiles(X, name=name, check=False)
+    wider = dtype is not None and source.dtype.kind == "f" and source.dtype.itemsize > np.dtype(dtype).itemsize
+    if check and (source is not X or wider):
+        source.check(name, dtype)
+    return source
 
 
 def run_streamed(net: Any, request: Any, source: RowSource) -> float:

@@ -593,8 +593,12 @@ class _BaseMLP(BaseEstimator):
                 f"precision={self.precision!r} continues a float32 model only; this one is "
                 f"{fitted_dtype} (fit anew, or leave precision=None)"
             )
-        source = _data.as_source(X) if _data.is_out_of_core(X) else None
+        source = _data.as_source(X, check=False) if _data.is_out_of_core(X) else None
         if source is not None:
+            # checked once in the dtype the fit will use (a made source, or a given one of a wider float type)
+            target = self._source_dtype(source)
+            if source is not X or (source.dtype.kind == "f" and source.dtype.itemsize > target.itemsize):
+                source.check("X", target)
             if self.solver == "lbfgs":
                 raise ValueError(
                     "solver='lbfgs' needs X in memory (a full-batch method); an out-of-core X "
@@ -655,10 +659,14 @@ class _BaseMLP(BaseEstimator):
         """What the input checks see of an out-of-core X: an array of its shape and of the dtype the
         fit will use, all zeros, in no memory (one row broadcast); the values were checked when
         the source was made."""
+        return np.broadcast_to(np.zeros((1, source.shape[1]), dtype=self._source_dtype(source)), source.shape)
+
+    def _source_dtype(self, source: _data.RowSource) -> np.dtype:
+        """The dtype a fit on an out-of-core X uses: dtype's (precision's), else the file's float32 or float64."""
         dtype = self._data_dtype()
         if isinstance(dtype, tuple):
-            dtype = source.dtype if source.dtype in dtype else dtype[0]
-        return np.broadcast_to(np.zeros((1, source.shape[1]), dtype=dtype), source.shape)
+            return np.dtype(source.dtype if source.dtype in dtype else dtype[0])
+        return np.dtype(dtype)
 
     def _fit_distributed(
         self, X: Any, y: Any, sample_weight: Any, incremental: bool, validation_data: Any, progress: FitProgress

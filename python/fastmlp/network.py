@@ -566,7 +566,7 @@ class Network:
         """
         spec = self._check_loss(loss)
         self._check_optimizer(optimizer)
-        source = _data.as_source(X) if _data.is_out_of_core(X) else None
+        source = _data.as_source(X, dtype=self._dtype) if _data.is_out_of_core(X) else None
         rows = self.prepare_rows(X if source is None else source, y, spec, sample_weight=sample_weight, order=order)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError(f"gradient_hook must be callable or None, got {type(gradient_hook).__name__}")
