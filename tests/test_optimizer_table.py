@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import _core, _names, io, optim
-from fastmlp import reference as ref
+from fastmlp import _core, _names, io, optim, reference as ref
 from fastmlp.estimators import _SOLVER_PARAMS, SOLVERS, STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor
 
 ROWS = [row[0] for row in _core.optimizers()]
@@ -20,8 +19,8 @@ ROWS = [row[0] for row in _core.optimizers()]
 def test_the_table_is_what_the_package_lists():
     assert ROWS == ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
     assert list(_names.OPTIMIZERS) == ROWS
-    assert STOCHASTIC_SOLVERS == tuple(name.lower() for name in ROWS)
-    assert SOLVERS == (*STOCHASTIC_SOLVERS, "lbfgs")
+    assert tuple(name.lower() for name in ROWS) == STOCHASTIC_SOLVERS
+    assert (*STOCHASTIC_SOLVERS, "lbfgs") == SOLVERS
     # the state arrays the estimators' files may hold: each state name of the table, once
     assert io._OPTIMIZER_ARRAYS == ("velocity", "m", "v", "G")
     assert set(io._OPTIMIZER_ARRAYS) == {s for _, _, state, _ in _core.optimizers() for s in state}
@@ -73,7 +72,7 @@ def test_state_is_the_rows_arrays(name, dtype):
 
 
 def test_core_rejects_unknown_names_and_counts():
-    with pytest.raises(ValueError, match="unknown optimizer 'Lion'.*'SGD', 'Adam'"):
+    with pytest.raises(ValueError, match=r"unknown optimizer 'Lion'.*'SGD', 'Adam'"):
         _core.Optimizer_float64("Lion", [0.1])
     with pytest.raises(ValueError, match="Adam takes 4 hyperparameters, got 2"):
         _core.Optimizer_float64("Adam", [0.1, 0.9])
