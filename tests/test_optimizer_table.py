@@ -91,3 +91,23 @@ def test_checks_follow_the_rows_ranges():
         optim.AdamW(weight_decay=-1.0)
     with pytest.raises(ValueError, match="lr"):
         optim.RMSprop(lr=-1.0)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_core_checks_agree_with_the_rows_ranges(name):
+    """The C++ check()s and the row's ranges (which Python checks by) accept and refuse alike."""
+    params = _names.OPTIMIZERS[name].params
+    defaults = [p.default for p in params]
+    _core.Optimizer_float64(name, defaults)  # the defaults are accepted
+    typed = {p.name: bool(p.default) if p.is_flag else p.default for p in params}
+    for i, p in enumerate(params):
+        if p.is_flag:
+            continue
+        outside = [p.lo if p.lo_open else p.lo - 1.0]
+        if math.isfinite(p.hi):
+            outside.append(p.hi if p.hi_open else p.hi + 1.0)
+        for value in outside:
+            with pytest.raises(ValueError, match=p.name):
+                _core.Optimizer_float64(name, [*defaults[:i], value, *defaults[i + 1 :]])
+            with pytest.raises(ValueError, match=p.name):
+                getattr(optim, name)(**{**typed, p.name: value})
