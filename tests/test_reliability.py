@@ -89,7 +89,7 @@ def test_every_view_keeps_its_memory_alive():
     opt = fastmlp.Adam(0.1)
     net.loss_and_grad(X, Y, "squared_error")
     opt.step(net)
-    m = opt._impl.m
+    m = opt._impl.get_state()["m"]
     opt._impl.reset()  # frees the moments: what was read out must not dangle
     del net, opt, kept
     for _ in range(3):
@@ -305,7 +305,7 @@ def test_training_the_same_network_from_two_threads_is_refused_clearly():
     # None of the refused calls changed anything: the same as training alone.
     twin.train_epoch(X, Y, "log_loss", twin_opt, batch_size=64, shuffle=False, gradient_hook=lambda g, v: v)
     np.testing.assert_array_equal(net.params, twin.params)
-    np.testing.assert_array_equal(opt._impl.m, twin_opt._impl.m)
+    np.testing.assert_array_equal(opt.state_dict()["m"], twin_opt.state_dict()["m"])
     assert net._seed == twin._seed and opt.t == twin_opt.t == 1
 
 

@@ -128,22 +128,22 @@ py::array_t<T> copy_of(const Vector<T>& v) {
   return py::array_t<T>(py::ssize_t(v.size()), v.data());
 }
 
-// An optimizer's state vectors by name, for get_state/set_state (pickling and
-// saving, so that training continues where it stopped).
+// An optimizer's state by name (its arrays, and the step count `t` where it
+// keeps one), for get_state/set_state: pickling and saving, so that training
+// continues where it stopped.
 template <class T>
-using StateParts = std::vector<std::pair<const char*, Vector<T>*>>;
-
-template <class T>
-py::dict state_dict(const StateParts<T>& parts) {
+py::dict get_state(Optimizer<T>& opt) {
   py::dict out;
-  for (const auto& [name, vec] : parts) out[name] = copy_of(*vec);
+  for (const auto& [name, vec] : opt.state()) out[name] = copy_of(*vec);
+  if (const long long* t = opt.steps()) out["t"] = *t;
   return out;
 }
 
-// All arrays are checked (1-D, one common length) before any is copied in:
-// a bad state changes nothing.
+// Everything is checked (arrays 1-D of one common length, t >= 0) before
+// anything is copied in: a bad state changes nothing.
 template <class T>
-std::vector<InArray<T>> checked_state(const py::dict& state, const StateParts<T>& parts) {
+void set_state(Optimizer<T>& opt, const py::dict& state) {
+  const auto parts = opt.state();
   std::vector<InArray<T>> arrays;
   for (const auto& part : parts) {
     if (!state.contains(part.first))
@@ -153,43 +153,19 @@ std::vector<InArray<T>> checked_state(const py::dict& state, const StateParts<T>
       throw std::invalid_argument(std::string("optimizer state '") + part.first +
                                   "' must be 1-D and as long as the others");
   }
-  return arrays;
-}
-
-template <class T>
-void copy_state(const std::vector<InArray<T>>& arrays, const StateParts<T>& parts) {
+  long long t = 0;
+  if (opt.steps() != nullptr) {
+    if (!state.contains("t")) throw std::invalid_argument("optimizer state lacks 't'");
+    t = state["t"].cast<long long>();
+    if (t < 0) throw std::invalid_argument("optimizer state 't' must be >= 0, got " + std::to_string(t));
+  }
+  auto busy = claim_optimizer(opt);
   for (std::size_t i = 0; i < parts.size(); ++i) {
     Vector<T>& dst = *parts[i].second;
     dst.resize(arrays[i].shape(0));
     std::copy(arrays[i].data(), arrays[i].data() + arrays[i].shape(0), dst.data());
   }
-}
-
-template <class T>
-void restore_state(const Optimizer<T>& opt, const py::dict& state, const StateParts<T>& parts) {
-  auto arrays = checked_state(state, parts);
-  auto busy = claim_optimizer(opt);
-  copy_state(arrays, parts);
-}
-
-template <class T>
-py::dict adam_state(Adam<T>& a) {
-  py::dict out = state_dict<T>({{"m", &a.m}, {"v", &a.v}});
-  out["t"] = a.t;
-  return out;
-}
-
-// `owner` is the optimizer whose lock guards `a` (Adam itself, or the AdamW holding it).
-template <class T>
-void set_adam_state(const Optimizer<T>& owner, Adam<T>& a, const py::dict& state) {
-  const StateParts<T> parts{{"m", &a.m}, {"v", &a.v}};
-  auto arrays = checked_state(state, parts);
-  if (!state.contains("t")) throw std::invalid_argument("optimizer state lacks 't'");
-  const long long t = state["t"].cast<long long>();
-  if (t < 0) throw std::invalid_argument("optimizer state 't' must be >= 0, got " + std::to_string(t));
-  auto busy = claim_optimizer(owner);
-  copy_state(arrays, parts);
-  a.t = t;
+  if (long long* steps = opt.steps()) *steps = t;
 }
 
 template <class T>
@@ -633,8 +609,17 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_readwrite("sample_weight", &Rows<T>::sample_weight)
       .def_readwrite("order", &Rows<T>::order);
 
+  // Every optimizer of kOptimizers, made by name from its hyperparameters.
   py::class_<Optimizer<T>>(m, ("Optimizer" + suffix).c_str())
+      .def(py::init(&make_optimizer<T>), py::arg("name"), py::arg("hyperparameters"))
       .def_readwrite("lr", &Optimizer<T>::lr)
+      .def_property_readonly("t",
+                             [](Optimizer<T>& opt) {
+                               const long long* t = opt.steps();
+                               return t == nullptr ? 0LL : *t;
+                             })
+      .def("get_state", &get_state<T>)
+      .def("set_state", &set_state<T>, py::arg("state"))
       .def("reset",
            [](Optimizer<T>& opt) {
              auto busy = claim_optimizer(opt);
@@ -649,48 +634,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
             opt.step(n.params(), n.grads(), n.n_params());
           },
           py::arg("net"));
-  py::class_<SGD<T>, Optimizer<T>>(m, ("SGD" + suffix).c_str())
-      .def(py::init<double, double, bool>(), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"))
-      .def_readonly("momentum", &SGD<T>::momentum)
-      .def_readonly("nesterov", &SGD<T>::nesterov)
-      .def_property_readonly("velocity", [](const SGD<T>& o) { return copy_of(o.velocity); })
-      .def("get_state", [](SGD<T>& o) { return state_dict<T>({{"velocity", &o.velocity}}); })
-      .def(
-          "set_state", [](SGD<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"velocity", &o.velocity}}); },
-          py::arg("state"));
-  py::class_<Adam<T>, Optimizer<T>>(m, ("Adam" + suffix).c_str())
-      .def(py::init<double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-           py::arg("eps"))
-      .def_readonly("beta1", &Adam<T>::beta1)
-      .def_readonly("beta2", &Adam<T>::beta2)
-      .def_readonly("eps", &Adam<T>::eps)
-      .def_readonly("t", &Adam<T>::t)
-      .def_property_readonly("m", [](const Adam<T>& o) { return copy_of(o.m); })
-      .def_property_readonly("v", [](const Adam<T>& o) { return copy_of(o.v); })
-      .def("get_state", [](Adam<T>& o) { return adam_state(o); })
-      .def("set_state", [](Adam<T>& o, const py::dict& s) { set_adam_state(o, o, s); }, py::arg("state"));
-  py::class_<AdamW<T>, Optimizer<T>>(m, ("AdamW" + suffix).c_str())
-      .def(py::init<double, double, double, double, double>(), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-           py::arg("eps"), py::arg("weight_decay"))
-      .def_readonly("weight_decay", &AdamW<T>::weight_decay)
-      .def_property_readonly("t", [](const AdamW<T>& o) { return o.adam.t; })
-      .def("get_state", [](AdamW<T>& o) { return adam_state(o.adam); })
-      .def("set_state", [](AdamW<T>& o, const py::dict& s) { set_adam_state(o, o.adam, s); }, py::arg("state"));
-  py::class_<RMSprop<T>, Optimizer<T>>(m, ("RMSprop" + suffix).c_str())
-      .def(py::init<double, double, double>(), py::arg("lr"), py::arg("rho"), py::arg("eps"))
-      .def_readonly("rho", &RMSprop<T>::rho)
-      .def_readonly("eps", &RMSprop<T>::eps)
-      .def("get_state", [](RMSprop<T>& o) { return state_dict<T>({{"v", &o.v}}); })
-      .def(
-          "set_state", [](RMSprop<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"v", &o.v}}); },
-          py::arg("state"));
-  py::class_<Adagrad<T>, Optimizer<T>>(m, ("Adagrad" + suffix).c_str())
-      .def(py::init<double, double>(), py::arg("lr"), py::arg("eps"))
-      .def_readonly("eps", &Adagrad<T>::eps)
-      .def("get_state", [](Adagrad<T>& o) { return state_dict<T>({{"G", &o.G}}); })
-      .def(
-          "set_state", [](Adagrad<T>& o, const py::dict& s) { restore_state<T>(o, s, {{"G", &o.G}}); },
-          py::arg("state"));
 }
 
 }  // namespace
@@ -770,7 +713,7 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   bind_dtype<float>(m, "_float32");
   bind_dtype<double>(m, "_float64");
   // The names the core accepts, from its tables (activation.hpp, loss.hpp,
-  // network.hpp, schedule.hpp): the Python package's lists are made from these.
+  // network.hpp, schedule.hpp, optimizer.hpp): the Python package's lists are made from these.
   m.def("activations", []() {
     std::vector<std::tuple<std::string, bool, double, double>> out;
     for (const ActivationInfo& row : kActivations)
@@ -780,6 +723,21 @@ PYBIND11_MODULE(FASTMLP_MODULE_NAME, m) {
   m.def("activation_aliases", []() {
     std::vector<std::pair<std::string, std::string>> out;
     for (const ActivationAlias& row : kActivationAliases) out.emplace_back(row.alias, activation_name(row.value));
+    return out;
+  });
+  m.def("optimizers", []() {  // (name, [(param, default, lo, hi, lo_open, hi_open, is_flag)], [state], counts_steps)
+    using Param = std::tuple<std::string, double, double, double, bool, bool, bool>;
+    std::vector<std::tuple<std::string, std::vector<Param>, std::vector<std::string>, bool>> out;
+    for (const OptimizerInfo& row : kOptimizers) {
+      std::vector<Param> params;
+      for (const OptimizerParam& p : row.params)
+        if (p.name != nullptr)
+          params.emplace_back(p.name, p.default_value, p.lo, p.hi, p.lo_open, p.hi_open, p.is_flag);
+      std::vector<std::string> state;
+      for (const char* name : row.state)
+        if (name != nullptr) state.emplace_back(name);
+      out.emplace_back(row.name, params, state, row.counts_steps);
+    }
     return out;
   });
   m.def("losses", []() {

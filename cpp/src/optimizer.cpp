@@ -1,6 +1,7 @@
 #include "fastmlp/optimizer.hpp"
 
 #include <cmath>
+#include <iterator>
 #include <stdexcept>
 
 #include "fastmlp/parallel.hpp"
@@ -217,6 +218,38 @@ void Adagrad<T>::update(T* p, const T* g, Index begin, Index end) {
   }
 }
 
+namespace {
+
+const OptimizerInfo& optimizer_row(const std::string& name) {
+  std::string known;
+  for (const OptimizerInfo& row : kOptimizers) {
+    if (name == row.name) return row;
+    known += (known.empty() ? "'" : ", '") + std::string(row.name) + "'";
+  }
+  throw std::invalid_argument("unknown optimizer '" + name + "' (expected one of " + known + ")");
+}
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name, const std::vector<double>& h) {
+  const OptimizerInfo& row = optimizer_row(name);
+  std::size_t n = 0;
+  while (n < std::size(row.params) && row.params[n].name != nullptr) ++n;
+  if (h.size() != n)
+    throw std::invalid_argument(name + " takes " + std::to_string(n) + " hyperparameters, got " +
+                                std::to_string(h.size()));
+  // One line per row of kOptimizers: its constructor, the hyperparameters in the row's order.
+  if (name == "SGD") return std::make_unique<SGD<T>>(h[0], h[1], h[2] != 0.0);
+  if (name == "Adam") return std::make_unique<Adam<T>>(h[0], h[1], h[2], h[3]);
+  if (name == "AdamW") return std::make_unique<AdamW<T>>(h[0], h[1], h[2], h[3], h[4]);
+  if (name == "RMSprop") return std::make_unique<RMSprop<T>>(h[0], h[1], h[2]);
+  if (name == "Adagrad") return std::make_unique<Adagrad<T>>(h[0], h[1]);
+  throw std::logic_error("kOptimizers row '" + name + "' has no constructor in make_optimizer");
+}
+
+template std::unique_ptr<Optimizer<float>> make_optimizer(const std::string&, const std::vector<double>&);
+template std::unique_ptr<Optimizer<double>> make_optimizer(const std::string&, const std::vector<double>&);
 template class Optimizer<float>;
 template class Optimizer<double>;
 template class SGD<float>;

@@ -20,7 +20,8 @@ from . import _core  # noqa: E402  (the variant just chosen; typed by _core.pyi)
 from ._config import show_config  # noqa: E402
 from .io import load  # noqa: E402
 from .network import Network  # noqa: E402
-from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from .optim import *  # noqa: E402, F403  (SGD, Adam, ...: every optimizer of the core's table)
+from .optim import __all__ as _optimizers  # noqa: E402
 from .schedules import Schedule  # noqa: E402
 
 if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports them on first use
@@ -84,16 +85,11 @@ def get_num_threads() -> int:
 
 
 __all__ = [
-    "SGD",
-    "Adagrad",
-    "Adam",
-    "AdamW",
+    *_optimizers,
     "ConvergenceWarning",
     "MLPClassifier",
     "MLPRegressor",
     "Network",
-    "Optimizer",
-    "RMSprop",
     "Schedule",
     "__version__",
     "get_num_threads",

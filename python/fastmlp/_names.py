@@ -4,7 +4,9 @@ Activations (and their initialization factors) come from
 ``kActivations``/``kActivationAliases`` (``cpp/include/fastmlp/activation.hpp``),
 losses, the output activation each needs and the parameter each reads from
 ``kLosses`` and ``kLossParams`` (``loss.hpp``), initializations from ``kInits``
-(``network.hpp``) and schedules from ``kSchedules`` (``schedule.hpp``). Every
+(``network.hpp``), schedules from ``kSchedules`` (``schedule.hpp``) and the
+optimizers (hyperparameters, defaults, ranges, state arrays) from ``kOptimizers``
+(``optimizer.hpp``). Every
 list in the package is made from these, so a new row there reaches Network,
 the estimators, the exporters and the tests without another edit.
 ``fastmlp.reference`` keeps its own lists (it is NumPy only);
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from . import _core
 from ._validation import check_choice, check_float
@@ -49,6 +51,42 @@ LOSS_PARAM_RANGE: dict[str, tuple[float, float, float, bool, bool]] = {
     str(name): (float(default), float(lo), float(hi), bool(lo_open), bool(hi_open))
     for name, default, lo, hi, lo_open, hi_open in _core.loss_params()
 }
+
+
+class OptimizerParam(NamedTuple):
+    """One hyperparameter of an optimizer: its default and range (a flag is a bool)."""
+
+    name: str
+    default: float
+    lo: float
+    hi: float
+    lo_open: bool
+    hi_open: bool
+    is_flag: bool
+
+
+class OptimizerInfo(NamedTuple):
+    """One row of the core's ``kOptimizers``."""
+
+    params: tuple[OptimizerParam, ...]  # the constructor's arguments, in order, lr first
+    state: tuple[str, ...]  # the state arrays' names (get_state, the files' optimizer_<name>)
+    counts_steps: bool  # whether the state also holds the step count t
+
+
+# optimizer class name ('Adam') -> its row; its solver= name is the class name in lower case
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    str(name): OptimizerInfo(
+        tuple(
+            OptimizerParam(str(p), float(d), float(lo), float(hi), bool(lo_o), bool(hi_o), bool(flag))
+            for p, d, lo, hi, lo_o, hi_o, flag in params
+        ),
+        tuple(str(s) for s in state),
+        bool(counts_steps),
+    )
+    for name, params, state, counts_steps in _core.optimizers()
+}
+# every state array name, each once, in the table's order: ('velocity', 'm', 'v', 'G')
+OPTIMIZER_STATE: tuple[str, ...] = tuple(dict.fromkeys(s for row in OPTIMIZERS.values() for s in row.state))
 INITS: tuple[str, ...] = tuple(str(n) for n in _core.inits())
 SCHEDULES: tuple[str, ...] = tuple(str(n) for n in _core.schedules())
 
@@ -56,6 +94,16 @@ SCHEDULES: tuple[str, ...] = tuple(str(n) for n in _core.schedules())
 def canonical_activation(name: str) -> str:
     """The activation's own name for an alias ('sigmoid' -> 'logistic'); other names unchanged."""
     return _ALIASES.get(name, name)
+
+
+def check_hyperparameter(param: OptimizerParam, value: Any) -> Any:
+    """`value` checked against the range of `param` (a bool for a flag); ``ValueError``/``TypeError`` naming it."""
+    if param.is_flag:
+        if not isinstance(value, bool):
+            raise TypeError(f"{param.name} must be a bool, got {type(value).__name__}")
+        return value
+    hi = None if math.isinf(param.hi) else param.hi
+    return check_float(param.name, value, param.lo, hi, open_min=param.lo_open, open_max=param.hi_open)
 
 
 def loss_spec(loss: Any, argument: str = "loss", *, style: Literal["plain", "sklearn"] = "plain") -> dict[str, Any]:

@@ -44,14 +44,14 @@ import threading
 import types
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import _compat, data as _data
+from . import _compat, data as _data, optim
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
-from ._names import GLOROT_FACTOR, HIDDEN, LOSS_OUTPUT, loss_spec
+from ._names import GLOROT_FACTOR, HIDDEN, LOSS_OUTPUT, OPTIMIZERS, loss_spec
 from ._training import (
     Callbacks,
     DataParallelEpochs,
@@ -66,13 +66,21 @@ from ._training import (
 from ._validation import _is_int, _is_real, check_bool, check_choice, check_dropout, check_float, check_int
 from .epoch import EpochRequest, epoch_options, make_regularization
 from .network import Network
-from .optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from .optim import Optimizer
 from .schedules import Schedule
 
-if TYPE_CHECKING:  # annotations only: neither module imports the optimizers at run time
-    from .optim import Optimizer
-
-STOCHASTIC_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+# solver= name -> its row of the core's kOptimizers, and fastmlp.optim's class of that name: "sgd" -> "SGD"
+_SOLVER_ROW: dict[str, str] = {name.lower(): name for name in OPTIMIZERS}
+STOCHASTIC_SOLVERS = tuple(_SOLVER_ROW)
+# The estimator's parameter for an optimizer hyperparameter where scikit-learn names it otherwise
+# (any other, e.g. rho, weight_decay, is the estimator parameter of the same name).
+_SOLVER_PARAMS = {
+    "lr": "learning_rate_init",
+    "beta1": "beta_1",
+    "beta2": "beta_2",
+    "eps": "epsilon",
+    "nesterov": "nesterovs_momentum",
+}
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
 ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (scikit-learn's list, extended)
 # MLPRegressor's losses: the core's that take any output activation (the regressor's is then
@@ -778,17 +786,15 @@ class _BaseMLP(BaseEstimator):
             grad_scale=float(scale),
         )
 
-    def _make_optimizer(self) -> Any:
-        lr = float(self.learning_rate_init)
-        if self.solver == "sgd":
-            return SGD(lr, momentum=float(self.momentum), nesterov=bool(self.nesterovs_momentum))
-        if self.solver == "adam":
-            return Adam(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon))
-        if self.solver == "adamw":
-            return AdamW(lr, float(self.beta_1), float(self.beta_2), float(self.epsilon), float(self.weight_decay))
-        if self.solver == "rmsprop":
-            return RMSprop(lr, float(self.rho), float(self.epsilon))
-        return Adagrad(lr, float(self.epsilon))
+    def _make_optimizer(self) -> Optimizer:
+        """The solver's optimizer, each hyperparameter read from this estimator's parameter for it."""
+        row = _SOLVER_ROW[self.solver]
+        kwargs: dict[str, Any] = {}
+        for p in OPTIMIZERS[row].params:
+            value = getattr(self, _SOLVER_PARAMS.get(p.name, p.name))
+            kwargs[p.name] = bool(value) if p.is_flag else float(value)
+        optimizer: Optimizer = getattr(optim, row)(**kwargs)
+        return optimizer
 
     def _fit_stochastic(
         self,

@@ -41,10 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from ._names import OPTIMIZER_STATE
+
 FORMAT = "fastmlp.estimator"
 FORMAT_VERSION = 2  # 2: typed params, optimizer state
 
-_OPTIMIZER_ARRAYS = ("velocity", "m", "v", "G")
+_OPTIMIZER_ARRAYS = OPTIMIZER_STATE  # ("velocity", "m", "v", "G"): the core's kOptimizers
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,21 +5,43 @@ An optimizer keeps state (velocity, moments) for one network: its first
 dtype; use one optimizer per network, or call :meth:`reset`. The state is
 read out with :meth:`Optimizer.state_dict`, restored with
 :meth:`Optimizer.load_state_dict`, and kept by pickling.
+
+Each class is one row of the compiled core's table ``kOptimizers``
+(``cpp/include/fastmlp/optimizer.hpp``, read through
+:data:`fastmlp._names.OPTIMIZERS`): the row gives its hyperparameters (checked
+here against the row's ranges), its state arrays and the core's constructor;
+a class here declares only its signature (the row's defaults) and its
+documentation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _core
+from ._names import OPTIMIZERS, check_hyperparameter
 from ._validation import check_float
+
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 
 class Optimizer:
-    """Base class: holds the hyperparameters and the C++ state."""
+    """Base class: holds the hyperparameters and the C++ state.
 
-    def __init__(self, lr: float) -> None:
+    A subclass names its row of the core's table in ``_row`` and passes its
+    hyperparameters (the row's, after ``lr``) by keyword to ``__init__``,
+    which checks them against the row's ranges and keeps each as an attribute.
+    """
+
+    _row: ClassVar[str | None] = None  # the name of its row of kOptimizers
+
+    def __init__(self, lr: float, **hyperparameters: Any) -> None:
         self._lr = check_float("lr", lr, minimum=0.0)
+        params = OPTIMIZERS[self._row].params[1:] if self._row is not None else ()
+        if [p.name for p in params] != list(hyperparameters):  # the class disagrees with its row
+            raise TypeError(f"{type(self).__name__} takes lr and {[p.name for p in params]}, got {hyperparameters}")
+        for param in params:
+            setattr(self, param.name, check_hyperparameter(param, hyperparameters[param.name]))
         self._impl: Any = None
         self._dtype: str | None = None
 
@@ -34,8 +56,25 @@ class Optimizer:
         if self._impl is not None:
             self._impl.lr = self._lr
 
-    def _make(self, suffix: str) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @property
+    def t(self) -> int:
+        """Steps taken so far (only an optimizer that counts them, such as Adam)."""
+        if self._row is None or not OPTIMIZERS[self._row].counts_steps:
+            raise AttributeError(f"{type(self).__name__} keeps no step count")
+        return 0 if self._impl is None else int(self._impl.t)
+
+    def _make(self, suffix: str) -> Any:
+        """The core's optimizer of this dtype (``suffix``: ``'_float32'``/``'_float64'``), state empty."""
+        if self._row is None:
+            raise NotImplementedError("an Optimizer subclass names its row of the core's table in _row")
+        values = [float(self._lr), *(float(getattr(self, p.name)) for p in OPTIMIZERS[self._row].params[1:])]
+        return getattr(_core, "Optimizer" + suffix)(self._row, values)
+
+    def __repr__(self) -> str:
+        if self._row is None:
+            return f"{type(self).__name__}(lr={self._lr!r})"
+        rest = "".join(f", {p.name}={getattr(self, p.name)!r}" for p in OPTIMIZERS[self._row].params[1:])
+        return f"{type(self).__name__}(lr={self._lr!r}{rest})"
 
     def bind(self, net: Any) -> Any:
         """The C++ optimizer for `net`'s dtype (a :class:`fastmlp.Network`), created on first use;
@@ -118,18 +157,12 @@ class SGD(Optimizer):
         Nesterov's accelerated gradient.
     """
 
+    _row = "SGD"
+    momentum: float
+    nesterov: bool
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
-        super().__init__(lr)
-        self.momentum = check_float("momentum", momentum, 0.0, 1.0, open_max=True)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
-        self.nesterov = nesterov
-
-    def _make(self, suffix: str) -> Any:
-        return getattr(_core, "SGD" + suffix)(self._lr, self.momentum, self.nesterov)
-
-    def __repr__(self) -> str:
-        return f"SGD(lr={self._lr!r}, momentum={self.momentum!r}, nesterov={self.nesterov!r})"
+        super().__init__(lr, momentum=momentum, nesterov=nesterov)
 
 
 class Adam(Optimizer):
@@ -144,22 +177,13 @@ class Adam(Optimizer):
     This is the form scikit-learn uses, so results carry over.
     """
 
+    _row = "Adam"
+    beta1: float
+    beta2: float
+    eps: float
+
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
-        super().__init__(lr)
-        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_max=True)
-        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_max=True)
-        self.eps = check_float("eps", eps, 0.0, open_min=True)
-
-    @property
-    def t(self) -> int:
-        """Steps taken so far."""
-        return 0 if self._impl is None else int(self._impl.t)
-
-    def _make(self, suffix: str) -> Any:
-        return getattr(_core, "Adam" + suffix)(self._lr, self.beta1, self.beta2, self.eps)
-
-    def __repr__(self) -> str:
-        return f"Adam(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r})"
+        super().__init__(lr, beta1=beta1, beta2=beta2, eps=eps)
 
 
 class AdamW(Optimizer):
@@ -171,54 +195,34 @@ class AdamW(Optimizer):
     The decay acts on every parameter (biases too), as PyTorch's ``AdamW`` by default.
     """
 
+    _row = "AdamW"
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+
     def __init__(
         self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01
     ) -> None:
-        super().__init__(lr)
-        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_max=True)
-        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_max=True)
-        self.eps = check_float("eps", eps, 0.0, open_min=True)
-        self.weight_decay = check_float("weight_decay", weight_decay, minimum=0.0)
-
-    @property
-    def t(self) -> int:
-        """Steps taken so far."""
-        return 0 if self._impl is None else int(self._impl.t)
-
-    def _make(self, suffix: str) -> Any:
-        return getattr(_core, "AdamW" + suffix)(self._lr, self.beta1, self.beta2, self.eps, self.weight_decay)
-
-    def __repr__(self) -> str:
-        return (
-            f"AdamW(lr={self._lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}, "
-            f"weight_decay={self.weight_decay!r})"
-        )
+        super().__init__(lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
 
 class RMSprop(Optimizer):
     r"""RMSprop: :math:`v \leftarrow \rho v + (1-\rho) g^2`, :math:`p \leftarrow p - \eta g / (\sqrt v + \epsilon)`."""
 
+    _row = "RMSprop"
+    rho: float
+    eps: float
+
     def __init__(self, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
-        super().__init__(lr)
-        self.rho = check_float("rho", rho, 0.0, 1.0, open_max=True)
-        self.eps = check_float("eps", eps, 0.0, open_min=True)
-
-    def _make(self, suffix: str) -> Any:
-        return getattr(_core, "RMSprop" + suffix)(self._lr, self.rho, self.eps)
-
-    def __repr__(self) -> str:
-        return f"RMSprop(lr={self._lr!r}, rho={self.rho!r}, eps={self.eps!r})"
+        super().__init__(lr, rho=rho, eps=eps)
 
 
 class Adagrad(Optimizer):
     r"""Adagrad: :math:`G \leftarrow G + g^2`, :math:`p \leftarrow p - \eta g / (\sqrt G + \epsilon)`."""
 
+    _row = "Adagrad"
+    eps: float
+
     def __init__(self, lr: float = 0.01, eps: float = 1e-10) -> None:
-        super().__init__(lr)
-        self.eps = check_float("eps", eps, 0.0, open_min=True)
-
-    def _make(self, suffix: str) -> Any:
-        return getattr(_core, "Adagrad" + suffix)(self._lr, self.eps)
-
-    def __repr__(self) -> str:
-        return f"Adagrad(lr={self._lr!r}, eps={self.eps!r})"
+        super().__init__(lr, eps=eps)

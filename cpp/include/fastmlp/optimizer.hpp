@@ -5,12 +5,64 @@
 // here, sized by prepare() and tied to that parameter count from then on.
 #pragma once
 
+#include <limits>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fastmlp/tensor.hpp"
 
 namespace fastmlp {
+
+// One hyperparameter of an optimizer: its name, default and range [lo, hi]
+// (open at an end where *_open); a flag (is_flag) is 0 or 1.
+struct OptimizerParam {
+  const char* name = nullptr;
+  double default_value = 0.0;
+  double lo = 0.0, hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false, is_flag = false;
+};
+
+// The optimizers, one row each: the one list of them. The hyperparameters are
+// the constructor's arguments in order (lr first), with the defaults of
+// fastmlp.optim; `state` names the arrays get_state()/set_state() carry (and
+// the estimators' files store as optimizer_<name>), plus the step count `t`
+// where counts_steps. Python's fastmlp.optim, the estimators' solvers and
+// io.py read this table through _core.optimizers(). Unused slots: nullptr.
+struct OptimizerInfo {
+  const char* name;  // the class name (fastmlp.SGD); its solver= name is this in lower case
+  OptimizerParam params[6];
+  const char* state[3];
+  bool counts_steps;
+};
+
+inline constexpr double kInf = std::numeric_limits<double>::infinity();
+
+inline constexpr OptimizerInfo kOptimizers[] = {
+    {"SGD",
+     {{"lr", 0.01}, {"momentum", 0.0, 0.0, 1.0, false, true}, {"nesterov", 0.0, 0.0, 1.0, false, false, true}},
+     {"velocity"},
+     false},
+    {"Adam",
+     {{"lr", 0.001},
+      {"beta1", 0.9, 0.0, 1.0, false, true},
+      {"beta2", 0.999, 0.0, 1.0, false, true},
+      {"eps", 1e-8, 0.0, kInf, true}},
+     {"m", "v"},
+     true},
+    {"AdamW",
+     {{"lr", 0.001},
+      {"beta1", 0.9, 0.0, 1.0, false, true},
+      {"beta2", 0.999, 0.0, 1.0, false, true},
+      {"eps", 1e-8, 0.0, kInf, true},
+      {"weight_decay", 0.01}},
+     {"m", "v"},
+     true},
+    {"RMSprop", {{"lr", 0.001}, {"rho", 0.9, 0.0, 1.0, false, true}, {"eps", 1e-8, 0.0, kInf, true}}, {"v"}, false},
+    {"Adagrad", {{"lr", 0.01}, {"eps", 1e-10, 0.0, kInf, true}}, {"G"}, false},
+};
 
 template <class T>
 class Optimizer {
@@ -27,6 +79,10 @@ class Optimizer {
   virtual void update(T* params, const T* grads, Index begin, Index end) = 0;
   // Forgets the state (moments, step count).
   virtual void reset() = 0;
+  // The state arrays, named as in this optimizer's kOptimizers row, in order.
+  virtual std::vector<std::pair<const char*, Vector<T>*>> state() = 0;
+  // The step count t, or nullptr where the row says counts_steps = false.
+  virtual long long* steps() { return nullptr; }
 
   // A whole step over n parameters.
   void step(T* params, const T* grads, Index n);
@@ -56,6 +112,7 @@ class SGD final : public Optimizer<T> {
   void prepare(Index n) override;
   void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override { velocity.resize(0); }
+  std::vector<std::pair<const char*, Vector<T>*>> state() override { return {{"velocity", &velocity}}; }
 
   double momentum;
   bool nesterov;
@@ -83,6 +140,8 @@ class Adam final : public Optimizer<T> {
     v.resize(0);
     t = 0;
   }
+  std::vector<std::pair<const char*, Vector<T>*>> state() override { return {{"m", &m}, {"v", &v}}; }
+  long long* steps() override { return &t; }
 
   double beta1, beta2, eps;
   long long t = 0;
@@ -104,6 +163,8 @@ class AdamW final : public Optimizer<T> {
   void begin_step() override;
   void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override { adam.reset(); }
+  std::vector<std::pair<const char*, Vector<T>*>> state() override { return adam.state(); }
+  long long* steps() override { return adam.steps(); }
 
   Adam<T> adam;  // holds the moments and the step count
   double weight_decay;
@@ -122,6 +183,7 @@ class RMSprop final : public Optimizer<T> {
   void prepare(Index n) override;
   void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override { v.resize(0); }
+  std::vector<std::pair<const char*, Vector<T>*>> state() override { return {{"v", &v}}; }
 
   double rho, eps;
   Vector<T> v;
@@ -140,6 +202,7 @@ class Adagrad final : public Optimizer<T> {
   void prepare(Index n) override;
   void update(T* params, const T* grads, Index begin, Index end) override;
   void reset() override { G.resize(0); }
+  std::vector<std::pair<const char*, Vector<T>*>> state() override { return {{"G", &G}}; }
 
   double eps;
   Vector<T> G;
@@ -147,5 +210,11 @@ class Adagrad final : public Optimizer<T> {
  private:
   void check() const;
 };
+
+// The optimizer of kOptimizers row `name` with these hyperparameters (the
+// row's, in order); throws std::invalid_argument for an unknown name, a wrong
+// count or a value out of range.
+template <class T>
+std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name, const std::vector<double>& hyperparameters);
 
 }  // namespace fastmlp
