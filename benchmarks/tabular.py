@@ -30,7 +30,8 @@ Models (each optional: one whose package is missing is skipped with a note):
   ones ignored); the regression target standardized (``TransformedTargetRegressor``).
 - ``fastmlp-mlp``: fastmlp's ``MLPClassifier``/``MLPRegressor`` with the same defaults in the same pipeline: the
   baseline that a tabular estimator of fastmlp has to beat.
-- ``realmlp``: ``pytabkit``'s ``RealMLP_TD_{Classifier,Regressor}`` (on the CPU), if installed.
+- ``realmlp``: ``pytabkit``'s ``RealMLP_TD_{Classifier,Regressor}`` (on the CPU, its defaults, its own preprocessing
+  of the DataFrame), if installed; numeric missing values median-imputed first, since it refuses them.
 
     python benchmarks/tabular.py --quick                       # 1 seed, at most 2,000 rows per data set
     python benchmarks/tabular.py --json tabular.json           # the full protocol: 3 seeds, every row
@@ -211,7 +212,7 @@ def _cell(entry: dict[str, Any] | None) -> str:
     if entry["errors"]:
         return "error"
     metric = primary_metric(entry["task"])
-    text = f"{entry[metric]:.4f} ± {entry[metric + '_std']:.4f}"
+    text = f"{entry[metric]:.4f}" + (f" ± {entry[metric + '_std']:.4f}" if entry["seeds"] > 1 else "")
     if entry["task"] == "regression":
         text += f" (R² {entry['r2']:.3f})"
     return text
@@ -224,7 +225,8 @@ def render_markdown(summary: dict[tuple[str, str], dict[str, Any]], datasets: Se
     norm = normalized_scores(summary)
     head = "| data set | metric | " + " | ".join(models) + " |"
     rule = "|---|---|" + "---:|" * len(models)
-    lines = ["Test score (mean ± std over model seeds; accuracy ↑, RMSE ↓):", "", head, rule]
+    lines = ["Test score (mean ± sample std over model seeds, when more than one; accuracy ↑, RMSE ↓; best in bold):",
+             "", head, rule]  # fmt: skip
     for ds in datasets:
         entries = [summary.get((ds, m)) for m in models]
         task = next((e["task"] for e in entries if e is not None), None)
@@ -346,9 +348,16 @@ def make_model(name: str, task: str, seed: int, threads: int, frame: Any) -> Any
         return _mlp_pipeline(cls(random_state=seed, n_threads=threads), task, frame)
     if name == "realmlp":
         import pytabkit
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
 
         cls = pytabkit.RealMLP_TD_Classifier if clf else pytabkit.RealMLP_TD_Regressor
-        return cls(device="cpu", random_state=seed, n_threads=threads, verbosity=0)
+        # RealMLP refuses missing numeric values: median-imputed, everything else passed through as it is
+        nums = [c for c in frame.columns if str(frame[c].dtype) != "category"]
+        impute = ColumnTransformer([("num", SimpleImputer(strategy="median"), nums)], remainder="passthrough",
+                                   verbose_feature_names_out=False).set_output(transform="pandas")  # fmt: skip
+        return make_pipeline(impute, cls(device="cpu", random_state=seed, n_threads=threads, verbosity=0))
     raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
 
 
@@ -357,8 +366,7 @@ def run_one(model: Any, task: str, x_train: Any, y_train: np.ndarray, x_test: An
     """Fit (timed) and score one model; scikit-learn's own threads (HGB's OpenMP, BLAS) limited to ``threads``."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(threads), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter and the like: the score tells
+    with threadpool_limits(threads):
         start = time.perf_counter()
         model.fit(x_train, y_train)
         seconds = time.perf_counter() - start
@@ -437,10 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in seeds:
                 r = Result(ds, task, m, seed)
                 try:
-                    model = make_model(m, task, seed, args.threads, frame)
-                    r.scores, r.fit_seconds = run_one(
-                        model, task, frame.iloc[train], y[train], frame.iloc[test], y[test], args.threads
-                    )
+                    with warnings.catch_warnings():  # ConvergenceWarning, a peer's deprecations: the score tells
+                        warnings.simplefilter("ignore")
+                        model = make_model(m, task, seed, args.threads, frame)
+                        r.scores, r.fit_seconds = run_one(
+                            model, task, frame.iloc[train], y[train], frame.iloc[test], y[test], args.threads
+                        )
                 except Exception as e:  # noqa: BLE001 — a peer's failure is a row of the report, not the end of the run
                     r.error = f"{type(e).__name__}: {e}"
                     print(f"{ds} {m} seed {seed}: {r.error}", file=sys.stderr)
