@@ -267,11 +267,13 @@ def data_dir(root: Path) -> Path:
     """``root/tabular``, or a clear exit (status 2) when it or its manifest is missing."""
     folder = root / "tabular"
     if not (folder / "manifest.json").is_file():
-        sys.exit(
+        print(
             f"tabular.py: no tabular data at {folder} (manifest.json missing). The ten data sets live in the "
             "project's shared/data/tabular folder, which is not part of the repository; pass --data DIR (the folder "
-            "that holds tabular/) or set FASTMLP_DATA."
+            "that holds tabular/) or set FASTMLP_DATA.",
+            file=sys.stderr,
         )
+        sys.exit(2)
     return folder
 
 

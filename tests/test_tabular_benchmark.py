@@ -113,10 +113,12 @@ def test_summary_normalized_scores_and_table(tab):
     assert "| a | 3.00 | 1.00 |" in fit and "| b | 1.00 | error |" in fit and "| r | 1.00 | 1.00 |" in fit
 
 
-def test_missing_data_folder_exits_with_a_clear_message(tab, tmp_path):
+def test_missing_data_folder_exits_with_a_clear_message(tab, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         tab.main(["--data", str(tmp_path), "--quick"])
-    assert "no tabular data" in str(e.value.code) and "--data" in str(e.value.code)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no tabular data at {tmp_path / 'tabular'}" in err and "--data" in err
 
 
 def write_toy_data(root: Path) -> None:
