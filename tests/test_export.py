@@ -326,6 +326,7 @@ def test_summary_of_a_network_and_of_a_fitted_estimator():
 
 def test_an_activation_without_an_export_mapping_is_a_clear_error(monkeypatch):
     """A new activation of the core that export does not map yet: a ValueError naming it, not a KeyError."""
+    need("onnx")
     monkeypatch.delitem(export._ONNX_OPS, "gelu")  # (every activation of the core is mapped today)
     net = fastmlp.Network([3, 4, 2], activation="gelu", seed=0)
     with pytest.raises(ValueError, match="activation 'gelu' has no ONNX operator"):
