@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,18 @@ def pytest_terminal_summary(terminalreporter):
     """The missing data's long explanation, once, however many tests it skipped."""
     if _MISSING_DATA:
         terminalreporter.write_line(f"note: {_MISSING_DATA[0]}")
+
+
+@pytest.fixture
+def ctrl_c():
+    """Python's Ctrl-C handler on SIGINT for the test (restored after): a process started in the
+    background by a non-interactive shell (``cmd &``, as CI scripts do) inherits SIGINT ignored,
+    and then ``_thread.interrupt_main()`` — the tests' Ctrl-C — does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

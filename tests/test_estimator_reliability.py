@@ -292,7 +292,7 @@ def test_divergence_on_the_first_epoch_keeps_the_initial_weights():
 # --- 3. Ctrl-C ----------------------------------------------------------------------
 
 
-def test_ctrl_c_during_fit_returns_promptly_with_a_usable_model():
+def test_ctrl_c_during_fit_returns_promptly_with_a_usable_model(ctrl_c):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4000, 20))
     y = (X[:, 0] > 0).astype(int)

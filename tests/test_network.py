@@ -278,7 +278,7 @@ def test_fashion_mnist_one_epoch(data_dir):
     assert accuracy >= 0.80, accuracy
 
 
-def test_ctrl_c_interrupts_train_epoch_promptly(rng):
+def test_ctrl_c_interrupts_train_epoch_promptly(rng, ctrl_c):
     import _thread
 
     X, Y = make_data(rng, 40000, 256, 10, "log_loss", "float32")
