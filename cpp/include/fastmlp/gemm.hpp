@@ -338,24 +338,37 @@ void macro_kernel(Index mc, Index nc, Index depth, const P* ap, const P* bp, flo
   }
 }
 
-template <class Epilogue>
-void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
-            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
-  float* ap = scratch.a.get();
-  float* bp = scratch.b.get();
+// The blocked product both packed kernels share (BLIS's loops): for each
+// panel of kNc columns and each depth block of `block` values, op(B)'s block
+// packed once, then for each kMc rows op(A)'s block packed and multiplied.
+// P: the packed element, holding `per` values of the depth (float: 1; a bf16
+// pair: 2); pack_a/pack_b(operand, first, count, p0, kc, out) pack a block,
+// micro is the tile kernel.
+template <class P, class PackA, class PackB, class Micro, class Epilogue>
+void blocked(Index m, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc, Range cols,
+             bool accumulate, P* ap, P* bp, Index block, Index per, PackA&& pack_a, PackB&& pack_b, Micro&& micro,
+             Epilogue& epilogue) {
   for (Index j0 = cols.begin; j0 < cols.end; j0 += kNc) {
     const Index nc = std::min(kNc, cols.end - j0);
-    for (Index p0 = 0; p0 < k; p0 += kKc) {
-      const Index kc = std::min(kKc, k - p0);
+    for (Index p0 = 0; p0 < k; p0 += block) {
+      const Index kc = std::min(block, k - p0), depth = (kc + per - 1) / per;
       pack_b(B, p0, kc, j0, nc, bp);
       const bool add_to_c = accumulate || p0 > 0, last = p0 + kc >= k;
       for (Index i0 = 0; i0 < m; i0 += kMc) {
         const Index mc = std::min(kMc, m - i0);
         pack_a(A, i0, mc, p0, kc, ap);
-        macro_kernel(mc, nc, kc, ap, bp, c, ldc, i0, j0, add_to_c, last, micro_kernel, epilogue);
+        macro_kernel(mc, nc, depth, ap, bp, c, ldc, i0, j0, add_to_c, last, micro, epilogue);
       }
     }
   }
+}
+
+template <class Epilogue>
+void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
+            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
+  (void)n;
+  blocked(m, k, A, B, c, ldc, cols, accumulate, scratch.a.get(), scratch.b.get(), kKc, 1, pack_a, pack_b, micro_kernel,
+          epilogue);
 }
 
 #ifdef FASTMLP_BF16_GEMM
@@ -507,8 +520,8 @@ template <class Epilogue>
 void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
             Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
   (void)n;
+  Word* ap = reinterpret_cast<Word*>(scratch.a.get());
   if (m <= 4 && !A.transposed && !B.transposed) {
-    Word* ap = reinterpret_cast<Word*>(scratch.a.get());
     if (m == 1) few_rows<1>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
     if (m == 2) few_rows<2>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
     if (m == 3) few_rows<3>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
@@ -516,24 +529,8 @@ void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<fl
     epilogue(c, ldc, 0, m, cols.begin, cols.size());
     return;
   }
-  Word* ap = reinterpret_cast<Word*>(scratch.a.get());
   Word* bp = reinterpret_cast<Word*>(scratch.b.get());
-  const auto micro = [](Index pairs, const Word* a, const Word* b, float* c, Index ldc, bool add) {
-    micro_kernel(pairs, a, b, c, ldc, add);
-  };
-  for (Index j0 = cols.begin; j0 < cols.end; j0 += kNc) {
-    const Index nc = std::min(kNc, cols.end - j0);
-    for (Index p0 = 0; p0 < k; p0 += kKcValues) {
-      const Index kc = std::min(kKcValues, k - p0), pairs = (kc + 1) / 2;
-      pack_b(B, p0, kc, j0, nc, bp);
-      const bool add_to_c = accumulate || p0 > 0, last = p0 + kc >= k;
-      for (Index i0 = 0; i0 < m; i0 += kMc) {
-        const Index mc = std::min(kMc, m - i0);
-        pack_a(A, i0, mc, p0, kc, ap);
-        macro_kernel(mc, nc, pairs, ap, bp, c, ldc, i0, j0, add_to_c, last, micro, epilogue);
-      }
-    }
-  }
+  blocked(m, k, A, B, c, ldc, cols, accumulate, ap, bp, kKcValues, 2, pack_a, pack_b, micro_kernel, epilogue);
 }
 
 }  // namespace bf16
