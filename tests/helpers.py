@@ -34,3 +34,16 @@ def make_data(rng: np.random.Generator, n: int, n_in: int, n_out: int, loss: str
 def copy_params(net):
     """The network's weights and biases as fresh arrays (for the reference to mutate)."""
     return [w.copy() for w in net.weights], [b.copy() for b in net.biases]
+
+
+def load_script(path, name: str):
+    """The benchmark script at `path` imported as module `name` (registered in sys.modules while
+    it is used: dataclasses look their module up while a class is built; the caller removes it)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

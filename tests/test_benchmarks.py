@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -13,17 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("fastmlp_bench_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_script(SCRIPT, "fastmlp_bench_compare")
+    del sys.modules["fastmlp_bench_compare"]
 
 
 def row(compare, workload, peer, seconds, samples=1000, status="ok", reason="", ok=True, threads=2):

@@ -3,7 +3,6 @@ and its run end to end on a tiny synthetic data set written here (no network, no
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,17 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular.py"
 
 
 @pytest.fixture(scope="module")
 def tab():
-    spec = importlib.util.spec_from_file_location("fastmlp_bench_tabular", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_script(SCRIPT, "fastmlp_bench_tabular")
+    del sys.modules["fastmlp_bench_tabular"]
 
 
 def test_stratified_split_keeps_each_class_share_and_is_seeded(tab):

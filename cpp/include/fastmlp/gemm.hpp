@@ -496,7 +496,7 @@ FASTMLP_TARGET_BF16 void few_rows(Index k, const Operand<float>& A, const float*
                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   for (Index p0 = 0; p0 < k; p0 += kKcValues) {
     const Index kc = std::min(kKcValues, k - p0), pairs = (kc + 1) / 2;
-    pack_lines(A.data + p0, A.ld, m, kc, kMr, ap);  // ap[t * kMr + i]: row i's pair t
+    pack_a(A, 0, m, p0, kc, ap);  // one strip: ap[t * kMr + i] is row i's pair t
     const bool add_to_c = accumulate || p0 > 0;
     for (Index j = cols.begin; j < cols.end; j += 16) {
       const __mmask16 mask = cols.end - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols.end - j)) - 1u);
