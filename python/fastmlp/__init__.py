@@ -27,10 +27,17 @@ from .schedules import Schedule  # noqa: E402
 if TYPE_CHECKING:  # for type checkers; at run time, __getattr__ below imports them on first use
     from ._compat import ConvergenceWarning
     from .estimators import MLPClassifier, MLPRegressor
+    from .tabular import TabularClassifier, TabularRegressor
 
 # `import fastmlp` stays light (NumPy and the compiled core): the estimators, and
 # with them scikit-learn (when installed), are imported on first use of these names.
-_LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators", "ConvergenceWarning": "_compat"}
+_LAZY = {
+    "MLPClassifier": "estimators",
+    "MLPRegressor": "estimators",
+    "ConvergenceWarning": "_compat",
+    "TabularClassifier": "tabular",
+    "TabularRegressor": "tabular",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -91,6 +98,8 @@ __all__ = [
     "MLPRegressor",
     "Network",
     "Schedule",
+    "TabularClassifier",
+    "TabularRegressor",
     "__version__",
     "get_num_threads",
     "load",
