@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tabular  # noqa: E402  (the protocol's split and scores)
+import tabular  # the protocol's split and scores
 
 # name → TabularClassifier/TabularRegressor keyword arguments (changes from the estimator's defaults)
 CANDIDATES: dict[str, dict[str, Any]] = {

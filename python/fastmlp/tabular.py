@@ -263,7 +263,7 @@ def _categorical_mask(categorical_features: Any, n_cols: int, names: np.ndarray 
     )
 
 
-class TabularPreprocessor(BaseEstimator):  # type: ignore[misc]
+class TabularPreprocessor(BaseEstimator):
     """Numeric, boolean, categorical and missing values → one float matrix (and the categorical codes).
 
     Parameters
@@ -290,7 +290,7 @@ class TabularPreprocessor(BaseEstimator):  # type: ignore[misc]
     def fit(self, X: Any, y: Any = None) -> TabularPreprocessor:
         """Learns each column's plan from X (the training data)."""
         _check_int_param("max_onehot_levels", self.max_onehot_levels, 2)
-        n, d = _check_shape(X)
+        _, d = _check_shape(X)
         names = _column_names(X)
         mask = _categorical_mask(self.categorical_features, d, names)
         columns = _read_columns(X, mask)
@@ -354,10 +354,8 @@ class TabularPreprocessor(BaseEstimator):  # type: ignore[misc]
         at = 0
         for j, (plan, col) in enumerate(zip(self.plans_, columns)):
             if isinstance(plan, NumericPlan):
-                if col.numeric:
-                    x = col.values
-                else:  # a column that was numeric in training holds strings now: what is not a number is missing
-                    x = np.array([float(v) if _is_number(v) else np.nan for v in col.values])
+                # a column that was numeric in training and holds text now: what is not a number is missing
+                x = col.values if col.numeric else np.array([float(v) if _is_number(v) else np.nan for v in col.values])
                 z, miss = _transform_numeric(x, plan, j)
                 out[:, at] = z
                 at += 1
@@ -476,13 +474,13 @@ def _validation_split(
     n = len(y)
     if not classify:
         order = rs.permutation(n)
-        k = min(max(int(round(fraction * n)), 1), n - 1)
+        k = min(max(round(fraction * n), 1), n - 1)
         return np.sort(order[k:]), np.sort(order[:k])
     val = []
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
         if len(rows) >= 2:
-            k = min(max(int(round(fraction * len(rows))), 1), len(rows) - 1)
+            k = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
             val.append(rs.permutation(rows)[:k])
     val_idx = np.sort(np.concatenate(val)) if val else np.array([], dtype=np.int64)
     keep = np.ones(n, dtype=bool)
@@ -493,7 +491,7 @@ def _validation_split(
 MIN_VALIDATION_ROWS = 50  # below this many training rows: no validation split, max_iter epochs on everything
 
 
-class _TabularBase(BaseEstimator):  # type: ignore[misc]
+class _TabularBase(BaseEstimator):
     """What the two estimators share: parameters, the preprocessing, the split, the inner MLP's settings."""
 
     _classify = False
@@ -671,7 +669,7 @@ _DOC_PARAMS = """
 """
 
 
-class TabularClassifier(ClassifierMixin, _TabularBase):  # type: ignore[misc]
+class TabularClassifier(ClassifierMixin, _TabularBase):
     __doc__ = (
         """A classifier for tables: a DataFrame (numeric, bool, category and string columns, missing values) or a
     NumPy array in, the tabular MLP recipe inside (label smoothing ``label_smoothing``, SELU, Adam β₂ = 0.95,
@@ -771,7 +769,7 @@ class TabularClassifier(ClassifierMixin, _TabularBase):  # type: ignore[misc]
         return float(np.average(hit, weights=sample_weight))
 
 
-class TabularRegressor(RegressorMixin, _TabularBase):  # type: ignore[misc]
+class TabularRegressor(RegressorMixin, _TabularBase):
     __doc__ = (
         """A regressor for tables: a DataFrame (numeric, bool, category and string columns, missing values) or a
     NumPy array in, the tabular MLP recipe inside (standardized target, SELU, Adam β₂ = 0.95, cosine decay, best
