@@ -30,6 +30,8 @@ Models (each optional: one whose package is missing is skipped with a note):
   ones ignored); the regression target standardized (``TransformedTargetRegressor``).
 - ``fastmlp-mlp``: fastmlp's ``MLPClassifier``/``MLPRegressor`` with the same defaults in the same pipeline: the
   baseline that a tabular estimator of fastmlp has to beat.
+- ``fastmlp-tabular``: fastmlp's ``TabularClassifier``/``TabularRegressor`` with their defaults, given the DataFrame
+  as it is (their own preprocessing, no pipeline).
 - ``realmlp``: ``pytabkit``'s ``RealMLP_TD_{Classifier,Regressor}`` (on the CPU, its defaults, its own preprocessing
   of the DataFrame), if installed; numeric missing values median-imputed first, since it refuses them.
 
@@ -62,13 +64,13 @@ import numpy as np
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOG_TARGETS = frozenset({"ames", "Sacramento"})  # prices: modelled and scored as log(price)
 TEST_FRACTION = 0.2
-MODELS = ("hgb", "xgboost", "lightgbm", "sklearn-mlp", "fastmlp-mlp", "realmlp")
+MODELS = ("hgb", "xgboost", "lightgbm", "sklearn-mlp", "fastmlp-mlp", "fastmlp-tabular", "realmlp")
 QUICK_MAX_ROWS = 2000
 
 
 # model → the package it needs (a model whose package is missing is skipped with a note)
 PACKAGES = {"hgb": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm", "sklearn-mlp": "sklearn",
-            "fastmlp-mlp": "fastmlp", "realmlp": "pytabkit"}  # fmt: skip
+            "fastmlp-mlp": "fastmlp", "fastmlp-tabular": "fastmlp", "realmlp": "pytabkit"}  # fmt: skip
 
 
 def missing_package(model: str) -> str | None:
@@ -348,6 +350,11 @@ def make_model(name: str, task: str, seed: int, threads: int, frame: Any) -> Any
 
         cls = fastmlp.MLPClassifier if clf else fastmlp.MLPRegressor
         return _mlp_pipeline(cls(random_state=seed, n_threads=threads), task, frame)
+    if name == "fastmlp-tabular":
+        import fastmlp
+
+        cls = fastmlp.TabularClassifier if clf else fastmlp.TabularRegressor
+        return cls(random_state=seed, n_threads=threads)  # the DataFrame as it is: no pipeline
     if name == "realmlp":
         import pytabkit
         from sklearn.compose import ColumnTransformer

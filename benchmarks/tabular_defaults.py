@@ -33,6 +33,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "lr3e-4": {"learning_rate_init": 3e-4},
     "epochs50": {"max_iter": 50, "n_iter_no_change": 10},
     "dropout0.15": {"dropout": 0.15},
+    "relu": {"activation": "relu"},
+    "silu": {"activation": "silu"},
+    "gelu": {"activation": "gelu"},
+    "elu": {"activation": "elu"},
 }
 
 

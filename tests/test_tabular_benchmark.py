@@ -172,6 +172,10 @@ def test_end_to_end_on_a_tiny_synthetic_data_set(tab, tmp_path, capsys):
                 assert by[(ds, "fastmlp-mlp", seed)][k] == pytest.approx(v, abs=1e-3)
 
 
+def test_fastmlp_tabular_runs_on_the_toy_data_as_a_dataframe(tab, tmp_path, capsys):
+    run_toy(tab, tmp_path, capsys, ["fastmlp-tabular"], "0")
+
+
 @pytest.mark.slow
 def test_every_installed_peer_runs_on_the_toy_data(tab, tmp_path, capsys):
     pytest.importorskip("sklearn")

@@ -37,6 +37,7 @@ import numpy as np
 from . import _compat
 from ._compat import BaseEstimator, ClassifierMixin, NotFittedError, RegressorMixin
 from ._labels import type_of_labels
+from .estimators import MLPClassifier, MLPRegressor
 
 CLIP = 3.0  # smooth clipping: z / sqrt(1 + (z / CLIP)^2) ∈ (−CLIP, CLIP)
 MISSING_CODE = 0  # the integer code of a missing or unseen category
@@ -740,8 +741,6 @@ class TabularClassifier(ClassifierMixin, _TabularBase):
         return codes.astype(np.int64), {"classes_": classes}
 
     def _make_inner(self, seed: int, validate: bool, n: int) -> Any:
-        from .estimators import MLPClassifier
-
         ls = self.label_smoothing
         if not _is_number(ls) or not 0.0 <= float(ls) < 1.0:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
@@ -837,8 +836,6 @@ class TabularRegressor(RegressorMixin, _TabularBase):
         return (yf - mean) / scale, {"y_mean_": mean, "y_scale_": scale}
 
     def _make_inner(self, seed: int, validate: bool, n: int) -> Any:
-        from .estimators import MLPRegressor
-
         return MLPRegressor(**self._inner_params(seed, validate, n))
 
     def fit(self, X: Any, y: Any) -> TabularRegressor:
