@@ -24,7 +24,7 @@ import tabular  # the protocol's split and scores
 
 # name → TabularClassifier/TabularRegressor keyword arguments (changes from the estimator's defaults)
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {},  # the defaults (gelu since the sweep; selu before it)
     "256x3": {"hidden_layer_sizes": (256, 256, 256)},
     "128x3": {"hidden_layer_sizes": (128, 128, 128)},
     "256x2": {"hidden_layer_sizes": (256, 256)},

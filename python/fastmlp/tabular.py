@@ -19,7 +19,7 @@
 
 :class:`TabularClassifier` and :class:`TabularRegressor` are scikit-learn estimators: the preprocessing above, then
 fastmlp's :class:`~fastmlp.MLPClassifier`/:class:`~fastmlp.MLPRegressor` trained with the recipe described in
-``docs/tabular.md`` (SELU, Adam with β₂ = 0.95, cosine decay, label smoothing 0.1, standardized regression
+``docs/tabular.md`` (GELU, Adam with β₂ = 0.95, cosine decay, label smoothing 0.1, standardized regression
 targets, an internal validation split with the best epoch restored). pandas is optional: NumPy input works
 without it.
 """
@@ -638,7 +638,7 @@ class _TabularBase(BaseEstimator):
 
 _DOC_PARAMS = """
     hidden_layer_sizes : int or tuple of int, default=(256, 256, 256)
-    activation : str, default="selu"
+    activation : str, default="gelu"
         Any hidden activation of fastmlp ("selu", "mish", "gelu", "silu", "relu", ...).
     learning_rate_init : float, default=1e-3
         Adam's rate (β₁ = 0.9, β₂ = 0.95), decayed to 0 by a cosine over ``max_iter`` epochs.
@@ -673,7 +673,7 @@ _DOC_PARAMS = """
 class TabularClassifier(ClassifierMixin, _TabularBase):
     __doc__ = (
         """A classifier for tables: a DataFrame (numeric, bool, category and string columns, missing values) or a
-    NumPy array in, the tabular MLP recipe inside (label smoothing ``label_smoothing``, SELU, Adam β₂ = 0.95,
+    NumPy array in, the tabular MLP recipe inside (label smoothing ``label_smoothing``, GELU, Adam β₂ = 0.95,
     cosine decay, best epoch on a stratified validation split).
 
     Parameters
@@ -695,7 +695,7 @@ class TabularClassifier(ClassifierMixin, _TabularBase):
     def __init__(
         self,
         hidden_layer_sizes: Any = (256, 256, 256),
-        activation: str = "selu",
+        activation: str = "gelu",
         *,
         learning_rate_init: float = 1e-3,
         batch_size: int | str = "auto",
@@ -771,7 +771,7 @@ class TabularClassifier(ClassifierMixin, _TabularBase):
 class TabularRegressor(RegressorMixin, _TabularBase):
     __doc__ = (
         """A regressor for tables: a DataFrame (numeric, bool, category and string columns, missing values) or a
-    NumPy array in, the tabular MLP recipe inside (standardized target, SELU, Adam β₂ = 0.95, cosine decay, best
+    NumPy array in, the tabular MLP recipe inside (standardized target, GELU, Adam β₂ = 0.95, cosine decay, best
     epoch on a validation split).
 
     Parameters
@@ -789,7 +789,7 @@ class TabularRegressor(RegressorMixin, _TabularBase):
     def __init__(
         self,
         hidden_layer_sizes: Any = (256, 256, 256),
-        activation: str = "selu",
+        activation: str = "gelu",
         *,
         learning_rate_init: float = 1e-3,
         batch_size: int | str = "auto",
