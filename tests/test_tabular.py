@@ -128,6 +128,10 @@ def test_unseen_categories_and_missing_values_at_predict_time_are_handled():
     num = enc.X[:, names.index("num")]
     assert num[0] == 0.0 and num[1] == 3.0 and num[2] == -3.0
     assert enc.codes[0].tolist()[:2] == [0, 0]  # colour, text: unseen → code 0
+    # a column that was categorical in training comes as numbers: unseen levels, and NaN is missing
+    floats = new.assign(text=[1.5, np.nan, 2.5, 3.5])
+    text_f = pre.encode(floats).X[:, [i for i, n in enumerate(names) if n.startswith("text=")]]
+    assert np.array_equal(text_f[:, -1], [0.0, 1.0, 0.0, 0.0]) and text_f[:, :-1].sum() == 0
     # the estimator too: a category seen only at predict time is no error
     y = (df["num"] > 3).to_numpy()
     clf = fastmlp.TabularClassifier(**SMALL, random_state=0).fit(df, y)

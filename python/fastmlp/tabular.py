@@ -428,7 +428,7 @@ def _transform_numeric(x: np.ndarray, plan: NumericPlan, j: int) -> tuple[np.nda
 
 
 def _missing_mask(values: np.ndarray) -> np.ndarray:
-    return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    return np.fromiter((_is_missing_scalar(v) for v in values), dtype=bool, count=len(values))
 
 
 def _fit_categorical(values: np.ndarray, label: str, max_onehot: int) -> CategoricalPlan:
@@ -457,7 +457,7 @@ def _codes(values: np.ndarray, plan: CategoricalPlan) -> np.ndarray:
     out = np.empty(len(values), dtype=np.int64)
     for i, v in enumerate(values):
         try:
-            out[i] = MISSING_CODE if v is None else get(_key(v), MISSING_CODE)
+            out[i] = MISSING_CODE if _is_missing_scalar(v) else get(_key(v), MISSING_CODE)
         except TypeError:  # an unhashable value at predict time: unseen
             out[i] = MISSING_CODE
     return out
