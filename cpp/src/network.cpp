@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 
 #include "fastmlp/dense.hpp"
@@ -150,12 +151,12 @@ void Network<T>::initialize(std::uint64_t seed, Init init) {
 
 template <class T>
 template <class After>
-void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch,
-                             After&& after) const {
+void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch, After&& after,
+                             const gemm::PackedB* packed) const {
   const T* w = params_.data() + weight_offset(0);
   const T* b = params_.data() + bias_offset(0);
   if (x.csr == nullptr) {
-    dense_forward(z, x.dense, w, b, rows, sizes_[0], sizes_[1], c, scratch, precision_, after);
+    dense_forward(z, x.dense, w, packed, b, rows, sizes_[0], sizes_[1], c, scratch, precision_, after);
   } else {
     sparse_dense_forward(z, *x.csr, x.begin, w, b, rows, sizes_[0], sizes_[1], c);
     if (c.size() > 0) after(z, sizes_[1], 0, rows, c.begin, c.size());
@@ -166,9 +167,11 @@ void Network<T>::first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm:
 // (each block while it is in cache); the output activation (softmax needs whole
 // rows) after the product.
 template <class T>
-void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch) const {
+void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch,
+                              const WeightPacks* packs) const {
   const T* in = nullptr;
   for (Index l = 0; l < n_layers(); ++l) {
+    const gemm::PackedB* packed = packs != nullptr ? &packs->layer(l) : nullptr;
     const bool last = l + 1 == n_layers();
     T* dst = last ? out : (l % 2 == 0 ? buf0 : buf1);
     const Range all{0, sizes_[l + 1]};
@@ -177,10 +180,10 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T*
       if (!last) activation_forward(f, slope_, o + r0 * ld, o + r0 * ld, n, ld, Range{c0, c0 + cols});
     };
     if (l == 0) {
-      first_layer(x, rows, dst, all, scratch, activate);
+      first_layer(x, rows, dst, all, scratch, activate, packed);
     } else {
-      dense_forward(dst, in, params_.data() + weight_offset(l), params_.data() + bias_offset(l), rows, sizes_[l],
-                    sizes_[l + 1], all, scratch, precision_, activate);
+      dense_forward(dst, in, params_.data() + weight_offset(l), packed, params_.data() + bias_offset(l), rows,
+                    sizes_[l], sizes_[l + 1], all, scratch, precision_, activate);
     }
     if (last) activation_forward(f, slope_, dst, dst, rows, sizes_[l + 1]);
     in = dst;
@@ -258,6 +261,17 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
       throw;
     }
   }
+  // The weights packed once, for batches whose products use the panels (a
+  // single row reads W in place: checking a pack would cost more than it
+  // saves). Where they cannot be made, each product packs its own.
+  std::shared_ptr<const WeightPacks> packs;
+  if constexpr (std::is_same_v<T, float>) {
+    if (n >= gemm::kMinPackedRows && 2.0 * double(n_params()) * sizeof(T) <= 0.25 * physical_memory_bytes()) try {
+        packs = packs_.get(params_.data(), n_params(), sizes_, weight_offset_, precision_);
+      } catch (const std::bad_alloc&) {
+        packs = nullptr;
+      }
+  }
   ForwardContext& ctx = *context;
   // Chunks on one grid from row 0, dealt round-robin: a row's output depends
   // on its chunk only, never on the team that ran it (bit-identical for any
@@ -267,7 +281,7 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
     for (Index q = t; q < chunks; q += team) {
       const Index r = q * chunk;
       forward_rows(rows_of(r), std::min(chunk, n - r), out + r * n_outputs(), ctx.buffers[2 * t].data(),
-                   ctx.buffers[2 * t + 1].data(), &ctx.scratch[std::size_t(t)]);
+                   ctx.buffers[2 * t + 1].data(), &ctx.scratch[std::size_t(t)], packs.get());
     }
   });
   give_back(std::move(context));

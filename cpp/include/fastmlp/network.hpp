@@ -21,6 +21,7 @@
 #include "fastmlp/parallel.hpp"
 #include "fastmlp/rng.hpp"
 #include "fastmlp/tensor.hpp"
+#include "fastmlp/weight_packs.hpp"
 
 namespace fastmlp {
 
@@ -189,9 +190,13 @@ class Network {
   struct ForwardContext;
   // Columns c of layer 0's Z = X·W_0 + b_0, for dense or sparse X; then
   // after(z, ld, row0, rows, col0, cols) on each finished block.
+  // (packed: W_0 packed once, or null.)
   template <class After>
-  void first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch, After&& after) const;
-  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch) const;
+  void first_layer(const Input<T>& x, Index rows, T* z, Range c, gemm::Scratch* scratch, After&& after,
+                   const gemm::PackedB* packed = nullptr) const;
+  // packs: the weights packed once (float), or null.
+  void forward_rows(const Input<T>& x, Index rows, T* out, T* buf0, T* buf1, gemm::Scratch* scratch,
+                    const WeightPacks* packs) const;
   template <class RowsOf>
   void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
   std::unique_ptr<ForwardContext> take_context() const;
@@ -213,6 +218,7 @@ class Network {
   // forward()'s buffers, kept between calls: each call takes one (or makes one).
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<ForwardContext>> pool_;
+  PackCache packs_;  // forward()'s weights, packed once (float)
   std::vector<std::int64_t> order_;
   mutable std::mutex busy_;
 };
