@@ -22,6 +22,9 @@ namespace {
 // Measured (784-256-128-10, batch 1024, AMD EPYC, samples/s on 1 / 2 threads):
 // 64 rows 322k / 558k, 128 rows 337k / 613k, 160 rows 331k / 629k,
 // 192 rows 347k / 429k, 256 rows 274k / 364k.
+// With the weights packed once (weight_packs.hpp; AMD EPYC Zen 4, 2 shared
+// and busy cores, CPU-time rates of 1 and 2 threads): 64 to 512 rows all
+// within the noise (155k-178k samples/s per core); 128 kept.
 constexpr Index kForwardChunk = 128;
 // ... and fewer rows through very wide layers: a chunk's buffer holds at most
 // this many values, so inference memory stays bounded whatever the width.
