@@ -507,7 +507,9 @@ def _import_torch() -> tuple[Any, Any]:
 @functools.cache
 def _torch_modules() -> dict[str, Any]:
     """The small torch.nn modules the exports use beside torch's own (made once, on first use)."""
-    torch, nn = _import_torch()
+    _import_torch()  # a clear ImportError without torch
+    import torch
+    from torch import nn
 
     class Exp(nn.Module):
         def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -647,6 +649,7 @@ def _layer_nodes(
     found = _layer_arrays(spec, n_inputs, params, state, dtype)
     shape_of = {s.path: s for s in found.shapes.layers}
     n_dense = [0]
+    double = dtype == np.float64
 
     def walk(layers: list[Any], x: str, prefix: tuple[int, ...]) -> str:
         for i, layer in enumerate(layers):
@@ -662,16 +665,22 @@ def _layer_nodes(
             elif kind == "dropout":
                 pass  # evaluation: identity
             elif kind == "batch_norm":
-                inputs = [a["weight"], a["bias"], a["running_mean"], a["running_var"]]
+                # ONNX's epsilon is a float32 attribute: a float64 graph adds what float32 rounding
+                # took from eps to the variance, so that var + eps is the model's
+                eps32 = float(np.float32(layer.eps))
+                var = a["running_var"] + (layer.eps - eps32 if double else 0.0)
+                inputs = [a["weight"], a["bias"], a["running_mean"], var]
                 names = ["bn_scale", "bn_bias", "bn_mean", "bn_var"]
-                x = node("BatchNormalization", [x, *map(const, names, inputs)], epsilon=layer.eps)
+                x = node("BatchNormalization", [x, *map(const, names, inputs)], epsilon=eps32)
             elif kind == "layer_norm":
-                x = node(
-                    "LayerNormalization",
-                    [x, const("ln_scale", a["weight"]), const("ln_bias", a["bias"])],
-                    axis=-1,
-                    epsilon=layer.eps,
-                )
+                scale, bias = const("ln_scale", a["weight"]), const("ln_bias", a["bias"])
+                if double:  # float64: written out (epsilon's attribute is float32, and exact is the aim)
+                    centred = node("Sub", [x, node("ReduceMean", [x], axes=[1], keepdims=1)])
+                    var = node("ReduceMean", [node("Mul", [centred, centred])], axes=[1], keepdims=1)
+                    std = node("Sqrt", [node("Add", [var, const("ln_eps", np.array(layer.eps, dtype=dtype))])])
+                    x = node("Add", [node("Mul", [node("Div", [centred, std]), scale]), bias])
+                else:
+                    x = node("LayerNormalization", [x, scale, bias], axis=-1, epsilon=layer.eps)
             elif kind == "residual":
                 x = node("Add", [x, walk(list(layer.layers), x, path)])
             else:  # embedding
@@ -706,9 +715,12 @@ def to_onnx_layers(
     computed in `dtype` (float32 or float64); written to `path` when given.
 
     Operators (opset :data:`ONNX_OPSET`): ``Gemm`` (Dense), the activations as in :func:`to_onnx`,
-    ``BatchNormalization`` (the running statistics), ``LayerNormalization`` (axis -1), ``Add``
-    (residual), ``Gather`` + ``Cast`` + ``Concat`` (embedding: the other columns, then each
-    table's rows of the codes); a Dropout is no node.
+    ``BatchNormalization`` (the running statistics), ``LayerNormalization`` (axis -1; a float64
+    graph writes it out of ``ReduceMean``, ``Sub``, ``Mul``, ``Sqrt``, ``Div``, as onnxruntime's
+    kernel and the float32 ``epsilon`` attribute are about 1e-10 off), ``Add`` (residual),
+    ``Gather`` + ``Cast`` + ``Concat`` (embedding: the other columns, then each table's rows of
+    the codes); a Dropout is no node. ONNX's ``epsilon`` attributes are float32: a float64
+    graph adds ``eps - float32(eps)`` to the batch norm's ``input_var``.
     """
     try:
         import onnx

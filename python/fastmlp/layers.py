@@ -332,7 +332,11 @@ def shapes(spec: Any, n_inputs: int) -> Shapes:
         penalized: Sequence[str] = (),
         site: int | None = None,
     ) -> None:
-        out.append(LayerShape(path, kind, n_in, n_out, tuple(params), tuple(state), *offsets, tuple(penalized), site))
+        out.append(
+            LayerShape(
+                path, kind, n_in, n_out, tuple(params), tuple(state), offsets[0], offsets[1], tuple(penalized), site
+            )
+        )
         offsets[0] += sum(_size(s) for _, s in params)
         offsets[1] += sum(_size(s) for _, s in state)
 

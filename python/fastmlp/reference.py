@@ -1284,7 +1284,7 @@ def _embed(d: Mapping[str, Any], A: np.ndarray, walk: _Walk) -> tuple[np.ndarray
         if bad.any():
             raise ValueError(
                 f"X column {c} (embedding columns[{j}]) must hold integer codes in [0, {card}); "
-                f"got {x[bad][0]!r} in row {int(np.argmax(bad))}"
+                f"got {float(x[bad][0])!r} in row {int(np.argmax(bad))}"
             )
         codes = x.astype(np.int64)
         tables.append((offset, codes, int(card), int(dim)))
@@ -1294,7 +1294,7 @@ def _embed(d: Mapping[str, Any], A: np.ndarray, walk: _Walk) -> tuple[np.ndarray
 
 def _forward_layers(
     spec: Sequence[Mapping[str, Any]], A: np.ndarray, walk: _Walk, top: bool
-) -> tuple[np.ndarray, list]:
+) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     tape: list[tuple[Any, ...]] = []
     for i, d in enumerate(spec):
         kind = d["kind"]
@@ -1428,7 +1428,7 @@ def layers_forward(
     )
 
 
-def _backward_layers(tape: list, dY: np.ndarray, grad: np.ndarray, fwd: LayersForward) -> np.ndarray:
+def _backward_layers(tape: list[tuple[Any, ...]], dY: np.ndarray, grad: np.ndarray, fwd: LayersForward) -> np.ndarray:
     for record in reversed(tape):
         kind = record[0]
         if kind == "dense":
