@@ -9,8 +9,10 @@ differences in float64, and on dense-only networks against the reference's own d
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -59,6 +61,8 @@ def test_layers_are_values():
     assert L.Activation("swish").to_dict() == {"kind": "activation", "name": "silu"}
     assert L.Residual([L.Dense(2)]).layers == (L.Dense(2),)  # a list becomes a tuple
     assert L.Embedding(np.array([1]), (5,), [2]) == L.Embedding([1], [5], [2])
+    assert pickle.loads(pickle.dumps(EVERY_KIND)) == EVERY_KIND
+    assert copy.deepcopy(EVERY_KIND) == EVERY_KIND
 
 
 @pytest.mark.parametrize(
@@ -409,6 +413,16 @@ def test_running_statistics_after_steps_equal_torch(case):
     np.testing.assert_allclose(st_ref, st_t.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(p_ref, p_t.detach().numpy(), rtol=1e-10, atol=1e-12)
 
+    # the same four steps as one epoch of layers_train_epoch (rows in order, batches of 6)
+    p_epoch, st_epoch = params.copy(), state.copy()
+
+    def draws(b, rows):
+        return None, None, {k: m[6 * b : 6 * b + rows] for k, m in masks.items()}
+
+    ref.layers_train_epoch(spec, p_epoch, st_epoch, X, Y, "squared_error", ref.SGD(0.1), 6, np.arange(24), draws=draws)
+    np.testing.assert_allclose(st_epoch, st_t.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p_epoch, p_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
 
 @pytest.mark.parametrize("activation", HIDDEN)
 def test_every_hidden_activation_as_a_layer_equals_torch(activation):
@@ -488,6 +502,28 @@ def test_dense_layers_equal_the_dense_reference_bit_for_bit():
     np.testing.assert_array_equal(grad, np.concatenate([g.ravel() for pair in zip(gW, gb) for g in pair]))
     fwd = ref.layers_forward(spec, params, [], X, train=False, output_activation="softmax")
     np.testing.assert_array_equal(fwd.output, ref.predict(weights, biases, X, acts, "softmax"))
+
+    # float32 in bfloat16 precision, sample weights, a fused loss
+    w32, b32 = [w.astype(np.float32) for w in weights], [b.astype(np.float32) for b in biases]
+    X32, sw = X.astype(np.float32), rng.random(9)
+    Y01 = (Y > 0).astype(np.float32)
+    kw = dict(sample_weight=sw, precision="bf16")
+    value, gW, gb = ref.loss_and_grad(
+        w32, b32, X32, Y01, "binary_log_loss", acts, "logistic", dropout=rates, masks=mask_list, **kw
+    )
+    value2, grad = ref.layers_loss_and_grad(
+        spec,
+        params.astype(np.float32),
+        [],
+        X32,
+        Y01,
+        "binary_log_loss",
+        output_activation="logistic",
+        masks=masks,
+        **kw,
+    )
+    assert value2 == value and grad.dtype == np.float32
+    np.testing.assert_array_equal(grad, np.concatenate([g.ravel() for pair in zip(gW, gb) for g in pair]))
 
     # an epoch with Adam, penalties and max-norm: the same parameters
     order = rng.permutation(9)
