@@ -358,3 +358,61 @@ def test_summary_and_repr_name_the_layers():
     text = buf.getvalue()
     assert "layer_norm" in text and "residual" in text and f"{net.n_params:,}" in text
     assert "Residual" in repr(net)
+
+
+WITH_DROPOUT = [L.Dense(8), L.Activation("relu"), L.Dropout(0.3), L.BatchNorm(), L.Dropout(0.2), L.Dense(3)]
+
+
+def _masks(net: fastmlp.Network, spec, rows: int, step: int) -> dict[int, np.ndarray]:
+    """The core's draws of a training step, keyed by the dropout layers' sites (the reference's form)."""
+    sites = [s.site for s in L.shapes(spec, net.n_inputs).layers if s.kind == "dropout"]
+    _, masks = net.draws(rows, step)
+    return {site: m for site, m in zip(sites, masks) if m is not None}
+
+
+@pytest.mark.parametrize("name", [*sorted(SPECS), "dropout"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_core_equals_the_reference(name, dtype):
+    """forward (eval), the training-mode loss and gradients (dropout's draws given), and the
+    running statistics after a training step, against fastmlp.reference's layers."""
+    from fastmlp import reference as ref
+
+    layers = WITH_DROPOUT if name == "dropout" else SPECS[name]
+    net = fastmlp.Network(6, layers=layers, dtype=dtype, seed=3, output_activation="softmax")
+    randomize(net)
+    spec = L.to_spec(layers)
+    tight = dtype == "float64"
+    tol = dict(rtol=1e-10, atol=1e-12) if tight else dict(rtol=2e-4, atol=2e-5)
+    X = make_x(name, 30).astype(dtype)
+    Y = np.eye(3)[RNG.integers(0, 3, 30)].astype(dtype)
+    params, state = np.array(net.params), np.array(net.state)
+    expect = ref.layers_forward(spec, params, state, X, train=False, output_activation="softmax").output
+    np.testing.assert_allclose(net.forward(X), expect, **tol)
+    step = 4
+    value = net.loss_and_grad(X, Y, "log_loss", training_step=step)
+    ref_value, ref_grad = ref.layers_loss_and_grad(
+        spec, params, state, X, Y, "log_loss", output_activation="softmax", masks=_masks(net, spec, 30, step)
+    )
+    assert value == pytest.approx(ref_value, rel=1e-10 if tight else 1e-4)
+    np.testing.assert_allclose(net.grads, ref_grad, **tol)
+    fwd = ref.layers_forward(
+        spec, params, state, X, train=True, output_activation="softmax", masks=_masks(net, spec, 30, 0)
+    )
+    net.train_epoch(X, Y, "log_loss", fastmlp.SGD(lr=0.1), batch_size=30, shuffle=False)
+    np.testing.assert_allclose(net.state, ref.layers_running_stats(state, fwd), **tol)
+
+
+def test_a_network_of_layers_exports_to_torch_and_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from fastmlp.export import to_onnx, to_torch
+
+    net = build("residual", dtype="float32")
+    randomize(net)
+    X = make_x("residual", 20).astype(np.float32)
+    expect = net.forward(X)
+    module = to_torch(net)
+    np.testing.assert_allclose(module(torch.from_numpy(X)).detach().numpy(), expect, rtol=1e-5, atol=1e-5)
+    to_onnx(net, tmp_path / "net.onnx")
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"))
+    np.testing.assert_allclose(session.run(None, {"X": X})[0], expect, rtol=1e-5, atol=1e-5)

@@ -299,6 +299,19 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     from .network import Network
 
+    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+        if X is not None:
+            raise TypeError("X is for a scikit-learn model (a Pipeline); a fastmlp model's input is its n_features")
+        return to_onnx_layers(
+            model.spec,
+            model.n_inputs,
+            model.params,
+            model.state,
+            model.output_activation,
+            path,
+            dtype,
+            leaky_relu_slope=model.leaky_relu_slope,
+        )
     dt = _onnx_dtype(dtype)
     if not isinstance(model, Network) and not hasattr(model, "fitted_network"):
         if not hasattr(model, "get_params") or not hasattr(model, "fit"):
@@ -576,6 +589,18 @@ def to_torch(model: Any) -> Any:
     """The model as a ``torch.nn.Sequential`` of ``Linear`` layers and activations, with the
     same weights (``Linear.weight`` is ``W.T``) and dtype, in evaluation mode."""
     torch, nn = _import_torch()
+    from .network import Network
+
+    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+        return to_torch_layers(
+            model.spec,
+            model.n_inputs,
+            model.params,
+            model.state,
+            model.output_activation,
+            model.dtype,
+            leaky_relu_slope=model.leaky_relu_slope,
+        )
     layers = _layers(model)
     dtype = torch.float32 if layers.dtype == np.float32 else torch.float64
     modules: list[Any] = []

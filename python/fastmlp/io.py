@@ -530,6 +530,8 @@ def _check_network_shapes(
 
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if not isinstance(sizes, int) or isinstance(sizes, bool):
+            raise ValueError(f"layer_sizes of a network of layers must be its input size (an int), got {sizes!r}")
         shapes = _layers.shapes(config["layers"], sizes)
         for name, stored, count in (("params", params, shapes.n_params), ("state", state, shapes.n_state)):
             if stored != ((count,), np.dtype(dtype)):

@@ -217,7 +217,7 @@ class Network:
 
         if "layers" in self._config:
             return _layers.from_spec(self._config["layers"])
-        return _layers.dense_shorthand(self.layer_sizes, self._config["activation"], self.dropout[1:] or 0.0)
+        return _layers.dense_shorthand(self.layer_sizes, self._config["activation"], list(self.dropout))
 
     @property
     def spec(self) -> list[dict[str, Any]]:
