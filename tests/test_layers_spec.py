@@ -687,6 +687,21 @@ def test_onnx_export_equals_reference(case, dtype):
     np.testing.assert_allclose(got, want, **tol)
 
 
+def test_exports_of_an_all_categorical_input():
+    """Every input column embedded: no numeric columns to pass on."""
+    torch, _ = need("torch"), need("onnxruntime")
+    spec = [L.Embedding([1, 0], [3, 4], [2, 3]), L.Dense(2)]
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.integers(0, 4, 7), rng.integers(0, 3, 7)], axis=1).astype(np.float64)
+    params = rng.standard_normal(L.shapes(spec, 2).n_params)
+    want = ref.layers_forward(spec, params, [], X, train=False).output
+    got = export.to_torch_layers(spec, 2, params, [], dtype="float64")(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        run_onnx_layers(spec, params, [], X, "identity", "float64"), want, rtol=1e-12, atol=1e-14
+    )
+
+
 def test_onnx_export_uses_the_normalization_operators():
     need("onnx")
     _s, params, state, _X, _ = problem(EVERY_KIND)
