@@ -735,6 +735,8 @@ def test_dense_spec_exports_as_the_dense_network_does():
 
 
 def test_exports_refuse_what_does_not_fit():
+    need("onnx")
+    need("torch")
     _s, params, state, _X, _ = problem(CASES["batch_norm"])
     with pytest.raises(ValueError, match="a Residual's layers must keep the width"):
         export.to_onnx_layers([L.Dense(3), L.Residual([L.Dense(2)])], 2, np.zeros(100), [])
@@ -742,3 +744,14 @@ def test_exports_refuse_what_does_not_fit():
         export.to_torch_layers(CASES["batch_norm"], 6, params[:-1], state)
     with pytest.raises(ValueError, match="state must have"):
         export.to_onnx_layers(CASES["batch_norm"], 6, params, state[:-1])
+    for to in (export.to_onnx_layers, export.to_torch_layers):
+        with pytest.raises(ValueError, match="output_activation must be one of"):
+            to(CASES["batch_norm"], 6, params, state, "nope")
+        with pytest.raises(ValueError, match="leaky_relu_slope must be"):
+            to(CASES["batch_norm"], 6, params, state, leaky_relu_slope=-1.0)
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            to(CASES["batch_norm"], 6, params, state, dtype="int32")
+        with pytest.raises(ValueError, match="n_inputs must be >= 1"):
+            to(CASES["batch_norm"], 0, params, state)
+        with pytest.raises(TypeError, match=r"spec\[0\] must be a dict"):
+            to([3], 6, params, state)

@@ -22,7 +22,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ._names import canonical_activation
+from ._names import OUTPUT_ACTIVATIONS, canonical_activation
+from ._validation import check_choice, check_float
 
 __all__ = ["register_skl2onnx", "to_onnx", "to_onnx_layers", "to_torch", "to_torch_layers"]
 
@@ -605,6 +606,12 @@ class _LayerArrays(NamedTuple):
     arrays: dict[tuple[int, ...], dict[str, np.ndarray]]  # path -> {name: array} (params and state)
 
 
+def _check_head(output_activation: Any, leaky_relu_slope: Any) -> tuple[str, float]:
+    """The output activation (its own name) and the slope, checked by name."""
+    check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+    return canonical_activation(output_activation), check_float("leaky_relu_slope", leaky_relu_slope, minimum=0.0)
+
+
 def _layer_arrays(spec: Any, n_inputs: int, params: Any, state: Any, dtype: np.dtype) -> _LayerArrays:
     from . import layers as layers_mod
 
@@ -728,6 +735,7 @@ def to_onnx_layers(
     except ImportError:
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
     used = {"X", "Y"}
     nodes: list[_Node] = []
     inits: dict[str, np.ndarray] = {}
@@ -795,6 +803,7 @@ def to_torch_layers(
     """
     torch, nn = _import_torch()
     dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
     tdtype = torch.float32 if dt == np.float32 else torch.float64
     found = _layer_arrays(spec, n_inputs, params, state, dt)
     shape_of = {s.path: s for s in found.shapes.layers}
