@@ -24,6 +24,7 @@ import numpy as np
 
 from ._names import OUTPUT_ACTIVATIONS, canonical_activation
 from ._validation import check_choice, check_float
+from .layers import from_spec as layers_from_spec, shapes as layer_shapes
 
 __all__ = ["register_skl2onnx", "to_onnx", "to_onnx_layers", "to_torch", "to_torch_layers"]
 
@@ -613,10 +614,8 @@ def _check_head(output_activation: Any, leaky_relu_slope: Any) -> tuple[str, flo
 
 
 def _layer_arrays(spec: Any, n_inputs: int, params: Any, state: Any, dtype: np.dtype) -> _LayerArrays:
-    from . import layers as layers_mod
-
-    layers = layers_mod.from_spec(spec)
-    shapes = layers_mod.shapes(layers, n_inputs)
+    layers = layers_from_spec(spec)
+    shapes = layer_shapes(layers, n_inputs)
     params = np.asarray(params, dtype=dtype).ravel()
     state = np.asarray(state if state is not None else np.zeros(0), dtype=dtype).ravel()
     if params.size != shapes.n_params:
@@ -760,9 +759,7 @@ def to_onnx_layers(
 
     y = _layer_nodes("X", spec, n_inputs, params, state, output_activation, leaky_relu_slope, dt, node, const)
     node("Identity", [y], "Y")
-    from . import layers as layers_mod
-
-    n_out = layers_mod.shapes(spec, n_inputs).n_outputs
+    n_out = layer_shapes(spec, n_inputs).n_outputs
     elem = TensorProto.FLOAT if dt == np.float32 else TensorProto.DOUBLE
     proto = helper.make_model(
         helper.make_graph(
