@@ -687,6 +687,21 @@ def test_onnx_export_equals_reference(case, dtype):
     np.testing.assert_allclose(got, want, **tol)
 
 
+def test_exports_of_an_all_categorical_input():
+    """Every input column embedded: no numeric columns to pass on."""
+    torch, _ = need("torch"), need("onnxruntime")
+    spec = [L.Embedding([1, 0], [3, 4], [2, 3]), L.Dense(2)]
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.integers(0, 4, 7), rng.integers(0, 3, 7)], axis=1).astype(np.float64)
+    params = rng.standard_normal(L.shapes(spec, 2).n_params)
+    want = ref.layers_forward(spec, params, [], X, train=False).output
+    got = export.to_torch_layers(spec, 2, params, [], dtype="float64")(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        run_onnx_layers(spec, params, [], X, "identity", "float64"), want, rtol=1e-12, atol=1e-14
+    )
+
+
 def test_onnx_export_uses_the_normalization_operators():
     need("onnx")
     _s, params, state, _X, _ = problem(EVERY_KIND)
@@ -720,6 +735,8 @@ def test_dense_spec_exports_as_the_dense_network_does():
 
 
 def test_exports_refuse_what_does_not_fit():
+    need("onnx")
+    need("torch")
     _s, params, state, _X, _ = problem(CASES["batch_norm"])
     with pytest.raises(ValueError, match="a Residual's layers must keep the width"):
         export.to_onnx_layers([L.Dense(3), L.Residual([L.Dense(2)])], 2, np.zeros(100), [])
@@ -727,3 +744,14 @@ def test_exports_refuse_what_does_not_fit():
         export.to_torch_layers(CASES["batch_norm"], 6, params[:-1], state)
     with pytest.raises(ValueError, match="state must have"):
         export.to_onnx_layers(CASES["batch_norm"], 6, params, state[:-1])
+    for to in (export.to_onnx_layers, export.to_torch_layers):
+        with pytest.raises(ValueError, match="output_activation must be one of"):
+            to(CASES["batch_norm"], 6, params, state, "nope")
+        with pytest.raises(ValueError, match="leaky_relu_slope must be"):
+            to(CASES["batch_norm"], 6, params, state, leaky_relu_slope=-1.0)
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            to(CASES["batch_norm"], 6, params, state, dtype="int32")
+        with pytest.raises(ValueError, match="n_inputs must be >= 1"):
+            to(CASES["batch_norm"], 0, params, state)
+        with pytest.raises(TypeError, match=r"spec\[0\] must be a dict"):
+            to([3], 6, params, state)

@@ -22,7 +22,9 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ._names import canonical_activation
+from ._names import OUTPUT_ACTIVATIONS, canonical_activation
+from ._validation import check_choice, check_float
+from .layers import from_spec as layers_from_spec, shapes as layer_shapes
 
 __all__ = ["register_skl2onnx", "to_onnx", "to_onnx_layers", "to_torch", "to_torch_layers"]
 
@@ -630,11 +632,15 @@ class _LayerArrays(NamedTuple):
     arrays: dict[tuple[int, ...], dict[str, np.ndarray]]  # path -> {name: array} (params and state)
 
 
-def _layer_arrays(spec: Any, n_inputs: int, params: Any, state: Any, dtype: np.dtype) -> _LayerArrays:
-    from . import layers as layers_mod
+def _check_head(output_activation: Any, leaky_relu_slope: Any) -> tuple[str, float]:
+    """The output activation (its own name) and the slope, checked by name."""
+    check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+    return canonical_activation(output_activation), check_float("leaky_relu_slope", leaky_relu_slope, minimum=0.0)
 
-    layers = layers_mod.from_spec(spec)
-    shapes = layers_mod.shapes(layers, n_inputs)
+
+def _layer_arrays(spec: Any, n_inputs: int, params: Any, state: Any, dtype: np.dtype) -> _LayerArrays:
+    layers = layers_from_spec(spec)
+    shapes = layer_shapes(layers, n_inputs)
     params = np.asarray(params, dtype=dtype).ravel()
     state = np.asarray(state if state is not None else np.zeros(0), dtype=dtype).ravel()
     if params.size != shapes.n_params:
@@ -753,6 +759,7 @@ def to_onnx_layers(
     except ImportError:
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
     used = {"X", "Y"}
     nodes: list[_Node] = []
     inits: dict[str, np.ndarray] = {}
@@ -777,9 +784,7 @@ def to_onnx_layers(
 
     y = _layer_nodes("X", spec, n_inputs, params, state, output_activation, leaky_relu_slope, dt, node, const)
     node("Identity", [y], "Y")
-    from . import layers as layers_mod
-
-    n_out = layers_mod.shapes(spec, n_inputs).n_outputs
+    n_out = layer_shapes(spec, n_inputs).n_outputs
     elem = TensorProto.FLOAT if dt == np.float32 else TensorProto.DOUBLE
     proto = helper.make_model(
         helper.make_graph(
@@ -820,6 +825,7 @@ def to_torch_layers(
     """
     torch, nn = _import_torch()
     dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
     tdtype = torch.float32 if dt == np.float32 else torch.float64
     found = _layer_arrays(spec, n_inputs, params, state, dt)
     shape_of = {s.path: s for s in found.shapes.layers}

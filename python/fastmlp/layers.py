@@ -303,6 +303,9 @@ class Shapes(NamedTuple):
     n_state: int
 
 
+_Arrays = Sequence[tuple[str, tuple[int, ...]]]  # (name, shape) of each array
+
+
 def _size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
@@ -320,15 +323,13 @@ def shapes(spec: Any, n_inputs: int) -> Shapes:
     offsets = [0, 0]  # params, state
     counts = {"dense": 0, "dropouts_since_dense": 0}
 
-    Arrays = Sequence[tuple[str, tuple[int, ...]]]
-
     def add(
         path: tuple[int, ...],
         kind: str,
         n_in: int,
         n_out: int,
-        params: Arrays = (),
-        state: Arrays = (),
+        params: _Arrays = (),
+        state: _Arrays = (),
         penalized: Sequence[str] = (),
         site: int | None = None,
     ) -> None:
@@ -357,22 +358,18 @@ def shapes(spec: Any, n_inputs: int) -> Shapes:
                 counts["dense"] += 1
                 counts["dropouts_since_dense"] = 0
                 width = layer.units
-            elif isinstance(layer, (Activation, LayerNorm)):
-                affine = [("weight", (width,)), ("bias", (width,))] if isinstance(layer, LayerNorm) else []
-                add(path, layer.kind, width, width, affine)
+            elif isinstance(layer, Activation):
+                add(path, layer.kind, width, width)
             elif isinstance(layer, Dropout):
                 site = counts["dense"] + SITE_STRIDE * counts["dropouts_since_dense"]
                 counts["dropouts_since_dense"] += 1
                 add(path, layer.kind, width, width, site=site)
-            elif isinstance(layer, BatchNorm):
-                add(
-                    path,
-                    layer.kind,
-                    width,
-                    width,
-                    [("weight", (width,)), ("bias", (width,))],
-                    [("running_mean", (width,)), ("running_var", (width,))],
+            elif isinstance(layer, (BatchNorm, LayerNorm)):
+                affine = [("weight", (width,)), ("bias", (width,))]
+                running = (
+                    [("running_mean", (width,)), ("running_var", (width,))] if isinstance(layer, BatchNorm) else []
                 )
+                add(path, layer.kind, width, width, affine, running)
             elif isinstance(layer, Residual):
                 add(path, layer.kind, width, width)
                 inner = walk(layer.layers, width, path)
