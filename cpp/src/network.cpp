@@ -283,9 +283,10 @@ void Network<T>::compile(std::vector<LayerSpec> layers) {
     count += op.kind == OpKind::Dense ? double(op.width_in) * double(op.width) + double(op.width) : double(op.n_param);
   const double need = (2.0 * count + double(state)) * sizeof(T), have = physical_memory_bytes();
   if (count > 9.0e18 || (have > 0.0 && need > have))
-    throw std::length_error(
-        "a network of " + std::to_string(count) + " parameters needs " + std::to_string(need / 1073741824.0) +
-        " GiB for parameters and gradients; this machine has " + std::to_string(have / 1073741824.0) + " GiB");
+    throw std::length_error(std::string(shorthand_ ? "a network with layer_sizes of " : "a network of layers of ") +
+                            std::to_string(count) + " parameters needs " + std::to_string(need / 1073741824.0) +
+                            " GiB for parameters and gradients; this machine has " +
+                            std::to_string(have / 1073741824.0) + " GiB");
   params_.resize(param);
   grads_.setZero(param);
   state_.setZero(state);
@@ -835,9 +836,13 @@ void Network<T>::set_precision(gemm::Precision precision) {
 template <class T>
 void Network<T>::set_noise(TrainingNoise noise) {
   noise.check(n_layers());
-  const bool hidden_rates = noise.dropout.size() > 1 && std::any_of(noise.dropout.begin() + 1, noise.dropout.end(),
-                                                                    [](double p) { return p > 0.0; });
-  if (!shorthand_ && hidden_rates)
+  // An embedding's code columns are integers: noise would make them other numbers.
+  if (ops_.front().kind == OpKind::Embedding && noise.input_noise > 0.0)
+    throw std::invalid_argument(
+        "input_noise perturbs every input column, an embedding's codes too: "
+        "a network whose first layer is an Embedding takes input_noise 0");
+  // The inputs' dropout draws at site 0, as a Dropout layer before the first dense layer would.
+  if (!shorthand_ && std::any_of(noise.dropout.begin(), noise.dropout.end(), [](double p) { return p > 0.0; }))
     throw std::invalid_argument(
         "dropout (one rate per dense layer's input) is for a network of layer_sizes; "
         "a network of layers takes Dropout layers");

@@ -301,7 +301,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     from .network import Network
 
-    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+    if isinstance(model, Network) and not model.shorthand:  # a network of layers
         if X is not None:
             raise TypeError("X is for a scikit-learn model (a Pipeline); a fastmlp model's input is its n_features")
         return to_onnx_layers(
@@ -593,7 +593,7 @@ def to_torch(model: Any) -> Any:
     torch, nn = _import_torch()
     from .network import Network
 
-    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+    if isinstance(model, Network) and not model.shorthand:  # a network of layers
         return to_torch_layers(
             model.spec,
             model.n_inputs,

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from . import layers as _layers
 from ._names import OPTIMIZER_STATE
 
 FORMAT = "fastmlp.estimator"
@@ -526,8 +527,6 @@ def _check_network_shapes(
     sizes, dtype = meta.get("layer_sizes"), meta.get("dtype")
     config = meta.get("config")
     if isinstance(config, dict) and "layers" in config:
-        from . import layers as _layers
-
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if not isinstance(sizes, int) or isinstance(sizes, bool):

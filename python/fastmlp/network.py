@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
-from . import _core, data as _data
+from . import _core, data as _data, layers as _layers
 
 # The core's names (HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, LOSSES, INITS stay importable from here).
 from ._names import (
@@ -144,8 +144,6 @@ class Network:
     ) -> None:
         spec = None
         if layers is not None:  # Network(input_size, layers=[...])
-            from . import layers as _layers
-
             input_size = check_int("input_size", layer_sizes, minimum=1)
             if not (isinstance(activation, str) and activation == "relu"):
                 raise ValueError(
@@ -213,17 +211,18 @@ class Network:
     @property
     def layers(self) -> list[Any]:
         """The network's layers (:mod:`fastmlp.layers`); for the shorthand, the layers it means."""
-        from . import layers as _layers
-
         if "layers" in self._config:
             return _layers.from_spec(self._config["layers"])
         return _layers.dense_shorthand(self.layer_sizes, self._config["activation"], list(self.dropout))
 
     @property
+    def shorthand(self) -> bool:
+        """Whether the network was built from layer_sizes (the shorthand), not from a list of layers."""
+        return "layers" not in self._config
+
+    @property
     def spec(self) -> list[dict[str, Any]]:
         """The layers' JSON form (:func:`fastmlp.layers.to_spec`)."""
-        from . import layers as _layers
-
         return _layers.to_spec(self.layers)
 
     @property
@@ -724,8 +723,6 @@ class Network:
         print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
 
     def _summary_of_layers(self, file: TextIO | None, title: str | None) -> None:
-        from . import layers as _layers
-
         shapes = _layers.shapes(self._config["layers"], self.n_inputs)
         flat: list[Any] = []
 
