@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import _core
+from fastmlp import _core, layers as L
 
 SIZES = [40, 48, 24, 5]
 ROWS = 300  # three chunks of 128 rows, the last 44: every product uses the packs
@@ -172,3 +172,30 @@ def test_short_batches_and_tails_agree_with_the_packed_rows():
     net.weights[0][...] *= 2
     rows = np.concatenate([net.forward(X[i : i + 1]) for i in range(0, ROWS + 5, 37)])
     np.testing.assert_allclose(rows, net.forward(X)[::37], rtol=1e-5, atol=1e-6)
+
+
+def test_a_network_of_layers_packs_each_dense_layer():
+    """Dense layers between normalizations and a residual block: each dense op takes its own pack
+    (the n-th dense op the n-th), and a change of any one reaches forward."""
+    spec = [
+        L.Dense(32),
+        L.Activation("relu"),
+        L.LayerNorm(),
+        L.Residual([L.Dense(32), L.Activation("tanh")]),
+        L.Dense(7),
+    ]
+
+    def fresh(params):  # a new network (nothing packed yet) holding these parameters
+        other = fastmlp.Network(SIZES[0], layers=spec, seed=1, output_activation="softmax")
+        other.params[:] = params
+        return other
+
+    net = fastmlp.Network(SIZES[0], layers=spec, seed=0, output_activation="softmax")
+    X = _X()
+    before = net.forward(X)
+    for layer in range(3):
+        net.weights[layer][...] = np.random.default_rng(layer).standard_normal(net.weights[layer].shape)
+        after = net.forward(X)
+        assert not np.array_equal(after, before)
+        np.testing.assert_array_equal(after, fresh(net.params).forward(X))
+        before = after

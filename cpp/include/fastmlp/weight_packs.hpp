@@ -31,13 +31,19 @@ namespace fastmlp {
 // once made: threads share it through a shared_ptr.
 class WeightPacks {
  public:
-  // sizes: the layer sizes; offsets[l]: W_l's offset in params (n_params values).
-  WeightPacks(const float* params, Index n_params, const std::vector<Index>& sizes, const std::vector<Index>& offsets,
-              gemm::Precision precision)
+  // A weight matrix of the flat parameters: k × n values from `offset`.
+  struct Layer {
+    Index offset, k, n;
+  };
+  // layer_of(l) for l < count: the matrices to pack, in params (n_params values).
+  template <class LayerOf>
+  WeightPacks(const float* params, Index n_params, Index count, LayerOf&& layer_of, gemm::Precision precision)
       : snapshot_(params, params + n_params), precision_(precision), panels_(gemm::PackedB::wanted(precision)) {
-    layers_.resize(offsets.size());
-    for (std::size_t l = 0; l < offsets.size(); ++l)
-      layers_[l].pack(snapshot_.data() + offsets[l], sizes[l], sizes[l + 1], precision);
+    layers_.resize(std::size_t(count));
+    for (Index l = 0; l < count; ++l) {
+      const Layer w = layer_of(l);
+      layers_[std::size_t(l)].pack(snapshot_.data() + w.offset, w.k, w.n, precision);
+    }
   }
   const gemm::PackedB& layer(Index l) const { return layers_[std::size_t(l)]; }
   // Made from exactly these parameters, for this precision and the kernel in use now.
@@ -61,9 +67,10 @@ class WeightPacks {
 // ever sees a pack half made.
 class PackCache {
  public:
-  // Packs equal to the packing of params now (throws std::bad_alloc).
-  std::shared_ptr<const WeightPacks> get(const float* params, Index n_params, const std::vector<Index>& sizes,
-                                         const std::vector<Index>& offsets, gemm::Precision precision) const {
+  // Packs equal to the packing of params now (WeightPacks' arguments; throws std::bad_alloc).
+  template <class LayerOf>
+  std::shared_ptr<const WeightPacks> get(const float* params, Index n_params, Index count, LayerOf&& layer_of,
+                                         gemm::Precision precision) const {
     std::shared_ptr<const WeightPacks> packs;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -73,7 +80,7 @@ class PackCache {
     std::lock_guard<std::mutex> lock(mutex_);
     if (current_ != nullptr && current_ != packs && current_->made_from(params, n_params, precision)) return current_;
     current_.reset();  // the stale packs' memory goes before the new packs' comes
-    current_ = std::make_shared<const WeightPacks>(params, n_params, sizes, offsets, precision);
+    current_ = std::make_shared<const WeightPacks>(params, n_params, count, layer_of, precision);
     return current_;
   }
 
