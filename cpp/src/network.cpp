@@ -611,10 +611,15 @@ void Network<T>::forward(const CsrView<T>& x, T* out) const {
 template <class T>
 void Network<T>::reserve_workspace(Workspace<T>& ws, Index n, bool dense_x) const {
   const std::size_t V = value_width_.size();
+  // Planned for these rows and these dropout rates already (checked without allocating: every step asks).
+  bool ready = n <= ws.rows && ws.value_data.size() == V && (!dense_x || ws.x.rows() >= n);
+  std::size_t k = 0;
+  for (const Op& op : ops_)
+    if (ready && op.kind == OpKind::Dropout) ready = k < ws.rates.size() && ws.rates[k++] == op.rate;
+  if (ready && k == ws.rates.size()) return;
   std::vector<double> rates;
   for (const Op& op : ops_)
     if (op.kind == OpKind::Dropout) rates.push_back(op.rate);
-  if (n <= ws.rows && ws.value_data.size() == V && ws.rates == rates && (!dense_x || ws.x.rows() >= n)) return;
   n = std::max(n, ws.rows);
   std::vector<bool> need(V, false);
   std::vector<int> data(V, -1), grad(V, -1);
