@@ -1217,6 +1217,12 @@ class _BaseMLP(BaseEstimator):
             return net.forward(X)
         self._check_fitted()
         net = self._network()
+        if _data.is_out_of_core(X):  # read in chunks (fastmlp.data.forward_streamed); checked as in memory
+            source = _data.as_source(X, check=False)
+            stub = np.broadcast_to(np.zeros((1, source.shape[1]), dtype=net.dtype), source.shape)
+            _compat.validate_X(self, stub, reset=False, dtype=(np.float64, np.float32))
+            with _threads(self.n_threads):
+                return net.forward(source)
         # float32 or float64 as they come (the network converts to its fitted dtype): prediction
         # does not read the dtype parameter, which is the next fit's
         X = _compat.validate_X(self, X, reset=False, dtype=(np.float64, np.float32))
