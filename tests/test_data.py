@@ -6,7 +6,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import re
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -452,3 +455,41 @@ def test_bad_input_to_predict_on_a_source(tmp_path):
         net.forward(_memmap(tmp_path, X, "o.npy"), out=np.empty((103, 2)))
     with pytest.raises(ValueError, match=r"y must have shape \(103,\) or \(103, n_outputs\)"):
         clf.score(_memmap(tmp_path, X, "s.npy"), y[:5])
+
+
+def test_validation_data_from_a_source(tmp_path):
+    """validation_data's X may be out of core too (read into memory, as early_stopping's rows are):
+    a RowSource raised TypeError ("a source's rows are taken by a slice...") before."""
+    X, y, _ = _data(n=150)
+    Xv, yv = X[:40] + 0.1, y[:40]
+    params = dict(hidden_layer_sizes=(6,), batch_size=16, max_iter=3, random_state=0, dtype="float32")
+    want = fastmlp.MLPClassifier(**params).fit(X, y, validation_data=(Xv, yv)).validation_loss_curve_
+    sources = {"memmap": _memmap(tmp_path, Xv, "v.npy"), "source": ArrayRows(_memmap(tmp_path, Xv, "v2.npy"))}
+    if importlib.util.find_spec("pyarrow") is not None or os.environ.get("CI", "").lower() == "true":
+        sources["parquet"] = ParquetRows(_write_parquet(tmp_path, Xv, yv, parts=((0, None),)), FEATURES)
+    for what, src in sources.items():
+        got = fastmlp.MLPClassifier(**params).fit(X, y, validation_data=(src, yv)).validation_loss_curve_
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=what)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["parquet", "npy"])
+def test_predict_memory_script_runs(tmp_path, kind):
+    """benchmarks/predict_memory.py end to end on a tiny file (its memory figures are the docs';
+    here only that it runs, under an address-space limit for Parquet, and prints its line)."""
+    if kind == "parquet":
+        _need_pyarrow()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "predict_memory.py"
+    limit = ["--limit-mib", "3000"] if kind == "parquet" else []
+    run = subprocess.run(
+        [sys.executable, str(script), "--kind", kind, "--rows", "3000", "--features", "16", "--dir", str(tmp_path)]
+        + limit,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    line = rf"^{kind}: X 3,000 x 16 float32, .* peak \d+ MiB .* output 0\.1 MiB"
+    assert re.search(line, run.stdout, re.M), run.stdout
+    assert not list(tmp_path.iterdir())  # the file was removed

@@ -326,6 +326,9 @@ def _pyarrow() -> tuple[Any, Any, Any]:
     return pyarrow, pyarrow.parquet, pyarrow.dataset
 
 
+_PARQUET_ROWS = 4096  # rows of a row group decoded at a time
+
+
 class ParquetRows(RowSource):
     """Columns of a Parquet data set as the rows of X, read one row group at a time (``pyarrow``).
 
@@ -438,16 +441,23 @@ class ParquetRows(RowSource):
         block = self._cache.pop(g, None)
         if block is None:
             f, r = self._groups[g]
-            table = self._reader(f).read_row_group(r, columns=self.columns)
-            block = np.empty((int(self._starts[g + 1] - self._starts[g]), self.shape[1]), dtype=self.dtype)
-            for j, c in enumerate(self.columns):
-                col = table.column(c)
-                if col.null_count:
-                    first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]) + self._starts[g]
-                    raise ValueError(f"{self._name}: column {c!r} has a missing value (null) in row {first}")
-                block[:, j] = col.to_numpy()
-            while self._cache and self._cached + block.nbytes > self._cache_bytes:
+            rows = int(self._starts[g + 1] - self._starts[g])
+            nbytes = rows * self.shape[1] * self.dtype.itemsize
+            while self._cache and self._cached + nbytes > self._cache_bytes:  # room first, then read
                 self._cached -= self._cache.pop(next(iter(self._cache))).nbytes
+            block = np.empty((rows, self.shape[1]), dtype=self.dtype)
+            done = 0  # decoded _PARQUET_ROWS rows at a time: Arrow holds one such batch, not the group
+            for batch in self._reader(f).iter_batches(_PARQUET_ROWS, row_groups=[r], columns=self.columns):
+                for j, c in enumerate(self.columns):
+                    col = batch.column(j)
+                    if col.null_count:
+                        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                        raise ValueError(
+                            f"{self._name}: column {c!r} has a missing value (null) in row "
+                            f"{int(self._starts[g]) + done + first}"
+                        )
+                    block[done : done + batch.num_rows, j] = col.to_numpy()
+                done += batch.num_rows
             self._cached += block.nbytes
         self._cache[g] = block  # the most recently used last
         return block

@@ -1160,6 +1160,9 @@ class _BaseMLP(BaseEstimator):
                 f"got {type(validation_data).__name__}"
             )
         X_val, y_val = validation_data[0], validation_data[1]
+        if _data.is_out_of_core(X_val):  # read into memory, as early_stopping's validation rows are
+            source = _data.as_source(X_val, "X_val", check=False)
+            X_val = source.read(np.arange(source.shape[0]), dtype)
         X_val = _compat.validate_X(self, X_val, reset=False, dtype=dtype)
         Y_val = self._encode_validation(y_val, X_val.shape[0], dtype)
         sw_val = None
