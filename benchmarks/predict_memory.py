@@ -1,8 +1,9 @@
 """Peak memory of prediction on X larger than memory (fastmlp.data.forward_streamed): not a timed test.
 
-    python benchmarks/predict_memory.py --kind parquet --rows 400000 --limit-mib 1024   # 1.25 GB of X, 1 GiB limit
-    python benchmarks/predict_memory.py --kind npy --rows 400000                        # a memmap (no limit: see below)
-    python benchmarks/predict_memory.py --kind memory --rows 400000 --limit-mib 1024    # X loaded whole: fails
+    export OMP_NUM_THREADS=1 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576   # see docs/distributed.md
+    python benchmarks/predict_memory.py --kind parquet --rows 500000 --limit-mib 1200   # 1.5 GB of X, 1.2 GiB limit
+    python benchmarks/predict_memory.py --kind npy --rows 500000                        # a memmap (no limit: see below)
+    python benchmarks/predict_memory.py --kind memory --rows 500000 --limit-mib 1200    # X loaded whole: fails
 
 Writes ``rows × features`` float32 standard-normal values (in chunks of 16,384 rows, never
 held whole) as a ``.npy`` file or a Parquet file (one column a feature, row groups of 16,384
@@ -13,7 +14,9 @@ calls ``predict_proba`` on the whole file: a ``fastmlp.data.ParquetRows``, a mem
 peak resident set (``VmHWM``, reset just before the call), the address space in use, the
 output's size and rows/s. A memmap reserves the file's whole size of address space whatever is
 read, so ``--limit-mib`` below the file's size refuses it at ``np.load``: the memmap row is
-measured without a limit (its peak RSS is the bound).
+measured without a limit (its peak RSS is the bound). glibc's arenas (64 MiB of address space a
+thread) and its growing mmap threshold (freed buffers reused from a fragmenting heap) are what
+the two MALLOC_ variables above tame; pyarrow is set to the system allocator here.
 """
 
 from __future__ import annotations

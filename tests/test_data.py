@@ -309,6 +309,13 @@ def test_parquet_rows_are_the_tables_rows(tmp_path):
     np.testing.assert_array_equal(none.read(perm), X[41:][perm])
     assert len(none._cache) == 1
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(src)).read([5, 99]), X[[5, 99]])
+    # docs/distributed.md's conversion to .npy (for shuffled training on more than the cache)
+    out = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=src.shape)
+    for start in range(0, src.shape[0], 40):
+        rows = np.arange(start, min(start + 40, src.shape[0]))
+        src.take(rows, out[rows[0] : rows[-1] + 1])
+    out.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "X.npy"), X.astype(np.float32))
 
 
 @pytest.mark.parametrize("kw", [dict(batch_size=16), dict(batch_size=10, shuffle=False, sample_weight="w")])
