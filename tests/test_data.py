@@ -9,6 +9,7 @@ import pickle
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +197,6 @@ def test_estimator_on_npy_files_and_partial_fit(tmp_path):
     a.partial_fit(X, y)
     b.partial_fit(paths, y)
     np.testing.assert_allclose(b.coefs_[0], a.coefs_[0], rtol=1e-11)
-    with pytest.raises(ValueError, match="solver='lbfgs' needs X in memory"):
-        fastmlp.MLPClassifier(solver="lbfgs").fit(paths, y)
     with pytest.raises(ValueError, match="X has 4 features, but MLPClassifier is expecting 5"):
         b.partial_fit(as_source(_memmap(tmp_path, X[:, :4], "x4.npy")), y)
 
@@ -500,3 +499,28 @@ def test_predict_memory_script_runs(tmp_path, kind):
     line = rf"^{kind}: X 3,000 x 16 float32, .* peak \d+ MiB .* output 0\.1 MiB"
     assert re.search(line, run.stdout, re.M), run.stdout
     assert not list(tmp_path.iterdir())  # the file was removed
+
+
+@pytest.mark.parametrize("make", [fastmlp.MLPClassifier, fastmlp.MLPRegressor])
+def test_lbfgs_on_an_out_of_core_x_equals_in_memory(tmp_path, monkeypatch, make):
+    """L-BFGS's full-batch objective summed over chunks (here of 64 rows, the least: 3 chunks, the
+    last partial, the middle one of weight 0) equals one pass over all the rows in memory: the
+    same iterates. (Refused with "solver='lbfgs' needs X in memory" before.)"""
+    monkeypatch.setattr(fastmlp.data, "_FORWARD_BYTES", 1)  # the least chunk: 64 rows
+    X, y, w = _data(n=150)
+    w[64:128] = 0.0  # chunk 1 weighs nothing: skipped (the core refuses it), its share of the penalty the others'
+    if make is fastmlp.MLPRegressor:
+        y = np.c_[X[:, 0] - X[:, 1], X[:, 2]]
+    params = dict(hidden_layer_sizes=(9,), solver="lbfgs", max_iter=30, alpha=0.01, l1=1e-3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmlp.ConvergenceWarning)
+        a = make(**params).fit(X, y, sample_weight=w)
+        sources = {"memmap": _memmap(tmp_path, X)}
+        if importlib.util.find_spec("pyarrow") is not None or os.environ.get("CI", "").lower() == "true":
+            sources["parquet"] = ParquetRows(_write_parquet(tmp_path, X, np.zeros(150)), FEATURES)
+        for what, src in sources.items():
+            b = make(**params).fit(src, y, sample_weight=w)
+            assert b.n_iter_ == a.n_iter_ == 30, what
+            assert b.loss_ == pytest.approx(a.loss_, rel=1e-9), what
+            for pa_, pb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+                np.testing.assert_allclose(pb, pa_, rtol=1e-7, atol=1e-9, err_msg=what)

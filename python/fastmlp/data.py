@@ -49,6 +49,7 @@ __all__ = [
     "as_source",
     "forward_streamed",
     "is_out_of_core",
+    "objective_streamed",
     "run_streamed",
 ]
 
@@ -655,3 +656,53 @@ def forward_streamed(net: Any, X: Any, out: np.ndarray | None = None, chunk_rows
         net.forward(buf[:k], out=out[start : start + k])
     source.release()
     return out
+
+
+def objective_streamed(net: Any, source: RowSource, Y: np.ndarray, sample_weight: np.ndarray | None, loss: Any) -> Any:
+    r"""The full-batch objective of an out-of-core X, chunk by chunk: what L-BFGS minimizes.
+
+    Returns ``evaluate(regularization) -> float``, equal to ``net.run_objective(rows, loss,
+    regularization)`` on all the rows in memory (up to rounding), the gradient left in
+    ``net.grads``. Chunk :math:`c` (:math:`W_c` its weight sum; chunks of weight 0 skipped, as
+    the core refuses them; :math:`C` the others) gets the penalties :math:`\Omega/C`, so that
+    :math:`\sum_c (W_c/W) (L_c + \Omega/(C W_c)) = \sum_c W_c L_c / W + \Omega / W` — the objective of
+    one batch of all the rows. The chunks are those of :func:`forward_streamed`, read each time.
+    """
+    from .epoch import make_regularization
+
+    n, d = source.shape
+    b = min(n, max(64, _FORWARD_BYTES // (max(max(net.layer_sizes), d) * net.dtype.itemsize)))
+    chunks = []
+    for start in range(0, n, b):
+        stop = min(n, start + b)
+        weight = float(stop - start if sample_weight is None else np.sum(sample_weight[start:stop], dtype=np.float64))
+        if weight > 0:
+            chunks.append((start, stop, weight))
+    total = sum(w for _, _, w in chunks)
+    if not total > 0:
+        raise ValueError(f"sample_weight must have a positive sum, got {total}")
+    buf = np.empty((b, d), dtype=net.dtype)
+    acc = np.empty(net.params.shape[0], dtype=np.float64)
+
+    def evaluate(reg: Any) -> float:
+        part = make_regularization(
+            l2=reg.l2 / len(chunks),
+            l1=reg.l1 / len(chunks),
+            clip_value=reg.clip_value or None,
+            clip_norm=reg.clip_norm or None,
+            grad_scale=reg.grad_scale,
+        )
+        acc[:] = 0.0
+        value = 0.0
+        for start, stop, weight in chunks:
+            k = stop - start
+            source.take(np.arange(start, stop, dtype=np.int64), buf)
+            sw = None if sample_weight is None else sample_weight[start:stop]
+            rows = net.prepare_rows(buf[:k], Y[start:stop], loss, sample_weight=sw)
+            value += weight / total * net.run_objective(rows, loss, part)
+            acc[:] += weight / total * net.grads
+        net.grads[:] = acc
+        source.release()
+        return value
+
+    return evaluate

@@ -166,3 +166,29 @@ def test_estimator_fit_and_predict_on_parquet_shards(comm, shared_dir):
         np.testing.assert_allclose(c, c_ref, rtol=1e-12)
         np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(proba, want.predict_proba(mine), rtol=1e-12, atol=1e-15)
+
+
+def test_lbfgs_on_memmap_shards_equals_one_process(comm, shared_dir, monkeypatch):
+    """distributed='mpi' L-BFGS on out-of-core shards: each rank sums its chunks' objectives (chunks
+    of 64 rows here), the ranks sum theirs; the iterates are one process's with all rows in memory."""
+    monkeypatch.setattr(data, "_FORWARD_BYTES", 1)  # the least chunk: 64 rows
+    size = comm.Get_size()
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((150 * size, 6))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "p", "q").astype(object)
+    w = rng.uniform(0, 2, 150 * size)
+    _save(comm, shared_dir / "X.npy", X)
+    X_mine, y_mine = distributed.shard(np.load(shared_dir / "X.npy", mmap_mode="r"), y, comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    params = dict(hidden_layer_sizes=(7,), solver="lbfgs", max_iter=20, alpha=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = fastmlp.MLPClassifier(**params, distributed="mpi").fit(X_mine, y_mine, sample_weight=w_mine)
+        want = fastmlp.MLPClassifier(**params).fit(X, y, sample_weight=w)
+    results = comm.allgather((np.concatenate([c.ravel() for c in got.coefs_]), got.n_iter_, got.loss_))
+    p_ref = np.concatenate([c.ravel() for c in want.coefs_])
+    for p, n, loss in results:
+        assert n == want.n_iter_ == 20
+        assert loss == pytest.approx(want.loss_, rel=1e-9)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(results[0][0], results[-1][0])
