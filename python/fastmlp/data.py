@@ -6,7 +6,12 @@ r"""Training data larger than memory: rows read from disk batch by batch.
 - a NumPy memmap (``np.load(path, mmap_mode="r")`` or ``np.memmap``), or a slice of one
   (:func:`fastmlp.distributed.shard` of a memmap is one);
 - a list of ``.npy`` paths, the files' rows concatenated in order (:class:`NpyFiles`);
-- any :class:`RowSource` (:class:`ArrayRows`, :class:`NpyFiles`).
+- any :class:`RowSource` (:class:`ArrayRows`, :class:`NpyFiles`, :class:`ParquetRows`: named
+  columns of a Parquet data set, through ``pyarrow``).
+
+``solver="lbfgs"`` sums its full-batch objective over chunks of rows (:func:`objective_streamed`),
+and :meth:`fastmlp.Network.forward` and the estimators' ``predict``, ``predict_proba`` and
+``score`` read such an X in chunks too (:func:`forward_streamed`).
 
 Such an X is never read whole. Each mini-batch's rows, in the epoch's order, are gathered into
 one reusable buffer of ``batch_size`` rows and trained on as one step (:func:`run_streamed`): the
