@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from .epoch import make_regularization
+
 __all__ = [
     "ArrayRows",
     "NpyFiles",
@@ -673,8 +675,6 @@ def objective_streamed(net: Any, source: RowSource, Y: np.ndarray, sample_weight
     :math:`\sum_c (W_c/W) (L_c + \Omega/(C W_c)) = \sum_c W_c L_c / W + \Omega / W` — the objective of
     one batch of all the rows. The chunks are those of :func:`forward_streamed`, read each time.
     """
-    from .epoch import make_regularization
-
     n, d = source.shape
     b = min(n, max(64, _FORWARD_BYTES // (max(max(net.layer_sizes), d) * net.dtype.itemsize)))
     chunks = []
