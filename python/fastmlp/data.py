@@ -573,14 +573,20 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     if order is None and options.shuffle:
         order = net.shuffled_order(n)
     n_batches = (n + b - 1) // b
-    x = np.empty((b, d), dtype=dtype)
-    y = np.empty((b, rows.y.shape[1]), dtype=dtype)
-    w = None if rows.sample_weight is None else np.empty(b, dtype=dtype)
+    # The in-memory epoch's batches (trainer.cpp): with batch normalization, a last row left
+    # alone joins the batch before it.
+    bounds = [(j * b, min(n, (j + 1) * b)) for j in range(n_batches)]
+    if net.needs_whole_batch and n_batches > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    rows_max = max(stop - start for start, stop in bounds)
+    x = np.empty((rows_max, d), dtype=dtype)
+    y = np.empty((rows_max, rows.y.shape[1]), dtype=dtype)
+    w = None if rows.sample_weight is None else np.empty(rows_max, dtype=dtype)
     batch = type(rows)()
     from . import _core
 
     one = _core.EpochOptions(
-        batch_size=b,
+        batch_size=rows_max,
         shuffle=False,
         regularization=options.regularization,
         schedule=None,
@@ -597,8 +603,7 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     resident = _ResidentSet()
     floor = resident.bytes()
     total, since_release = 0.0, 0
-    for j in range(n_batches):
-        start, stop = j * b, min(n, (j + 1) * b)
+    for j, (start, stop) in enumerate(bounds):
         index = np.arange(start, stop, dtype=np.int64) if order is None else order[start:stop]
         k = stop - start
         source.take(index, x)
