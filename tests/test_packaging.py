@@ -229,7 +229,7 @@ def test_distribution_metadata_is_complete():
     assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
     assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
     assert meta["Description-Content-Type"] == "text/markdown"
-    extras = {"sklearn", "test", "bench", "bench-tabular", "mpi", "progress", "onnx", "torch", "dev"}
+    extras = {"sklearn", "test", "bench", "bench-tabular", "mpi", "parquet", "progress", "onnx", "torch", "dev"}
     assert set(meta.get_all("Provides-Extra")) == extras
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]

@@ -370,7 +370,14 @@ class Network:
         C-contiguous, writable array of :attr:`dtype` and shape
         (n, n_outputs) that does not overlap X (dense X only). The result is
         bit-identical whatever the arrays' memory addresses.
+
+        X larger than memory — a memmap, a list of ``.npy`` paths or a
+        :class:`fastmlp.data.RowSource` (``ParquetRows``...) — is read in
+        chunks of rows into one buffer (:func:`fastmlp.data.forward_streamed`):
+        the output is the only allocation that grows with the rows.
         """
+        if _data.is_out_of_core(X):
+            return _data.forward_streamed(self, X, out)
         if _is_sparse(X):
             if out is not None:
                 raise TypeError("out is supported for dense X only, got a scipy.sparse X")
