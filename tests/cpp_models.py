@@ -8,7 +8,8 @@ classifier, predict as (n, n_outputs) for a regressor, forward for a Network; 17
 NAME.info.txt (dtype, then the estimator class, the y_type and the classes_, one per line).
 Foreign and forged files: foreign.npz (np.savez without metadata), compressed.npz
 (np.savez_compressed of a model's arrays), forged_shape.npz (metadata whose n_features_in_ the
-weights do not have), forged_sizes.npz (a network's layer sizes far beyond its params).
+weights do not have), forged_sizes.npz (a network's layer sizes far beyond its params),
+forged_layers.npz (a network of layers whose dense layer is far wider than its params).
 """
 
 from __future__ import annotations
@@ -62,6 +63,28 @@ def main(folder: Path) -> None:
         write(folder, name, model, X[:20])
     net = fastmlp.Network([5, 7, 4], activation="relu", output_activation="softmax", dtype="float64", seed=3)
     write(folder, "net", net, X[:20])
+    # A network of layers (an embedding of column 2, batch and layer norm, a residual block), trained
+    # so that its running statistics are not their initial values.
+    from fastmlp.layers import Activation, BatchNorm, Dense, Embedding, LayerNorm, Residual
+
+    layered = fastmlp.Network(
+        5,
+        layers=[
+            Embedding([2], [3], [2]),
+            Dense(6),
+            BatchNorm(),
+            Activation("gelu"),
+            Residual([LayerNorm(), Dense(6), Activation("silu")]),
+            Dense(3),
+        ],
+        output_activation="softmax",
+        dtype="float64",
+        seed=4,
+    )
+    XL = X.copy()
+    XL[:, 2] = np.arange(len(XL)) % 3
+    layered.train_epoch(XL, np.eye(3)[k], "log_loss", fastmlp.SGD(lr=0.1), batch_size=10)
+    write(folder, "layers", layered, XL[:20])
     np.savez(folder / "foreign.npz", weights=np.ones((3, 3)))
     with np.load(folder / "clf_str.npz", allow_pickle=False) as z:
         arrays = dict(z)
@@ -74,6 +97,11 @@ def main(folder: Path) -> None:
     meta = json.loads(str(arrays["__fastmlp__"]))
     meta["layer_sizes"] = [5, 10**9, 10**9, 4]
     np.savez(folder / "forged_sizes.npz", **{**arrays, "__fastmlp__": np.array(json.dumps(meta))})
+    with np.load(folder / "layers.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__fastmlp__"]))
+    meta["config"]["layers"][1]["units"] = 10**12
+    np.savez(folder / "forged_layers.npz", **{**arrays, "__fastmlp__": np.array(json.dumps(meta))})
 
 
 if __name__ == "__main__":

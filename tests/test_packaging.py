@@ -161,9 +161,16 @@ def _module_names(module) -> dict[str, set[str] | None]:
     return out
 
 
-def _runtime_params(func) -> list[str]:
-    """Parameter names from pybind11's signature line, ``name(self: T, a: U[V, W], b: X) -> R``."""
-    line = (func.__doc__ or "").lstrip().splitlines()[0]
+def _runtime_signatures(func) -> list[list[str]]:
+    """Parameter names of each of pybind11's signature lines (one, or one per overload: ``1. name(...)``)."""
+    lines = (func.__doc__ or "").lstrip().splitlines()
+    if len(lines) > 1 and lines[1].strip() == "Overloaded function.":
+        return [_params_of(line.split(". ", 1)[1]) for line in lines if line[:1].isdigit() and ". " in line]
+    return [_params_of(lines[0])]
+
+
+def _params_of(line: str) -> list[str]:
+    """Parameter names from a signature line, ``name(self: T, a: U[V, W], b: X) -> R``."""
     inside = line[line.index("(") + 1 : line.rindex(") ->")]
     names, depth, start = [], 0, 0
     for i, ch in enumerate(inside + ","):
@@ -177,13 +184,17 @@ def _runtime_params(func) -> list[str]:
     return [n for n in names if n and n != "self"]
 
 
-def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
-    """'name' or 'Class.name' -> parameter names (without self) of every stubbed function."""
+def _stub_functions(tree: ast.Module) -> dict[str, list[list[str]]]:
+    """'name' or 'Class.name' -> parameter names (without self) of every stubbed function, one list per
+    overload (in order)."""
 
     def params(f: ast.FunctionDef) -> list[str]:
         return [a.arg for a in f.args.args if a.arg != "self"] + ([f"**{f.args.kwarg.arg}"] if f.args.kwarg else [])
 
-    out = {n.name: params(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
+    out: dict[str, list[list[str]]] = {}
+    for n in tree.body:
+        if isinstance(n, ast.FunctionDef):
+            out.setdefault(n.name, []).append(params(n))
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for f in cls.body:
             if isinstance(f, ast.FunctionDef) and not any(  # properties and their setters
@@ -191,7 +202,7 @@ def _stub_functions(tree: ast.Module) -> dict[str, list[str]]:
                 or (isinstance(d, ast.Attribute) and d.attr == "setter")
                 for d in f.decorator_list
             ):
-                out[f"{cls.name}.{f.name}"] = params(f)
+                out.setdefault(f"{cls.name}.{f.name}", []).append(params(f))
     return out
 
 
@@ -206,7 +217,7 @@ def test_stubs_match_the_compiled_module(module, stub_name):
         obj = module
         for part in qualname.split("."):
             obj = getattr(obj, part)
-        assert _runtime_params(obj) == stub_params, qualname
+        assert _runtime_signatures(obj) == stub_params, qualname
         checked += 1
     assert checked >= 2
 
@@ -218,7 +229,7 @@ def test_distribution_metadata_is_complete():
     assert "MIT" in (meta["License"] or meta["License-Expression"] or "")
     assert "# fastmlp" in (meta.get_payload() or meta["Description"] or "")  # the README
     assert meta["Description-Content-Type"] == "text/markdown"
-    extras = {"sklearn", "test", "bench", "bench-tabular", "mpi", "progress", "onnx", "torch", "dev"}
+    extras = {"sklearn", "test", "bench", "bench-tabular", "mpi", "parquet", "progress", "onnx", "torch", "dev"}
     assert set(meta.get_all("Provides-Extra")) == extras
     runtime = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split(";")[0].strip() for r in runtime] == ["numpy"]

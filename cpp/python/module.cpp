@@ -394,6 +394,31 @@ void keyword_init(Class& cls) {
   }));
 }
 
+// A list of layers from their JSON form (dicts with "kind" and the kind's
+// fields; fastmlp.layers checks them first, the core again).
+std::vector<LayerSpec> layer_specs(const py::list& layers) {
+  std::vector<LayerSpec> out;
+  for (const py::handle& item : layers) {
+    const py::dict d = py::reinterpret_borrow<py::dict>(item);
+    LayerSpec spec;
+    spec.kind = parse_layer_kind(d["kind"].cast<std::string>());
+    const auto get = [&](const char* key, auto fallback) {
+      return d.contains(key) ? d[key].cast<decltype(fallback)>() : fallback;
+    };
+    spec.units = get("units", Index(0));
+    if (d.contains("name")) spec.activation = parse_activation(d["name"].cast<std::string>());
+    spec.rate = get("rate", 0.0);
+    spec.momentum = get("momentum", 0.1);
+    spec.eps = get("eps", 1e-5);
+    if (d.contains("layers")) spec.layers = layer_specs(d["layers"].cast<py::list>());
+    spec.columns = get("columns", std::vector<Index>{});
+    spec.cardinalities = get("cardinalities", std::vector<Index>{});
+    spec.dims = get("dims", std::vector<Index>{});
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using Net = Network<T>;
@@ -413,6 +438,16 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
            }),
            py::arg("layer_sizes"), py::arg("activation"), py::arg("output_activation"), py::arg("slope"),
            py::arg("seed"), py::arg("init"))
+      // A list of layers, in their JSON form (fastmlp.layers.to_spec; docs/layers.md).
+      .def(py::init([](Index input_size, const py::list& layers, const std::string& output, double slope,
+                       std::uint64_t seed, const std::string& init) {
+             return new Net(input_size, layer_specs(layers), parse_activation(output), slope, seed, parse_init(init));
+           }),
+           py::arg("input_size"), py::arg("layers"), py::arg("output_activation"), py::arg("slope"), py::arg("seed"),
+           py::arg("init"))
+      .def_property_readonly("shorthand", &Net::shorthand)
+      .def_property_readonly("n_state", &Net::n_state)
+      .def_property_readonly("needs_whole_batch", &Net::needs_whole_batch)
       .def_property_readonly("layer_sizes", &Net::layer_sizes)
       .def_property_readonly("n_params", &Net::n_params)
       .def_property_readonly("activations",
@@ -467,6 +502,22 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
               eps = e;
             }
             py::list masks;
+            if (!n.shorthand()) {  // one per Dropout layer, in order
+              for (const Op& op : n.ops()) {
+                if (op.kind != OpKind::Dropout) continue;
+                if (op.rate <= 0.0) {
+                  masks.append(py::none());
+                  continue;
+                }
+                py::array_t<T> m = new_output<T>(rows, op.width);
+                T* d = m.mutable_data();
+                std::fill(d, d + rows * op.width, T(1));
+                dropout_columns(d, d, rows, op.width, Range{0, op.width}, op.rate, op.site, key);
+                for (Index i = 0; i < rows * op.width; ++i) d[i] = d[i] != T(0) ? T(1) : T(0);
+                masks.append(m);
+              }
+              return py::make_tuple(eps, masks);
+            }
             for (Index l = 0; l < n.n_layers(); ++l) {
               const double p = l < Index(noise.dropout.size()) ? noise.dropout[std::size_t(l)] : 0.0;
               if (p <= 0.0) {
@@ -504,9 +555,58 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
             T* base = grads ? n.grads() : n.params();
             py::list out;
             for (Index l = 0; l < n.n_layers(); ++l) {
-              const Index fan_in = n.layer_sizes()[l], fan_out = n.layer_sizes()[l + 1];
+              const Index fan_in = n.fan_in(l), fan_out = n.fan_out(l);
               out.append(py::make_tuple(view<T>(self, base + n.weight_offset(l), {fan_in, fan_out}),
                                         view<T>(self, base + n.bias_offset(l), {fan_out})));
+            }
+            return out;
+          },
+          py::arg("grads"))
+      .def_property_readonly("state",
+                             [](py::object self) {
+                               Net& n = self.cast<Net&>();
+                               return view<T>(self, n.state(), {n.n_state()});
+                             })
+      .def(
+          "param_views",
+          [](py::object self, bool grads) {
+            // Per op with parameters or state, in order: (kind, {name: view of params, grads or state}).
+            Net& n = self.cast<Net&>();
+            T* base = grads ? n.grads() : n.params();
+            py::list out;
+            for (const Op& op : n.ops()) {
+              py::dict views;
+              const Index w = op.width;
+              switch (op.kind) {
+                case OpKind::Dense:
+                  views["W"] = view<T>(self, base + op.param, {op.width_in, w});
+                  views["b"] = view<T>(self, base + op.param + op.width_in * w, {w});
+                  out.append(py::make_tuple("dense", views));
+                  break;
+                case OpKind::BatchNorm:
+                case OpKind::LayerNorm:
+                  views["weight"] = view<T>(self, base + op.param, {w});
+                  views["bias"] = view<T>(self, base + op.param + w, {w});
+                  if (op.kind == OpKind::BatchNorm && !grads) {
+                    views["running_mean"] = view<T>(self, n.state() + op.state, {w});
+                    views["running_var"] = view<T>(self, n.state() + op.state + w, {w});
+                  }
+                  out.append(py::make_tuple(op.kind == OpKind::BatchNorm ? "batch_norm" : "layer_norm", views));
+                  break;
+                case OpKind::Embedding: {
+                  Index offset = op.param;
+                  for (std::size_t j = 0; j < op.cardinalities.size(); ++j) {
+                    Index dims = 0;
+                    for (const EmbeddingColumn& e : op.columns) dims += e.table == int(j) ? 1 : 0;
+                    views[py::str("table" + std::to_string(j))] =
+                        view<T>(self, base + offset, {op.cardinalities[j], dims});
+                    offset += op.cardinalities[j] * dims;
+                  }
+                  out.append(py::make_tuple("embedding", views));
+                  break;
+                }
+                default: break;
+              }
             }
             return out;
           },

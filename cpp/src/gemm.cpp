@@ -147,4 +147,48 @@ void Scratch::reserve(Index m, Index n, Index k, Precision precision) {
   }
 }
 
+bool PackedB::wanted(Precision precision) {
+  if (precision == Precision::BF16) {
+#ifdef FASTMLP_BF16_GEMM
+    return bf16_kernel() == Bf16Kernel::Avx512Bf16;
+#else
+    return false;
+#endif
+  }
+  return packed_available() && kernel() == Kernel::Packed;
+}
+
+void PackedB::pack(const float* source, Index rows, Index cols, Precision how) {
+  values = source;
+  k = rows;
+  n = cols;
+  precision = how;
+  panels.reset();
+  if (!wanted(how) || k <= 0 || n <= 0) return;
+#ifdef FASTMLP_PACKED_GEMM
+  // Depth blocks of `block` values, `per` values a packed element (both 4 bytes).
+  const bool bf16 = how == Precision::BF16;
+  const Index block = bf16 ? 2 * kKc : kKc, per = bf16 ? 2 : 1, padded = (n + kNr - 1) / kNr * kNr;
+  Index elements = 0;
+  for (Index p0 = 0; p0 < k; p0 += block) elements += padded * ((std::min(block, k - p0) + per - 1) / per);
+  void* p = std::aligned_alloc(64, (std::size_t(elements) * sizeof(float) + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  panels.reset(static_cast<float*>(p));
+  const Operand<float> B = plain(values, n);
+  float* out = panels.get();
+  for (Index p0 = 0; p0 < k; p0 += block) {
+    const Index kc = std::min(block, k - p0);
+#ifdef FASTMLP_BF16_GEMM
+    if (bf16) {
+      detail::bf16::pack_b(B, p0, kc, 0, n, reinterpret_cast<detail::bf16::Word*>(out));
+      out += padded * ((kc + 1) / 2);
+      continue;
+    }
+#endif
+    detail::pack_b(B, p0, kc, 0, n, out);
+    out += padded * kc;
+  }
+#endif
+}
+
 }  // namespace fastmlp::gemm

@@ -575,12 +575,78 @@ std::vector<Activation> hidden_activations(const Json& spec, Index n_hidden) {
 // Network's flat layout (W_0, b_0, W_1, b_1, ...) as double.
 struct Model {
   SavedModel info;
-  std::vector<Index> sizes;
+  std::vector<Index> sizes;  // a network of layers: {n_inputs}
   std::vector<Activation> hidden;
+  std::vector<LayerSpec> layers;  // a network of layers (Python's config["layers"])
+  bool layered = false;
   Activation output = Activation::Identity;
   double slope = 0.01;
-  std::vector<double> params;
+  std::vector<double> params, state;
 };
+
+// A list of layers from its JSON form (fastmlp.layers.to_spec); the Network checks the values.
+std::vector<LayerSpec> layer_specs(const Json& list, int depth = 0) {
+  if (list.kind != Json::List || depth > 64) fail("metadata: layers must be a list of layer objects");
+  std::vector<LayerSpec> out;
+  const auto ints = [](const Json* v, const char* what) {
+    std::vector<Index> values;
+    if (v == nullptr || v->kind != Json::List)
+      fail(std::string("metadata: an embedding's ") + what + " must be a list");
+    for (const Json& x : v->items) values.push_back(need_int(x, what, 0));
+    return values;
+  };
+  for (const Json& item : list.items) {
+    if (item.kind != Json::Object) fail("metadata: a layer must be a JSON object");
+    LayerSpec spec;
+    spec.kind = parse_layer_kind(need_text(need(item, "kind"), "kind"));
+    if (const Json* v = item.find("units")) spec.units = need_int(*v, "units", 1);
+    if (const Json* v = item.find("name")) spec.activation = parse_activation(need_text(*v, "name"));
+    if (const Json* v = item.find("rate")) spec.rate = need_number(*v, "rate");
+    if (const Json* v = item.find("momentum")) spec.momentum = need_number(*v, "momentum");
+    if (const Json* v = item.find("eps")) spec.eps = need_number(*v, "eps");
+    if (const Json* v = item.find("layers")) spec.layers = layer_specs(*v, depth + 1);
+    if (spec.kind == LayerKind::Embedding) {
+      spec.columns = ints(item.find("columns"), "columns");
+      spec.cardinalities = ints(item.find("cardinalities"), "cardinalities");
+      spec.dims = ints(item.find("dims"), "dims");
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+// The parameter and state counts of `layers` on `width` inputs (width: updated to the output's),
+// refusing (before any allocation) more than `limit` values; the Network checks the rest.
+void count_layers(const std::vector<LayerSpec>& layers, Index& width, std::size_t limit, std::size_t& params,
+                  std::size_t& state) {
+  const auto add = [&](std::size_t& total, double n) {
+    if (n > double(limit) || double(total) + n > double(limit))
+      fail("metadata: the layers imply more parameters than the file holds");
+    total += std::size_t(n);
+  };
+  for (const LayerSpec& spec : layers) {
+    switch (spec.kind) {
+      case LayerKind::Dense:
+        add(params, double(width) * double(spec.units) + double(spec.units));
+        width = spec.units;
+        break;
+      case LayerKind::BatchNorm: add(state, 2.0 * double(width)); [[fallthrough]];
+      case LayerKind::LayerNorm: add(params, 2.0 * double(width)); break;
+      case LayerKind::Residual: {
+        Index inner = width;
+        count_layers(spec.layers, inner, limit, params, state);
+        break;
+      }
+      case LayerKind::Embedding:
+        for (std::size_t j = 0; j < spec.cardinalities.size() && j < spec.dims.size(); ++j) {
+          add(params, double(spec.cardinalities[j]) * double(spec.dims[j]));
+          width += spec.dims[j] - 1;
+        }
+        break;
+      default: break;
+    }
+  }
+}
 
 std::string dtype_of(const Array& a) { return a.itemsize == 4 ? "float32" : "float64"; }
 
@@ -610,15 +676,43 @@ Index count_params(const std::vector<Index>& sizes, std::size_t limit) {
 void network_file(const Json& meta, const std::map<std::string, Array>& arrays, Model& m) {
   if (need_int(need(meta, "version"), "version", 0) != 1)
     fail("format version " + std::to_string(need_int(need(meta, "version"), "version", 0)) + "; this fastmlp reads 1");
-  if (arrays.size() != 2 || arrays.count("params") == 0)
-    fail("a network file holds exactly the arrays __fastmlp__ and params");
+  const bool with_state = arrays.size() == 3 && arrays.count("state") == 1;
+  if ((arrays.size() != 2 && !with_state) || arrays.count("params") == 0)
+    fail("a network file holds exactly the arrays __fastmlp__, params (and state)");
   const Array& params = arrays.at("params");
+  const Json& config = need(meta, "config");
+  if (const Json* layers = config.find("layers")) {  // a network of layers
+    m.layered = true;
+    m.sizes = {need_int(need(meta, "layer_sizes"), "layer_sizes (the input size)", 1)};
+    m.layers = layer_specs(*layers);
+    m.info.dtype = need_text(need(meta, "dtype"), "dtype");
+    if (m.info.dtype != "float32" && m.info.dtype != "float64") fail("metadata: dtype must be float32 or float64");
+    m.output = parse_activation(need_text(need(config, "output_activation"), "output_activation"));
+    m.slope = need_number(need(config, "leaky_relu_slope"), "leaky_relu_slope");
+    Index width = m.sizes[0];
+    std::size_t n = 0, k = 0;
+    count_layers(m.layers, width, params.count + (with_state ? arrays.at("state").count : 0), n, k);
+    for (const auto& [name, count] : {std::pair<std::string, std::size_t>{"params", n}, {"state", k}}) {
+      if (count == 0 && name == "state") {
+        if (with_state) fail("state must be absent: the layers have no state");
+        continue;
+      }
+      if (name == "state" && !with_state) fail("state is missing");
+      const Array& a = arrays.at(name);
+      if (a.kind != 'f' || dtype_of(a) != m.info.dtype || a.shape.size() != 1 || std::size_t(a.shape[0]) != count)
+        fail(name + " must be (" + std::to_string(count) + ",) of " + m.info.dtype + " (the layers')");
+      std::vector<double>& dst = name == "params" ? m.params : m.state;
+      dst.resize(count);
+      copy_values(a, dst.data());
+    }
+    return;
+  }
+  if (with_state) fail("a network of layer_sizes holds no state array");
   const Json& sizes = need(meta, "layer_sizes");
   if (sizes.kind != Json::List || sizes.items.size() < 2) fail("metadata: layer_sizes must be a list of >= 2 sizes");
   for (const Json& s : sizes.items) m.sizes.push_back(need_int(s, "a layer size", 1));
   m.info.dtype = need_text(need(meta, "dtype"), "dtype");
   if (m.info.dtype != "float32" && m.info.dtype != "float64") fail("metadata: dtype must be float32 or float64");
-  const Json& config = need(meta, "config");
   m.hidden = hidden_activations(need(config, "activation"), Index(m.sizes.size()) - 2);
   m.output = parse_activation(need_text(need(config, "output_activation"), "output_activation"));
   m.slope = need_number(need(config, "leaky_relu_slope"), "leaky_relu_slope");
@@ -745,9 +839,12 @@ std::unique_ptr<Network<T>> load_network(const std::string& path, SavedModel* in
   try {
     Model m = read_model(path);
     // The draw of initial weights is overwritten at once: seed and init do not matter.
-    auto net = std::make_unique<Network<T>>(m.sizes, m.hidden, m.output, m.slope, 0, Init::Glorot);
-    if (Index(m.params.size()) != net->n_params()) fail("the parameters do not fill the network");
+    auto net = m.layered ? std::make_unique<Network<T>>(m.sizes[0], m.layers, m.output, m.slope, 0, Init::Glorot)
+                         : std::make_unique<Network<T>>(m.sizes, m.hidden, m.output, m.slope, 0, Init::Glorot);
+    if (Index(m.params.size()) != net->n_params() || Index(m.state.size()) != net->n_state())
+      fail("the parameters do not fill the network");
     for (std::size_t i = 0; i < m.params.size(); ++i) net->params()[i] = T(m.params[i]);
+    for (std::size_t i = 0; i < m.state.size(); ++i) net->state()[i] = T(m.state[i]);
     if (info != nullptr) *info = std::move(m.info);
     return net;
   } catch (const std::bad_alloc&) {

@@ -1,4 +1,4 @@
-// Name ↔ enum for activations, losses, initializations and schedules, and which
+// Name ↔ enum for activations, losses, initializations, schedules and layer kinds, and which
 // loss goes with which output activation — all read from the tables in the
 // headers (kActivations, kActivationAliases, kLosses, kInits, kSchedules):
 // nothing here changes when a row is added there.
@@ -93,5 +93,9 @@ void check_loss_output(const Loss& loss, Activation output) {
 Schedule parse_schedule(const std::string& name) { return parse_name(kSchedules, "schedule", name); }
 
 Init parse_init(const std::string& name) { return parse_name(kInits, "init", name); }
+
+LayerKind parse_layer_kind(const std::string& name) { return parse_name(kLayerKinds, "layer kind", name); }
+
+const char* layer_kind_name(LayerKind kind) { return find_row(kLayerKinds, kind).name; }
 
 }  // namespace fastmlp

@@ -44,12 +44,12 @@ Forced forced_split() {
 
 }  // namespace
 
-StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes) {
+StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes, bool whole_batch) {
   const int threads = threads_for(double(rows) * double(n_params), kMinStepWork, rows);
   if (threads <= 1) return {1, 1};
   const StepPlan slices{threads, threads};
   const StepPlan shared{int(std::min<Index>(threads, std::max<Index>(1, width / kColumnAlign))), 1};
-  const bool can_slice = rows >= kMinSliceRows * threads;
+  const bool can_slice = !whole_batch && rows >= kMinSliceRows * threads;
   switch (forced_split()) {
     case Forced::Slices: return can_slice ? slices : shared;
     case Forced::Columns: return shared;

@@ -103,14 +103,14 @@ void size_csr_gather(Network<T>& net, const Batch<T>& b, int slices) {
 }
 
 // On parameters [begin, end): ∇W += (l2·W + l1·sign(W)) / scale over the
-// weight entries (not the biases); returns ½·l2·ΣW² + l1·Σ|W| over them.
+// penalized entries (dense W, embedding tables: Network::penalized); returns ½·l2·ΣW² + l1·Σ|W| over them.
 template <class T>
 double add_penalties(const Network<T>& net, T* g, double l2, double l1, double scale, Index begin, Index end) {
   const T* w = net.params();
   const T c2 = T(l2 / scale), c1 = T(l1 / scale);
   double squares = 0.0, absolutes = 0.0;
-  for (Index l = 0; l < net.n_layers(); ++l) {
-    const Index w0 = std::max(begin, net.weight_offset(l)), w1 = std::min(end, net.bias_offset(l));
+  for (const Range& p : net.penalized()) {
+    const Index w0 = std::max(begin, p.begin), w1 = std::min(end, p.end);
     if (l1 == 0.0) {
 #pragma omp simd reduction(+ : squares)
       for (Index i = w0; i < w1; ++i) {
@@ -174,7 +174,9 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
   const bool clip_value = clip && reg.clip_value > 0.0, clip_norm = clip && reg.clip_norm > 0.0;
   const bool max_norm = optimizer != nullptr && net.noise().max_norm > 0.0;
   // The draws' key: a training step's own number, or the one asked for.
-  const bool perturb = (optimizer != nullptr || draw_step != nullptr) && net.noise().perturbs();
+  // A training step updates batch normalization's running statistics (one shared pass: needs_whole_batch).
+  T* running = optimizer != nullptr ? net.state() : nullptr;
+  const bool perturb = (optimizer != nullptr || draw_step != nullptr) && net.perturbs();
   const std::uint64_t step_number = draw_step != nullptr ? *draw_step : net.steps();
   // Row r of this batch is row rank·rows + r of the global batch (data parallel: every process
   // has `rows` rows in this step), so R processes draw what one process with R·rows would.
@@ -195,7 +197,7 @@ double step(Network<T>& net, Optimizer<T>* optimizer, const Batch<T>& batch, Los
       const Slice<T> s = slice_of(batch, 0, n_in, n_out, ws);
       const DrawKey key = draw(0);
       loss_part[t] = net.forward_backward(s.x, s.y, rows, LossScale<T>{s.w, W, reg.grad_scale}, loss, ws, net.grads(),
-                                          net.step_scratch(t), t, team, perturb ? &key : nullptr);
+                                          net.step_scratch(t), t, team, perturb ? &key : nullptr, running);
       return;
     }
     for (int k = t; k < slices; k += team) {
@@ -275,6 +277,7 @@ void check_batch(const Network<T>& net, const Batch<T>& b, Loss loss) {
   if (b.csr != nullptr && b.csr->cols != net.n_inputs())
     throw std::invalid_argument("X must have " + std::to_string(net.n_inputs()) + " columns, got " +
                                 std::to_string(b.csr->cols));
+  if (b.x != nullptr && b.index == nullptr) net.check_codes(b.x + b.begin * net.n_inputs(), b.rows);
 }
 
 // Input noise and input dropout write a perturbed copy of X: dense X only.
@@ -390,12 +393,15 @@ double train_epoch(Network<T>& net, Optimizer<T>& optimizer, const Batch<T>& dat
     }
     Batch<T> batch = data;
     batch.rows = std::min(batch_size, n - start);
+    // Batch normalization cannot learn from a batch of one row: a last row left alone joins this batch.
+    if (net.needs_whole_batch() && n - start - batch.rows == 1) ++batch.rows;
     if (gather) {
       batch.index = order.data() + start;
     } else {
       batch.begin = data.begin + start;
     }
     seen += batch.rows;
+    start += batch.rows - std::min(batch_size, n - start);  // the row a batch took from the next
     // All-zero weights: nothing to learn from this batch — but with a hook the other processes'
     // part of the global batch may weigh something, so the step runs and the hook decides.
     if (!(weight_sum(batch) > 0.0) && (hook == nullptr || !hook->reduce)) continue;

@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   try {
-    for (const char* name : {"clf_str", "clf_binary", "reg", "net"}) {
+    for (const char* name : {"clf_str", "clf_binary", "reg", "net", "layers"}) {
       check_model<double>(dir, name, 1e-12);
       check_model<float>(dir, name, 1e-4);
     }
@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   check_refused(dir + "/clf_str.X.csv", "not a zip archive", "a text file");
   check_refused(dir + "/forged_shape.npz", "coefs_0 must be of shape (6, 8)", "weights the metadata does not describe");
   check_refused(dir + "/forged_sizes.npz", "more parameters than the file holds", "layer sizes beyond the file");
+  check_refused(dir + "/forged_layers.npz", "more parameters than the file holds", "layers beyond the file");
 
   // Damage a good file: every truncation refused; a flipped byte in an array refused (CRC-32).
   const std::string good = slurp(dir + "/clf_str.npz"), damaged = dir + "/damaged.npz";

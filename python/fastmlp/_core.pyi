@@ -7,7 +7,7 @@ name here exists in the module and the other way round.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +93,7 @@ class EpochOptions:
     weighted_hook: bool
 
 class Network_float32:
+    @overload
     def __init__(
         self,
         layer_sizes: Sequence[int],
@@ -102,6 +103,25 @@ class Network_float32:
         seed: int,
         init: str,
     ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        input_size: int,
+        layers: list[dict[str, Any]],
+        output_activation: str,
+        slope: float,
+        seed: int,
+        init: str,
+    ) -> None: ...
+    @property
+    def shorthand(self) -> bool: ...
+    @property
+    def n_state(self) -> int: ...
+    @property
+    def needs_whole_batch(self) -> bool: ...
+    @property
+    def state(self) -> npt.NDArray[np.float32]: ...
+    def param_views(self, grads: bool) -> list[tuple[str, dict[str, npt.NDArray[np.float32]]]]: ...
     @property
     def layer_sizes(self) -> list[int]: ...
     @property
@@ -187,6 +207,7 @@ class Optimizer_float32:
     def step(self, net: Network_float32) -> None: ...
 
 class Network_float64:
+    @overload
     def __init__(
         self,
         layer_sizes: Sequence[int],
@@ -196,6 +217,25 @@ class Network_float64:
         seed: int,
         init: str,
     ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        input_size: int,
+        layers: list[dict[str, Any]],
+        output_activation: str,
+        slope: float,
+        seed: int,
+        init: str,
+    ) -> None: ...
+    @property
+    def shorthand(self) -> bool: ...
+    @property
+    def n_state(self) -> int: ...
+    @property
+    def needs_whole_batch(self) -> bool: ...
+    @property
+    def state(self) -> npt.NDArray[np.float64]: ...
+    def param_views(self, grads: bool) -> list[tuple[str, dict[str, npt.NDArray[np.float64]]]]: ...
     @property
     def layer_sizes(self) -> list[int]: ...
     @property

@@ -6,7 +6,12 @@ r"""Training data larger than memory: rows read from disk batch by batch.
 - a NumPy memmap (``np.load(path, mmap_mode="r")`` or ``np.memmap``), or a slice of one
   (:func:`fastmlp.distributed.shard` of a memmap is one);
 - a list of ``.npy`` paths, the files' rows concatenated in order (:class:`NpyFiles`);
-- any :class:`RowSource` (:class:`ArrayRows`, :class:`NpyFiles`).
+- any :class:`RowSource` (:class:`ArrayRows`, :class:`NpyFiles`, :class:`ParquetRows`: named
+  columns of a Parquet data set, through ``pyarrow``).
+
+``solver="lbfgs"`` sums its full-batch objective over chunks of rows (:func:`objective_streamed`),
+and :meth:`fastmlp.Network.forward` and the estimators' ``predict``, ``predict_proba`` and
+``score`` read such an X in chunks too (:func:`forward_streamed`).
 
 Such an X is never read whole. Each mini-batch's rows, in the epoch's order, are gathered into
 one reusable buffer of ``batch_size`` rows and trained on as one step (:func:`run_streamed`): the
@@ -40,7 +45,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayRows", "NpyFiles", "RowSource", "Rows", "as_source", "is_out_of_core", "run_streamed"]
+from .epoch import make_regularization
+
+__all__ = [
+    "ArrayRows",
+    "NpyFiles",
+    "ParquetRows",
+    "RowSource",
+    "Rows",
+    "as_source",
+    "forward_streamed",
+    "is_out_of_core",
+    "objective_streamed",
+    "run_streamed",
+]
 
 _RELEASE_BYTES = 64 << 20  # file pages mapped, at most, between two releases (64 MiB)
 # A page fault on a file mapping maps up to this much of the page cache around the faulting page
@@ -303,6 +321,178 @@ class NpyFiles(RowSource):
             _release(a)
 
 
+def _pyarrow() -> tuple[Any, Any, Any]:
+    """pyarrow, pyarrow.parquet and pyarrow.dataset, or an ImportError saying how to install them."""
+    try:
+        import pyarrow
+        import pyarrow.dataset
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            "a Parquet source needs pyarrow: pip install 'fastmlp[parquet]' (or pip install pyarrow)"
+        ) from None
+    return pyarrow, pyarrow.parquet, pyarrow.dataset
+
+
+_PARQUET_ROWS = 4096  # rows of a row group decoded at a time
+
+
+class ParquetRows(RowSource):
+    """Columns of a Parquet data set as the rows of X, read one row group at a time (``pyarrow``).
+
+    The data set's rows are those of ``pyarrow.parquet.read_table(path)``: a file's rows in order,
+    a directory's files in the order ``pyarrow.dataset`` lists them (sorted by path), a list's
+    files in the order given. Only the named `columns` are read, and only from the row groups that
+    hold rows asked for; the decoded row groups are kept in a cache of at most `cache_bytes`
+    (least recently used dropped first; at least one row group).
+
+    Reading in file order (``shuffle=False``, prediction, a contiguous :func:`shard`) decodes each
+    row group once. A shuffled epoch's batch holds rows of up to ``batch_size`` row groups: when
+    the row groups read do not all fit the cache, each is decoded again for each batch that needs
+    it (measured: several hundred times slower). For shuffled training, give the cache the
+    decoded size of the rows read (a rank's shard: rows × columns × itemsize), or convert the
+    columns once to a ``.npy`` file and train on its memmap (see docs/distributed.md).
+
+    Parameters
+    ----------
+    path : str, os.PathLike or a sequence of them
+        A Parquet file, a directory of them, or a list of files.
+    columns : sequence of str
+        The feature columns, in the order of X's columns (required: which columns are X is never
+        guessed; the targets are read separately with :meth:`column`). Bool, integer or float
+        columns without nulls; the source's dtype is their common NumPy type.
+    check : bool
+        Check the values once now (a pass over the data: NaN or infinity is a ``ValueError``
+        naming the row).
+    cache_bytes : int
+        The decoded row groups kept in memory, in bytes (default 64 MiB).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        columns: Sequence[str],
+        *,
+        check: bool = True,
+        name: str = "X",
+        cache_bytes: int = 64 << 20,
+    ) -> None:
+        pa, pq, ds = _pyarrow()
+        if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+            raise TypeError(f"columns must be a non-empty list of column names, got {columns!r}")
+        if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+            raise ValueError(f"columns must be distinct column names (str), got {list(columns)!r}")
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
+        if isinstance(path, (str, os.PathLike)):
+            if os.path.isdir(path):
+                files = list(ds.dataset(os.fspath(path), format="parquet").files)
+            else:
+                files = [os.fspath(path)]
+        elif isinstance(path, Sequence) and path and all(isinstance(p, (str, os.PathLike)) for p in path):
+            files = [os.fspath(p) for p in path]
+        else:
+            raise TypeError(f"path must be a Parquet file, a directory or a non-empty list of files, got {path!r}")
+        if not files:
+            raise ValueError(f"{name}: no Parquet files in {os.fspath(path)!r}")  # type: ignore[arg-type]
+        self.files, self.columns, self._name = files, list(columns), name
+        self._pq, self._readers = pq, [None] * len(files)
+        dtypes: list[np.dtype] = []
+        groups: list[tuple[int, int]] = []
+        sizes: list[int] = []
+        for f, file in enumerate(files):
+            reader = self._reader(f)
+            schema = reader.schema_arrow
+            types = []
+            for c in columns:
+                if schema.get_field_index(c) < 0:
+                    raise ValueError(f"{name}: column {c!r} is not in {file!r} (its columns: {schema.names})")
+                t = schema.field(c).type
+                if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                    raise TypeError(f"{name}: column {c!r} of {file!r} must hold real numbers, got Arrow type {t}")
+                types.append(np.dtype(t.to_pandas_dtype()))
+            if dtypes and types != dtypes:
+                raise ValueError(f"{name}: the columns of {file!r} have dtypes {types}, those of {files[0]!r} {dtypes}")
+            dtypes = types
+            for g in range(reader.metadata.num_row_groups):
+                rows = reader.metadata.row_group(g).num_rows
+                if rows:
+                    groups.append((f, g))
+                    sizes.append(rows)
+        if not sizes:
+            raise ValueError(f"{name}: the Parquet files hold no rows")
+        self._groups = groups
+        self._starts = np.cumsum([0, *sizes]).astype(np.int64)
+        self.shape = (int(self._starts[-1]), len(columns))
+        self.dtype = np.result_type(*dtypes)
+        self._cache: dict[int, np.ndarray] = {}  # row group -> its rows, least recently used first
+        self._cache_bytes, self._cached = cache_bytes, 0
+        if check:
+            self.check(name)
+
+    def _reader(self, f: int) -> Any:
+        if self._readers[f] is None:
+            try:
+                self._readers[f] = self._pq.ParquetFile(self.files[f])
+            except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+                raise ValueError(f"{self._name}: cannot read {self.files[f]!r} as a Parquet file: {e}") from None
+        return self._readers[f]
+
+    def __getstate__(self) -> dict[str, Any]:  # open files and pyarrow modules do not pickle: reopened on use
+        return {**self.__dict__, "_pq": None, "_readers": [None] * len(self.files), "_cache": {}, "_cached": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pq = _pyarrow()[1]
+
+    def _group(self, g: int) -> np.ndarray:
+        """Row group `g`'s rows of the columns, ``(rows, len(columns))`` in the source's dtype."""
+        block = self._cache.pop(g, None)
+        if block is None:
+            f, r = self._groups[g]
+            rows = int(self._starts[g + 1] - self._starts[g])
+            nbytes = rows * self.shape[1] * self.dtype.itemsize
+            while self._cache and self._cached + nbytes > self._cache_bytes:  # room first, then read
+                self._cached -= self._cache.pop(next(iter(self._cache))).nbytes
+            block = np.empty((rows, self.shape[1]), dtype=self.dtype)
+            done = 0  # decoded _PARQUET_ROWS rows at a time: Arrow holds one such batch, not the group
+            for batch in self._reader(f).iter_batches(_PARQUET_ROWS, row_groups=[r], columns=self.columns):
+                for j, c in enumerate(self.columns):
+                    col = batch.column(j)
+                    if col.null_count:
+                        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                        raise ValueError(
+                            f"{self._name}: column {c!r} has a missing value (null) in row "
+                            f"{int(self._starts[g]) + done + first}"
+                        )
+                    block[done : done + batch.num_rows, j] = col.to_numpy()
+                done += batch.num_rows
+            self._cached += block.nbytes
+        self._cache[g] = block  # the most recently used last
+        return block
+
+    def take(self, index: np.ndarray, out: np.ndarray) -> None:
+        group_of = np.searchsorted(self._starts, index, side="right") - 1
+        for g in np.unique(group_of):
+            where = np.flatnonzero(group_of == g)
+            out[where] = self._group(int(g))[index[where] - self._starts[g]]  # converts to out's dtype
+
+    def release(self) -> None:
+        """Nothing: no file is mapped, and the row-group cache holds at most `cache_bytes`."""
+
+    def column(self, name: str) -> np.ndarray:
+        """Column `name` of every row (the targets, say), read into memory: ``(n_samples,)``."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a column name (str), got {type(name).__name__}")
+        parts = []
+        for f, file in enumerate(self.files):
+            reader = self._reader(f)
+            if reader.schema_arrow.get_field_index(name) < 0:
+                raise ValueError(f"column {name!r} is not in {file!r} (its columns: {reader.schema_arrow.names})")
+            parts.append(reader.read(columns=[name]).column(0).to_numpy(zero_copy_only=False))
+        return np.concatenate(parts)
+
+
 class Rows(RowSource):
     """Rows `index` of `source`, in that order (nothing is read until :meth:`take`)."""
 
@@ -383,14 +573,20 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     if order is None and options.shuffle:
         order = net.shuffled_order(n)
     n_batches = (n + b - 1) // b
-    x = np.empty((b, d), dtype=dtype)
-    y = np.empty((b, rows.y.shape[1]), dtype=dtype)
-    w = None if rows.sample_weight is None else np.empty(b, dtype=dtype)
+    # The in-memory epoch's batches (trainer.cpp): with batch normalization, a last row left
+    # alone joins the batch before it.
+    bounds = [(j * b, min(n, (j + 1) * b)) for j in range(n_batches)]
+    if net.needs_whole_batch and n_batches > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    rows_max = max(stop - start for start, stop in bounds)
+    x = np.empty((rows_max, d), dtype=dtype)
+    y = np.empty((rows_max, rows.y.shape[1]), dtype=dtype)
+    w = None if rows.sample_weight is None else np.empty(rows_max, dtype=dtype)
     batch = type(rows)()
     from . import _core
 
     one = _core.EpochOptions(
-        batch_size=b,
+        batch_size=rows_max,
         shuffle=False,
         regularization=options.regularization,
         schedule=None,
@@ -407,8 +603,7 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     resident = _ResidentSet()
     floor = resident.bytes()
     total, since_release = 0.0, 0
-    for j in range(n_batches):
-        start, stop = j * b, min(n, (j + 1) * b)
+    for j, (start, stop) in enumerate(bounds):
         index = np.arange(start, stop, dtype=np.int64) if order is None else order[start:stop]
         k = stop - start
         source.take(index, x)
@@ -430,3 +625,94 @@ def run_streamed(net: Any, request: Any, source: RowSource) -> float:
     resident.close()
     source.release()
     return total / n
+
+
+_FORWARD_BYTES = 8 << 20  # a prediction chunk's widest layer, at most (8 MiB), and its rows of X
+
+
+def forward_streamed(net: Any, X: Any, out: np.ndarray | None = None, chunk_rows: int | None = None) -> np.ndarray:
+    """``net.forward`` (a :class:`fastmlp.Network`) of an out-of-core X, chunk by chunk.
+
+    X's rows are read in file order, `chunk_rows` at a time (default: as many as keep a chunk of X
+    and of the network's widest layer within 8 MiB each, at least 64), into one reusable buffer
+    converted to the network's dtype, and the network's output for them written into their rows
+    of `out` (made when None: the one allocation that grows with the number of rows). Each row's
+    output is the in-memory forward's up to rounding (the product's kernel and blocking may
+    depend on the number of rows: measured, at most 1 ulp apart). A chunk with NaN or
+    infinity raises ``ValueError`` naming the row; `out`'s earlier rows are then already written.
+    """
+    source = as_source(X, check=False)
+    n, d = source.shape
+    if d != net.n_inputs:
+        raise ValueError(f"X must have {net.n_inputs} features (columns), got {d}")
+    if out is None:
+        out = np.empty((n, net.n_outputs), dtype=net.dtype)
+    elif not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    elif out.dtype != net.dtype or out.shape != (n, net.n_outputs):
+        raise ValueError(f"out must have dtype {net.dtype} and shape {(n, net.n_outputs)}, got {out.dtype} {out.shape}")
+    if chunk_rows is None:
+        widest = max(net.layer_sizes) * net.dtype.itemsize
+        chunk_rows = max(64, _FORWARD_BYTES // max(widest, d * net.dtype.itemsize))
+    b = min(n, int(chunk_rows))
+    buf = np.empty((b, d), dtype=net.dtype)
+    for start in range(0, n, b):
+        k = min(b, n - start)
+        with np.errstate(over="ignore", invalid="ignore"):  # a value beyond the dtype's range: inf, refused below
+            source.take(np.arange(start, start + k, dtype=np.int64), buf)
+        if not math.isfinite(float(buf[:k].sum(dtype=np.float64))):
+            finite = np.isfinite(buf[:k]).all(axis=1)
+            if not finite.all():
+                bad = start + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"X must be finite, got NaN or infinity (as {net.dtype}) in row {bad}")
+        net.forward(buf[:k], out=out[start : start + k])
+    source.release()
+    return out
+
+
+def objective_streamed(net: Any, source: RowSource, Y: np.ndarray, sample_weight: np.ndarray | None, loss: Any) -> Any:
+    r"""The full-batch objective of an out-of-core X, chunk by chunk: what L-BFGS minimizes.
+
+    Returns ``evaluate(regularization) -> float``, equal to ``net.run_objective(rows, loss,
+    regularization)`` on all the rows in memory (up to rounding), the gradient left in
+    ``net.grads``. Chunk :math:`c` (:math:`W_c` its weight sum; chunks of weight 0 skipped, as
+    the core refuses them; :math:`C` the others) gets the penalties :math:`\Omega/C`, so that
+    :math:`\sum_c (W_c/W) (L_c + \Omega/(C W_c)) = \sum_c W_c L_c / W + \Omega / W` — the objective of
+    one batch of all the rows. The chunks are those of :func:`forward_streamed`, read each time.
+    """
+    n, d = source.shape
+    b = min(n, max(64, _FORWARD_BYTES // (max(max(net.layer_sizes), d) * net.dtype.itemsize)))
+    chunks = []
+    for start in range(0, n, b):
+        stop = min(n, start + b)
+        weight = float(stop - start if sample_weight is None else np.sum(sample_weight[start:stop], dtype=np.float64))
+        if weight > 0:
+            chunks.append((start, stop, weight))
+    total = sum(w for _, _, w in chunks)
+    if not total > 0:
+        raise ValueError(f"sample_weight must have a positive sum, got {total}")
+    buf = np.empty((b, d), dtype=net.dtype)
+    acc = np.empty(net.params.shape[0], dtype=np.float64)
+
+    def evaluate(reg: Any) -> float:
+        part = make_regularization(
+            l2=reg.l2 / len(chunks),
+            l1=reg.l1 / len(chunks),
+            clip_value=reg.clip_value or None,
+            clip_norm=reg.clip_norm or None,
+            grad_scale=reg.grad_scale,
+        )
+        acc[:] = 0.0
+        value = 0.0
+        for start, stop, weight in chunks:
+            k = stop - start
+            source.take(np.arange(start, stop, dtype=np.int64), buf)
+            sw = None if sample_weight is None else sample_weight[start:stop]
+            rows = net.prepare_rows(buf[:k], Y[start:stop], loss, sample_weight=sw)
+            value += weight / total * net.run_objective(rows, loss, part)
+            acc[:] += weight / total * net.grads
+        net.grads[:] = acc
+        source.release()
+        return value
+
+    return evaluate

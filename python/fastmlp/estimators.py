@@ -35,6 +35,7 @@ mixed precision), ``n_threads``, the
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import operator
@@ -607,11 +608,6 @@ class _BaseMLP(BaseEstimator):
             target = self._source_dtype(source)
             if source is not X or (source.dtype.kind == "f" and source.dtype.itemsize > target.itemsize):
                 source.check("X", target)
-            if self.solver == "lbfgs":
-                raise ValueError(
-                    "solver='lbfgs' needs X in memory (a full-batch method); an out-of-core X "
-                    f"({type(X).__name__}) trains with the stochastic solvers"
-                )
             X = self._source_stub(source)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if self._perturbs_inputs() and _compat.is_sparse(X):
@@ -1063,17 +1059,22 @@ class _BaseMLP(BaseEstimator):
             raise ImportError("solver='lbfgs' needs SciPy: pip install scipy") from None
         reg = self._regularization()
         params, grads, loss = net.params, net.grads, self._loss()
-        rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
+        if isinstance(X, _data.RowSource):  # out of core: the objective summed over chunks of rows
+            objective = _data.objective_streamed(net, X, Y, sw, loss)
+        else:
+            rows = net.prepare_rows(X, Y, loss, sample_weight=sw)
+            objective = functools.partial(net.run_objective, rows, loss)
 
         def local(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p  # the one copy: scipy owns its iterate
-            value = net.run_objective(rows, loss, reg)
+            value = objective(reg)
             return value, grads.astype(np.float64)  # scipy keeps the gradient it is given
 
         fun: Callable[[np.ndarray], tuple[float, np.ndarray]] = local
         mpi = getattr(self, "_mpi", None)
         if mpi is not None:
-            fun = self._mpi_objective(net, rows, X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64)))
+            weight = X.shape[0] if sw is None else float(np.sum(sw, dtype=np.float64))
+            fun = self._mpi_objective(net, objective, weight)
 
         last: dict[str, Any] = {"x": None, "nit": 0}
 
@@ -1097,7 +1098,7 @@ class _BaseMLP(BaseEstimator):
                 raise
             params[:] = last["x"]
             self.n_iter_ = last["nit"]
-            self.loss_ = net.run_objective(rows, loss, reg)
+            self.loss_ = objective(reg)
             progress.epochs_started = True  # the kept iterate is not undone
             warnings.warn("Training interrupted by user.", stacklevel=3)
             return
@@ -1116,7 +1117,7 @@ class _BaseMLP(BaseEstimator):
         params[:] = res.x
 
     def _mpi_objective(
-        self, net: Network, rows: Any, weight: float
+        self, net: Network, objective: Callable[[Any], float], weight: float
     ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
         r"""distributed='mpi' L-BFGS: the full-batch objective over every rank's samples.
 
@@ -1136,7 +1137,7 @@ class _BaseMLP(BaseEstimator):
             grad_scale=float(self.n_outputs_ if self._loss_name == "squared_error" else 1),
         )
         total = float(self._sum_over_ranks(np.array([weight]))[0])
-        params, grads, loss = net.params, net.grads, self._loss()
+        params, grads = net.params, net.grads
         from .distributed import broadcast_parameters
 
         broadcast_parameters(net, mpi.comm)
@@ -1144,7 +1145,7 @@ class _BaseMLP(BaseEstimator):
 
         def fun(p: np.ndarray) -> tuple[float, np.ndarray]:
             params[:] = p
-            value = net.run_objective(rows, loss, reg)
+            value = objective(reg)
             scale = weight / total
             np.multiply(grads, scale, out=buf[:-1])
             buf[-1] = value * scale
@@ -1160,6 +1161,9 @@ class _BaseMLP(BaseEstimator):
                 f"got {type(validation_data).__name__}"
             )
         X_val, y_val = validation_data[0], validation_data[1]
+        if _data.is_out_of_core(X_val):  # read into memory, as early_stopping's validation rows are
+            source = _data.as_source(X_val, "X_val", check=False)
+            X_val = source.read(np.arange(source.shape[0]), dtype)
         X_val = _compat.validate_X(self, X_val, reset=False, dtype=dtype)
         Y_val = self._encode_validation(y_val, X_val.shape[0], dtype)
         sw_val = None
@@ -1217,6 +1221,12 @@ class _BaseMLP(BaseEstimator):
             return net.forward(X)
         self._check_fitted()
         net = self._network()
+        if _data.is_out_of_core(X):  # read in chunks (fastmlp.data.forward_streamed); checked as in memory
+            source = _data.as_source(X, check=False)
+            stub = np.broadcast_to(np.zeros((1, source.shape[1]), dtype=net.dtype), source.shape)
+            _compat.validate_X(self, stub, reset=False, dtype=(np.float64, np.float32))
+            with _threads(self.n_threads):
+                return net.forward(source)
         # float32 or float64 as they come (the network converts to its fitted dtype): prediction
         # does not read the dtype parameter, which is the next fit's
         X = _compat.validate_X(self, X, reset=False, dtype=(np.float64, np.float32))

@@ -15,15 +15,18 @@ none is imported before these functions are called.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ._names import canonical_activation
+from ._names import OUTPUT_ACTIVATIONS, canonical_activation
+from ._validation import check_choice, check_float
+from .layers import from_spec as layers_from_spec, shapes as layer_shapes
 
-__all__ = ["register_skl2onnx", "to_onnx", "to_torch"]
+__all__ = ["register_skl2onnx", "to_onnx", "to_onnx_layers", "to_torch", "to_torch_layers"]
 
 # The ONNX operator set written: every operator used exists unchanged since 13;
 # 17 is read by every onnxruntime since 1.11 (the newest onnx package's opset can be
@@ -149,6 +152,17 @@ def _mapped(table: dict[str, Any], activation: str, what: str) -> Any:
     return table[activation]
 
 
+def _activation_nodes(x: str, act: str, slope: float, node: _Node_, const: Callable[..., str], dtype: np.dtype) -> str:
+    """The nodes of activation `act` on `x` (none for identity); returns the output's name."""
+    op = _mapped(_ONNX_OPS, act, "ONNX operator")
+    if callable(op):
+        return op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)), dtype == np.float64)
+    if op is None:
+        return x
+    attrs = {"alpha": slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
+    return node(op, [x], **attrs)
+
+
 class _Node(NamedTuple):
     op: str
     inputs: list[str]
@@ -198,12 +212,7 @@ def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) 
 
     for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
         x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
-        op = _mapped(_ONNX_OPS, act, "ONNX operator")
-        if callable(op):
-            x = op(x, node, lambda prefix, v: const(prefix, np.array(v, dtype=dtype)), dtype == np.float64)
-        elif op is not None:
-            attrs = {"alpha": layers.leaky_relu_slope} if op == "LeakyRelu" else {"axis": 1} if op == "Softmax" else {}
-            x = node(op, [x], **attrs)
+        x = _activation_nodes(x, act, layers.leaky_relu_slope, node, const, dtype)
     y_type = model.get_model_state()["attributes"].get("y_type") if hasattr(model, "get_model_state") else None
     if y_type is None:  # a Network or a regressor: the output as it is
         node("Identity", [x], outputs[0])
@@ -292,6 +301,19 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     from .network import Network
 
+    if isinstance(model, Network) and not model.shorthand:  # a network of layers
+        if X is not None:
+            raise TypeError("X is for a scikit-learn model (a Pipeline); a fastmlp model's input is its n_features")
+        return to_onnx_layers(
+            model.spec,
+            model.n_inputs,
+            model.params,
+            model.state,
+            model.output_activation,
+            path,
+            dtype,
+            leaky_relu_slope=model.leaky_relu_slope,
+        )
     dt = _onnx_dtype(dtype)
     if not isinstance(model, Network) and not hasattr(model, "fitted_network"):
         if not hasattr(model, "get_params") or not hasattr(model, "fit"):
@@ -485,9 +507,7 @@ def _skl2onnx_converter(scope: Any, operator: Any, container: Any) -> None:
         )
 
 
-def to_torch(model: Any) -> Any:
-    """The model as a ``torch.nn.Sequential`` of ``Linear`` layers and activations, with the
-    same weights (``Linear.weight`` is ``W.T``) and dtype, in evaluation mode."""
+def _import_torch() -> tuple[Any, Any]:
     try:
         import torch
         from torch import nn
@@ -496,6 +516,15 @@ def to_torch(model: Any) -> Any:
             "to_torch needs PyTorch: pip install torch (its CPU-only build, from PyTorch's CPU wheel "
             "index, is far smaller than the default CUDA one)"
         ) from None
+    return torch, nn
+
+
+@functools.cache
+def _torch_modules() -> dict[str, Any]:
+    """The small torch.nn modules the exports use beside torch's own (made once, on first use)."""
+    _import_torch()  # a clear ImportError without torch
+    import torch
+    from torch import nn
 
     class Exp(nn.Module):
         def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -507,6 +536,73 @@ def to_torch(model: Any) -> Any:
         def forward(self, p: torch.Tensor) -> torch.Tensor:
             return torch.cat([1 - p, p], dim=1)
 
+    class Residual(nn.Module):
+        """y = x + body(x)."""
+
+        def __init__(self, body: Any) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.body(x)
+
+    class Embedding(nn.Module):
+        """[x's other columns] ++ [tables[j](x[:, columns[j]] as integer codes) for each j]."""
+
+        def __init__(self, columns: list[int], others: list[int], tables: list[Any]) -> None:
+            super().__init__()
+            self.columns, self.others = columns, others
+            self.tables = nn.ModuleList(tables)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            parts = [x[:, self.others]]
+            parts += [table(x[:, c].long()) for c, table in zip(self.columns, self.tables)]
+            return torch.cat(parts, dim=1)
+
+    return {"Exp": Exp, "BinaryProba": BinaryProba, "Residual": Residual, "Embedding": Embedding}
+
+
+def _torch_activation(act: str, slope: float) -> Any:
+    """A torch.nn module computing activation `act` (None for identity)."""
+    _, nn = _import_torch()
+    activation = _mapped(
+        {
+            "identity": None,
+            "relu": nn.ReLU,
+            "tanh": nn.Tanh,
+            "logistic": nn.Sigmoid,
+            "leaky_relu": lambda: nn.LeakyReLU(slope),
+            "softmax": lambda: nn.Softmax(dim=1),
+            "exp": _torch_modules()["Exp"],
+            "gelu": nn.GELU,  # approximate="none": the exact erf form
+            "silu": nn.SiLU,
+            "selu": nn.SELU,
+            "mish": nn.Mish,
+            "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),  # z itself past 20 (within 2e-9)
+            "elu": lambda: nn.ELU(alpha=1.0),
+        },
+        canonical_activation(act),
+        "torch.nn module",
+    )
+    return None if activation is None else activation()
+
+
+def to_torch(model: Any) -> Any:
+    """The model as a ``torch.nn.Sequential`` of ``Linear`` layers and activations, with the
+    same weights (``Linear.weight`` is ``W.T``) and dtype, in evaluation mode."""
+    torch, nn = _import_torch()
+    from .network import Network
+
+    if isinstance(model, Network) and not model.shorthand:  # a network of layers
+        return to_torch_layers(
+            model.spec,
+            model.n_inputs,
+            model.params,
+            model.state,
+            model.output_activation,
+            model.dtype,
+            leaky_relu_slope=model.leaky_relu_slope,
+        )
     layers = _layers(model)
     dtype = torch.float32 if layers.dtype == np.float32 else torch.float64
     modules: list[Any] = []
@@ -516,27 +612,268 @@ def to_torch(model: Any) -> Any:
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
             linear.bias.copy_(torch.from_numpy(b))
         modules.append(linear)
-        activation = _mapped(
-            {
-                "identity": None,
-                "relu": nn.ReLU,
-                "tanh": nn.Tanh,
-                "logistic": nn.Sigmoid,
-                "leaky_relu": lambda: nn.LeakyReLU(layers.leaky_relu_slope),
-                "softmax": lambda: nn.Softmax(dim=1),
-                "exp": Exp,
-                "gelu": nn.GELU,  # approximate="none": the exact erf form
-                "silu": nn.SiLU,
-                "selu": nn.SELU,
-                "mish": nn.Mish,
-                "softplus": lambda: nn.Softplus(beta=1.0, threshold=20.0),  # z itself past 20 (within 2e-9)
-                "elu": lambda: nn.ELU(alpha=1.0),
-            },
-            act,
-            "torch.nn module",
-        )
+        activation = _torch_activation(act, layers.leaky_relu_slope)
         if activation is not None:
-            modules.append(activation())
+            modules.append(activation)
     if layers.binary_proba:
-        modules.append(BinaryProba())
+        modules.append(_torch_modules()["BinaryProba"]())
+    return nn.Sequential(*modules).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# A network of layers (fastmlp.layers): the same two exports from (spec, n_inputs, params, state).
+
+
+class _LayerArrays(NamedTuple):
+    """The layers' spec with each layer's shape (fastmlp.layers.shapes) and its arrays, by path."""
+
+    layers: list[Any]  # fastmlp.layers.Layer
+    shapes: Any  # fastmlp.layers.Shapes
+    arrays: dict[tuple[int, ...], dict[str, np.ndarray]]  # path -> {name: array} (params and state)
+
+
+def _check_head(output_activation: Any, leaky_relu_slope: Any) -> tuple[str, float]:
+    """The output activation (its own name) and the slope, checked by name."""
+    check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+    return canonical_activation(output_activation), check_float("leaky_relu_slope", leaky_relu_slope, minimum=0.0)
+
+
+def _layer_arrays(spec: Any, n_inputs: int, params: Any, state: Any, dtype: np.dtype) -> _LayerArrays:
+    layers = layers_from_spec(spec)
+    shapes = layer_shapes(layers, n_inputs)
+    params = np.asarray(params, dtype=dtype).ravel()
+    state = np.asarray(state if state is not None else np.zeros(0), dtype=dtype).ravel()
+    if params.size != shapes.n_params:
+        raise ValueError(f"params must have {shapes.n_params} values for these layers, got {params.size}")
+    if state.size != shapes.n_state:
+        raise ValueError(f"state must have {shapes.n_state} values for these layers, got {state.size}")
+    arrays: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+    for shape in shapes.layers:
+        found: dict[str, np.ndarray] = {}
+        for buffer, offset, named in (
+            (params, shape.param_offset, shape.params),
+            (state, shape.state_offset, shape.state),
+        ):
+            for name, dims in named:
+                size = math.prod(dims)
+                found[name] = buffer[offset : offset + size].reshape(dims)
+                offset += size
+        arrays[shape.path] = found
+    return _LayerArrays(layers, shapes, arrays)
+
+
+def _layer_nodes(
+    x: str,
+    spec: Any,
+    n_inputs: int,
+    params: Any,
+    state: Any,
+    output_activation: str,
+    slope: float,
+    dtype: np.dtype,
+    node: _Node_,
+    const: Callable[[str, np.ndarray], str],
+) -> str:
+    """The evaluation-mode nodes of a network of layers on `x`, its output activation included;
+    returns the output's name. ``node(op, inputs, **attrs)`` adds a node, ``const(prefix, array)``
+    an initializer (both as in :func:`_graph`)."""
+    found = _layer_arrays(spec, n_inputs, params, state, dtype)
+    shape_of = {s.path: s for s in found.shapes.layers}
+    n_dense = [0]
+    double = dtype == np.float64
+
+    def walk(layers: list[Any], x: str, prefix: tuple[int, ...]) -> str:
+        for i, layer in enumerate(layers):
+            path = (*prefix, i)
+            a = found.arrays[path]
+            kind = layer.kind
+            if kind == "dense":
+                k = n_dense[0]
+                n_dense[0] += 1
+                x = node("Gemm", [x, const(f"W{k}", a["W"]), const(f"b{k}", a["b"])])
+            elif kind == "activation":
+                x = _activation_nodes(x, layer.name, slope, node, const, dtype)
+            elif kind == "dropout":
+                pass  # evaluation: identity
+            elif kind == "batch_norm":
+                # ONNX's epsilon is a float32 attribute: a float64 graph adds what float32 rounding
+                # took from eps to the variance, so that var + eps is the model's
+                eps32 = float(np.float32(layer.eps))
+                var = a["running_var"] + (layer.eps - eps32 if double else 0.0)
+                inputs = [a["weight"], a["bias"], a["running_mean"], var]
+                names = ["bn_scale", "bn_bias", "bn_mean", "bn_var"]
+                x = node("BatchNormalization", [x, *map(const, names, inputs)], epsilon=eps32)
+            elif kind == "layer_norm":
+                scale, bias = const("ln_scale", a["weight"]), const("ln_bias", a["bias"])
+                if double:  # float64: written out (epsilon's attribute is float32, and exact is the aim)
+                    centred = node("Sub", [x, node("ReduceMean", [x], axes=[1], keepdims=1)])
+                    var = node("ReduceMean", [node("Mul", [centred, centred])], axes=[1], keepdims=1)
+                    std = node("Sqrt", [node("Add", [var, const("ln_eps", np.array(layer.eps, dtype=dtype))])])
+                    x = node("Add", [node("Mul", [node("Div", [centred, std]), scale]), bias])
+                else:
+                    x = node("LayerNormalization", [x, scale, bias], axis=-1, epsilon=layer.eps)
+            elif kind == "residual":
+                x = node("Add", [x, walk(list(layer.layers), x, path)])
+            else:  # embedding
+                width = shape_of[path].n_in
+                others = [c for c in range(width) if c not in set(layer.columns)]
+                parts = [node("Gather", [x, const("other_columns", np.array(others, dtype=np.int64))], axis=1)]
+                parts = parts if others else []
+                for j, c in enumerate(layer.columns):
+                    column = node("Gather", [x, const("code_column", np.array(c, dtype=np.int64))], axis=1)
+                    codes = node("Cast", [column], to=7)  # 7: INT64
+                    parts.append(node("Gather", [const(f"table{j}", a[f"table{j}"]), codes], axis=0))
+                x = node("Concat", parts, axis=1)
+        return x
+
+    x = walk(found.layers, x, ())
+    return _activation_nodes(x, canonical_activation(output_activation), slope, node, const, dtype)
+
+
+def to_onnx_layers(
+    spec: Any,
+    n_inputs: int,
+    params: Any,
+    state: Any,
+    output_activation: str = "identity",
+    path: str | os.PathLike[str] | None = None,
+    dtype: Any = np.float32,
+    *,
+    leaky_relu_slope: float = 0.01,
+) -> Any:
+    """A network of layers (its spec, :func:`fastmlp.layers.to_spec`; the flat `params` and
+    `state`) as an ONNX graph in evaluation mode: input ``X`` ``(N, n_inputs)``, output ``Y``,
+    computed in `dtype` (float32 or float64); written to `path` when given.
+
+    Operators (opset :data:`ONNX_OPSET`): ``Gemm`` (Dense), the activations as in :func:`to_onnx`,
+    ``BatchNormalization`` (the running statistics), ``LayerNormalization`` (axis -1; a float64
+    graph writes it out of ``ReduceMean``, ``Sub``, ``Mul``, ``Sqrt``, ``Div``, as onnxruntime's
+    kernel and the float32 ``epsilon`` attribute are about 1e-10 off), ``Add`` (residual),
+    ``Gather`` + ``Cast`` + ``Concat`` (embedding: the other columns, then each table's rows of
+    the codes); a Dropout is no node. ONNX's ``epsilon`` attributes are float32: a float64
+    graph adds ``eps - float32(eps)`` to the batch norm's ``input_var``.
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
+    dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
+    used = {"X", "Y"}
+    nodes: list[_Node] = []
+    inits: dict[str, np.ndarray] = {}
+
+    def fresh(prefix: str) -> str:
+        name, k = prefix, 0
+        while name in used:
+            k += 1
+            name = f"{prefix}_{k}"
+        used.add(name)
+        return name
+
+    def const(prefix: str, value: np.ndarray) -> str:
+        name = fresh(prefix)
+        inits[name] = np.asarray(value)
+        return name
+
+    def node(op: str, inputs: list[str], out: str | None = None, domain: str = "", **attrs: Any) -> str:
+        out = out or fresh(op.lower())
+        nodes.append(_Node(op, inputs, [out], attrs, domain))
+        return out
+
+    y = _layer_nodes("X", spec, n_inputs, params, state, output_activation, leaky_relu_slope, dt, node, const)
+    node("Identity", [y], "Y")
+    n_out = layer_shapes(spec, n_inputs).n_outputs
+    elem = TensorProto.FLOAT if dt == np.float32 else TensorProto.DOUBLE
+    proto = helper.make_model(
+        helper.make_graph(
+            [helper.make_node(n.op, n.inputs, n.outputs, name=n.outputs[0] + "_node", **n.attrs) for n in nodes],
+            "fastmlp",
+            [helper.make_tensor_value_info("X", elem, ["N", n_inputs])],
+            [helper.make_tensor_value_info("Y", elem, ["N", n_out])],
+            initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        producer_name="fastmlp",
+        ir_version=_ONNX_IR_VERSION,
+    )
+    onnx.checker.check_model(proto)
+    if path is not None:
+        onnx.save(proto, os.fspath(path))
+    return proto
+
+
+def to_torch_layers(
+    spec: Any,
+    n_inputs: int,
+    params: Any,
+    state: Any,
+    output_activation: str = "identity",
+    dtype: Any = np.float32,
+    *,
+    leaky_relu_slope: float = 0.01,
+) -> Any:
+    """A network of layers as a ``torch.nn.Sequential`` in evaluation mode (``.train()`` switches
+    it to training mode, which computes what fastmlp's training computes: batch statistics, the
+    running statistics' update with the layers' momentum, dropout with torch's own masks).
+
+    Modules: ``Linear`` (``weight`` is ``W.T``), the activations of :func:`to_torch`,
+    ``Dropout(rate)``, ``BatchNorm1d(n, eps, momentum)`` with the running statistics of `state`,
+    ``LayerNorm(n, eps)``, a residual block (``x + body(x)``, body a ``Sequential``) and an
+    embedding module (``nn.Embedding`` per column), then the output activation; in `dtype`.
+    """
+    torch, nn = _import_torch()
+    dt = _onnx_dtype(dtype)
+    output_activation, leaky_relu_slope = _check_head(output_activation, leaky_relu_slope)
+    tdtype = torch.float32 if dt == np.float32 else torch.float64
+    found = _layer_arrays(spec, n_inputs, params, state, dt)
+    shape_of = {s.path: s for s in found.shapes.layers}
+    extra = _torch_modules()
+
+    def tensor(a: np.ndarray) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def build(layers: list[Any], prefix: tuple[int, ...]) -> list[Any]:
+        modules: list[Any] = []
+        for i, layer in enumerate(layers):
+            path = (*prefix, i)
+            a, width = found.arrays[path], shape_of[path].n_in
+            kind = layer.kind
+            with torch.no_grad():
+                if kind == "dense":
+                    m = nn.Linear(width, layer.units, dtype=tdtype)
+                    m.weight.copy_(tensor(a["W"].T))
+                    m.bias.copy_(tensor(a["b"]))
+                elif kind == "activation":
+                    m = _torch_activation(layer.name, leaky_relu_slope)
+                elif kind == "dropout":
+                    m = nn.Dropout(layer.rate)
+                elif kind in ("batch_norm", "layer_norm"):
+                    if kind == "batch_norm":
+                        m = nn.BatchNorm1d(width, eps=layer.eps, momentum=layer.momentum, dtype=tdtype)
+                        m.running_mean.copy_(tensor(a["running_mean"]))
+                        m.running_var.copy_(tensor(a["running_var"]))
+                    else:
+                        m = nn.LayerNorm(width, eps=layer.eps, dtype=tdtype)
+                    m.weight.copy_(tensor(a["weight"]))
+                    m.bias.copy_(tensor(a["bias"]))
+                elif kind == "residual":
+                    m = extra["Residual"](nn.Sequential(*build(list(layer.layers), path)))
+                else:  # embedding
+                    tables = []
+                    for j, (card, dim) in enumerate(zip(layer.cardinalities, layer.dims)):
+                        t = nn.Embedding(card, dim, dtype=tdtype)
+                        t.weight.copy_(tensor(a[f"table{j}"]))
+                        tables.append(t)
+                    others = [c for c in range(width) if c not in set(layer.columns)]
+                    m = extra["Embedding"](list(layer.columns), others, tables)
+            if m is not None:
+                modules.append(m)
+        return modules
+
+    modules = build(found.layers, ())
+    out = _torch_activation(output_activation, leaky_relu_slope)
+    if out is not None:
+        modules.append(out)
     return nn.Sequential(*modules).eval()

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from . import layers as _layers
 from ._names import OPTIMIZER_STATE
 
 FORMAT = "fastmlp.estimator"
@@ -468,13 +469,18 @@ class _NetworkFile(Exception):
 NETWORK_FORMAT = "fastmlp.network"
 
 
-def save_network(path: Any, meta: dict[str, Any], params: np.ndarray) -> None:
-    """Writes a ``Network``'s file: `meta` (layer sizes, dtype, seed, configuration) as JSON
-    beside the flat `params`, atomically and with the modes and paths of :func:`save`."""
+def save_network(path: Any, meta: dict[str, Any], params: np.ndarray, state: np.ndarray | None = None) -> None:
+    """Writes a ``Network``'s file: `meta` (layer sizes — for a network of layers, its input size
+    and, in the configuration, its layers' JSON form —, dtype, seed, configuration) as JSON beside
+    the flat `params` and, when it has any, the flat `state` (running statistics), atomically and
+    with the modes and paths of :func:`save`."""
     from . import __version__
 
     meta = {"format": NETWORK_FORMAT, "version": 1, "fastmlp_version": __version__, **meta}
-    _atomic_savez(_path_str(path), {"__fastmlp__": np.array(json.dumps(meta)), "params": np.array(params)})
+    arrays = {"__fastmlp__": np.array(json.dumps(meta)), "params": np.array(params)}
+    if state is not None and state.size:
+        arrays["state"] = np.array(state)
+    _atomic_savez(_path_str(path), arrays)
 
 
 def load_network(path: Any, build: Any) -> Any:
@@ -488,15 +494,18 @@ def load_network(path: Any, build: Any) -> Any:
             meta = _metadata(path, f, headers, NETWORK_FORMAT, "network")
             if meta.get("version") != 1:
                 raise ValueError(f"format version {meta.get('version')!r}; this fastmlp reads 1")
-            if set(headers) != {"__fastmlp__", "params"}:
-                raise ValueError(f"expected the arrays __fastmlp__ and params, found {sorted(headers)}")
-            _check_network_shapes(meta, headers["params"])  # before build allocates what meta declares
+            if set(headers) not in ({"__fastmlp__", "params"}, {"__fastmlp__", "params", "state"}):
+                raise ValueError(f"expected the arrays __fastmlp__, params (and state), found {sorted(headers)}")
+            # before build allocates what meta declares
+            _check_network_shapes(meta, headers["params"], headers.get("state", ((0,), headers["params"][1])))
             net = build(meta)
             if headers["params"] != ((net.n_params,), net.dtype):
                 raise ValueError(f"params is {headers['params']}, expected ({net.n_params},) of {net.dtype}")
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
                 net.params[:] = z["params"]
+                if net.state.size:
+                    net.state[:] = z["state"]
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
         raise
     except ValueError as exc:
@@ -508,11 +517,27 @@ def load_network(path: Any, build: Any) -> Any:
     return net
 
 
-def _check_network_shapes(meta: dict[str, Any], params: tuple[tuple[int, ...], np.dtype]) -> None:
-    """The parameter count and dtype that the metadata's ``layer_sizes`` and ``dtype`` declare
-    must be those of the stored ``params`` (whose size the file's own size bounds): a forged
-    file cannot make ``load`` build a network larger than itself."""
+def _check_network_shapes(
+    meta: dict[str, Any], params: tuple[tuple[int, ...], np.dtype], state: tuple[tuple[int, ...], np.dtype]
+) -> None:
+    """The parameter (and state) count and dtype that the metadata's ``layer_sizes`` (or input
+    size and layers) and ``dtype`` declare must be those of the stored ``params`` and ``state``
+    (whose sizes the file's own size bounds): a forged file cannot make ``load`` build a network
+    larger than itself."""
     sizes, dtype = meta.get("layer_sizes"), meta.get("dtype")
+    config = meta.get("config")
+    if isinstance(config, dict) and "layers" in config:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if not isinstance(sizes, int) or isinstance(sizes, bool):
+            raise ValueError(f"layer_sizes of a network of layers must be its input size (an int), got {sizes!r}")
+        shapes = _layers.shapes(config["layers"], sizes)
+        for name, stored, count in (("params", params, shapes.n_params), ("state", state, shapes.n_state)):
+            if stored != ((count,), np.dtype(dtype)):
+                raise ValueError(f"{name} is {stored}, but the layers declare ({count},) of {dtype}")
+        return
+    if state[0] != (0,):
+        raise ValueError(f"a network of layer_sizes has no state array, found one of shape {state[0]}")
     if (
         not isinstance(sizes, list)
         or len(sizes) < 2

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
-from . import _core, data as _data
+from . import _core, data as _data, layers as _layers
 
 # The core's names (HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, LOSSES, INITS stay importable from here).
 from ._names import (
@@ -140,10 +140,28 @@ class Network:
         input_noise: float = 0.0,
         max_norm: float | None = None,
         precision: str | None = None,
+        layers: Any = None,
     ) -> None:
-        sizes = check_layer_sizes(layer_sizes)
+        spec = None
+        if layers is not None:  # Network(input_size, layers=[...])
+            input_size = check_int("input_size", layer_sizes, minimum=1)
+            if not (isinstance(activation, str) and activation == "relu"):
+                raise ValueError(
+                    "activation is for the layer_sizes shorthand; with layers=, put Activation layers in the list"
+                )
+            if not (isinstance(dropout, (int, float)) and dropout == 0):
+                raise ValueError(
+                    "dropout is for the layer_sizes shorthand; with layers=, put Dropout layers in the list"
+                )
+            spec = _layers.to_spec(_layers.from_spec(layers))  # Layers or their dicts
+            shapes = _layers.shapes(spec, input_size)  # checks the widths before the core allocates
+            sizes = (input_size, *(s.n_out for s in shapes.layers if s.kind == "dense"))
+        else:
+            sizes = check_layer_sizes(layer_sizes)
         n_layers = len(sizes) - 1
-        activations = check_activations("activation", activation, n_layers - 1, HIDDEN_ACTIVATIONS)
+        activations = (
+            check_activations("activation", activation, n_layers - 1, HIDDEN_ACTIVATIONS) if spec is None else []
+        )
         check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
         check_choice("init", init, INITS)
         self._dtype = check_dtype(dtype)
@@ -159,7 +177,10 @@ class Network:
             if precision == "bf16" and self._dtype != np.float32:
                 raise ValueError("precision='bf16' needs dtype='float32', got dtype='float64'")
         cls = getattr(_core, "Network_" + self._dtype.name)
-        self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
+        if spec is None:
+            self._net = cls(list(sizes), activations, output_activation, slope, self._seed, init)
+        else:
+            self._net = cls(sizes[0], spec, output_activation, slope, self._seed, init)
         self._net.set_noise(rates, input_noise, max_norm or 0.0)
         self._net.precision = precision or full
         self._config: dict[str, Any] = dict(
@@ -168,6 +189,9 @@ class Network:
             leaky_relu_slope=slope,
             init=init,
         )
+        if spec is not None:
+            del self._config["activation"]
+            self._config["layers"] = spec
         # Stored only when used: files and pickles of networks without them stay as they were.
         if any(rates):
             self._config["dropout"] = dropout if isinstance(dropout, (int, float)) else rates
@@ -182,6 +206,37 @@ class Network:
     def _make_views(self) -> None:
         self._param_views = self._net.layer_views(False)
         self._grad_views = self._net.layer_views(True)
+
+    # --- layers ----------------------------------------------------------------
+    @property
+    def layers(self) -> list[Any]:
+        """The network's layers (:mod:`fastmlp.layers`); for the shorthand, the layers it means."""
+        if "layers" in self._config:
+            return _layers.from_spec(self._config["layers"])
+        return _layers.dense_shorthand(self.layer_sizes, self._config["activation"], list(self.dropout))
+
+    @property
+    def shorthand(self) -> bool:
+        """Whether the network was built from layer_sizes (the shorthand), not from a list of layers."""
+        return "layers" not in self._config
+
+    @property
+    def spec(self) -> list[dict[str, Any]]:
+        """The layers' JSON form (:func:`fastmlp.layers.to_spec`)."""
+        return _layers.to_spec(self.layers)
+
+    @property
+    def state(self) -> np.ndarray:
+        """The non-trainable state, flat (batch normalization's running mean and variance, layer
+        after layer; empty without batch normalization): a writable view."""
+        return self._net.state
+
+    def layer_params(self, grads: bool = False) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """For each layer with parameters or state, in order (depth-first through residual blocks):
+        its kind and its arrays by name — ``W``/``b`` (dense), ``weight``/``bias`` and, for batch
+        normalization, ``running_mean``/``running_var`` (norms), ``table0``... (embedding) —
+        writable views of :attr:`params` (of :attr:`grads` with ``grads=True``, without the state)."""
+        return [(kind, dict(views)) for kind, views in self._net.param_views(bool(grads))]
 
     # --- description -------------------------------------------------------
     @property
@@ -202,14 +257,15 @@ class Network:
         return int(self._net.n_params)
 
     @property
-    def activation(self) -> str | list[str]:
-        """As given: one name, or a list with one per hidden layer."""
-        return self._config["activation"]
+    def activation(self) -> str | list[str] | None:
+        """As given: one name, or a list with one per hidden layer (None for a network of layers)."""
+        return self._config.get("activation")
 
     @property
     def activations(self) -> tuple[str, ...]:
-        """The activation of each hidden layer."""
-        return tuple(self._net.activations)[: len(self.layer_sizes) - 2]
+        """The activation of each hidden layer (of each Activation layer, in order, for a network of layers)."""
+        names = tuple(self._net.activations)
+        return names if "layers" in self._config else names[: len(self.layer_sizes) - 2]
 
     @property
     def dropout(self) -> tuple[float, ...]:
@@ -314,7 +370,14 @@ class Network:
         C-contiguous, writable array of :attr:`dtype` and shape
         (n, n_outputs) that does not overlap X (dense X only). The result is
         bit-identical whatever the arrays' memory addresses.
+
+        X larger than memory — a memmap, a list of ``.npy`` paths or a
+        :class:`fastmlp.data.RowSource` (``ParquetRows``...) — is read in
+        chunks of rows into one buffer (:func:`fastmlp.data.forward_streamed`):
+        the output is the only allocation that grows with the rows.
         """
+        if _data.is_out_of_core(X):
+            return _data.forward_streamed(self, X, out)
         if _is_sparse(X):
             if out is not None:
                 raise TypeError("out is supported for dense X only, got a scipy.sparse X")
@@ -637,7 +700,11 @@ class Network:
     def summary(self, file: TextIO | None = None, *, title: str | None = None) -> None:
         """Prints one line per layer: its shape ``n_in -> n_out``, its parameters
         (``n_in * n_out + n_out``), its activation and the dropout rate of its input
-        (when any layer has one); then the total and the training-only settings."""
+        (when any layer has one); then the total and the training-only settings. A network of
+        layers: one line per layer (a residual block's layers indented under it)."""
+        if "layers" in self._config:
+            self._summary_of_layers(file, title)
+            return
         sizes = self.layer_sizes
         acts = (*self.activations, self.output_activation)
         rows = [
@@ -662,6 +729,42 @@ class Network:
         ]
         print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
 
+    def _summary_of_layers(self, file: TextIO | None, title: str | None) -> None:
+        shapes = _layers.shapes(self._config["layers"], self.n_inputs)
+        flat: list[Any] = []
+
+        def walk(layers: list[Any]) -> None:
+            for layer in layers:
+                flat.append(layer)
+                if isinstance(layer, _layers.Residual):
+                    walk(list(layer.layers))
+
+        walk(self.layers)
+        head = ("layer", "shape", "parameters", "detail")
+        rows = []
+        for layer, shape in zip(flat, shapes.layers):
+            count = sum(math.prod(s) for _, s in shape.params)
+            detail = {k: v for k, v in layer.to_dict().items() if k not in ("kind", "units", "layers")}
+            rows.append(
+                (
+                    "  " * (len(shape.path) - 1) + shape.kind,
+                    f"{shape.n_in} -> {shape.n_out}",
+                    f"{count:,}",
+                    ", ".join(f"{k}={v}" for k, v in detail.items()),
+                )
+            )
+        widths = [max(len(r[c]) for r in [head, *rows]) for c in range(4)]
+        fmt = "  ".join(f"{{:<{w}}}" if c != 2 else f"{{:>{w}}}" for c, w in enumerate(widths))
+        lines = [
+            title or f"Network ({self._dtype.name}" + (", bf16 products)" if self.precision == "bf16" else ")"),
+            fmt.format(*head),
+            *(fmt.format(*r) for r in rows),
+            f"output: {self.output_activation}",
+            f"total: {self.n_params:,} parameters ({self.n_params * self._dtype.itemsize:,} bytes)"
+            + (f", {self.state.size:,} state values" if self.state.size else ""),
+        ]
+        print("\n".join(line.rstrip() for line in lines), file=sys.stdout if file is None else file)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the network to `path`: a NumPy ``.npz`` archive in the format of the
         estimators' files (:mod:`fastmlp.io`), ``format`` ``"fastmlp.network"``: JSON metadata
@@ -671,13 +774,14 @@ class Network:
         save_network(
             path,
             {
-                "layer_sizes": list(self.layer_sizes),
+                "layer_sizes": list(self.layer_sizes) if "layers" not in self._config else self.n_inputs,
                 "dtype": self._dtype.name,
                 "seed": self._seed,
                 "config": dict(self._config),
                 "training_steps": self.training_steps,
             },
             self.params,
+            self.state,
         )
 
     @classmethod
@@ -696,22 +800,26 @@ class Network:
 
     # --- copying and pickling ----------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return dict(
-            layer_sizes=self.layer_sizes,
+        state = dict(
+            layer_sizes=self.layer_sizes if "layers" not in self._config else self.n_inputs,
             dtype=self._dtype.name,
             seed=self._seed,
             config=dict(self._config),
             params=np.array(self.params),
             training_steps=self.training_steps,
         )
+        if self.state.size:
+            state["state"] = np.array(self.state)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         init = self.__init__  # type: ignore[misc]  # a subclass's own __init__, as pickle's protocol means
         init(state["layer_sizes"], dtype=state["dtype"], seed=state["seed"], **state["config"])
-        params = np.asarray(state["params"], dtype=self._dtype)
-        if params.shape != (self.n_params,):
-            raise ValueError(f"pickled params must have shape ({self.n_params},), got {params.shape}")
-        self.params[:] = params
+        for name, view in (("params", self.params), ("state", self.state)):
+            values = np.asarray(state.get(name, np.zeros(0)), dtype=self._dtype)
+            if values.shape != view.shape:
+                raise ValueError(f"pickled {name} must have shape {view.shape}, got {values.shape}")
+            view[:] = values
         self.training_steps = state.get("training_steps", 0)
 
     def __repr__(self) -> str:
@@ -720,6 +828,11 @@ class Network:
             for k in ("dropout", "input_noise", "max_norm", "precision")
             if k in self._config
         )
+        if "layers" in self._config:
+            return (
+                f"Network({self.n_inputs}, layers={self.layers!r}, "
+                f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r}{extras})"
+            )
         return (
             f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
             f"output_activation={self.output_activation!r}, dtype={self._dtype.name!r}{extras})"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +35,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "LayersForward",
     "RMSprop",
     "activation_backward",
     "activation_forward",
@@ -43,6 +44,13 @@ __all__ = [
     "forward",
     "glorot_bound",
     "he_bound",
+    "layers_backward",
+    "layers_forward",
+    "layers_loss_and_grad",
+    "layers_max_norm",
+    "layers_objective",
+    "layers_running_stats",
+    "layers_train_epoch",
     "loss_and_grad",
     "matmul",
     "max_norm",
@@ -1174,3 +1182,542 @@ def he_bound(fan_in: int, activation: str) -> float:
     """
     _check_name("activation", activation, ACTIVATIONS)
     return math.sqrt(_HE_FACTOR.get(activation, 6.0) / fan_in)
+
+
+# ---------------------------------------------------------------------------
+# Layers: a network as a list of layers over one flat parameter buffer and one
+# flat state buffer (fastmlp.layers; the spec is their JSON form, to_spec).
+#
+# Parameters and state are laid out layer after layer in list order,
+# depth-first through residual blocks:
+#   dense        W (n_in x units, row-major), b (units)
+#   batch_norm   weight (n), bias (n);  state: running_mean (n), running_var (n)
+#   layer_norm   weight (n), bias (n)
+#   embedding    table_j (cardinalities[j] x dims[j], row-major) for each column j, in order
+# The walk below reads them in that order: it is the reference's own statement of
+# the layout (it does not use fastmlp.layers.shapes), so that a test comparing
+# the two checks both.
+# ---------------------------------------------------------------------------
+
+_SITE_STRIDE = 65536  # a Dropout's site: Dense layers before it + 65536 x its index among the Dropouts since
+
+
+class LayersForward(NamedTuple):
+    """What :func:`layers_forward` computes and :func:`layers_backward` needs.
+
+    ``output`` is ``f_out(logits)``; ``logits`` the last layer's output ``Z``. ``batch_stats``
+    holds, for each batch norm in depth-first order (train mode only), ``(state offset,
+    momentum, batch mean, biased batch variance)``; ``penalized`` the ``(start, stop)`` ranges of
+    the flat parameters the L2/L1 penalties take (Dense W, embedding tables); ``dense_weights``
+    each Dense's ``(offset, n_in, units)``.
+    """
+
+    output: np.ndarray
+    logits: np.ndarray
+    tape: list[tuple[Any, ...]]
+    batch_stats: list[tuple[int, float, np.ndarray, np.ndarray]]
+    penalized: list[tuple[int, int]]
+    dense_weights: list[tuple[int, int, int]]
+    n_params: int
+    n_inputs: int
+    slope: float
+    precision: str | None
+
+
+def _as_spec(spec) -> list[dict[str, Any]]:
+    """The spec as a list of dicts (fastmlp.layers' Layer objects become their to_dict())."""
+    if isinstance(spec, (str, bytes, Mapping)) or not isinstance(spec, Sequence):
+        raise TypeError(f"spec must be a list of layer dicts, got {type(spec).__name__}")
+    out = [d.to_dict() if hasattr(d, "to_dict") else d for d in spec]
+    for i, d in enumerate(out):
+        if not isinstance(d, Mapping) or "kind" not in d:
+            raise TypeError(f"spec[{i}] must be a layer dict with a 'kind', got {d!r}")
+    return out
+
+
+class _Walk:
+    """The state of one forward pass: where the next parameter and state array start, the Dense
+    and Dropout counts that give a Dropout its site, and what the pass records."""
+
+    def __init__(self, params, state, train, slope, masks, precision, dtype):
+        self.params, self.state = params, state
+        self.p = self.s = 0
+        self.train, self.slope, self.masks, self.precision, self.dtype = train, slope, masks, precision, dtype
+        self.n_dense = self.n_dropout_since = 0
+        self.batch_stats: list[tuple[int, float, np.ndarray, np.ndarray]] = []
+        self.penalized: list[tuple[int, int]] = []
+        self.dense_weights: list[tuple[int, int, int]] = []
+
+    def take(self, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+        """The next parameter array of `shape` (and its offset)."""
+        size = math.prod(shape)
+        start, self.p = self.p, self.p + size
+        if self.p > len(self.params):
+            raise ValueError(f"params has {len(self.params)} values; the layers need more")
+        return start, self.params[start : self.p].astype(self.dtype, copy=False).reshape(shape)
+
+    def take_state(self, size: int) -> tuple[int, np.ndarray]:
+        start, self.s = self.s, self.s + size
+        if self.s > len(self.state):
+            raise ValueError(f"state has {len(self.state)} values; the layers need more")
+        return start, self.state[start : self.s].astype(self.dtype, copy=False)
+
+
+def _normalize(A: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x_hat = (A - mean) / sqrt(var + eps), 1 / sqrt(var + eps))."""
+    inv = 1 / np.sqrt(var + A.dtype.type(eps))
+    return (A - mean) * inv, inv
+
+
+def _embed(d: Mapping[str, Any], A: np.ndarray, walk: _Walk) -> tuple[np.ndarray, tuple[Any, ...]]:
+    n_in = A.shape[1]
+    columns = [int(c) for c in d["columns"]]
+    others = [c for c in range(n_in) if c not in set(columns)]
+    if any(c >= n_in for c in columns):
+        raise ValueError(f"embedding columns {columns} lie outside the input's {n_in} columns")
+    blocks, tables = [A[:, others]], []
+    for j, (c, card, dim) in enumerate(zip(columns, d["cardinalities"], d["dims"])):
+        offset, table = walk.take((int(card), int(dim)))
+        walk.penalized.append((offset, walk.p))
+        x = A[:, c]
+        bad = (x != np.floor(x)) | (x < 0) | (x >= card)
+        if bad.any():
+            raise ValueError(
+                f"X column {c} (embedding columns[{j}]) must hold integer codes in [0, {card}); "
+                f"got {float(x[bad][0])!r} in row {int(np.argmax(bad))}"
+            )
+        codes = x.astype(np.int64)
+        tables.append((offset, codes, int(card), int(dim)))
+        blocks.append(table[codes])
+    return np.concatenate(blocks, axis=1), ("embedding", n_in, others, tables)
+
+
+def _forward_layers(
+    spec: Sequence[Mapping[str, Any]], A: np.ndarray, walk: _Walk, top: bool
+) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    tape: list[tuple[Any, ...]] = []
+    for i, d in enumerate(spec):
+        kind = d["kind"]
+        n, width = A.shape
+        if kind == "dense":
+            units = int(d["units"])
+            offset, W = walk.take((width, units))
+            _, b = walk.take((units,))
+            walk.penalized.append((offset, offset + W.size))
+            walk.dense_weights.append((offset, width, units))
+            walk.n_dense += 1
+            walk.n_dropout_since = 0
+            tape.append(("dense", offset, A, W))
+            A = matmul(A, W, walk.precision) + b
+        elif kind == "activation":
+            _check_name("activation", d["name"], HIDDEN_ACTIVATIONS)
+            Z, A = A, activation_forward(d["name"], A, walk.slope)
+            tape.append(("activation", d["name"], Z, A))
+        elif kind == "dropout":
+            site = walk.n_dense + _SITE_STRIDE * walk.n_dropout_since
+            walk.n_dropout_since += 1
+            rate = float(d["rate"])
+            mask = None
+            if walk.train and walk.masks is not None and rate > 0:
+                if site not in walk.masks:
+                    raise ValueError(f"masks has no mask for the dropout at site {site} (spec entry {i})")
+                mask = np.asarray(walk.masks[site])
+                if mask.shape != A.shape:
+                    raise ValueError(f"masks[{site}] must have shape {A.shape}, got {mask.shape}")
+                A = apply_dropout(A, mask, rate)
+            tape.append(("dropout", mask, rate))
+        elif kind in ("batch_norm", "layer_norm"):
+            offset, gamma = walk.take((width,))
+            _, beta = walk.take((width,))
+            eps = float(d.get("eps", 1e-5))
+            if kind == "layer_norm":
+                xhat, inv = _normalize(A, A.mean(axis=1, keepdims=True), A.var(axis=1, keepdims=True), eps)
+                batch = True  # the statistics depend on the input: backward goes through them
+            else:
+                s_offset, running = walk.take_state(2 * width)
+                batch = walk.train
+                if walk.train:
+                    if n < 2:
+                        raise ValueError(f"batch norm needs at least 2 rows of a batch in training, got {n}")
+                    mean, var = A.mean(axis=0), A.var(axis=0)
+                    walk.batch_stats.append((s_offset, float(d.get("momentum", 0.1)), mean, var))
+                else:
+                    mean, var = running[:width], running[width:]
+                xhat, inv = _normalize(A, mean, var, eps)
+            tape.append((kind, offset, xhat, inv, gamma, batch))
+            A = gamma * xhat + beta
+        elif kind == "residual":
+            F, inner = _forward_layers(d["layers"], A, walk, top=False)
+            if F.shape != A.shape:
+                raise ValueError(f"a residual block's layers must keep the width {width}; they output {F.shape[1]}")
+            tape.append(("residual", inner))
+            A = A + F
+        elif kind == "embedding":
+            if not top or i != 0:
+                raise ValueError("an embedding can only be the network's first layer")
+            A, record = _embed(d, A, walk)
+            tape.append(record)
+        else:
+            raise ValueError(f"unknown layer kind {kind!r}")
+    return A, tape
+
+
+def layers_forward(
+    spec,
+    params,
+    state,
+    X,
+    *,
+    train: bool,
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    masks: Mapping[int, np.ndarray] | None = None,
+    precision: str | None = None,
+) -> LayersForward:
+    """A network of layers on the batch ``X``: each layer in order, then `output_activation`.
+
+    ==============  ==============================================================================
+    kind            y (x the layer's input, n rows)
+    ==============  ==============================================================================
+    dense           x W + b
+    activation      f(x)                                        (slope: leaky_relu's)
+    dropout         train, with a mask: apply_dropout(x, masks[site], rate); otherwise x
+    batch_norm      γ (x − μ) / sqrt(σ² + eps) + β per column: train μ, σ² the batch's mean
+                    and biased variance (n >= 2); eval the running statistics of `state`
+    layer_norm      γ (x − μ) / sqrt(σ² + eps) + β, μ, σ² each row's mean and biased variance
+    residual        x + f(x), f its layers in order
+    embedding       [x's other columns] ++ [table_j[x[:, columns[j]]] for each j]  (first layer only)
+    ==============  ==============================================================================
+
+    A Dropout's site is the number of Dense layers before it (depth-first) plus
+    ``65536 ×`` its index among the Dropouts since that Dense.
+
+    Parameters
+    ----------
+    spec : list of dict (or of fastmlp.layers layers)
+        The layers' JSON form (:func:`fastmlp.layers.to_spec`).
+    params, state : array_like, 1-D
+        The flat parameter and state buffers (layout above); used in X's dtype.
+    X : array_like of shape (n, n_inputs)
+    train : bool
+        Training mode (batch statistics, dropout) or evaluation mode.
+    output_activation, slope
+        As in :func:`forward`.
+    masks : mapping site -> ndarray, optional
+        The keep masks (0/1, shaped like the Dropout's input) of training mode; None: no dropout.
+    precision : {None, "fp32", "fp64", "bf16"}, optional
+        The Dense products' precision (:func:`matmul`).
+    """
+    A = _as_float_array(X)
+    if A.ndim != 2:
+        raise ValueError(f"X must be 2-D (n, n_inputs), got shape {A.shape}")
+    params, state = np.asarray(params).ravel(), np.asarray(state).ravel()
+    walk = _Walk(params, state, bool(train), slope, masks, precision, A.dtype)
+    Z, tape = _forward_layers(_as_spec(spec), A, walk, top=True)
+    if walk.p != len(params) or walk.s != len(state):
+        raise ValueError(
+            f"params and state must have {walk.p} and {walk.s} values for these layers, "
+            f"got {len(params)} and {len(state)}"
+        )
+    if walk.n_dense == 0:
+        raise ValueError("the layers must hold at least one dense layer")
+    _check_name("output_activation", output_activation, ACTIVATIONS)
+    out = activation_forward(output_activation, Z, slope)
+    return LayersForward(
+        out, Z, tape, walk.batch_stats, walk.penalized, walk.dense_weights, len(params), A.shape[1], slope, precision
+    )
+
+
+def _backward_layers(tape: list[tuple[Any, ...]], dY: np.ndarray, grad: np.ndarray, fwd: LayersForward) -> np.ndarray:
+    for record in reversed(tape):
+        kind = record[0]
+        if kind == "dense":
+            _, offset, A, W = record
+            grad[offset : offset + W.size] = matmul(A.T, dY, fwd.precision).ravel()
+            grad[offset + W.size : offset + W.size + W.shape[1]] = dY.sum(axis=0)
+            dY = matmul(dY, W.T, fwd.precision)
+        elif kind == "activation":
+            _, name, Z, A = record
+            dY = activation_backward(name, dY, Z, A, fwd.slope)
+        elif kind == "dropout":
+            _, mask, rate = record
+            dY = dY if mask is None else apply_dropout(dY, mask, rate)
+        elif kind in ("batch_norm", "layer_norm"):
+            # y = γ x_hat + β:  dγ = Σ_rows dy x_hat, dβ = Σ_rows dy, dx_hat = γ dy; through batch statistics
+            # over m values (the rows of a column, or the columns of a row):
+            #   dx = inv (dx_hat − mean(dx_hat) − x_hat mean(dx_hat x_hat))
+            _, offset, xhat, inv, gamma, batch = record
+            w = len(gamma)
+            grad[offset : offset + w] = np.sum(dY * xhat, axis=0)
+            grad[offset + w : offset + 2 * w] = dY.sum(axis=0)
+            dxhat = dY * gamma
+            if batch:
+                axis = 0 if kind == "batch_norm" else 1
+                g_mean = dxhat.mean(axis=axis, keepdims=True)
+                gx_mean = (dxhat * xhat).mean(axis=axis, keepdims=True)
+                dY = inv * (dxhat - g_mean - xhat * gx_mean)
+            else:
+                dY = dxhat * inv
+        elif kind == "residual":
+            dY = dY + _backward_layers(record[1], dY, grad, fwd)
+        else:  # embedding: the tables gather their rows' gradients; the codes have none (0)
+            _, n_in, others, tables = record
+            dX = np.zeros((len(dY), n_in), dtype=dY.dtype)
+            dX[:, others] = dY[:, : len(others)]
+            col = len(others)
+            for offset, codes, card, dim in tables:
+                G = np.zeros((card, dim), dtype=dY.dtype)
+                np.add.at(G, codes, dY[:, col : col + dim])
+                grad[offset : offset + G.size] = G.ravel()
+                col += dim
+            dY = dX
+    return dY
+
+
+def layers_backward(fwd: LayersForward, dZ) -> tuple[np.ndarray, np.ndarray]:
+    """Backpropagation through the layers of :func:`layers_forward`'s pass `fwd`, from
+    ``dZ = dL/dlogits``: returns ``(grad, dX)``, the gradient of the flat parameters (their
+    layout) and of the input (0 at an embedding's code columns).
+
+    ==============  ==============================================================================
+    kind            gradients (dy = dL/dy)
+    ==============  ==============================================================================
+    dense           dW = xᵀ dy, db = Σ_rows dy, dx = dy Wᵀ
+    activation      dx = activation_backward(f, dy, x, y)
+    dropout         dx = apply_dropout(dy, mask, rate) (dy without a mask)
+    batch_norm,     dγ = Σ_rows dy x̂, dβ = Σ_rows dy, g = γ dy; batch statistics (over the m
+    layer_norm      values of a column, resp. a row): dx = (g − mean(g) − x̂ mean(g x̂)) / sqrt(σ² + eps);
+                    running statistics: dx = g / sqrt(σ² + eps)
+    residual        dx = dy + df(x)
+    embedding       dtable_j[k] = Σ over rows with code k of dy's block j
+    ==============  ==============================================================================
+    """
+    dZ = np.asarray(dZ, dtype=fwd.logits.dtype)
+    if dZ.shape != fwd.logits.shape:
+        raise ValueError(f"dZ must have the logits' shape {fwd.logits.shape}, got {dZ.shape}")
+    grad = np.zeros(fwd.n_params, dtype=fwd.logits.dtype)
+    dX = _backward_layers(fwd.tape, dZ, grad, fwd)
+    return grad, dX
+
+
+def _perturbed_inputs(X, noise, input_dropout: float, input_mask) -> np.ndarray:
+    """The network's input perturbation while training: apply_dropout(X + noise, input_mask, input_dropout)."""
+    A = _as_float_array(X)
+    if noise is not None:
+        A = A + np.asarray(noise, dtype=A.dtype)
+    if input_mask is not None and input_dropout > 0:
+        A = apply_dropout(A, input_mask, input_dropout)
+    return A
+
+
+def layers_loss_and_grad(
+    spec,
+    params,
+    state,
+    X,
+    Y,
+    loss: str | Mapping[str, Any],
+    *,
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    sample_weight=None,
+    grad_scale: float = 1.0,
+    train: bool = True,
+    masks: Mapping[int, np.ndarray] | None = None,
+    noise: np.ndarray | None = None,
+    input_dropout: float = 0.0,
+    input_mask: np.ndarray | None = None,
+    precision: str | None = None,
+) -> tuple[float, np.ndarray]:
+    """(Weighted) mean loss over a batch and the gradient of the flat parameters: :func:`layers_forward`
+    (training mode by default: batch statistics; `masks` for dropout), the loss and ``dL/dlogits`` of
+    :func:`output_loss_and_grad`, then :func:`layers_backward`. No penalty (:func:`layers_objective`).
+
+    The input perturbation of training (the network's, not a layer's): ``X`` becomes
+    ``apply_dropout(X + noise, input_mask, input_dropout)`` (each part only when given).
+    Returns ``(value, grad)``.
+    """
+    A = _perturbed_inputs(X, noise, input_dropout, input_mask)
+    fwd = layers_forward(
+        spec,
+        params,
+        state,
+        A,
+        train=train,
+        output_activation=output_activation,
+        slope=slope,
+        masks=masks,
+        precision=precision,
+    )
+    value, dZ = output_loss_and_grad(loss, output_activation, fwd.logits, Y, slope, sample_weight, grad_scale)
+    grad, _ = layers_backward(fwd, dZ)
+    return value, grad
+
+
+def layers_running_stats(state, fwd: LayersForward) -> np.ndarray:
+    """The state after a training step whose forward pass was `fwd` (train mode): for each batch
+    norm, with momentum m, the batch's mean μ and biased variance σ² over its n rows::
+
+        running_mean <- (1 - m) running_mean + m μ
+        running_var  <- (1 - m) running_var  + m σ² n / (n - 1)
+
+    Returns a new array (`state` unchanged)."""
+    new = np.array(state, copy=True)
+    n = len(fwd.logits)
+    for offset, m, mean, var in fwd.batch_stats:
+        w = len(mean)
+        t = new.dtype.type
+        new[offset : offset + w] = t(1 - m) * new[offset : offset + w] + t(m) * mean.astype(new.dtype)
+        unbiased = (var * var.dtype.type(n / (n - 1))).astype(new.dtype)
+        new[offset + w : offset + 2 * w] = t(1 - m) * new[offset + w : offset + 2 * w] + t(m) * unbiased
+    return new
+
+
+def _penalty(params: np.ndarray, fwd: LayersForward, l2: float, l1: float, W: float) -> tuple[float, np.ndarray]:
+    """(l2/2 Σ w² + l1 Σ |w|) / W over the penalized parameters, and its gradient."""
+    value, grad = 0.0, np.zeros_like(params)
+    for start, stop in fwd.penalized:
+        w = params[start:stop]
+        value += (
+            0.5 * l2 * float(np.sum(w.astype(np.float64) ** 2)) + l1 * float(np.sum(np.abs(w), dtype=np.float64))
+        ) / W
+        grad[start:stop] = w.dtype.type(l2 / W) * w + w.dtype.type(l1 / W) * np.sign(w)
+    return value, grad
+
+
+def layers_objective(
+    spec,
+    params,
+    state,
+    X,
+    Y,
+    loss: str | Mapping[str, Any],
+    *,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    sample_weight=None,
+    grad_scale: float = 1.0,
+    masks: Mapping[int, np.ndarray] | None = None,
+    noise: np.ndarray | None = None,
+    input_dropout: float = 0.0,
+    input_mask: np.ndarray | None = None,
+    precision: str | None = None,
+) -> tuple[float, np.ndarray, LayersForward]:
+    """The regularized batch objective in training mode, as :func:`objective`: the loss of
+    :func:`layers_loss_and_grad` plus ``(l2/2 Σ w² + l1 Σ |w|) / W`` over the Dense W and the
+    embedding tables (not biases, γ or β), ``W`` the sample weights' sum (the row count).
+    Returns ``(value, grad, fwd)``, `fwd` the pass (for :func:`layers_running_stats`)."""
+    A = _perturbed_inputs(X, noise, input_dropout, input_mask)
+    params = np.asarray(params).ravel()
+    fwd = layers_forward(
+        spec,
+        params,
+        state,
+        A,
+        train=True,
+        output_activation=output_activation,
+        slope=slope,
+        masks=masks,
+        precision=precision,
+    )
+    value, dZ = output_loss_and_grad(loss, output_activation, fwd.logits, Y, slope, sample_weight, grad_scale)
+    grad, _ = layers_backward(fwd, dZ)
+    if l2 or l1:
+        W = float(len(A) if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
+        extra, g = _penalty(params.astype(grad.dtype, copy=False), fwd, l2, l1, W)
+        value += extra
+        grad += g
+    return value, grad, fwd
+
+
+def layers_max_norm(params: np.ndarray, fwd: LayersForward, limit: float) -> None:
+    """In place on the flat `params`: :func:`max_norm` on every Dense W but the last Dense's."""
+    for offset, n_in, units in fwd.dense_weights[:-1]:
+        W = params[offset : offset + n_in * units].reshape(n_in, units)  # a view
+        max_norm([W, W[:, :0]], limit)  # max_norm skips its last array
+
+
+def layers_train_epoch(
+    spec,
+    params: np.ndarray,
+    state: np.ndarray,
+    X,
+    Y,
+    loss: str | Mapping[str, Any],
+    optimizer,
+    batch_size: int,
+    order,
+    *,
+    output_activation: str = "identity",
+    slope: float = 0.01,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
+    sample_weight=None,
+    grad_scale: float = 1.0,
+    schedule: Callable[[float, float], float] | None = None,
+    epoch: float = 0.0,
+    draws: Callable[[int, int], tuple[np.ndarray | None, np.ndarray | None, Mapping[int, np.ndarray] | None]]
+    | None = None,
+    input_dropout: float = 0.0,
+    max_norm_limit: float | None = None,
+    precision: str | None = None,
+) -> float:
+    """One pass over the data in mini-batches, as :func:`train_epoch`, for a network of layers;
+    updates the flat `params` and `state` in place. For batch ``b`` (rows ``B``):
+
+    1. ``noise, input_mask, masks = draws(b, |B|)`` when `draws` is given;
+    2. ``value, grad, fwd = layers_objective(...)`` on the rows of ``B`` (a batch whose sample
+       weights sum to 0 counts 0 and takes no step);
+    3. ``state[:] = layers_running_stats(state, fwd)`` (batch norms' running statistics);
+    4. :func:`clip_gradients`, the schedule, ``optimizer.step([params], [grad])``;
+    5. :func:`layers_max_norm` when `max_norm_limit` is given.
+
+    Returns the mean loss ``sum_B L_B |B| / n``.
+    """
+    n = len(X)
+    order = np.asarray(order)
+    if len(order) != n:
+        raise ValueError(f"order must have one entry per row of X ({n}); got {len(order)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    n_batches = -(-n // batch_size)
+    total = 0.0
+    for b, start in enumerate(range(0, n, batch_size)):
+        idx = order[start : start + batch_size]
+        w = None if sample_weight is None else np.asarray(sample_weight)[idx]
+        if w is not None and not np.sum(w, dtype=np.float64) > 0:
+            continue
+        noise, input_mask, masks = draws(b, len(idx)) if draws is not None else (None, None, None)
+        value, grad, fwd = layers_objective(
+            spec,
+            params,
+            state,
+            X[idx],
+            Y[idx],
+            loss,
+            l2=l2,
+            l1=l1,
+            output_activation=output_activation,
+            slope=slope,
+            sample_weight=w,
+            grad_scale=grad_scale,
+            masks=masks,
+            noise=noise,
+            input_dropout=input_dropout,
+            input_mask=input_mask,
+            precision=precision,
+        )
+        total += value * len(idx)
+        state[:] = layers_running_stats(state, fwd)
+        grad = grad.astype(params.dtype, copy=False)
+        clip_gradients([grad], clip_value, clip_norm)
+        if schedule is not None:
+            optimizer.lr = schedule(epoch + b / n_batches, 1 / n_batches)
+        optimizer.step([params], [grad])
+        if max_norm_limit:
+            layers_max_norm(params, fwd, max_norm_limit)
+    return total / n

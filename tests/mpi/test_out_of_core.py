@@ -111,3 +111,84 @@ def test_estimator_fit_on_memmap_shards(comm, shared_dir, early_stopping):
         assert n == n_ref
         np.testing.assert_allclose(c, c_ref, rtol=1e-12)
         np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
+
+
+def _parquet(comm, shared_dir, X, y):
+    """X's columns x0..x5 and y in two Parquet files of row groups of 5 rows (rank 0 writes them)."""
+    if comm.Get_rank() == 0:
+        pa = pytest.importorskip("pyarrow")  # the test extra installs it; a failure here fails every rank below
+        import pyarrow.parquet as pq
+
+        half = X.shape[0] // 2
+        for i, rows in enumerate((slice(0, half), slice(half, None))):
+            table = pa.table({**{f"x{j}": X[rows, j] for j in range(X.shape[1])}, "y": y[rows]})
+            pq.write_table(table, shared_dir / f"part{i}.parquet", row_group_size=5)
+    comm.Barrier()
+    # check=False: shard() checks this rank's rows; checking here would read every row on every rank
+    return data.ParquetRows(shared_dir, [f"x{j}" for j in range(X.shape[1])], check=False)
+
+
+def test_parquet_shards_train_as_in_memory(comm, shared_dir):
+    """Each rank reads only the row groups of its shard of a Parquet data set, batch by batch."""
+    X, y, w = _problem(comm)
+    source = _parquet(comm, shared_dir, X, y)
+    y_all = source.column("y")
+    X_mine, y_mine = distributed.shard(source, y_all, comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    assert isinstance(X_mine, data.Rows)
+    got = _train(comm, X_mine, y_mine, w_mine)
+    groups_read = sorted(source._cache)  # the row groups this rank decoded (the cache holds them all)
+    want = _train(comm, *distributed.shard(X, y, comm), w_mine)
+    results = comm.allgather((got, want))
+    for (p, c), (p_ref, c_ref) in results:
+        np.testing.assert_allclose(c, c_ref, rtol=1e-12)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
+    rank = comm.Get_rank()
+    m = len(y_mine)
+    mine = {int(np.searchsorted(source._starts, r, side="right") - 1) for r in range(rank * m, (rank + 1) * m)}
+    assert set(groups_read) == mine  # shard's check and the epochs read this rank's row groups, no other
+
+
+def test_estimator_fit_and_predict_on_parquet_shards(comm, shared_dir):
+    X, y, w = _problem(comm)
+    source = _parquet(comm, shared_dir, X, y)
+    X_mine, y_mine = distributed.shard(source, source.column("y"), comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    params = dict(hidden_layer_sizes=(9,), batch_size=8, max_iter=3, random_state=0, distributed="mpi")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = fastmlp.MLPClassifier(**params).fit(X_mine, y_mine, sample_weight=w_mine)
+        want = fastmlp.MLPClassifier(**params).fit(X_mine.read(np.arange(len(y_mine))), y_mine, sample_weight=w_mine)
+    proba = got.predict_proba(X_mine)  # predicted in chunks from the Parquet shard
+    results = comm.allgather((got.loss_curve_, got.coefs_[0], want.loss_curve_, want.coefs_[0], proba))
+    mine = distributed.shard(X, y, comm)[0]
+    for c, p, c_ref, p_ref, _ in results:
+        np.testing.assert_allclose(c, c_ref, rtol=1e-12)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(proba, want.predict_proba(mine), rtol=1e-12, atol=1e-15)
+
+
+def test_lbfgs_on_memmap_shards_equals_one_process(comm, shared_dir, monkeypatch):
+    """distributed='mpi' L-BFGS on out-of-core shards: each rank sums its chunks' objectives (chunks
+    of 64 rows here), the ranks sum theirs; the iterates are one process's with all rows in memory."""
+    monkeypatch.setattr(data, "_FORWARD_BYTES", 1)  # the least chunk: 64 rows
+    size = comm.Get_size()
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((150 * size, 6))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "p", "q").astype(object)
+    w = rng.uniform(0, 2, 150 * size)
+    _save(comm, shared_dir / "X.npy", X)
+    X_mine, y_mine = distributed.shard(np.load(shared_dir / "X.npy", mmap_mode="r"), y, comm)
+    w_mine = distributed.shard(w, w, comm)[0]
+    params = dict(hidden_layer_sizes=(7,), solver="lbfgs", max_iter=20, alpha=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = fastmlp.MLPClassifier(**params, distributed="mpi").fit(X_mine, y_mine, sample_weight=w_mine)
+        want = fastmlp.MLPClassifier(**params).fit(X, y, sample_weight=w)
+    results = comm.allgather((np.concatenate([c.ravel() for c in got.coefs_]), got.n_iter_, got.loss_))
+    p_ref = np.concatenate([c.ravel() for c in want.coefs_])
+    for p, n, loss in results:
+        assert n == want.n_iter_ == 20
+        assert loss == pytest.approx(want.loss_, rel=1e-9)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(results[0][0], results[-1][0])

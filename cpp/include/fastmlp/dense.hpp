@@ -13,6 +13,9 @@
 // the bias, the sums of db and everything else stay in T).
 #pragma once
 
+#include <type_traits>
+#include <utility>
+
 #include "fastmlp/gemm.hpp"
 #include "fastmlp/tensor.hpp"
 
@@ -20,10 +23,12 @@ namespace fastmlp {
 
 // out[:, c] = inp · W[:, c] + b[c]; then after(out, ld, row0, rows, col0, cols)
 // on each finished block of out (an activation fused into the product).
+// packed: W packed once (gemm::PackedB of W in `precision`, float only), or
+// null: W's panels packed by the product.
 template <class T, class After = gemm::NoEpilogue>
-void dense_forward(T* out, const T* inp, const T* weight, const T* bias, Index n, Index n_in, Index n_out, Range c,
-                   gemm::Scratch* scratch = nullptr, gemm::Precision precision = gemm::Precision::Full,
-                   After&& after = {}) {
+void dense_forward(T* out, const T* inp, const T* weight, const gemm::PackedB* packed, const T* bias, Index n,
+                   Index n_in, Index n_out, Range c, gemm::Scratch* scratch = nullptr,
+                   gemm::Precision precision = gemm::Precision::Full, After&& after = {}) {
   const auto epilogue = [&](T* o, Index ld, Index r0, Index rows, Index c0, Index cols) {
     for (Index i = r0; i < r0 + rows; ++i) {
       T* oi = o + i * ld;
@@ -32,8 +37,20 @@ void dense_forward(T* out, const T* inp, const T* weight, const T* bias, Index n
     }
     after(o, ld, r0, rows, c0, cols);
   };
+  if constexpr (std::is_same_v<T, float>) {
+    if (packed != nullptr) {
+      gemm::gemm(n, gemm::plain(inp, n_in), *packed, out, n_out, c, scratch, epilogue);
+      return;
+    }
+  }
   gemm::gemm<T>(n, n_out, n_in, gemm::plain(inp, n_in), gemm::plain(weight, n_out), out, n_out, c, false, scratch,
                 precision, epilogue);
+}
+template <class T, class After = gemm::NoEpilogue>
+void dense_forward(T* out, const T* inp, const T* weight, const T* bias, Index n, Index n_in, Index n_out, Range c,
+                   gemm::Scratch* scratch = nullptr, gemm::Precision precision = gemm::Precision::Full,
+                   After&& after = {}) {
+  dense_forward(out, inp, weight, nullptr, bias, n, n_in, n_out, c, scratch, precision, std::forward<After>(after));
 }
 
 // dW[:, c] = inpᵀ · dout[:, c],  db[c] = Σ_rows dout[:, c]

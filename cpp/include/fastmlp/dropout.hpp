@@ -45,9 +45,14 @@ inline std::uint32_t hash32(std::uint32_t x) {
   return x;
 }
 
-// The key of one row at one site of one step (computed once per row).
+// The key of one row at one site of one step (computed once per row). The
+// site's low 16 bits go beside the row; its high bits (a second dropout layer
+// after one dense layer: site s + 65536·k, layers.hpp) are mixed into the
+// step's key first, so no two sites share a key.
 inline std::uint64_t row_key(std::uint64_t seed, std::uint64_t step, std::uint32_t site, std::uint64_t row) {
-  return mix64(mix64(mix64(seed) ^ step) ^ ((std::uint64_t(site) << 48) ^ row));
+  std::uint64_t base = mix64(mix64(seed) ^ step);
+  if (site >> 16) base = mix64(base ^ std::uint64_t(site >> 16));
+  return mix64(base ^ ((std::uint64_t(site & 0xFFFF) << 48) ^ row));
 }
 
 // 32 random bits for unit j of the row whose key is `key`.

@@ -343,32 +343,41 @@ void macro_kernel(Index mc, Index nc, Index depth, const P* ap, const P* bp, flo
 // packed once, then for each kMc rows op(A)'s block packed and multiplied.
 // P: the packed element, holding `per` values of the depth (float: 1; a bf16
 // pair: 2); pack_a/pack_b(operand, first, count, p0, kc, out) pack a block,
-// micro is the tile kernel.
+// micro is the tile kernel. With `prepacked` (PackedB::panels, op(B) of n
+// columns packed whole; cols.begin a multiple of kNr) op(B)'s blocks are read
+// from it instead: block (p0, j0) starts at (p0 / block) · ⌈n⌉ · block / per
+// + j0 · depth, ⌈n⌉ = n rounded up to kNr (every block but the last is full).
 template <class P, class PackA, class PackB, class Micro, class Epilogue>
 void blocked(Index m, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc, Range cols,
              bool accumulate, P* ap, P* bp, Index block, Index per, PackA&& pack_a, PackB&& pack_b, Micro&& micro,
-             Epilogue& epilogue) {
+             Epilogue& epilogue, const P* prepacked = nullptr, Index n = 0) {
+  const Index padded = (n + kNr - 1) / kNr * kNr;
   for (Index j0 = cols.begin; j0 < cols.end; j0 += kNc) {
     const Index nc = std::min(kNc, cols.end - j0);
     for (Index p0 = 0; p0 < k; p0 += block) {
       const Index kc = std::min(block, k - p0), depth = (kc + per - 1) / per;
-      pack_b(B, p0, kc, j0, nc, bp);
+      const P* b = bp;
+      if (prepacked != nullptr) {
+        b = prepacked + (p0 / block) * padded * (block / per) + j0 * depth;
+      } else {
+        pack_b(B, p0, kc, j0, nc, bp);
+      }
       const bool add_to_c = accumulate || p0 > 0, last = p0 + kc >= k;
       for (Index i0 = 0; i0 < m; i0 += kMc) {
         const Index mc = std::min(kMc, m - i0);
         pack_a(A, i0, mc, p0, kc, ap);
-        macro_kernel(mc, nc, depth, ap, bp, c, ldc, i0, j0, add_to_c, last, micro, epilogue);
+        macro_kernel(mc, nc, depth, ap, b, c, ldc, i0, j0, add_to_c, last, micro, epilogue);
       }
     }
   }
 }
 
+// prepacked: op(B)'s PackedB panels, or null (packed here, block by block).
 template <class Epilogue>
 void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
-            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
-  (void)n;
+            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue, const float* prepacked = nullptr) {
   blocked(m, k, A, B, c, ldc, cols, accumulate, scratch.a.get(), scratch.b.get(), kKc, 1, pack_a, pack_b, micro_kernel,
-          epilogue);
+          epilogue, prepacked, n);
 }
 
 #ifdef FASTMLP_BF16_GEMM
@@ -518,8 +527,7 @@ FASTMLP_TARGET_BF16 void few_rows(Index k, const Operand<float>& A, const float*
 
 template <class Epilogue>
 void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<float>& B, float* c, Index ldc,
-            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue) {
-  (void)n;
+            Range cols, bool accumulate, Scratch& scratch, Epilogue& epilogue, const Word* prepacked = nullptr) {
   Word* ap = reinterpret_cast<Word*>(scratch.a.get());
   if (m <= 4 && !A.transposed && !B.transposed) {
     if (m == 1) few_rows<1>(k, A, B.data, B.ld, c, ldc, cols, accumulate, ap);
@@ -530,7 +538,8 @@ void packed(Index m, Index n, Index k, const Operand<float>& A, const Operand<fl
     return;
   }
   Word* bp = reinterpret_cast<Word*>(scratch.b.get());
-  blocked(m, k, A, B, c, ldc, cols, accumulate, ap, bp, kKcValues, 2, pack_a, pack_b, micro_kernel, epilogue);
+  blocked(m, k, A, B, c, ldc, cols, accumulate, ap, bp, kKcValues, 2, pack_a, pack_b, micro_kernel, epilogue, prepacked,
+          n);
 }
 
 }  // namespace bf16
@@ -651,6 +660,48 @@ void gemm(Index m, Index n, Index k, const Operand<T>& A, const Operand<T>& B, T
   }
   (void)precision;
   full_product(m, n, k, A, B, c, ldc, cols, accumulate, scratch, epilogue);
+}
+
+// op(B) of products that reuse it (inference's weights): a plain k × n float
+// matrix, its values (row-major, not owned) and, where the kernel of its
+// precision is the packed one, its panels packed once, in that kernel's
+// layout: the depth blocks (kKc floats, or kKcValues as bf16 pairs) one after
+// another, each the kernel's pack_b of all n columns (see detail::blocked).
+struct PackedB {
+  Index k = 0, n = 0;
+  const float* values = nullptr;
+  Precision precision = Precision::Full;
+  Scratch::Buffer panels{nullptr, &std::free};  // null: no packed kernel for `precision` here now
+  // Packs values (k × n) for the kernel `precision` uses now; throws std::bad_alloc.
+  void pack(const float* values, Index k, Index n, Precision precision);
+  // Whether pack() now would make panels (the kernel of `precision` is the packed one).
+  static bool wanted(Precision precision);
+};
+
+// C[:, cols] = op(A) · B, then epilogue as gemm(): the same product as
+// gemm(m, B.n, B.k, A, plain(B.values, B.n), ..., B.precision), with B's
+// panels read from the pack where its kernel runs (rows enough, the kernel
+// still the one packed for, cols starting on a panel), instead of packed again.
+template <class Epilogue = NoEpilogue>
+void gemm(Index m, const Operand<float>& A, const PackedB& B, float* c, Index ldc, Range cols, Scratch* scratch,
+          Epilogue&& epilogue = {}) {
+  const bool usable = B.panels != nullptr && PackedB::wanted(B.precision) && cols.begin % kNr == 0 && cols.size() > 0 &&
+                      B.k > 0 && scratch != nullptr && scratch->fits(m, B.n, B.k);
+#ifdef FASTMLP_PACKED_GEMM
+  if (usable && B.precision == Precision::Full && m >= kMinPackedRows) {
+    detail::packed(m, B.n, B.k, A, plain(B.values, B.n), c, ldc, cols, false, *scratch, epilogue, B.panels.get());
+    return;
+  }
+#endif
+#ifdef FASTMLP_BF16_GEMM
+  if (usable && B.precision == Precision::BF16 && m > 4) {
+    detail::bf16::packed(m, B.n, B.k, A, plain(B.values, B.n), c, ldc, cols, false, *scratch, epilogue,
+                         reinterpret_cast<const detail::bf16::Word*>(B.panels.get()));
+    return;
+  }
+#endif
+  (void)usable;
+  gemm<float>(m, B.n, B.k, A, plain(B.values, B.n), c, ldc, cols, false, scratch, B.precision, epilogue);
 }
 
 }  // namespace gemm

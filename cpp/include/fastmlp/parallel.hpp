@@ -87,7 +87,9 @@ inline constexpr double kMaxSliceGradientBytes = 8.0 * (1 << 20);
 // parameters of scalar_bytes each, whose widest layer has `width` units (a
 // shared pass uses at most one thread per kColumnAlign columns of it).
 // FASTMLP_STEP_SPLIT=slices|columns forces one design (for measurements).
-StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes);
+// whole_batch: the pass needs every row at once (batch normalization's
+// statistics): never row slices.
+StepPlan plan_step(Index rows, Index n_params, Index width, std::size_t scalar_bytes, bool whole_batch = false);
 
 // --- Partitions
 
