@@ -428,8 +428,11 @@ class _BaseMLP(BaseEstimator):
     def _check_layer_parameters(self) -> None:
         """normalization, residual and layers together, and with dropout and the solver (checked values)."""
         if self.layers is not None:
-            given = [f"{k}={getattr(self, k)!r}" for k, off in (("normalization", None), ("residual", False)) if
-                     getattr(self, k) != off]
+            given = [
+                f"{k}={getattr(self, k)!r}"
+                for k, off in (("normalization", None), ("residual", False))
+                if getattr(self, k) != off
+            ]
             if given:
                 raise ValueError(
                     f"layers= gives the hidden layers in full: put the normalization and residual blocks in the "
@@ -869,8 +872,7 @@ class _BaseMLP(BaseEstimator):
         if spec is not None:
             if spec[0]["kind"] != "dense" and _compat.is_sparse(X):
                 raise ValueError(
-                    f"a sparse X needs a network whose first layer is Dense, got layers[0] = {spec[0]!r} "
-                    "(densify X)"
+                    f"a sparse X needs a network whose first layer is Dense, got layers[0] = {spec[0]!r} (densify X)"
                 )
             layer_units = [a for a, _ in dense] + [dense[-1][1]]
         rs = check_random_state(self.random_state)
