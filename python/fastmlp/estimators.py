@@ -269,15 +269,17 @@ def _dense_shapes(spec: list[dict[str, Any]], n_features: int) -> list[tuple[int
     return [(s.n_in, s.n_out) for s in _layers.shapes(spec, n_features).layers if s.kind == "dense"]
 
 
+def _flatten_spec(spec: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A spec's layer dicts, depth-first through residual blocks."""
+    for d in spec:
+        yield d
+        if d["kind"] == "residual":
+            yield from _flatten_spec(d["layers"])
+
+
 def _spec_activations(spec: list[dict[str, Any]]) -> list[str]:
     """The names of a spec's Activation layers, depth-first."""
-    out: list[str] = []
-    for d in spec:
-        if d["kind"] == "activation":
-            out.append(d["name"])
-        elif d["kind"] == "residual":
-            out += _spec_activations(d["layers"])
-    return out
+    return [d["name"] for d in _flatten_spec(spec) if d["kind"] == "activation"]
 
 
 def _without_dropout(spec: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -761,7 +763,9 @@ class _BaseMLP(BaseEstimator):
         self.coefs_, self.intercepts_ = coefs, intercepts
         # The key of the dropout and noise draws, drawn after the weights (and only when used:
         # without them the random stream is scikit-learn's).
-        self._noise_seed = int(rs.randint(np.iinfo(np.int32).max)) if self._perturbs() or spec else 0
+        # A network of layers draws it too where it has dropout or embedding tables (drawn from it).
+        drawn = {d["kind"] for d in _flatten_spec(spec or [])} & {"dropout", "embedding"}
+        self._noise_seed = int(rs.randint(np.iinfo(np.int32).max)) if self._perturbs() or drawn else 0
         self._layers_spec = spec
         if spec is not None:  # a new network: initial γ, β, tables and running statistics
             self.__dict__.pop("_net", None)
