@@ -342,3 +342,35 @@ def test_warnings_free_default():
         warnings.simplefilter("ignore")
         est = MLPClassifier((8,), max_iter=2, random_state=0).fit(X, y)
     assert est._layers_spec is None and "layers" not in est.fitted_network()._config
+
+
+# scikit-learn's own checks (as tests/test_sklearn_checks.py runs them) with batch normalization and
+# residual blocks.
+def _sklearn_cases():
+    from sklearn.utils.estimator_checks import estimator_checks_generator
+
+    from test_sklearn_checks import NOT_APPLICABLE, _name
+
+    kw = dict(hidden_layer_sizes=(32, 32), normalization="batch", residual=True, max_iter=50, random_state=0)
+    return [
+        (est, check)
+        for e in (MLPClassifier(**kw), MLPRegressor(**kw))
+        for est, check in estimator_checks_generator(e)
+        if _name(check) not in NOT_APPLICABLE and _name(check) not in NOT_APPLICABLE_WITH_BATCH_NORM
+    ]
+
+
+# Batch statistics are unweighted means over a batch's rows: a sample repeated twice moves them,
+# a sample weighted 2 does not (as in PyTorch's BatchNorm1d).
+NOT_APPLICABLE_WITH_BATCH_NORM = {
+    "check_sample_weight_equivalence_on_dense_data": "batch statistics count rows, not weights",
+    "check_sample_weight_equivalence_on_sparse_data": "batch statistics count rows, not weights",
+}
+SKLEARN_CASES = _sklearn_cases()
+
+
+@pytest.mark.parametrize(
+    "estimator,check", SKLEARN_CASES, ids=[f"{type(e).__name__}-{c.func.__name__ if hasattr(c, 'func') else c.__name__}" for e, c in SKLEARN_CASES]
+)
+def test_sklearn_checks_with_batch_norm_and_residual(estimator, check):
+    check(estimator)

@@ -879,6 +879,10 @@ class _BaseMLP(BaseEstimator):
                     f"a sparse X needs a network whose first layer is Dense, got layers[0] = {spec[0]!r} (densify X)"
                 )
             layer_units = [a for a, _ in dense] + [dense[-1][1]]
+        if spec is not None and X.shape[0] < 2 and any(d["kind"] == "batch_norm" for d in _flatten_spec(spec)):
+            raise ValueError(
+                f"batch normalization needs at least 2 samples per training batch; got n_samples={X.shape[0]}"
+            )
         rs = check_random_state(self.random_state)
         self._random_state = rs
         if first_pass:
