@@ -100,14 +100,18 @@ def test_classifier_fits(kw):
 def test_regressor_fits(kw):
     X, y = _reg_data()
     X = _with_codes(X)
-    est = MLPRegressor(hidden_layer_sizes=(32, 32), max_iter=150, random_state=0, learning_rate_init=3e-3, **kw).fit(X, y)
+    est = MLPRegressor(hidden_layer_sizes=(32, 32), max_iter=150, random_state=0, learning_rate_init=3e-3, **kw).fit(
+        X, y
+    )
     assert est.score(X, y) > 0.9
 
 
 @pytest.mark.parametrize("loss", ["huber", "absolute_error", "quantile"])
 def test_robust_losses_with_layers(loss):
     X, y = _reg_data()
-    est = MLPRegressor(loss, hidden_layer_sizes=(32,), normalization="layer", activation="silu", max_iter=150, random_state=0)
+    est = MLPRegressor(
+        loss, hidden_layer_sizes=(32,), normalization="layer", activation="silu", max_iter=150, random_state=0
+    )
     est.set_params(learning_rate_init=3e-3).fit(X, y)
     assert est.score(X, y) > 0.8
 
@@ -131,7 +135,9 @@ def _same_training_as_network(est, X, Y, loss, epochs):
     opt = fastmlp.optim.Adam(lr=est.learning_rate_init, beta1=0.9, beta2=0.999, eps=1e-8)
     for _ in range(epochs):
         net.train_epoch(X, Y, loss, opt, batch_size=est.batch_size, shuffle=False)
-    est.set_params(warm_start=True, max_iter=epochs).fit(X, Y.ravel() if loss == "squared_error" else np.argmax(Y, axis=1))
+    est.set_params(warm_start=True, max_iter=epochs).fit(
+        X, Y.ravel() if loss == "squared_error" else np.argmax(Y, axis=1)
+    )
     got = est.fitted_network()
     np.testing.assert_allclose(got.params, net.params, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(got.state, net.state, rtol=1e-12, atol=1e-13)
@@ -141,7 +147,9 @@ def _same_training_as_network(est, X, Y, loss, epochs):
 @pytest.mark.parametrize("kw", KINDS[:5], ids=IDS[:5])
 def test_regressor_trains_as_the_network(kw):
     X, y = _reg_data()
-    est = MLPRegressor(hidden_layer_sizes=(16, 16), alpha=0.0, batch_size=40, shuffle=False, random_state=0, tol=0, **kw)
+    est = MLPRegressor(
+        hidden_layer_sizes=(16, 16), alpha=0.0, batch_size=40, shuffle=False, random_state=0, tol=0, **kw
+    )
     _same_training_as_network(est, X, y.reshape(-1, 1), "squared_error", 3)
 
 
@@ -192,7 +200,7 @@ def test_a_file_of_layers_for_an_older_reader(tmp_path, monkeypatch):
     X, y = _clf_data()
     MLPClassifier((8,), normalization="batch", max_iter=2, random_state=0).fit(X, y).save(tmp_path / "b.npz")
     monkeypatch.setattr(io, "FORMAT_VERSION", 2)
-    with pytest.raises(ValueError, match="format version 3.*upgrade fastmlp"):
+    with pytest.raises(ValueError, match=r"format version 3.*upgrade fastmlp"):
         fastmlp.load(tmp_path / "b.npz")
 
 
@@ -241,13 +249,13 @@ def test_refit_after_set_params_keeps_the_other_parameters():
     X, y = _clf_data()
     est = MLPClassifier((16,), normalization="batch", max_iter=20, random_state=0, learning_rate_init=0.01)
     before = est.fit(X, y).fitted_network()
-    norm = [a for kind, a in before.layer_params() if kind == "batch_norm"][0]
+    norm = next(a for kind, a in before.layer_params() if kind == "batch_norm")
     gamma, beta = np.array(norm["weight"]), np.array(norm["bias"])
     assert not np.allclose(gamma, 1.0, atol=1e-3) and not np.allclose(beta, 0.0, atol=1e-3)
     est.set_params(dropout=0.2, warm_start=True, max_iter=1, learning_rate_init=1e-12).fit(X, y)
     rebuilt = est.fitted_network()
     assert rebuilt is not before and {"kind": "dropout", "rate": 0.2} in rebuilt.spec
-    norm = [a for kind, a in rebuilt.layer_params() if kind == "batch_norm"][0]
+    norm = next(a for kind, a in rebuilt.layer_params() if kind == "batch_norm")
     np.testing.assert_allclose(norm["weight"], gamma, atol=1e-9)
     np.testing.assert_allclose(norm["bias"], beta, atol=1e-9)
 
@@ -370,7 +378,9 @@ SKLEARN_CASES = _sklearn_cases()
 
 
 @pytest.mark.parametrize(
-    "estimator,check", SKLEARN_CASES, ids=[f"{type(e).__name__}-{c.func.__name__ if hasattr(c, 'func') else c.__name__}" for e, c in SKLEARN_CASES]
+    "estimator,check",
+    SKLEARN_CASES,
+    ids=[f"{type(e).__name__}-{c.func.__name__ if hasattr(c, 'func') else c.__name__}" for e, c in SKLEARN_CASES],
 )
 def test_sklearn_checks_with_batch_norm_and_residual(estimator, check):
     check(estimator)

@@ -387,6 +387,8 @@ class _BaseMLP(BaseEstimator):
     best_validation_score_: float
     _optimizer: Optimizer | None
     _best_params: np.ndarray | None
+    _best_state: np.ndarray | None  # batch norm's running statistics of the best epoch (early stopping)
+    _layers_spec: list[dict[str, Any]] | None  # the fitted network of layers' spec; None: a plain network
     _mpi: types.SimpleNamespace | None
 
     # --- checks ------------------------------------------------------------
@@ -627,7 +629,8 @@ class _BaseMLP(BaseEstimator):
         its Dense layers' views; its other parameters and its state come from the network it replaces
         (the same layers but for Dropout), else from ``_layer_values`` (a pickle's or a file's), else
         are the new network's initial values (a new fit)."""
-        spec: list[dict[str, Any]] = self._layers_spec
+        spec = self._layers_spec
+        assert spec is not None  # (_network's test)
         n_in = int(self.n_features_in_)
         dense = _dense_shapes(spec, n_in)
         coefs, intercepts = self.coefs_, self.intercepts_

@@ -319,6 +319,7 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
         raise ValueError(f"attribute _fit_dtype must be 'float32' or 'float64', got {attrs['_fit_dtype']!r}")
     fit_dtype = np.dtype(attrs.get("_fit_dtype", "float64"))
     want: dict[str, Any] = {}
+    units: list[Any]
     if "layers" in attrs:  # a network of layers (version 3): the spec gives every array's shape
         if meta.get("version", 0) < 3:
             raise ValueError("attribute layers needs format version 3")
