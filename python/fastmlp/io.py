@@ -556,8 +556,6 @@ def _check_network_shapes(
     sizes, dtype = meta.get("layer_sizes"), meta.get("dtype")
     config = meta.get("config")
     if isinstance(config, dict) and "layers" in config:
-        from . import layers as _layers
-
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if not isinstance(sizes, int) or isinstance(sizes, bool):
