@@ -665,7 +665,7 @@ class _BaseMLP(BaseEstimator):
 
         def same(net: Network) -> bool:
             return (
-                "layers" in net._config
+                net.activation is None  # (a network of layers; the shorthand has activations)
                 and net.spec == spec
                 and net.dtype == dtype
                 and net.output_activation == self.out_activation_
@@ -686,7 +686,7 @@ class _BaseMLP(BaseEstimator):
                     raise
                 net = Network(n_in, **common, seed=getattr(self, "_noise_seed", 0))
             kept = self.__dict__.get("_layer_values")
-            if old is not None and "layers" in old._config and _without_dropout(old.spec) == _without_dropout(spec):
+            if old is not None and old.activation is None and _without_dropout(old.spec) == _without_dropout(spec):
                 kept = (old.params, old.state)
             if kept is not None:
                 net.params[...] = kept[0]

@@ -60,7 +60,7 @@ def _layers(model: Any) -> _Layers:
         )
     n = len(net.weights)
     out = canonical_activation(net.output_activation)
-    if "layers" in net._config:  # a network of layers: its weights for the shapes, its spec for the graph
+    if net.activation is None:  # a network of layers: its weights for the shapes, its spec for the graph
         return _Layers(
             [np.array(w) for w in net.weights], [np.array(b) for b in net.biases], [], 0.0, binary, net.dtype, net
         )
@@ -320,7 +320,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         raise ImportError("to_onnx needs the onnx package: pip install onnx onnxruntime skl2onnx") from None
     from .network import Network
 
-    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+    if isinstance(model, Network) and model.activation is None:  # a network of layers
         if X is not None:
             raise TypeError("X is for a scikit-learn model (a Pipeline); a fastmlp model's input is its n_features")
         return to_onnx_layers(
@@ -613,7 +613,7 @@ def to_torch(model: Any) -> Any:
     torch, nn = _import_torch()
     from .network import Network
 
-    if isinstance(model, Network) and "layers" in model._config:  # a network of layers
+    if isinstance(model, Network) and model.activation is None:  # a network of layers
         return to_torch_layers(
             model.spec,
             model.n_inputs,
