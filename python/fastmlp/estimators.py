@@ -49,7 +49,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import _compat, data as _data, optim
+from . import _compat, data as _data, layers as _layers, optim
 from ._compat import BaseEstimator, ClassifierMixin, ConvergenceWarning, RegressorMixin, check_random_state
 from ._labels import LabelCoder
 from ._names import GLOROT_FACTOR, HIDDEN, LOSS_OUTPUT, OPTIMIZERS, loss_spec
@@ -89,6 +89,7 @@ ACTIVATIONS = HIDDEN  # the core's hidden-layer activations, without aliases (sc
 REGRESSION_LOSSES = tuple(name for name, out in LOSS_OUTPUT.items() if out in (None, "exp"))
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "step", "exponential", "cosine")
 IN_EPOCH_SCHEDULES = ("step", "exponential", "cosine")
+NORMALIZATIONS = ("batch", "layer")  # normalization= (None: none): BatchNorm / LayerNorm after each hidden Dense
 # scikit-learn's sentence, which its users' code and tests match; details follow it.
 NON_FINITE = (
     "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
@@ -173,6 +174,21 @@ def _check_dropout(name: str, v: Any) -> None:
         check_float(name, p, 0, 1, open_max=True, style="sklearn")
 
 
+def _check_layers(name: str, v: Any) -> None:
+    """None, or a list of fastmlp.layers layers (or their dicts): the hidden part of the network."""
+    if v is None:
+        return
+    if isinstance(v, (str, bytes, dict)) or not isinstance(v, (list, tuple)):
+        raise TypeError(
+            f"The '{name}' parameter must be None or a list of fastmlp.layers layers (Dense, BatchNorm, ...); "
+            f"got {type(v).__name__}."
+        )
+    try:
+        _layers.from_spec(list(v))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"The '{name}' parameter: {exc}") from None
+
+
 def _check_random_state(name: str, v: Any) -> None:
     check_random_state(v)  # scikit-learn's own message
 
@@ -227,6 +243,10 @@ PARAMETER_CONSTRAINTS: dict[str, Callable[[str, Any], None]] = {
     "input_noise": _real_check(0),
     "max_norm": _real_check(0, lo_open=True, optional=True),
     "precision": _choice_check(("fp32", "bf16"), optional=True),
+    # networks of layers (fastmlp.layers): see _BaseMLP._architecture
+    "normalization": _choice_check(NORMALIZATIONS, optional=True),
+    "residual": _bool,
+    "layers": _check_layers,
 }
 
 
@@ -243,6 +263,34 @@ def _hidden_sizes(h: Any) -> list[int]:
     if any(s <= 0 for s in sizes):
         raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
     return [int(s) for s in sizes]
+
+
+def _dense_shapes(spec: list[dict[str, Any]], n_features: int) -> list[tuple[int, int]]:
+    """(n_in, n_out) of each Dense layer of a network of layers, in order (coefs_' shapes)."""
+    return [(s.n_in, s.n_out) for s in _layers.shapes(spec, n_features).layers if s.kind == "dense"]
+
+
+def _flatten_spec(spec: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A spec's layer dicts, depth-first through residual blocks."""
+    for d in spec:
+        yield d
+        if d["kind"] == "residual":
+            yield from _flatten_spec(d["layers"])
+
+
+def _spec_activations(spec: list[dict[str, Any]]) -> list[str]:
+    """The names of a spec's Activation layers, depth-first."""
+    return [d["name"] for d in _flatten_spec(spec) if d["kind"] == "activation"]
+
+
+def _without_dropout(spec: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spec without its Dropout layers (which hold no parameter): the layout of the parameters and state."""
+    out = []
+    for d in spec:
+        if d["kind"] == "dropout":
+            continue
+        out.append({**d, "layers": _without_dropout(d["layers"])} if d["kind"] == "residual" else d)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -340,6 +388,8 @@ class _BaseMLP(BaseEstimator):
     best_validation_score_: float
     _optimizer: Optimizer | None
     _best_params: np.ndarray | None
+    _best_state: np.ndarray | None  # batch norm's running statistics of the best epoch (early stopping)
+    _layers_spec: list[dict[str, Any]] | None  # the fitted network of layers' spec; None: a plain network
     _mpi: types.SimpleNamespace | None
 
     # --- checks ------------------------------------------------------------
@@ -378,6 +428,99 @@ class _BaseMLP(BaseEstimator):
                 "dropout, input_noise and max_norm act on mini-batch updates: they need a stochastic "
                 f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'"
             )
+        self._check_layer_parameters()
+
+    def _check_layer_parameters(self) -> None:
+        """normalization, residual and layers together, and with dropout and the solver (checked values)."""
+        if self.layers is not None:
+            given = [
+                f"{k}={getattr(self, k)!r}"
+                for k, off in (("normalization", None), ("residual", False))
+                if getattr(self, k) != off
+            ]
+            if given:
+                raise ValueError(
+                    f"layers= gives the hidden layers in full: put the normalization and residual blocks in the "
+                    f"list (fastmlp.layers.BatchNorm, LayerNorm, Residual) and leave {', '.join(given)} at the default"
+                )
+            if isinstance(self.dropout, (list, tuple)) or self.dropout != 0:
+                raise ValueError(
+                    f"layers= gives the hidden layers in full: put fastmlp.layers.Dropout layers in the list "
+                    f"and leave dropout at 0, got dropout={self.dropout!r}"
+                )
+        elif self._layered() and isinstance(self.dropout, (list, tuple)) and self.dropout[0] > 0:
+            raise ValueError(
+                f"dropout[0] (the inputs' rate) is not available with normalization or residual blocks, got "
+                f"dropout={self.dropout!r} (use input_noise, or dropout on the hidden layers only)"
+            )
+        if self.solver == "lbfgs" and "dropout" in self._given_kinds():
+            raise ValueError(
+                "a Dropout layer in layers= acts on mini-batch updates: it needs a stochastic "
+                f"solver ({', '.join(STOCHASTIC_SOLVERS)}), got solver='lbfgs'"
+            )
+        if self.solver == "lbfgs" and (self.normalization == "batch" or "batch_norm" in self._given_kinds()):
+            raise ValueError(
+                "solver='lbfgs' cannot train batch normalization (normalization='batch' or a BatchNorm in layers): "
+                "its full-batch objective uses batch statistics and never updates the running statistics that "
+                f"predict uses; use a stochastic solver ({', '.join(STOCHASTIC_SOLVERS)}) or normalization='layer'"
+            )
+
+    def _layered(self) -> bool:
+        """Whether the parameters ask for a network of layers (normalization, residual or layers set)."""
+        return self.layers is not None or self.normalization is not None or bool(self.residual)
+
+    def _given_kinds(self) -> set[str]:
+        """The kinds of the layers in the layers parameter, residual blocks' included (checked value)."""
+
+        def kinds(layers: Sequence[Any]) -> set[str]:
+            out: set[str] = set()
+            for x in layers:
+                out.add(x.kind)
+                if isinstance(x, _layers.Residual):
+                    out |= kinds(x.layers)
+            return out
+
+        return set() if self.layers is None else kinds(_layers.from_spec(list(self.layers)))
+
+    def _architecture(self, n_features: int, n_outputs: int) -> list[dict[str, Any]] | None:
+        """The spec (fastmlp.layers.to_spec) of the network the parameters ask for, the output Dense
+        included; None for the plain network of hidden_layer_sizes (checked parameters).
+
+        ``layers`` given: those layers, then ``Dense(n_outputs)``. Else, for each hidden width h_l of
+        hidden_layer_sizes: ``Dense(h_l)``, then ``BatchNorm()``/``LayerNorm()`` with
+        normalization='batch'/'layer', then ``Activation(activation_l)``, then ``Dropout(p_l)`` where
+        dropout gives the layer a rate above 0; with ``residual=True`` every hidden layer but the first
+        whose width equals its input's (h_l == h_{l-1}) is that list wrapped in ``Residual``:
+        ``x + Dropout(act(norm(x W + b)))``. The widths of ``Embedding``/``Residual`` are checked
+        here (ValueError naming the layer).
+        """
+        if not self._layered():
+            return None
+        hidden: list[_layers.Layer]
+        if self.layers is not None:
+            hidden = _layers.from_spec(list(self.layers))
+        else:
+            sizes = _hidden_sizes(self.hidden_layer_sizes)
+            acts = self._hidden_activations(len(sizes))
+            rates = check_dropout(self.dropout, len(sizes) + 1)
+            norm = {"batch": _layers.BatchNorm, "layer": _layers.LayerNorm}.get(self.normalization or "")
+            hidden, width = [], n_features
+            for l, h in enumerate(sizes):
+                block: list[_layers.Layer] = [_layers.Dense(h)]
+                block += [norm()] if norm is not None else []
+                block.append(_layers.Activation(acts[l]))
+                block += [_layers.Dropout(rates[l + 1])] if rates[l + 1] > 0 else []
+                if self.residual and l > 0 and h == width:
+                    hidden.append(_layers.Residual(tuple(block)))
+                else:
+                    hidden += block
+                width = h
+        spec = _layers.to_spec([*hidden, _layers.Dense(n_outputs)])
+        try:
+            _layers.shapes(spec, n_features)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (for X of {n_features} features; layers= is the hidden part)") from None
+        return spec
 
     def _perturbs(self) -> bool:
         """Whether dropout, input noise or max-norm is on (checked values)."""
@@ -417,6 +560,8 @@ class _BaseMLP(BaseEstimator):
         next fit. A network built anew keeps the training step count (the key
         of the dropout draws) of the one it replaces.
         """
+        if getattr(self, "_layers_spec", None) is not None:
+            return self._layered_network(training)
         coefs, intercepts = self.coefs_, self.intercepts_
         sizes = [coefs[0].shape[0]] + [c.shape[1] for c in coefs] if len(coefs) else []
         if len(coefs) == 0 or len(coefs) != len(intercepts):
@@ -480,6 +625,86 @@ class _BaseMLP(BaseEstimator):
         self._fast = (net, tuple(views_w), tuple(views_b), self._inference_key())  # see _fast_network
         return net
 
+    def _layered_network(self, training: bool) -> Network:
+        """_network for a network of layers (the fitted spec ``_layers_spec``): coefs_/intercepts_ are
+        its Dense layers' views; its other parameters and its state come from the network it replaces
+        (the same layers but for Dropout), else from ``_layer_values`` (a pickle's or a file's), else
+        are the new network's initial values (a new fit)."""
+        spec = self._layers_spec
+        assert spec is not None  # (_network's test)
+        n_in = int(self.n_features_in_)
+        dense = _dense_shapes(spec, n_in)
+        coefs, intercepts = self.coefs_, self.intercepts_
+        if len(coefs) != len(dense) or len(intercepts) != len(dense):
+            raise ValueError(
+                f"coefs_ and intercepts_ must be lists of {len(dense)} arrays (one per Dense layer), "
+                f"got {len(coefs)} and {len(intercepts)}"
+            )
+        for i, ((a, b), c, v) in enumerate(zip(dense, coefs, intercepts)):
+            if np.shape(c) != (a, b) or np.shape(v) != (b,):
+                raise ValueError(
+                    f"coefs_[{i}] of shape {np.shape(c)} and intercepts_[{i}] of shape {np.shape(v)} do not "
+                    f"fit the network's Dense layer {i}: ({a}, {b}) and ({b},)"
+                )
+        old: Network | None = getattr(self, "_net", None)
+        dtype = np.dtype(getattr(self, "_fit_dtype", None) or np.asarray(coefs[0]).dtype)
+        precision = self._precision(dtype)
+        common = dict(
+            layers=spec,
+            output_activation=self.out_activation_,
+            dtype=dtype,
+            leaky_relu_slope=float(self.leaky_relu_slope),
+            precision=precision,
+        )
+
+        def noise() -> dict[str, Any]:
+            return dict(
+                input_noise=float(self.input_noise),
+                max_norm=None if self.max_norm is None else float(self.max_norm),
+                seed=getattr(self, "_noise_seed", 0),
+            )
+
+        def same(net: Network) -> bool:
+            return (
+                not net.shorthand  # a network of layers
+                and net.spec == spec
+                and net.dtype == dtype
+                and net.output_activation == self.out_activation_
+                and net.leaky_relu_slope == float(self.leaky_relu_slope)
+                and net.precision == (precision or ("fp32" if dtype == np.float32 else "fp64"))
+            )
+
+        def noise_of(net: Network) -> dict[str, Any]:
+            return dict(input_noise=net.input_noise, max_norm=net.max_norm, seed=net.seed)
+
+        if old is not None and same(old) and (not training or noise_of(old) == noise()):
+            net = old
+        else:
+            try:  # the parameters' training settings where valid (summary shows them), else none
+                net = Network(n_in, **common, **noise())
+            except (TypeError, ValueError):
+                if training:
+                    raise
+                net = Network(n_in, **common, seed=getattr(self, "_noise_seed", 0))
+            kept = self.__dict__.get("_layer_values")
+            if old is not None and not old.shorthand and _without_dropout(old.spec) == _without_dropout(spec):
+                kept = (old.params, old.state)
+            if kept is not None:
+                net.params[...] = kept[0]
+                net.state[...] = kept[1]
+            net.training_steps = getattr(self, "_training_steps", 0) if old is None else old.training_steps
+            self._net = net
+            self.__dict__.pop("_layer_values", None)  # the network holds them now
+        views_w, views_b = net.weights, net.biases
+        for i in range(len(coefs)):
+            if coefs[i] is not views_w[i]:
+                views_w[i][...] = coefs[i]
+            if intercepts[i] is not views_b[i]:
+                views_b[i][...] = intercepts[i]
+        self.coefs_, self.intercepts_ = list(views_w), list(views_b)
+        self._fast = (net, tuple(views_w), tuple(views_b), self._inference_key())  # see _fast_network
+        return net
+
     def _noise(self) -> dict[str, Any]:
         """The training-only settings of the parameters, as Network's keywords (unchecked)."""
         return dict(
@@ -507,17 +732,34 @@ class _BaseMLP(BaseEstimator):
         except TypeError:
             return False
 
-    def _initialize(self, n_outputs: int, layer_units: list[int], dtype: np.dtype, rs: np.random.RandomState) -> None:
-        """Fresh weights and bookkeeping (scikit-learn's _initialize, same random draws)."""
+    def _initialize(
+        self,
+        n_outputs: int,
+        layer_units: list[int],
+        dtype: np.dtype,
+        rs: np.random.RandomState,
+        spec: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Fresh weights and bookkeeping (scikit-learn's _initialize, same random draws).
+
+        A network of layers (`spec`): the same draws for its Dense layers (each with the factor of
+        the Activation layers' l-th activation, the last one's beyond them; 6, relu's, without any),
+        then its other parameters and state are the new network's initial values (γ = 1, β = 0,
+        running mean 0 and variance 1, embedding tables drawn from the noise seed drawn here)."""
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = n_outputs
-        self.n_layers_ = len(layer_units)
-        # scikit-learn's factor follows the activation; with one per hidden layer, layer l's own
-        # (the output layer: the last hidden layer's), as fastmlp.Network draws them.
-        acts = self._hidden_activations(max(len(layer_units) - 2, 1))
+        if spec is None:
+            dense = list(zip(layer_units[:-1], layer_units[1:]))
+            # scikit-learn's factor follows the activation; with one per hidden layer, layer l's own
+            # (the output layer: the last hidden layer's), as fastmlp.Network draws them.
+            acts = self._hidden_activations(max(len(layer_units) - 2, 1))
+        else:
+            dense = _dense_shapes(spec, layer_units[0])
+            acts = _spec_activations(spec)
+        self.n_layers_ = len(dense) + 1
         coefs, intercepts = [], []
-        for l, (fan_in, fan_out) in enumerate(zip(layer_units[:-1], layer_units[1:])):
+        for l, (fan_in, fan_out) in enumerate(dense):
             factor = GLOROT_FACTOR[acts[min(l, len(acts) - 1)]] if acts else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
             coefs.append(rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
@@ -525,12 +767,19 @@ class _BaseMLP(BaseEstimator):
         self.coefs_, self.intercepts_ = coefs, intercepts
         # The key of the dropout and noise draws, drawn after the weights (and only when used:
         # without them the random stream is scikit-learn's).
-        self._noise_seed = int(rs.randint(np.iinfo(np.int32).max)) if self._perturbs() else 0
+        # A network of layers draws it too where it has dropout or embedding tables (drawn from it).
+        drawn = {d["kind"] for d in _flatten_spec(spec or [])} & {"dropout", "embedding"}
+        self._noise_seed = int(rs.randint(np.iinfo(np.int32).max)) if self._perturbs() or drawn else 0
+        self._layers_spec = spec
+        if spec is not None:  # a new network: initial γ, β, tables and running statistics
+            self.__dict__.pop("_net", None)
+            self.__dict__.pop("_layer_values", None)
         self._reset_bookkeeping()
 
     def _reset_bookkeeping(self) -> None:
         self._optimizer = None
         self._best_params = None
+        self._best_state = None
         self._epoch_clock = 0
         self.validation_loss_curve_ = None  # type: ignore[assignment]  # (see the declarations)
         if self.solver in STOCHASTIC_SOLVERS:
@@ -563,6 +812,7 @@ class _BaseMLP(BaseEstimator):
             state = self.__dict__.copy()
             net = state.get("_net")
             params = None if net is None else np.array(net.params)
+            running = None if net is None else np.array(net.state)  # batch norm's running statistics
             steps = None if net is None else net.training_steps
             progress = FitProgress()  # the epoch loop (or L-BFGS) reports here that epochs started
             try:
@@ -571,8 +821,9 @@ class _BaseMLP(BaseEstimator):
                 if not progress.epochs_started:
                     self.__dict__.clear()
                     self.__dict__.update(state)
-                    if net is not None and params is not None and steps is not None:  # (None when net is)
+                    if net is not None and params is not None and running is not None and steps is not None:
                         net.params[...] = params
+                        net.state[...] = running
                         net.training_steps = steps
                 raise
 
@@ -619,23 +870,46 @@ class _BaseMLP(BaseEstimator):
         dtype = np.dtype(X.dtype)
         sw = self._sample_weight(sample_weight, X, y, dtype)
         layer_units = [n_features] + hidden + [Y.shape[1]]
+        spec = self._architecture(n_features, Y.shape[1])
+        dense = list(zip(layer_units[:-1], layer_units[1:])) if spec is None else _dense_shapes(spec, n_features)
+        if spec is not None:
+            if spec[0]["kind"] != "dense" and _compat.is_sparse(X):
+                raise ValueError(
+                    f"a sparse X needs a network whose first layer is Dense, got layers[0] = {spec[0]!r} (densify X)"
+                )
+            layer_units = [a for a, _ in dense] + [dense[-1][1]]
+        if spec is not None and X.shape[0] < 2 and any(d["kind"] == "batch_norm" for d in _flatten_spec(spec)):
+            raise ValueError(
+                f"batch normalization needs at least 2 samples per training batch; got n_samples={X.shape[0]}"
+            )
         rs = check_random_state(self.random_state)
         self._random_state = rs
         if first_pass:
             _check_fits_in_memory(layer_units, dtype)
             self._fit_dtype = dtype.name
-            self._initialize(Y.shape[1], layer_units, dtype, rs)
+            self._initialize(Y.shape[1], [n_features, *layer_units[1:]], dtype, rs, spec)
         else:
             if not hasattr(self, "_epoch_clock"):  # coefs_ (and maybe t_) set by hand before any fit
-                self.n_iter_, self.t_, self.n_layers_ = 0, getattr(self, "t_", 0), len(layer_units)
+                self.n_iter_, self.t_, self.n_layers_ = 0, getattr(self, "t_", 0), len(dense) + 1
                 self._fit_dtype = dtype.name
+                self._layers_spec = spec
                 self._reset_bookkeeping()
-            if [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]:
+            fitted = getattr(self, "_layers_spec", None)
+            if (fitted is None) != (spec is None) or (
+                spec is not None and fitted is not None and _without_dropout(spec) != _without_dropout(fitted)
+            ):
                 raise ValueError(
-                    f"warm_start/partial_fit needs coefs_ of shapes "
-                    f"{[(a, b) for a, b in zip(layer_units[:-1], layer_units[1:])]} for this data and "
+                    "warm_start/partial_fit continues the fitted network, whose layers "
+                    f"({'the plain hidden_layer_sizes' if fitted is None else fitted}) differ from those that "
+                    "normalization, residual and layers now give "
+                    f"({'the plain hidden_layer_sizes' if spec is None else spec}): fit anew (warm_start=False)"
+                )
+            if [c.shape for c in self.coefs_] != dense:
+                raise ValueError(
+                    f"warm_start/partial_fit needs coefs_ of shapes {dense} for this data and "
                     f"hidden_layer_sizes, got {[c.shape for c in self.coefs_]}"
                 )
+            self._layers_spec = spec  # (its dropout rates may have changed)
             self.n_outputs_ = Y.shape[1]
         net = self._network(training=True)
         if first_pass:  # a new fit draws dropout anew: the same random_state, the same fit
@@ -850,6 +1124,9 @@ class _BaseMLP(BaseEstimator):
             self._after_divergence(diverged, n_samples)
         if self.early_stopping and getattr(self, "_best_params", None) is not None:
             net.params[:] = self._best_params
+            best_state = getattr(self, "_best_state", None)
+            if best_state is not None:  # batch norm's running statistics of the best epoch
+                net.state[:] = best_state
 
     def _split_validation(
         self, net: Network, X: Any, Y: np.ndarray, sw: np.ndarray | None, validation_data: Any
@@ -1044,6 +1321,7 @@ class _BaseMLP(BaseEstimator):
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
                 self._best_params = np.array(self._net.params)
+                self._best_state = np.array(self._net.state) if self._net.state.size else None
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -1184,6 +1462,7 @@ class _BaseMLP(BaseEstimator):
             self.leaky_relu_slope,
             getattr(self, "n_features_in_", None),
             self.precision,
+            repr(getattr(self, "_layers_spec", None)),
         )
 
     def _fast_network(self, X: Any) -> Network | None:
@@ -1295,6 +1574,10 @@ class _BaseMLP(BaseEstimator):
         for i, (w, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             arrays[f"coefs_{i}"] = np.array(w)
             arrays[f"intercepts_{i}"] = np.array(b)
+        if getattr(self, "_layers_spec", None) is not None:  # a network of layers: all its parameters, its state
+            attributes["layers"] = self._layers_spec
+            arrays["layer_params"] = np.array(net.params)
+            arrays["layer_state"] = np.array(net.state)
         for name in self._STATE_ARRAYS:
             value = getattr(self, name, None)
             if value is not None:
@@ -1333,6 +1616,10 @@ class _BaseMLP(BaseEstimator):
             if name in attrs:
                 setattr(self, name, attrs[name])
         n = sum(1 for k in data if k.startswith("coefs_"))
+        self._layers_spec = attrs.get("layers")
+        if self._layers_spec is not None:
+            self._layers_spec = _layers.to_spec(_layers.from_spec(self._layers_spec))
+            self._layer_values = (data["layer_params"], data["layer_state"])
         self.coefs_ = [data[f"coefs_{i}"] for i in range(n)]
         self.intercepts_ = [data[f"intercepts_{i}"] for i in range(n)]
         for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_"):
@@ -1364,6 +1651,8 @@ class _BaseMLP(BaseEstimator):
         net = state.pop("_net", None)
         if net is not None:  # rebuilt on demand, with this step count (the key of the next dropout draws)
             state["_training_steps"] = net.training_steps
+            if state.get("_layers_spec") is not None:  # and a network of layers' other parameters and state
+                state["_layer_values"] = (np.array(net.params), np.array(net.state))
         state.pop("_fast", None)
         if "coefs_" in state and state.get("callbacks") is not None:
             # A fitted model's callbacks served its training; one that pickle cannot write (a lambda,
@@ -1486,6 +1775,22 @@ _SHARED_DOC = """
         prediction; weights, optimizer state and the loss stay float32) — on the
         CPU's AVX512-BF16 unit where it has one (``fastmlp.show_config()``).
         Dense X only.
+    normalization : {None, 'batch', 'layer'}, default=None
+        A ``fastmlp.layers.BatchNorm()`` or ``LayerNorm()`` after each hidden layer's affine map,
+        before its activation (see ``docs/layers.md``). ``'batch'`` needs a stochastic solver;
+        ``predict`` uses the running statistics.
+    residual : bool, default=False
+        Each hidden layer but the first whose width equals its input's (``hidden_layer_sizes[l] ==
+        hidden_layer_sizes[l-1]``) becomes a residual block ``x + f(x)``, f that layer's
+        ``Dense``, normalization, activation and dropout.
+    layers : list of fastmlp.layers layers or None, default=None
+        The hidden part of the network in full (``Dense``, ``Activation``, ``Dropout``,
+        ``BatchNorm``, ``LayerNorm``, ``Residual``, ``Embedding``); the estimator appends the output
+        ``Dense(n_outputs_)`` and its output activation. ``hidden_layer_sizes`` and ``activation``
+        are then not read; ``normalization``, ``residual`` and ``dropout`` must stay at their
+        defaults. ``coefs_``/``intercepts_`` are the Dense layers' weights; the other parameters
+        and the running statistics live in :meth:`fitted_network` (``layer_params()``, ``state``)
+        and are kept by pickling, :meth:`save`, ``warm_start`` and ``partial_fit``.
 """
 
 
@@ -1561,6 +1866,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         input_noise: float = 0.0,
         max_norm: float | None = None,
         precision: str | None = None,
+        normalization: str | None = None,
+        residual: bool = False,
+        layers: Sequence[Any] | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1605,6 +1913,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.input_noise = input_noise
         self.max_norm = max_norm
         self.precision = precision
+        self.normalization = normalization
+        self.residual = residual
+        self.layers = layers
         self.label_smoothing = label_smoothing
 
     _OWN_CONSTRAINTS: ClassVar[dict[str, Callable[[str, Any], None]]] = {
@@ -1841,6 +2152,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         input_noise: float = 0.0,
         max_norm: float | None = None,
         precision: str | None = None,
+        normalization: str | None = None,
+        residual: bool = False,
+        layers: Sequence[Any] | None = None,
         delta: float = 1.0,
         quantile: float = 0.5,
     ) -> None:
@@ -1886,6 +2200,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.input_noise = input_noise
         self.max_norm = max_norm
         self.precision = precision
+        self.normalization = normalization
+        self.residual = residual
+        self.layers = layers
         self.delta = delta
         self.quantile = quantile
 

@@ -42,6 +42,7 @@ class _Layers(NamedTuple):
     leaky_relu_slope: float
     binary_proba: bool  # append [1 - p, p]
     dtype: np.dtype
+    network: Any = None  # a network of layers (fastmlp.layers): exported from its spec; else None
 
 
 def _layers(model: Any) -> _Layers:
@@ -59,6 +60,10 @@ def _layers(model: Any) -> _Layers:
         )
     n = len(net.weights)
     out = canonical_activation(net.output_activation)
+    if not net.shorthand:  # a network of layers: its weights for the shapes, its spec for the graph
+        return _Layers(
+            [np.array(w) for w in net.weights], [np.array(b) for b in net.biases], [], 0.0, binary, net.dtype, net
+        )
     hidden = [canonical_activation(a) for a in net.activations]  # dropout and noise: training only
     assert len(hidden) == n - 1
     return _Layers(
@@ -210,6 +215,20 @@ def _graph(model: Any, x: str, outputs: list[str], dtype: np.dtype, fresh: Any) 
         nodes.append(_Node(op, inputs, [out], attrs, domain))
         return out
 
+    net = layers.network
+    if net is not None:  # a network of layers, its output activation included
+        x = _layer_nodes(
+            x,
+            net.spec,
+            net.n_inputs,
+            net.params,
+            net.state,
+            net.output_activation,
+            float(net.leaky_relu_slope),
+            dtype,
+            node,
+            const,
+        )
     for i, (w, b, act) in enumerate(zip(layers.weights, layers.biases, layers.activations)):
         x = node("Gemm", [x, const(f"W{i}", w.astype(dtype)), const(f"b{i}", b.astype(dtype))])
         x = _activation_nodes(x, act, layers.leaky_relu_slope, node, const, dtype)
@@ -340,7 +359,8 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, dtype: Any =
         graph = _graph(model, "X", outputs, dt, fresh)
         elem = TensorProto.FLOAT if dt == np.float32 else TensorProto.DOUBLE
         layers = _layers(model)
-        n_in, n_out = layers.weights[0].shape[0], layers.weights[-1].shape[1]
+        n_in = layers.weights[0].shape[0] if layers.network is None else layers.network.n_inputs
+        n_out = layers.weights[-1].shape[1]
         if outputs == ["label", "probabilities"]:
             n_proba = 2 if layers.binary_proba else n_out
             classes = _classes_tensor(model.classes_)
@@ -604,6 +624,20 @@ def to_torch(model: Any) -> Any:
             leaky_relu_slope=model.leaky_relu_slope,
         )
     layers = _layers(model)
+    if layers.network is not None:  # an estimator's network of layers
+        net = layers.network
+        seq = to_torch_layers(
+            net.spec,
+            net.n_inputs,
+            net.params,
+            net.state,
+            net.output_activation,
+            net.dtype,
+            leaky_relu_slope=net.leaky_relu_slope,
+        )
+        if layers.binary_proba:
+            seq.append(_torch_modules()["BinaryProba"]())
+        return seq.eval()
     dtype = torch.float32 if layers.dtype == np.float32 else torch.float64
     modules: list[Any] = []
     for w, b, act in zip(layers.weights, layers.biases, layers.activations):

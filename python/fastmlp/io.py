@@ -11,11 +11,17 @@ The file is a NumPy ``.npz`` archive, readable with NumPy alone:
   ``validation_loss_curve_``, ``feature_names_in_`` where they exist;
 - ``optimizer_velocity``, ``optimizer_m``, ``optimizer_v``, ``optimizer_G``:
   the stochastic optimizer's state, so that ``partial_fit`` continues as if
-  never saved.
+  never saved;
+- a network of layers (``normalization``, ``residual`` or ``layers`` set; version 3): the
+  attribute ``layers`` (its spec, :func:`fastmlp.layers.to_spec`, the output Dense included),
+  ``layer_params`` (all its parameters, flat) and ``layer_state`` (its running statistics);
+  ``coefs_l``/``intercepts_l`` are then its Dense layers' weights. Files of plain networks
+  stay version 2, readable by older fastmlp; a version 3 file fails there ("upgrade fastmlp").
 
 ``params`` are typed (version 2): JSON's scalars and lists as they are, and
 ``{"tuple": [...]}``, ``{"dict": [[key, value], ...]}``, ``{"type": name}``
-(a NumPy scalar type) and ``{"dtype": name}`` for what JSON cannot say, so
+(a NumPy scalar type), ``{"dtype": name}`` and ``{"layers": spec}`` (a list of
+:mod:`fastmlp.layers` layers) for what JSON cannot say, so
 ``get_params()`` round-trips (``(64,)`` stays a tuple, ``{2: 5.0}`` keeps its
 int key). ``callbacks`` (code) and a ``RandomState`` ``random_state`` are
 saved as None.
@@ -45,7 +51,7 @@ from . import layers as _layers
 from ._names import OPTIMIZER_STATE
 
 FORMAT = "fastmlp.estimator"
-FORMAT_VERSION = 2  # 2: typed params, optimizer state
+FORMAT_VERSION = 3  # 2: typed params, optimizer state; 3: a network of layers (written only for one)
 
 _OPTIMIZER_ARRAYS = OPTIMIZER_STATE  # ("velocity", "m", "v", "G"): the core's kOptimizers
 
@@ -72,6 +78,8 @@ def _encode(value: Any) -> Any:
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, _layers.Layer) for v in value):
+        return {"layers": _layers.to_spec(value)}
     if isinstance(value, list):
         return [_encode(v) for v in value]
     if isinstance(value, tuple):
@@ -101,6 +109,8 @@ def _decode(value: Any) -> Any:
             return {_decode(k): _decode(v) for k, v in body}
         except TypeError as exc:  # an unhashable key
             raise ValueError(f"a dict parameter has an invalid key: {exc}") from None
+    if tag == "layers" and isinstance(body, list):
+        return _layers.from_spec(body)
     if tag in ("type", "dtype") and body in ("float32", "float64"):
         return np.dtype(body).type if tag == "type" else np.dtype(body)
     raise ValueError(f"unknown typed parameter value {value!r}")
@@ -131,7 +141,7 @@ def save(est: Any, path: Any) -> None:
     state = est.get_model_state()  # coefs_ set by hand are checked here
     meta: dict[str, Any] = {
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if "layers" in state["attributes"] else 2,  # older fastmlp reads 2
         "class": type(est).__name__,
         "params": _params(state["params"]),
         "attributes": {},
@@ -307,13 +317,33 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"attribute {name} must be a string, got {attrs[name]!r}")
     if attrs.get("_fit_dtype", "float64") not in ("float32", "float64"):
         raise ValueError(f"attribute _fit_dtype must be 'float32' or 'float64', got {attrs['_fit_dtype']!r}")
-    units = [attrs.get("n_features_in_"), *_fitted_hidden(meta, headers), attrs.get("n_outputs_")]
-    if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
-        raise ValueError(f"layer sizes {units} (n_features_in_, hidden_layer_sizes, n_outputs_) must be ints >= 1")
     fit_dtype = np.dtype(attrs.get("_fit_dtype", "float64"))
     want: dict[str, Any] = {}
-    for i, (a, b) in enumerate(zip(units[:-1], units[1:])):
-        want[f"coefs_{i}"], want[f"intercepts_{i}"] = (a, b), (b,)
+    units: list[Any]
+    if "layers" in attrs:  # a network of layers (version 3): the spec gives every array's shape
+        if meta.get("version", 0) < 3:
+            raise ValueError("attribute layers needs format version 3")
+        n_in = attrs.get("n_features_in_")
+        if not isinstance(n_in, int) or isinstance(n_in, bool) or n_in < 1:
+            raise ValueError(f"attribute n_features_in_ must be an int >= 1, got {n_in!r}")
+        shapes = _layers.shapes(attrs["layers"], n_in)
+        if shapes.n_outputs != attrs.get("n_outputs_"):
+            raise ValueError(
+                f"the layers output {shapes.n_outputs} values, n_outputs_ says {attrs.get('n_outputs_')!r}"
+            )
+        dense = [(s.n_in, s.n_out) for s in shapes.layers if s.kind == "dense"]
+        units = [n_in, *(b for _, b in dense)]
+        for i, (a, b) in enumerate(dense):
+            want[f"coefs_{i}"], want[f"intercepts_{i}"] = (a, b), (b,)
+        want["layer_params"], want["layer_state"] = (shapes.n_params,), (shapes.n_state,)
+        n_params = shapes.n_params
+    else:
+        units = [attrs.get("n_features_in_"), *_fitted_hidden(meta, headers), attrs.get("n_outputs_")]
+        if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
+            raise ValueError(f"layer sizes {units} (n_features_in_, hidden_layer_sizes, n_outputs_) must be ints >= 1")
+        for i, (a, b) in enumerate(zip(units[:-1], units[1:])):
+            want[f"coefs_{i}"], want[f"intercepts_{i}"] = (a, b), (b,)
+        n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
     for name, shape in want.items():
         if name not in headers:
             raise ValueError(f"missing array {name}")
@@ -336,7 +366,6 @@ def _expected(meta: dict[str, Any], headers: dict[str, Any]) -> None:
             raise ValueError(f"unexpected array {name!r}")
         if len(shape) != 1 or dtype.kind not in optional[name]:
             raise ValueError(f"{name} must be 1-D of kind {optional[name]!r}, got shape {shape} and dtype {dtype}")
-    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
     opt = attrs.get("optimizer")
     if opt is not None and (
         not isinstance(opt, dict)
@@ -596,6 +625,11 @@ def to_sklearn(est: Any) -> Any:
         raise ImportError("to_sklearn needs scikit-learn: pip install scikit-learn") from None
     if not hasattr(est, "coefs_"):
         raise ValueError(f"to_sklearn needs a fitted estimator; this {type(est).__name__} is not fitted yet")
+    if getattr(est, "_layers_spec", None) is not None:
+        raise ValueError(
+            "a network of layers (normalization, residual or layers set) has no scikit-learn equivalent: "
+            "scikit-learn's MLP has dense layers only"
+        )
     activation = est.activation
     if isinstance(activation, (list, tuple)) and len(activation) == 0:  # no hidden layer: none is used
         activation = "relu"  # (the Glorot bound fastmlp drew with, scikit-learn's default)
