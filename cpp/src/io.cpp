@@ -725,7 +725,11 @@ void network_file(const Json& meta, const std::map<std::string, Array>& arrays, 
 
 void estimator_file(const Json& meta, const std::map<std::string, Array>& arrays, Model& m) {
   const Index version = need_int(need(meta, "version"), "version", 1);
-  if (version > 2) fail("format version " + std::to_string(version) + "; this fastmlp reads up to 2: upgrade fastmlp");
+  if (version == 3)
+    fail(
+        "format version 3 (an estimator of layers: normalization, residual or layers=) is read by Python's "
+        "fastmlp.load only; save its network (est.fitted_network().save(path)) for the C++ loader");
+  if (version > 3) fail("format version " + std::to_string(version) + "; this fastmlp reads up to 3: upgrade fastmlp");
   m.info.estimator = need_text(need(meta, "class"), "class");
   if (m.info.estimator != "MLPClassifier" && m.info.estimator != "MLPRegressor")
     fail("unknown estimator class '" + m.info.estimator + "'");
