@@ -300,7 +300,10 @@ class Network:
         r"""What training step `step` draws for a batch of `rows` rows: the input noise
         :math:`\sigma\varepsilon` (``(rows, n_inputs)``, or None) and, per layer input,
         the keep mask (0/1, ``(rows, width)``; None where its rate is 0) — the arguments
-        :func:`fastmlp.reference.loss_and_grad` takes to give the same gradients."""
+        :func:`fastmlp.reference.loss_and_grad` takes to give the same gradients. For a
+        network of layers, one mask per Dropout layer in order (depth-first), each drawn
+        at the layer's site (:func:`fastmlp.layers.shapes`), as
+        :func:`fastmlp.reference.layers_loss_and_grad` takes them (keyed by site)."""
         rows = check_int("rows", rows, minimum=1)
         step = check_int("step", step, minimum=0, maximum=2**64 - 1)
         noise, masks = self._net.draws(rows, step)
