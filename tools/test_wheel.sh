@@ -22,7 +22,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 source "$repo/tools/pythons.sh"
 full=${FULL_SUITE_PYTHON:-$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
-subset="reference or finite_differences or sparse or dispatch or variant or chosen or build_info or stubs"
+# (torch and onnxruntime are installed beside the full suite's interpreter only: their tests run there.)
+subset="(reference or finite_differences or sparse or dispatch or variant or chosen or build_info or stubs) and not torch and not onnx and not export"
 # scikit-learn parity needs scikit-learn >= 1.7 (MLP sample_weight, loss='poisson'),
 # which no longer supports Python 3.9: it runs with the full suite.
 full_subset="$subset or parity"
