@@ -436,3 +436,18 @@ def test_batch_norm_streamed_from_a_memmap_equals_the_in_memory_epoch(tmp_path):
     assert nets[0].training_steps == nets[1].training_steps == 2
     np.testing.assert_array_equal(nets[0].params, nets[1].params)
     np.testing.assert_array_equal(nets[0].state, nets[1].state)
+
+
+@pytest.mark.parametrize(
+    "n_inputs, layers",
+    [
+        (2**62, [L.LayerNorm(), L.Dense(2)]),
+        (2**40, [L.Dense(2**40), L.Dense(2)]),
+        (4, [L.Embedding([0], [2**40], [2**40]), L.Dense(2)]),
+    ],
+    ids=["norm", "dense", "embedding"],
+)
+def test_huge_layers_are_refused_before_any_size_product_wraps(n_inputs, layers):
+    """Counted in floating point first (UBSan aborted on the signed overflow of W's size before)."""
+    with pytest.raises(ValueError, match="parameters needs .* GiB"):
+        fastmlp.Network(n_inputs, layers=layers)

@@ -145,6 +145,7 @@ int Network<T>::add_ops(const std::vector<LayerSpec>& layers, int in, Index& par
       case LayerKind::Dense:
         if (spec.units < 1) throw std::invalid_argument(at + ": units must be >= 1, got " + std::to_string(spec.units));
         op.kind = OpKind::Dense;
+        check_size(double(param) + double(op.width_in) * double(spec.units) + double(spec.units), double(state));
         op.width = spec.units;
         op.n_param = op.width_in * op.width + op.width;
         ++dense_seen;
@@ -173,6 +174,7 @@ int Network<T>::add_ops(const std::vector<LayerSpec>& layers, int in, Index& par
         op.kind = spec.kind == LayerKind::BatchNorm ? OpKind::BatchNorm : OpKind::LayerNorm;
         op.eps = spec.eps;
         op.momentum = spec.momentum;
+        check_size(double(param) + 2.0 * double(op.width), double(state) + 2.0 * double(op.width));
         op.n_param = 2 * op.width;
         if (op.kind == OpKind::BatchNorm) {
           op.state = state;
@@ -207,6 +209,12 @@ int Network<T>::add_ops(const std::vector<LayerSpec>& layers, int in, Index& par
         op.cardinalities = spec.cardinalities;
         for (Index col = 0; col < op.width_in; ++col)
           if (table_of[std::size_t(col)] < 0) op.columns.push_back({col, -1, 0, 0, 0});
+        double tables = 0.0, width = double(op.width_in);
+        for (std::size_t j = 0; j < k; ++j) {
+          tables += double(spec.cardinalities[j]) * double(spec.dims[j]);
+          width += double(spec.dims[j]) - 1.0;
+        }
+        check_size(double(param) + tables + width * 2.0, double(state));  // the tables, and a dense layer's least
         Index offset = 0;
         for (std::size_t j = 0; j < k; ++j) {
           for (Index d = 0; d < spec.dims[j]; ++d)
@@ -252,6 +260,19 @@ int Network<T>::add_ops(const std::vector<LayerSpec>& layers, int in, Index& par
   return in;
 }
 
+// Throws std::length_error when `count` parameters (and `state` values) do not
+// fit in the machine's memory; counted in floating point by add_ops, before
+// any integer product of sizes can wrap.
+template <class T>
+void Network<T>::check_size(double count, double state) const {
+  const double need = (2.0 * count + state) * sizeof(T), have = physical_memory_bytes();
+  if (count > 9.0e18 || (have > 0.0 && need > have))
+    throw std::length_error(std::string(shorthand_ ? "a network with layer_sizes of " : "a network of layers of ") +
+                            std::to_string(count) + " parameters needs " + std::to_string(need / 1073741824.0) +
+                            " GiB for parameters and gradients; this machine has " +
+                            std::to_string(have / 1073741824.0) + " GiB");
+}
+
 template <class T>
 void Network<T>::compile(std::vector<LayerSpec> layers) {
   value_width_.assign(1, n_inputs_);
@@ -281,16 +302,7 @@ void Network<T>::compile(std::vector<LayerSpec> layers) {
     if (op.kind == OpKind::Activation && i > 0 && ops_[i - 1].kind == OpKind::Dense && ops_[i - 1].out == op.in)
       op.fused = true;
   }
-  // Count in floating point first: a product of huge sizes must not wrap.
-  double count = 0.0;
-  for (const Op& op : ops_)
-    count += op.kind == OpKind::Dense ? double(op.width_in) * double(op.width) + double(op.width) : double(op.n_param);
-  const double need = (2.0 * count + double(state)) * sizeof(T), have = physical_memory_bytes();
-  if (count > 9.0e18 || (have > 0.0 && need > have))
-    throw std::length_error(std::string(shorthand_ ? "a network with layer_sizes of " : "a network of layers of ") +
-                            std::to_string(count) + " parameters needs " + std::to_string(need / 1073741824.0) +
-                            " GiB for parameters and gradients; this machine has " +
-                            std::to_string(have / 1073741824.0) + " GiB");
+  check_size(double(param), double(state));
   params_.resize(param);
   grads_.setZero(param);
   state_.setZero(state);

@@ -250,6 +250,7 @@ class Network {
  private:
   struct ForwardContext;
   void compile(std::vector<LayerSpec> layers);
+  void check_size(double count, double state) const;
   int add_ops(const std::vector<LayerSpec>& layers, int in, Index& param, Index& state, int& dense_seen,
               int& dropouts_since_dense, bool top);
   void plan_eval_slots();
