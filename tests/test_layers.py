@@ -449,5 +449,5 @@ def test_batch_norm_streamed_from_a_memmap_equals_the_in_memory_epoch(tmp_path):
 )
 def test_huge_layers_are_refused_before_any_size_product_wraps(n_inputs, layers):
     """Counted in floating point first (UBSan aborted on the signed overflow of W's size before)."""
-    with pytest.raises(ValueError, match="parameters needs .* GiB"):
+    with pytest.raises(ValueError, match=r"parameters needs .* GiB"):
         fastmlp.Network(n_inputs, layers=layers)
