@@ -24,7 +24,9 @@ KERNELS = _core.build_info()["gemm_kernels"]
 SHAPES = [  # (m, n, k): C is m × n, the sum runs over k
     (1, 256, 784),  # one row: latency
     (5, 33, 17),  # fewer rows than the packed kernel takes
-    (16, 10, 128),  # the smallest packed product, an output layer
+    (16, 10, 128),  # an output layer: too narrow for the packed kernel on AVX-512 (Eigen's)
+    (16, 16, 128),  # the smallest packed product on every build (kMinPackedRows × kMinPackedCols)
+    (64, 1, 32),  # one output: Eigen's GEMV
     (128, 10, 256),  # tall-skinny
     (128, 256, 784),  # mnist's first layer, a batch of 128
     (37, 53, 29),  # no multiple of any tile

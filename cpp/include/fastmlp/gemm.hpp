@@ -148,6 +148,12 @@ inline constexpr Index kNc = FASTMLP_GEMM_NC;  // columns of B packed at once (k
 // Below this many rows of C, Eigen's product (a GEMV for one row): packing all
 // of B for a few rows costs more than the packed kernel saves.
 inline constexpr Index kMinPackedRows = 16;
+// Below this many columns of C, Eigen's product too: the packed kernel pads a
+// panel to kNr columns, so an n-column product costs what a kNr-column one
+// does (a 1-output layer: kNr times its work).
+inline constexpr Index kMinPackedCols = kNr / 2;
+// Whether a float product of m rows and n columns runs the packed kernel.
+inline constexpr bool packed_shape(Index m, Index n) { return m >= kMinPackedRows && n >= kMinPackedCols; }
 
 // Columns of op(B) the bf16 fallback rounds at once (its B buffer: k × this).
 inline constexpr Index kRoundCols = 256;
@@ -577,7 +583,7 @@ void full_product(Index m, Index n, Index k, const Operand<T>& A, const Operand<
                   bool accumulate, Scratch* scratch, Epilogue& epilogue) {
 #ifdef FASTMLP_PACKED_GEMM
   if constexpr (std::is_same_v<T, float>) {
-    if (m >= kMinPackedRows && scratch != nullptr && scratch->fits(m, n, k) && kernel() == Kernel::Packed) {
+    if (packed_shape(m, n) && scratch != nullptr && scratch->fits(m, n, k) && kernel() == Kernel::Packed) {
       detail::packed(m, n, k, A, B, c, ldc, cols, accumulate, *scratch, epilogue);
       return;
     }
@@ -688,7 +694,7 @@ void gemm(Index m, const Operand<float>& A, const PackedB& B, float* c, Index ld
   const bool usable = B.panels != nullptr && PackedB::wanted(B.precision) && cols.begin % kNr == 0 && cols.size() > 0 &&
                       B.k > 0 && scratch != nullptr && scratch->fits(m, B.n, B.k);
 #ifdef FASTMLP_PACKED_GEMM
-  if (usable && B.precision == Precision::Full && m >= kMinPackedRows) {
+  if (usable && B.precision == Precision::Full && packed_shape(m, B.n)) {
     detail::packed(m, B.n, B.k, A, plain(B.values, B.n), c, ldc, cols, false, *scratch, epilogue, B.panels.get());
     return;
   }
