@@ -105,3 +105,53 @@ def test_every_threading_mode_gives_the_one_thread_result(threads, restore_threa
     np.testing.assert_allclose(many[0], one[0], rtol=1e-10)
     np.testing.assert_allclose(many[1], one[1], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(many[2], one[2], rtol=1e-9, atol=1e-12)
+
+
+def _one_row_networks():
+    """Networks whose single-row forward pass the team splits by columns (their dense layers
+    hold more than 2**17 weights): a plain MLP, and one of every layer kind."""
+    from fastmlp import layers as L
+
+    yield "mlp", fastmlp.Network([784, 256, 128, 10], output_activation="softmax", dtype="float32", seed=0), 784
+    yield "mlp64", fastmlp.Network([300, 500, 70, 3], activation="tanh", dtype="float64", seed=1), 300
+    yield (
+        "mlp-bf16",
+        fastmlp.Network([784, 256, 128, 10], output_activation="softmax", precision="bf16", seed=2),
+        784,
+    )
+    spec = [
+        L.Embedding([1, 4], [5, 3], [8, 8]),
+        L.Dense(600),
+        L.BatchNorm(),
+        L.Activation("gelu"),
+        L.Residual([L.LayerNorm(), L.Dense(600), L.Activation("relu")]),
+        L.Dense(250),
+        L.Activation("silu"),
+        L.Dense(10),
+    ]
+    net = fastmlp.Network(40, layers=spec, output_activation="softmax", dtype="float32", seed=3)
+    rng = np.random.default_rng(5)
+    for kind, views in net.layer_params():
+        if kind == "batch_norm":
+            views["running_mean"][:] = rng.normal(size=views["running_mean"].shape)
+            views["running_var"][:] = rng.uniform(0.5, 2.0, size=views["running_var"].shape)
+    yield "layers", net, 40
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_one_row_split_by_columns_gives_the_one_thread_result(threads, restore_threads):
+    # A single row is computed by the whole team, each thread its columns of
+    # every layer (barriers between layers): bit-identical to one thread.
+    for name, net, n_in in _one_row_networks():
+        rng = np.random.default_rng(0)
+        rows = rng.standard_normal((6, n_in)).astype(net.dtype)
+        if name == "layers":
+            rows[:, 1] = rng.integers(0, 5, len(rows))
+            rows[:, 4] = rng.integers(0, 3, len(rows))
+        fastmlp.set_num_threads(1)
+        one = [net.forward(r[None]) for r in rows]
+        fastmlp.set_num_threads(threads)
+        for _ in range(3):  # repeated: a race between the team's layers would show as a difference
+            for r, expected in zip(rows, one):
+                np.testing.assert_array_equal(net.forward(r[None]), expected, err_msg=name)
+        assert np.all(np.isfinite(np.concatenate(one))) and np.ptp(np.concatenate(one)) > 0, name

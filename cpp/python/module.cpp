@@ -201,6 +201,32 @@ CsrView<T> csr_of(const InArray<T>& data, const InArray<std::int64_t>& indices, 
   return CsrView<T>{data.data(), ix, p, rows, cols};
 }
 
+// Throws ValueError unless the rows × cols values of x are finite, with
+// fastmlp._validation.check_finite's message: "X must be finite, got NaN at
+// index (i, j)" — the first value that is not finite, "NaN" if any is NaN
+// (else "infinity"). Runs without the GIL: one pass that vectorizes
+// (v − v is 0 exactly when v is finite), a second one only on failure.
+template <class T>
+void check_finite(const T* x, Index rows, Index cols, const char* name) {
+  const Index n = rows * cols;
+  bool finite = true;
+  {
+    py::gil_scoped_release release;
+    int all = 1;
+    for (Index i = 0; i < n; ++i) all &= int(x[i] - x[i] == T(0));
+    finite = all != 0;
+  }
+  if (finite) return;
+  Index first = n;
+  bool nan = false;
+  for (Index i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i]) && first == n) first = i;
+    nan = nan || std::isnan(x[i]);
+  }
+  throw std::invalid_argument(std::string(name) + " must be finite, got " + (nan ? "NaN" : "infinity") + " at index (" +
+                              std::to_string(first / cols) + ", " + std::to_string(first % cols) + ")");
+}
+
 // A new (rows, cols) output array, checked against the machine's memory first.
 template <class T>
 py::array_t<T> new_output(Index rows, Index cols) {
@@ -449,6 +475,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("n_state", &Net::n_state)
       .def_property_readonly("needs_whole_batch", &Net::needs_whole_batch)
       .def_property_readonly("layer_sizes", &Net::layer_sizes)
+      .def_property_readonly("n_inputs", &Net::n_inputs)
       .def_property_readonly("n_params", &Net::n_params)
       .def_property_readonly("activations",
                              [](const Net& n) {
@@ -621,9 +648,10 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
           py::arg("seed"), py::arg("init"))
       .def(
           "forward",
-          [](const Net& n, const InArray<T>& x, std::optional<py::array> out) {
+          [](const Net& n, const InArray<T>& x, std::optional<py::array> out, bool finite_checked) {
             check_matrix(x, "X", n.n_inputs(), "the network's inputs");
             const Index rows = x.shape(0);
+            if (!finite_checked) check_finite(x.data(), rows, n.n_inputs(), "X");
             py::array_t<T> dst = out ? output_array<T>(*out, rows, n.n_outputs()) : new_output<T>(rows, n.n_outputs());
             T* data = dst.mutable_data();
             {
@@ -632,7 +660,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
             }
             return dst;
           },
-          py::arg("X"), py::arg("out") = py::none())
+          py::arg("X"), py::arg("out") = py::none(), py::arg("finite_checked") = false)
       .def(
           "forward_csr",
           [](const Net& n, const InArray<T>& data, const InArray<std::int64_t>& indices,

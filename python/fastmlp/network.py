@@ -50,9 +50,9 @@ __all__ = ["EpochRequest", "Network", "as_csr", "epoch_options", "make_regulariz
 
 
 def _ready(X: Any, dtype: np.dtype, n_inputs: int) -> bool:
-    """Whether `X` can go to the core as it is: an aligned, C-contiguous ``numpy.ndarray`` of
-    `dtype` and shape ``(n >= 1, n_inputs)``, finite (its sum is: NaN and ±inf propagate; an
-    overflowing sum only sends X through the full conversion, which decides)."""
+    """Whether `X` can go to the core as it is: an aligned, C-contiguous ``numpy.ndarray`` (not a
+    subclass such as a memmap) of `dtype` and shape ``(n >= 1, n_inputs)``. The core checks that
+    its values are finite (one pass in C++, cheaper than any NumPy reduction on a small batch)."""
     return (
         type(X) is np.ndarray
         and X.dtype == dtype
@@ -61,7 +61,6 @@ def _ready(X: Any, dtype: np.dtype, n_inputs: int) -> bool:
         and X.shape[1] == n_inputs
         and X.flags.c_contiguous
         and X.flags.aligned
-        and math.isfinite(X.sum())
     )
 
 
@@ -379,16 +378,17 @@ class Network:
         chunks of rows into one buffer (:func:`fastmlp.data.forward_streamed`):
         the output is the only allocation that grows with the rows.
         """
-        if _data.is_out_of_core(X):
-            return _data.forward_streamed(self, X, out)
-        if _is_sparse(X):
-            if out is not None:
-                raise TypeError("out is supported for dense X only, got a scipy.sparse X")
-            return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
-        if not _ready(X, self._dtype, self.n_inputs):  # else as it is: as_matrix's checks would cost more
-            X = as_matrix("X", X, self.n_inputs, self._dtype)  # than a small batch's product
+        finite_checked = False  # a ready X goes as it is (its values are checked in C++)
+        if not _ready(X, self._dtype, self._net.n_inputs):
+            if _data.is_out_of_core(X):
+                return _data.forward_streamed(self, X, out)
+            if _is_sparse(X):
+                if out is not None:
+                    raise TypeError("out is supported for dense X only, got a scipy.sparse X")
+                return self._net.forward_csr(*as_csr("X", X, self.n_inputs, self._dtype))
+            X, finite_checked = as_matrix("X", X, self.n_inputs, self._dtype), True
         if out is None:
-            return self._net.forward(X)
+            return self._net.forward(X, None, finite_checked)
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
         if out.dtype != self._dtype:
@@ -399,7 +399,7 @@ class Network:
             raise ValueError("out must be C-contiguous, aligned and writable")
         if np.may_share_memory(X, out):
             raise ValueError("out must not overlap X")
-        return self._net.forward(X, out)
+        return self._net.forward(X, out, finite_checked)
 
     def _targets(self, y: Any, loss: str, n: int) -> np.ndarray:
         return as_targets("y", y, loss, n, self.n_outputs, self._dtype)

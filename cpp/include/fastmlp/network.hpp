@@ -262,9 +262,10 @@ class Network {
   template <class After>
   void dense(const Op& op, const Input<T>& x, const T* in, Index rows, T* z, Range c, gemm::Scratch* scratch,
              After&& after, const gemm::PackedB* packed = nullptr) const;
-  // packs: every dense layer's W packed once (float), or null.
+  // packs: every dense layer's W packed once (float), or null. Thread t of a
+  // team of `team` computes its columns of every op (one row: forward_chunked).
   void forward_rows(const Input<T>& x, Index rows, T* out, T* const* slots, gemm::Scratch* scratch,
-                    const WeightPacks* packs) const;
+                    const WeightPacks* packs, int t = 0, int team = 1) const;
   template <class RowsOf>
   void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
   std::unique_ptr<ForwardContext> take_context() const;
