@@ -431,26 +431,12 @@ void Network<T>::dense(const Op& op, const Input<T>& x, const T* in, Index rows,
 // (plan_eval_slots); a dense layer's activation fused into the product's
 // epilogue (each block while it is in cache); the output activation (softmax
 // needs whole rows) after the last op.
-//
-// With a team (team > 1), thread t computes its share of every op's columns
-// (parallel::part at kColumnAlign: a product's columns come out the same
-// however they are split), as the training pass does. A barrier follows an op
-// that reads whole rows (a dense layer, a layer norm: the next op may write
-// the slot it reads) and goes before one that reads what other threads wrote
-// (a dense layer or layer norm after column-wise ops); a layer norm and the
-// output are thread 0's.
 template <class T>
 void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* const* slots, gemm::Scratch* scratch,
-                              const WeightPacks* packs, int t, int team) const {
+                              const WeightPacks* packs) const {
   const auto at = [&](int v) -> T* {
     const int s = eval_slot_[std::size_t(v)];
     return s == -2 ? out : s == -1 ? const_cast<T*>(x.dense) : slots[s];
-  };
-  const auto mine = [&](Index w) { return parallel::part(w, t, team, parallel::kColumnAlign); };
-  bool columns_pending = false;  // column-wise ops ran since the last barrier
-  const auto sync = [&] {
-    parallel::barrier(team);
-    columns_pending = false;
   };
   const Range all_rows{0, rows};
   Index dense_seen = 0;  // the dense layers before op i
@@ -458,54 +444,41 @@ void Network<T>::forward_rows(const Input<T>& x, Index rows, T* out, T* const* s
     const Op& op = ops_[i];
     const Index w = op.width;
     const T* p = params_.data() + op.param;
-    const Range c = mine(w);
     switch (op.kind) {
       case OpKind::Dense: {
-        if (columns_pending) sync();
         const Op* next = i + 1 < ops_.size() && ops_[i + 1].fused ? &ops_[i + 1] : nullptr;
         const auto activate = [&](T* o, Index ld, Index r0, Index n, Index c0, Index cols) {
           if (next != nullptr)
             activation_forward(next->activation, slope_, o + r0 * ld, o + r0 * ld, n, ld, Range{c0, c0 + cols});
         };
-        dense(op, x, at(op.in), rows, at(op.out), c, scratch, activate,
+        dense(op, x, at(op.in), rows, at(op.out), Range{0, w}, scratch, activate,
               packs != nullptr ? &packs->layer(dense_seen) : nullptr);
         ++dense_seen;
-        sync();
         break;
       }
       case OpKind::Activation:
-        if (!op.fused) activation_forward(op.activation, slope_, at(op.in), at(op.out), rows, w, c);
-        columns_pending = true;
+        if (!op.fused) activation_forward(op.activation, slope_, at(op.in), at(op.out), rows, w);
         break;
       case OpKind::BatchNorm:
-        batch_norm_eval(at(op.in), at(op.out), rows, w, c, p, p + w, op.eps, state_.data() + op.state);
-        columns_pending = true;
+        batch_norm_eval(at(op.in), at(op.out), rows, w, Range{0, w}, p, p + w, op.eps, state_.data() + op.state);
         break;
       case OpKind::LayerNorm:
-        if (columns_pending) sync();
-        if (t == 0)
-          layer_norm_forward(at(op.in), at(op.out), rows, w, all_rows, p, p + w, op.eps, static_cast<double*>(nullptr));
-        sync();
+        layer_norm_forward(at(op.in), at(op.out), rows, w, all_rows, p, p + w, op.eps, static_cast<double*>(nullptr));
         break;
       case OpKind::Embedding:
-        embedding_forward(x.dense, n_inputs_, at(op.out), rows, w, c, op.columns, p);
-        columns_pending = true;
+        embedding_forward(x.dense, n_inputs_, at(op.out), rows, w, Range{0, w}, op.columns, p);
         break;
       case OpKind::Add: {
         const T* f = at(op.in);
         const T* skip = at(op.partner);
         T* y = at(op.out);
-        for (Index r = 0; r < rows; ++r)
-          for (Index k = r * w + c.begin; k < r * w + c.end; ++k) y[k] = f[k] + skip[k];
-        columns_pending = true;
+        for (Index k = 0; k < rows * w; ++k) y[k] = f[k] + skip[k];
         break;
       }
       case OpKind::Fork:
       case OpKind::Dropout: break;
     }
   }
-  if (columns_pending) sync();
-  if (t != 0) return;
   const int last = ops_.back().out;
   if (eval_slot_[std::size_t(last)] != -2) std::copy_n(at(last), rows * n_outputs(), out);
   activation_forward(output_, slope_, out, out, rows, n_outputs());
@@ -573,17 +546,7 @@ template <class RowsOf>
 void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   if (n <= 0) return;
   const Index width = *std::max_element(value_width_.begin() + 1, value_width_.end());
-  // Rows are dealt to threads in chunks; a single row is split by columns
-  // instead (forward_rows with a team) where its products read enough weights
-  // to be worth two caches: a one-row product streams W from cache, so two
-  // threads each read half of it.
-  Index weights = 0;  // the dense layers' weights
-  for (const Op& op : ops_)
-    if (op.kind == OpKind::Dense) weights += op.width_in * op.width;
-  const bool split_row = n == 1;
-  const int threads = split_row ? parallel::threads_for(double(weights), double(parallel::kMinRowSplitWeights), width,
-                                                        2 * parallel::kColumnAlign)
-                                : parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
+  const int threads = parallel::threads_for(double(n), 0.0, n, parallel::kMinForwardRows);
   const Index chunk = std::max<Index>(1, std::min({n, kForwardChunk, kForwardBufferValues / width}));
   const int per_thread = std::max(n_eval_slots_, 1);
   std::unique_ptr<ForwardContext> context = take_context();
@@ -618,10 +581,6 @@ void Network<T>::forward_chunked(Index n, T* out, RowsOf&& rows_of) const {
   // thread count, and when parallel.hpp's rule 5 shrinks the team).
   const Index chunks = (n + chunk - 1) / chunk;
   parallel::run(threads, [&](int t, int team) {
-    if (split_row) {
-      forward_rows(rows_of(0), 1, out, ctx.slots.data(), &ctx.scratch[std::size_t(t)], nullptr, t, team);
-      return;
-    }
     for (Index q = t; q < chunks; q += team) {
       const Index r = q * chunk;
       forward_rows(rows_of(r), std::min(chunk, n - r), out + r * n_outputs(),

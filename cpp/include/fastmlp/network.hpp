@@ -262,10 +262,9 @@ class Network {
   template <class After>
   void dense(const Op& op, const Input<T>& x, const T* in, Index rows, T* z, Range c, gemm::Scratch* scratch,
              After&& after, const gemm::PackedB* packed = nullptr) const;
-  // packs: every dense layer's W packed once (float), or null. Thread t of a
-  // team of `team` computes its columns of every op (one row: forward_chunked).
+  // packs: every dense layer's W packed once (float), or null.
   void forward_rows(const Input<T>& x, Index rows, T* out, T* const* slots, gemm::Scratch* scratch,
-                    const WeightPacks* packs, int t = 0, int team = 1) const;
+                    const WeightPacks* packs) const;
   template <class RowsOf>
   void forward_chunked(Index n, T* out, RowsOf&& rows_of) const;
   std::unique_ptr<ForwardContext> take_context() const;

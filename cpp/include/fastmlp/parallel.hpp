@@ -64,10 +64,6 @@ inline constexpr double kMinStepWork = 4.0e6;
 inline constexpr Index kMinSliceRows = 16;
 // Inference gives each thread at least this many rows.
 inline constexpr Index kMinForwardRows = 64;
-// A single row is split by columns over the team when its dense layers hold
-// at least this many weights (a fork/join and a barrier per layer cost about
-// what streaming this many floats from cache does).
-inline constexpr Index kMinRowSplitWeights = Index(1) << 17;
 
 // --- How a training step is split
 
