@@ -69,6 +69,20 @@ def test_network_forward_takes_a_ready_array_as_it_is(monkeypatch):
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"X must be finite, got NaN at index \(1, 2\)"):
         net.forward(bad)
+    # The core checks a ready array's values (one pass, before anything is written): the first
+    # value that is not finite, "NaN" if any is, as as_matrix says it; a given `out` is untouched.
+    bad[0, 1] = np.inf
+    out, converted = np.full((4, 2), 7.0), len(calls)
+    with pytest.raises(ValueError, match=r"X must be finite, got NaN at index \(0, 1\)"):
+        net.forward(bad, out=out)
+    bad[1, 2] = -np.inf
+    with pytest.raises(ValueError, match=r"X must be finite, got infinity at index \(0, 1\)"):
+        net.forward(bad, out=out)
+    np.testing.assert_array_equal(out, 7.0)
+    f32 = fastmlp.Network([3, 5, 2], dtype="float32", seed=0)
+    with pytest.raises(ValueError, match=r"X must be finite, got infinity at index \(0, 1\)"):
+        f32.forward(bad.astype(np.float32))
+    assert len(calls) == converted  # ready arrays all: the core checked them, not as_matrix
     with pytest.raises(ValueError, match=r"X must have 3 features \(columns\), got shape \(1, 4\)"):
         net.forward(np.zeros((1, 4)))
 
