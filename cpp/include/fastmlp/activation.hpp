@@ -9,6 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
+
+#include <unsupported/Eigen/SpecialFunctions>  // erf of an array (GELU)
 
 #include "fastmlp/tensor.hpp"
 
@@ -94,7 +97,8 @@ inline constexpr double kSeluLambda = 1.0507009873554804934193349852946;
 inline constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 
 // The smooth activations, one value at a time (std:: functions: the same bits
-// at any address, chunk or thread count), each forward beside its derivative
+// at any address, chunk or thread count; float32's gelu, silu, mish and
+// softplus run SmoothBlock below instead), each forward beside its derivative
 // f'(z), which needs z (the output alone does not determine it).
 //   gelu      f = z Φ(z),  Φ(z) = (1 + erf(z/√2)) / 2     f' = Φ(z) + z φ(z),  φ(z) = e^(−z²/2) / √(2π)
 //   silu      f = z σ(z)                                   f' = σ(z) (1 + z (1 − σ(z)))
@@ -151,9 +155,10 @@ using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 // address, in another chunk or on another thread count. Here every value is
 // copied into a fixed, aligned block and goes through the vectorized code —
 // bit-identical results wherever the data lies. out may alias in.
+inline constexpr Index kMapBlock = 64;  // a multiple of every packet size, 4 cache lines of float
 template <class T, class F>
 void map_aligned(const T* in, T* out, Index n, F&& f) {
-  constexpr Index kBlock = 64;  // a multiple of every packet size, 4 cache lines of float
+  constexpr Index kBlock = kMapBlock;
   using Block = Eigen::Array<T, kBlock, 1>;
   alignas(64) T buffer[kBlock];
   Eigen::Map<Block, Eigen::Aligned64> block(buffer);
@@ -164,6 +169,71 @@ void map_aligned(const T* in, T* out, Index n, F&& f) {
     block = f(block);
     std::copy(buffer, buffer + m, out + i);
   }
+}
+
+// dz[i] = da[i] · g(z)[i], g an Eigen array expression of z (a slope), over
+// the same fixed aligned blocks as map_aligned. dz may alias da or z.
+template <class T, class G>
+void map_aligned_slope(const T* da, const T* z, T* dz, Index n, G&& g) {
+  constexpr Index kBlock = kMapBlock;
+  using Block = Eigen::Array<T, kBlock, 1>;
+  alignas(64) T buffer[kBlock];
+  Eigen::Map<Block, Eigen::Aligned64> block(buffer);
+  for (Index i = 0; i < n; i += kBlock) {
+    const Index m = std::min(kBlock, n - i);
+    std::copy(z + i, z + i + m, buffer);
+    std::fill(buffer + m, buffer + kBlock, T(0));
+    block = g(block);
+    for (Index j = 0; j < m; ++j) dz[i + j] = da[i + j] * buffer[j];
+  }
+}
+
+// The smooth activations of float32 over one block of map_aligned, with
+// Eigen's vectorized exp, log1p, tanh and erf: Smooth's formulas (float64
+// keeps Smooth's std:: functions, the reference's precision; selu and elu
+// too, whose expm1 Eigen does not vectorize: slower as arrays than as
+// std::expm1). Measured (1 thread, [256, 512, 512, 10], 2,048 rows, forward +
+// backward, AMD EPYC Zen 4): gelu 84.5 → 59.9 ms, silu 91.1 → 66.4, softplus
+// 101.0 → 71.9, mish 268.5 → 70.6; relu 55.6.
+struct SmoothBlock {
+  using Block = Eigen::Array<float, kMapBlock, 1>;
+  static constexpr float kInvSqrt2 = float(Smooth<float>::kInvSqrt2), kInvSqrt2Pi = float(Smooth<float>::kInvSqrt2Pi);
+  static Block softplus(const Block& x) { return x.max(0.0f) + (-x.abs()).exp().log1p(); }
+  static Block gelu(const Block& x) { return 0.5f * x * (1.0f + (x * kInvSqrt2).erf()); }
+  static Block gelu_slope(const Block& x) {
+    return 0.5f * (1.0f + (x * kInvSqrt2).erf()) + x * (-0.5f * x * x).exp() * kInvSqrt2Pi;
+  }
+  // σ(x) = 1 / (1 + e^−x): exact in the tails (Eigen's float logistic is a
+  // fit with an absolute error, 4e-4 relative at x = −8.8); e^−x = inf gives 0.
+  static Block sigmoid(const Block& x) { return 1.0f / (1.0f + (-x).exp()); }
+  static Block silu(const Block& x) { return x * sigmoid(x); }
+  static Block silu_slope(const Block& x) {
+    const Block s = sigmoid(x);
+    return s * (1.0f + x * (1.0f - s));
+  }
+  static Block mish(const Block& x) { return x * softplus(x).tanh(); }
+  static Block mish_slope(const Block& x) {
+    const Block t = softplus(x).tanh();
+    return t + x * (1.0f - t * t) * sigmoid(x);
+  }
+  static Block softplus_slope(const Block& x) { return sigmoid(x); }
+};
+
+// a = f(z) of a smooth activation: SmoothBlock's vectorized form for float,
+// Smooth's scalar one for double. dz = da · f'(z) the same way.
+template <class T, class Scalar, class Vector>
+void smooth(const T* z, T* a, Index n, Scalar scalar, Vector vector) {
+  if constexpr (std::is_same_v<T, float>)
+    map_aligned(z, a, n, vector);
+  else
+    map_each(z, a, n, scalar);
+}
+template <class T, class Scalar, class Vector>
+void smooth_slope(const T* da, const T* z, T* dz, Index n, Scalar scalar, Vector vector) {
+  if constexpr (std::is_same_v<T, float>)
+    map_aligned_slope(da, z, dz, n, vector);
+  else
+    map_slope(da, z, dz, n, scalar);
 }
 
 // softmax of one row, a(c) = exp(z(c) − max z) / Σ_c exp(z(c) − max z), summed
@@ -199,11 +269,11 @@ void activation_forward(Activation f, T slope, const T* z, T* a, Index rows, Ind
     case Activation::Relu: A = Z.max(T(0)); break;
     case Activation::LeakyRelu: A = (Z > T(0)).select(Z, slope * Z); break;
     case Activation::Exp: map_aligned(z, a, n, [](const auto& x) { return x.exp(); }); break;
-    case Activation::Gelu: map_each(z, a, n, Smooth<T>::gelu); break;
-    case Activation::Silu: map_each(z, a, n, Smooth<T>::silu); break;
+    case Activation::Gelu: smooth(z, a, n, Smooth<T>::gelu, SmoothBlock::gelu); break;
+    case Activation::Silu: smooth(z, a, n, Smooth<T>::silu, SmoothBlock::silu); break;
     case Activation::Selu: map_each(z, a, n, Smooth<T>::selu); break;
-    case Activation::Mish: map_each(z, a, n, Smooth<T>::mish); break;
-    case Activation::Softplus: map_each(z, a, n, Smooth<T>::softplus); break;
+    case Activation::Mish: smooth(z, a, n, Smooth<T>::mish, SmoothBlock::mish); break;
+    case Activation::Softplus: smooth(z, a, n, Smooth<T>::softplus, SmoothBlock::softplus); break;
     case Activation::Elu: map_each(z, a, n, Smooth<T>::elu); break;
     case Activation::Softmax: break;
   }
@@ -236,11 +306,13 @@ void activation_backward(Activation f, T slope, const T* da, const T* z, const T
     case Activation::Relu: dZ = (Z > T(0)).select(dA, T(0)); break;
     case Activation::LeakyRelu: dZ = (Z > T(0)).select(dA, slope * dA); break;
     case Activation::Exp: dZ = dA * A; break;
-    case Activation::Gelu: map_slope(da, z, dz, n, Smooth<T>::gelu_slope); break;
-    case Activation::Silu: map_slope(da, z, dz, n, Smooth<T>::silu_slope); break;
+    case Activation::Gelu: smooth_slope(da, z, dz, n, Smooth<T>::gelu_slope, SmoothBlock::gelu_slope); break;
+    case Activation::Silu: smooth_slope(da, z, dz, n, Smooth<T>::silu_slope, SmoothBlock::silu_slope); break;
     case Activation::Selu: map_slope(da, z, dz, n, Smooth<T>::selu_slope); break;
-    case Activation::Mish: map_slope(da, z, dz, n, Smooth<T>::mish_slope); break;
-    case Activation::Softplus: map_slope(da, z, dz, n, Smooth<T>::softplus_slope); break;
+    case Activation::Mish: smooth_slope(da, z, dz, n, Smooth<T>::mish_slope, SmoothBlock::mish_slope); break;
+    case Activation::Softplus:
+      smooth_slope(da, z, dz, n, Smooth<T>::softplus_slope, SmoothBlock::softplus_slope);
+      break;
     case Activation::Elu: map_slope(da, z, dz, n, Smooth<T>::elu_slope); break;
     case Activation::Softmax: break;
   }
