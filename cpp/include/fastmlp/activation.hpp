@@ -156,36 +156,35 @@ using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 // copied into a fixed, aligned block and goes through the vectorized code —
 // bit-identical results wherever the data lies. out may alias in.
 inline constexpr Index kMapBlock = 64;  // a multiple of every packet size, 4 cache lines of float
-template <class T, class F>
-void map_aligned(const T* in, T* out, Index n, F&& f) {
-  constexpr Index kBlock = kMapBlock;
-  using Block = Eigen::Array<T, kBlock, 1>;
-  alignas(64) T buffer[kBlock];
+// f over in[0, n) block by block: each kMapBlock values copied into a fixed
+// aligned buffer (zero-padded), f applied to all of it, then emit(i, m, r)
+// given the block's first index, its m real values' count and the results.
+template <class T, class F, class Emit>
+void map_blocks(const T* in, Index n, F&& f, Emit&& emit) {
+  using Block = Eigen::Array<T, kMapBlock, 1>;
+  alignas(64) T buffer[kMapBlock];
   Eigen::Map<Block, Eigen::Aligned64> block(buffer);
-  for (Index i = 0; i < n; i += kBlock) {
-    const Index m = std::min(kBlock, n - i);
+  for (Index i = 0; i < n; i += kMapBlock) {
+    const Index m = std::min(kMapBlock, n - i);
     std::copy(in + i, in + i + m, buffer);
-    std::fill(buffer + m, buffer + kBlock, T(0));
+    std::fill(buffer + m, buffer + kMapBlock, T(0));
     block = f(block);
-    std::copy(buffer, buffer + m, out + i);
+    emit(i, m, static_cast<const T*>(buffer));
   }
 }
 
-// dz[i] = da[i] · g(z)[i], g an Eigen array expression of z (a slope), over
-// the same fixed aligned blocks as map_aligned. dz may alias da or z.
+// out = f(in). out may alias in.
+template <class T, class F>
+void map_aligned(const T* in, T* out, Index n, F&& f) {
+  map_blocks(in, n, f, [&](Index i, Index m, const T* r) { std::copy(r, r + m, out + i); });
+}
+
+// dz = da · g(z), g a slope. dz may alias da or z.
 template <class T, class G>
 void map_aligned_slope(const T* da, const T* z, T* dz, Index n, G&& g) {
-  constexpr Index kBlock = kMapBlock;
-  using Block = Eigen::Array<T, kBlock, 1>;
-  alignas(64) T buffer[kBlock];
-  Eigen::Map<Block, Eigen::Aligned64> block(buffer);
-  for (Index i = 0; i < n; i += kBlock) {
-    const Index m = std::min(kBlock, n - i);
-    std::copy(z + i, z + i + m, buffer);
-    std::fill(buffer + m, buffer + kBlock, T(0));
-    block = g(block);
-    for (Index j = 0; j < m; ++j) dz[i + j] = da[i + j] * buffer[j];
-  }
+  map_blocks(z, n, g, [&](Index i, Index m, const T* r) {
+    for (Index j = 0; j < m; ++j) dz[i + j] = da[i + j] * r[j];
+  });
 }
 
 // The smooth activations of float32 over one block of map_aligned, with
