@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fastmlp import _names
@@ -47,3 +49,17 @@ def load_script(path, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (/proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def asan_allowance() -> int:
+    """Under AddressSanitizer freed memory waits in a quarantine before reuse: that much growth is not a leak."""
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        return 0
+    opts = dict(o.split("=", 1) for o in os.environ.get("ASAN_OPTIONS", "").split(":") if "=" in o)
+    return int(opts.get("quarantine_size_mb", 256)) * 2**20

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastmlp
 from fastmlp import MLPClassifier, MLPRegressor
+from helpers import asan_allowance, rss_bytes
 
 # --- helpers -----------------------------------------------------------------
 
@@ -628,11 +629,6 @@ def test_load_fuzz_metadata(tmp_path, key, path_key, value, data):
 # --- 5. soak ----------------------------------------------------------------------
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @pytest.mark.slow
 def test_soak_fit_predict_save_load_does_not_leak(tmp_path):
     rng = np.random.default_rng(0)
@@ -650,10 +646,10 @@ def test_soak_fit_predict_save_load_does_not_leak(tmp_path):
             back = fastmlp.load(path)
             assert back.predict(X).tobytes() == p.tobytes()
             if i + 1 in (100, 1000):
-                rss[i + 1] = _rss_bytes()
+                rss[i + 1] = rss_bytes()
     growth = rss[1000] - rss[100]
     print(f"RSS after 100 cycles: {rss[100] / 2**20:.1f} MiB; growth over the next 900: {growth / 2**20:.2f} MiB")
-    assert growth < 4 * 2**20
+    assert growth < 4 * 2**20 + asan_allowance()  # ASan's quarantine holds freed memory: not a leak
 
 
 # --- 6. threads -------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 import fastmlp
 from fastmlp import reference as ref
-from helpers import TOL, copy_params, make_data
+from helpers import TOL, asan_allowance, copy_params, make_data, rss_bytes
 
 PHYSICAL = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
@@ -55,9 +55,9 @@ def test_forward_memory_is_bounded_for_wide_layers():
     """forward runs chunk by chunk: a wide layer shrinks the chunk, not the machine."""
     net = _wide_net()
     X = np.linspace(-1, 1, 300, dtype=np.float32).reshape(-1, 1)
-    rss = _rss_bytes()
+    rss = rss_bytes()
     out = net.forward(X)
-    assert _rss_bytes() - rss < 512 * 2**20  # 256-row chunks x 2^21 x 4 B would be 2 GiB per buffer
+    assert rss_bytes() - rss < 512 * 2**20  # 256-row chunks x 2^21 x 4 B would be 2 GiB per buffer
     W, b = copy_params(net)
     for rows in (slice(0, 2), slice(150, 152), slice(298, 300)):  # the reference is not chunked: a few rows
         np.testing.assert_allclose(out[rows], ref.predict(W, b, X[rows], "relu", "identity"), rtol=1e-4, atol=1e-4)
@@ -351,19 +351,6 @@ def test_racing_threads_on_one_network_never_corrupt_it():
 # --- soak: no leak over many cycles ------------------------------------------
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _asan_allowance():
-    """Under AddressSanitizer freed memory waits in a quarantine before reuse: that much growth is not a leak."""
-    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
-        return 0
-    opts = dict(o.split("=", 1) for o in os.environ.get("ASAN_OPTIONS", "").split(":") if "=" in o)
-    return int(opts.get("quarantine_size_mb", 256)) * 2**20
-
-
 @pytest.mark.slow
 def test_soak_network_cycles_do_not_leak():
     rng = np.random.default_rng(0)
@@ -385,7 +372,7 @@ def test_soak_network_cycles_do_not_leak():
             keep.forward(X[:, :3])
         if cycle == 99:
             gc.collect()
-            growth_at[100] = _rss_bytes()
+            growth_at[100] = rss_bytes()
     gc.collect()
-    growth = _rss_bytes() - growth_at[100]
-    assert growth <= 4 * 2**20 + _asan_allowance(), f"resident memory grew {growth / 2**20:.1f} MiB"
+    growth = rss_bytes() - growth_at[100]
+    assert growth <= 4 * 2**20 + asan_allowance(), f"resident memory grew {growth / 2**20:.1f} MiB"
